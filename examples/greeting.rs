@@ -1,0 +1,43 @@
+//! Writes a short greeting on every connection, then closes it: the target synack-load floods.
+//!
+//! ```text
+//! cargo run --release --example greeting -- --addr 127.0.0.1:7878 --backlog 1024
+//! ```
+
+mod common;
+
+use clap::Parser;
+use tokio::io::AsyncWriteExt;
+
+/// A synack server that greets every connection and closes it.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    server: common::ServerFlags,
+    /// The greeting written on every connection.
+    #[arg(long, default_value = "hello from synack\n")]
+    greeting: String,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    common::init_tracing();
+    if let Err(e) = run(cli) {
+        eprintln!("greeting: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<(), synack::Error> {
+    let greeting: &'static [u8] = Box::leak(cli.greeting.into_bytes().into_boxed_slice());
+    let server = cli
+        .server
+        .builder()?
+        .serve(move |mut conn: synack::Connection| async move {
+            conn.write_all(greeting).await?;
+            conn.shutdown().await
+        })?;
+    common::print_listeners("greeting", &server);
+    common::run(server, cli.server.grace())
+}

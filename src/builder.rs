@@ -1,0 +1,381 @@
+//! Configuring a server: where to listen, the backlog, the limits, the threads.
+
+use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use mio::{Poll, Token, Waker};
+use socket2::Socket;
+
+use crate::acceptor::{AcceptConfig, Acceptor, AcceptorShared, FdExhaustionPolicy};
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::limit::{Limit, OverloadPolicy};
+use crate::listener::{self, Keepalive, ListenOptions, Listener};
+use crate::server::{AcceptorHandle, Server, Shared};
+use crate::stats::AcceptorStats;
+use crate::worker::{self, HandlerOutput, WorkerShared};
+
+/// The most acceptor or worker threads one server may ask for.
+pub const MAX_THREADS: usize = 4096;
+
+/// Tomcat's default `maxConnections` (NIO connector).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+
+#[derive(Debug)]
+enum Bind {
+    Addr(SocketAddr),
+    Adopt(Socket),
+}
+
+/// Configures and starts a [`Server`]. Obtained from [`Server::builder`].
+///
+/// Every setting has a default; only a listen address ([`bind`](Self::bind) or
+/// [`adopt`](Self::adopt)) is required. Values are checked by [`serve`](Self::serve), which
+/// names the setting and what it accepts when one is out of range.
+#[derive(Debug)]
+pub struct ServerBuilder {
+    binds: Vec<Bind>,
+    opts: ListenOptions,
+    max_connections: usize,
+    workers: Option<usize>,
+    acceptors: usize,
+    accept: AcceptConfig,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerBuilder {
+    /// A builder with the defaults: backlog 1024, 8192 connections, one worker per core, one
+    /// acceptor, `SO_REUSEADDR` and `TCP_NODELAY` on, [`OverloadPolicy::Queue`],
+    /// [`FdExhaustionPolicy::Backoff`] from 5 ms to 1 s, at most 64 accepts per listener per
+    /// wakeup.
+    pub fn new() -> Self {
+        ServerBuilder {
+            binds: Vec::new(),
+            opts: ListenOptions::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            workers: None,
+            acceptors: 1,
+            accept: AcceptConfig {
+                batch: 64,
+                backoff_min: Duration::from_millis(5),
+                backoff_max: Duration::from_secs(1),
+                overload: OverloadPolicy::Queue,
+                fd_exhaustion: FdExhaustionPolicy::Backoff,
+            },
+        }
+    }
+
+    /// Adds a listener on `addr` (`"127.0.0.1:8080"`, `"[::1]:0"`, `"localhost:8080"`, a
+    /// `SocketAddr`). A name that resolves to several addresses gets one listener on each. May
+    /// be called several times. Fails only when the name does not resolve; the socket is bound
+    /// by [`serve`](Self::serve).
+    pub fn bind<A: ToSocketAddrs + std::fmt::Debug>(mut self, addr: A) -> Result<Self, Error> {
+        let shown = format!("{addr:?}");
+        let addrs = addr.to_socket_addrs().map_err(|source| Error::Resolve {
+            addr: shown.clone(),
+            source,
+        })?;
+        let before = self.binds.len();
+        for a in addrs {
+            if !self
+                .binds
+                .iter()
+                .any(|b| matches!(b, Bind::Addr(x) if *x == a && a.port() != 0))
+            {
+                self.binds.push(Bind::Addr(a));
+            }
+        }
+        if self.binds.len() == before {
+            return Err(Error::NoAddress { addr: shown });
+        }
+        Ok(self)
+    }
+
+    /// Adopts a listener bound elsewhere: a `std::net::TcpListener`, a `socket2::Socket` (bound,
+    /// listening or not), or a descriptor inherited through systemd socket activation (wrap it
+    /// with `TcpListener::from(OwnedFd)`). synack calls `listen` on it again with this builder's
+    /// backlog (Linux updates the backlog of a listening socket) and applies the per-connection
+    /// options; bind-time options (`reuse_address`, `reuse_port`, `only_v6`) are left as they are.
+    pub fn adopt(mut self, listener: impl Into<Socket>) -> Self {
+        self.binds.push(Bind::Adopt(listener.into()));
+        self
+    }
+
+    /// The `listen(2)` backlog: how many connections may wait in the kernel's accept queue.
+    /// Between 1 and [`MAX_BACKLOG`](crate::listener::MAX_BACKLOG); the kernel caps it at
+    /// `net.core.somaxconn` (see [`ListenerInfo::effective_backlog`](crate::ListenerInfo)).
+    /// Default 1024.
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.opts.backlog = backlog;
+        self
+    }
+
+    /// The most connections open at once (Tomcat's `maxConnections`); at the limit the
+    /// [`OverloadPolicy`] applies. At least 1. Default 8192.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Worker threads, each a tokio current-thread runtime. Default: the available parallelism.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Acceptor threads. With [`reuse_port`](Self::reuse_port) each owns its own socket per
+    /// address and the kernel spreads connections over them; without, they all poll the same
+    /// sockets. Default 1.
+    pub fn acceptors(mut self, n: usize) -> Self {
+        self.acceptors = n;
+        self
+    }
+
+    /// `SO_REUSEADDR` (default on): rebind at once over connections in `TIME_WAIT`.
+    pub fn reuse_address(mut self, on: bool) -> Self {
+        self.opts.reuse_address = on;
+        self
+    }
+
+    /// `SO_REUSEPORT` (default off): several sockets on one address, the kernel balancing
+    /// connections across them. With several acceptors, each gets its own socket.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.opts.reuse_port = on;
+        self
+    }
+
+    /// `IPV6_V6ONLY` on IPv6 listeners: `true` accepts only IPv6, `false` IPv4-mapped too.
+    /// Default: the system's (`net.ipv6.bindv6only`).
+    pub fn only_v6(mut self, on: bool) -> Self {
+        self.opts.only_v6 = Some(on);
+        self
+    }
+
+    /// `TCP_NODELAY` on accepted connections (default on).
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.opts.nodelay = on;
+        self
+    }
+
+    /// `TCP_DEFER_ACCEPT` (Linux): the kernel hands a connection to `accept` only once the
+    /// client has sent data, or after about this long (whole seconds). Default off.
+    pub fn defer_accept(mut self, wait: Duration) -> Self {
+        self.opts.defer_accept = Some(wait);
+        self
+    }
+
+    /// `TCP_FASTOPEN` (Linux): the queue length for TFO requests. Default off.
+    pub fn fastopen(mut self, queue_len: u32) -> Self {
+        self.opts.fastopen = Some(queue_len);
+        self
+    }
+
+    /// `SO_RCVBUF` of accepted connections (set on the listener, before `listen`, so the window
+    /// scale fits). Default: the system's.
+    pub fn recv_buffer_size(mut self, bytes: usize) -> Self {
+        self.opts.recv_buffer_size = Some(bytes);
+        self
+    }
+
+    /// `SO_SNDBUF` of accepted connections. Default: the system's.
+    pub fn send_buffer_size(mut self, bytes: usize) -> Self {
+        self.opts.send_buffer_size = Some(bytes);
+        self
+    }
+
+    /// TCP keepalive on accepted connections. Default off.
+    pub fn keepalive(mut self, keepalive: Keepalive) -> Self {
+        self.opts.keepalive = Some(keepalive);
+        self
+    }
+
+    /// What happens at the connection limit. Default [`OverloadPolicy::Queue`].
+    pub fn overload_policy(mut self, policy: OverloadPolicy) -> Self {
+        self.accept.overload = policy;
+        self
+    }
+
+    /// What happens when file descriptors run out. Default [`FdExhaustionPolicy::Backoff`].
+    pub fn fd_exhaustion_policy(mut self, policy: FdExhaustionPolicy) -> Self {
+        self.accept.fd_exhaustion = policy;
+        self
+    }
+
+    /// The most connections accepted from one listener per wakeup before the others get a
+    /// turn. At least 1. Default 64.
+    pub fn accept_batch(mut self, n: usize) -> Self {
+        self.accept.batch = n;
+        self
+    }
+
+    /// The back-off after a resource-exhaustion accept error: starts at `min`, doubles up to
+    /// `max`, resets after a successful accept. Default 5 ms to 1 s.
+    pub fn accept_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.accept.backoff_min = min;
+        self.accept.backoff_max = max;
+        self
+    }
+
+    fn validate(&self) -> Result<usize, Error> {
+        if self.binds.is_empty() {
+            return Err(Error::NoListener);
+        }
+        listener::validate_backlog(self.opts.backlog)?;
+        if self.max_connections == 0 {
+            return Err(Error::invalid(
+                "max_connections",
+                0,
+                "at least 1 connection must be allowed",
+            ));
+        }
+        let workers = match self.workers {
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        for (name, n) in [("workers", workers), ("acceptors", self.acceptors)] {
+            if n == 0 || n > MAX_THREADS {
+                return Err(Error::invalid(
+                    name,
+                    n,
+                    format!("between 1 and {MAX_THREADS} threads"),
+                ));
+            }
+        }
+        if self.accept.batch == 0 {
+            return Err(Error::invalid(
+                "accept_batch",
+                0,
+                "at least 1 accept per wakeup",
+            ));
+        }
+        let (min, max) = (self.accept.backoff_min, self.accept.backoff_max);
+        if min.is_zero() || min > max {
+            return Err(Error::invalid(
+                "accept_backoff",
+                format!("{min:?}..{max:?}"),
+                "a minimum above zero and not above the maximum",
+            ));
+        }
+        Ok(workers)
+    }
+
+    fn open_listeners(&mut self) -> Result<Vec<Listener>, Error> {
+        let split = self.opts.reuse_port && self.acceptors > 1;
+        let mut out = Vec::new();
+        for bind in std::mem::take(&mut self.binds) {
+            match bind {
+                Bind::Addr(addr) if split => {
+                    let mut addr = addr;
+                    for k in 0..self.acceptors {
+                        let l = listener::open(addr, &self.opts, out.len(), Some(k))?;
+                        addr = l.info.local_addr;
+                        out.push(l);
+                    }
+                }
+                Bind::Addr(addr) => {
+                    let l = listener::open(addr, &self.opts, out.len(), None)?;
+                    out.push(l);
+                }
+                Bind::Adopt(sock) => {
+                    let l = listener::adopt(sock, &self.opts, out.len())?;
+                    out.push(l);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens the listeners and starts the acceptor and worker threads; every accepted
+    /// connection is passed to `handler` on a worker.
+    ///
+    /// The handler's future runs on the worker's single-threaded runtime, so it need not be
+    /// `Send`; it may return `()` or a `Result` (errors are counted and logged at debug level).
+    /// Needs no runtime in the calling thread.
+    pub fn serve<H, Fut>(mut self, handler: H) -> Result<Server, Error>
+    where
+        H: Fn(Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future + 'static,
+        Fut::Output: HandlerOutput,
+    {
+        let n_workers = self.validate()?;
+        let listeners = self.open_listeners()?;
+        let mut polls = Vec::with_capacity(self.acceptors);
+        let mut acceptor_shared = Vec::with_capacity(self.acceptors);
+        for k in 0..self.acceptors {
+            let start = |source| Error::Start {
+                what: format!("the poll of acceptor {k}"),
+                source,
+            };
+            let poll = Poll::new().map_err(start)?;
+            let waker = Waker::new(poll.registry(), Token(usize::MAX)).map_err(start)?;
+            polls.push(poll);
+            acceptor_shared.push(AcceptorShared {
+                stats: AcceptorStats::new(),
+                parked: AtomicBool::new(false),
+                waker,
+            });
+        }
+        let shared = Arc::new(Shared {
+            limit: Limit::new(self.max_connections),
+            workers: (0..n_workers).map(|_| WorkerShared::new()).collect(),
+            acceptors: acceptor_shared.into_boxed_slice(),
+            shutting_down: AtomicBool::new(false),
+            idle: (Mutex::new(()), Condvar::new()),
+        });
+        let mut server = Server {
+            shared: shared.clone(),
+            listeners: listeners.iter().map(|l| l.info.clone()).collect(),
+            sockets: listeners.iter().map(|l| l.sock.clone()).collect(),
+            acceptors: Vec::new(),
+            workers: Vec::new(),
+            paused: AtomicBool::new(false),
+        };
+        let handler = Arc::new(handler);
+        let opts = Arc::new(self.opts.clone());
+        for i in 0..n_workers {
+            let w = worker::spawn(i, shared.clone(), handler.clone(), opts.clone())?;
+            server.workers.push(w);
+        }
+        let senders: Vec<_> = server.workers.iter().map(|w| w.tx.clone()).collect();
+        for (k, poll) in polls.into_iter().enumerate() {
+            let mine = listeners
+                .iter()
+                .filter(|l| l.info.acceptor.is_none_or(|a| a == k))
+                .map(|l| (l.info.index, l.sock.clone(), l.info.local_addr))
+                .collect();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let acceptor = Acceptor::new(
+                k,
+                poll,
+                mine,
+                shared.clone(),
+                senders.clone(),
+                rx,
+                self.accept.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("synack-acceptor-{k}"))
+                .spawn(move || acceptor.run())
+                .map_err(|source| Error::Start {
+                    what: format!("acceptor thread {k}"),
+                    source,
+                })?;
+            server.acceptors.push(AcceptorHandle {
+                ctrl: tx,
+                thread: Some(thread),
+            });
+        }
+        tracing::info!(target: "synack::server", listeners = server.listeners.len(),
+            acceptors = self.acceptors, workers = n_workers, max_connections = self.max_connections,
+            "server started");
+        Ok(server)
+    }
+}

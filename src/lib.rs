@@ -1,0 +1,58 @@
+//! # synack: a Tomcat-style acceptor core for TCP servers
+//!
+//! synack owns the path a connection takes from the kernel to your handler:
+//!
+//! 1. **Kernel queues.** A [`listener`] built with socket2 with an explicit `listen(2)` backlog;
+//!    the backlog the kernel really grants (capped by `net.core.somaxconn`) is read back.
+//! 2. **Acceptor.** Dedicated threads on `mio` take connections off the accept queue, never
+//!    spinning on errors (see [`acceptor`]).
+//! 3. **Connection limit.** Tomcat's `maxConnections`: at the limit the acceptor stops and new
+//!    clients wait in the kernel backlog (see [`limit`]).
+//! 4. **Dispatch and workers.** Each connection goes to the least-loaded worker, a thread with
+//!    a tokio current-thread runtime, which runs your handler (see [`worker`]).
+//! 5. **Handle.** [`Server`] pauses, resumes, reports [`Stats`], and shuts down gracefully.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tokio::io::AsyncWriteExt;
+//!
+//! # fn main() -> Result<(), synack::Error> {
+//! let server = synack::Server::builder()
+//!     .bind("127.0.0.1:8080")?
+//!     .backlog(1024)
+//!     .max_connections(10_000)
+//!     .workers(4)
+//!     .serve(|mut conn: synack::Connection| async move {
+//!         conn.write_all(b"hello\n").await
+//!     })?;
+//! println!("effective backlog: {:?}", server.listeners()[0].effective_backlog);
+//! let report = server.run_until_signal(Duration::from_secs(5))?;
+//! println!("{report:?}");
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod acceptor;
+mod builder;
+mod connection;
+mod error;
+pub mod limit;
+pub mod listener;
+mod server;
+pub mod stats;
+pub mod sys;
+pub mod worker;
+
+pub use acceptor::FdExhaustionPolicy;
+pub use builder::{DEFAULT_MAX_CONNECTIONS, MAX_THREADS, ServerBuilder};
+pub use connection::{ConnInfo, Connection};
+pub use error::Error;
+pub use hdrhistogram;
+pub use limit::OverloadPolicy;
+pub use listener::{Keepalive, ListenerInfo};
+pub use server::{Server, ShutdownReport, shutdown_signal};
+pub use stats::{AcceptErrorKind, AcceptErrors, ListenerStats, Stats};
+pub use worker::HandlerOutput;

@@ -1,0 +1,88 @@
+//! The connection limit: Tomcat's `maxConnections` with its `LimitLatch`, and what to do when
+//! it is reached.
+//!
+//! A connection takes a slot before `accept()` and gives it back when its handler drops the
+//! [`Connection`](crate::Connection). With no slot free, an acceptor under
+//! [`OverloadPolicy::Queue`] stops accepting: new connections finish the handshake in the kernel
+//! and wait in the accept queue (up to the effective backlog; past it the kernel drops SYNs),
+//! exactly as Tomcat's acceptor blocks in `LimitLatch.countUpOrAwait()`. The slot freed wakes it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use crate::server::Shared;
+
+/// What an acceptor does when the connection limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverloadPolicy {
+    /// Stop accepting until a connection closes: new clients wait in the kernel's accept queue,
+    /// and once it is full their SYNs are dropped and retransmitted (Tomcat's behaviour).
+    #[default]
+    Queue,
+    /// Keep accepting, and close each connection past the limit at once with RST, so clients
+    /// fail fast with `ECONNRESET` instead of waiting out SYN retransmissions.
+    Reject,
+}
+
+/// A counting limit, lock-free: `try_acquire` before accept, `release` when a connection ends.
+#[derive(Debug)]
+pub(crate) struct Limit {
+    max: usize,
+    count: AtomicUsize,
+}
+
+impl Limit {
+    pub fn new(max: usize) -> Self {
+        Limit {
+            max,
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections holding a slot now.
+    pub fn count(&self) -> usize {
+        self.count.load(SeqCst)
+    }
+
+    /// Takes a slot if one is free.
+    pub fn try_acquire(&self) -> bool {
+        self.count
+            .fetch_update(SeqCst, SeqCst, |c| (c < self.max).then_some(c + 1))
+            .is_ok()
+    }
+
+    /// Whether a slot is free now.
+    pub fn has_room(&self) -> bool {
+        self.count.load(SeqCst) < self.max
+    }
+
+    /// Gives a slot back. The caller wakes parked acceptors.
+    pub fn release(&self) {
+        self.count.fetch_sub(1, SeqCst);
+    }
+}
+
+/// A taken slot, owned by a [`Connection`](crate::Connection): dropping it frees the slot,
+/// lowers its worker's open count and wakes an acceptor waiting for room.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+    worker: usize,
+}
+
+impl Slot {
+    /// Wraps a slot already taken with [`Limit::try_acquire`] for a connection on `worker`.
+    pub fn new(shared: Arc<Shared>, worker: usize) -> Self {
+        Slot { shared, worker }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.release(self.worker);
+    }
+}

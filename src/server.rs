@@ -1,0 +1,317 @@
+//! The running server's handle: listeners, statistics, pause and resume, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use crate::acceptor::{AcceptorExit, AcceptorShared, Control};
+use crate::builder::ServerBuilder;
+use crate::limit::Limit;
+use crate::listener::ListenerInfo;
+use crate::stats::{ListenerStats, Stats};
+use crate::sys;
+use crate::worker::{WorkerHandle, WorkerMsg, WorkerShared};
+
+/// State shared by the server handle, its acceptors, its workers and every open connection.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub limit: Limit,
+    pub workers: Box<[WorkerShared]>,
+    pub acceptors: Box<[AcceptorShared]>,
+    pub shutting_down: AtomicBool,
+    pub idle: (Mutex<()>, Condvar),
+}
+
+impl Shared {
+    /// A connection on `worker` ended.
+    pub fn release(&self, worker: usize) {
+        self.workers[worker].open.fetch_sub(1, Relaxed);
+        self.release_slot();
+    }
+
+    /// Gives a slot back to the limit and wakes whoever waits for one.
+    pub fn release_slot(&self) {
+        self.limit.release();
+        for a in self.acceptors.iter() {
+            if a.parked.load(SeqCst) && a.parked.swap(false, SeqCst) {
+                let _ = a.waker.wake();
+            }
+        }
+        if self.shutting_down.load(Relaxed) {
+            let _guard = self.idle.0.lock();
+            self.idle.1.notify_all();
+        }
+    }
+}
+
+/// The server's end of an acceptor thread.
+#[derive(Debug)]
+pub(crate) struct AcceptorHandle {
+    pub ctrl: Sender<Control>,
+    pub thread: Option<JoinHandle<AcceptorExit>>,
+}
+
+/// What a graceful shutdown did.
+///
+/// Every connection accepted is accounted for: `open_at_start + drained == completed + aborted`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Connections open (accepted, handler not finished) when the shutdown began.
+    pub open_at_start: u64,
+    /// Connections taken from the kernel accept queue during the shutdown and handed to handlers.
+    pub drained: u64,
+    /// Handlers that finished during the shutdown (panics and errors included).
+    pub completed: u64,
+    /// Handlers cancelled when the grace period ran out.
+    pub aborted: u64,
+    /// Connections still in the kernel accept queue when the listeners closed: the kernel
+    /// resets them (read from `TCP_INFO`; 0 where unknown).
+    pub left_in_queue: u64,
+    /// How long the shutdown took.
+    pub elapsed: Duration,
+}
+
+/// A running synack server.
+///
+/// Built with [`Server::builder`]. Dropping it stops it at once (no drain, no grace); call
+/// [`Server::shutdown`] or [`Server::shutdown_blocking`] for a graceful stop.
+#[derive(Debug)]
+pub struct Server {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) listeners: Vec<ListenerInfo>,
+    pub(crate) sockets: Vec<Arc<Socket>>,
+    pub(crate) acceptors: Vec<AcceptorHandle>,
+    pub(crate) workers: Vec<WorkerHandle>,
+    pub(crate) paused: AtomicBool,
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+
+    /// Every distinct address the server listens on, in bind order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for l in &self.listeners {
+            if !out.contains(&l.local_addr) {
+                out.push(l.local_addr);
+            }
+        }
+        out
+    }
+
+    /// The first listen address (convenient when there is one).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listeners[0].local_addr
+    }
+
+    /// Every listening socket, with the backlog asked for and the backlog the kernel granted.
+    pub fn listeners(&self) -> &[ListenerInfo] {
+        &self.listeners
+    }
+
+    /// A snapshot of the statistics, merged from every acceptor and worker, with the kernel's
+    /// current view of each listener's accept queue.
+    pub fn stats(&self) -> Stats {
+        let acceptors: Vec<_> = self.shared.acceptors.iter().map(|a| &a.stats).collect();
+        let workers: Vec<_> = self.shared.workers.iter().map(|w| &w.stats).collect();
+        let open = self
+            .shared
+            .workers
+            .iter()
+            .map(|w| w.open.load(Relaxed))
+            .collect();
+        let mut s = Stats::merge(&acceptors, &workers, open);
+        s.paused = self.paused.load(Relaxed);
+        s.max_connections = self.shared.limit.max();
+        s.listeners = self
+            .listeners
+            .iter()
+            .zip(&self.sockets)
+            .map(|(info, sock)| {
+                let q = sys::listen_queue(&**sock).ok().flatten();
+                ListenerStats {
+                    index: info.index,
+                    local_addr: info.local_addr,
+                    queue_len: q.map(|q| q.len),
+                    effective_backlog: q.map(|q| q.max).or(info.effective_backlog),
+                }
+            })
+            .collect();
+        s
+    }
+
+    /// Stops accepting. New connections complete the handshake in the kernel and wait in the
+    /// accept queue (up to the effective backlog). When this returns, no acceptor will call
+    /// `accept()` again until [`Server::resume`].
+    pub fn pause(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut asked = 0;
+        for (i, a) in self.acceptors.iter().enumerate() {
+            if a.ctrl.send(Control::Pause(tx.clone())).is_ok() {
+                let _ = self.shared.acceptors[i].waker.wake();
+                asked += 1;
+            }
+        }
+        drop(tx);
+        for _ in 0..asked {
+            if rx.recv().is_err() {
+                break;
+            }
+        }
+        self.paused.store(true, Relaxed);
+        tracing::info!(target: "synack::server", "accepting paused");
+    }
+
+    /// Accepts again after [`Server::pause`].
+    pub fn resume(&self) {
+        self.control(|| Control::Resume);
+        self.paused.store(false, Relaxed);
+        tracing::info!(target: "synack::server", "accepting resumed");
+    }
+
+    /// Whether accepting is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Relaxed)
+    }
+
+    fn control(&self, msg: impl Fn() -> Control) {
+        for (i, a) in self.acceptors.iter().enumerate() {
+            if a.ctrl.send(msg()).is_ok() {
+                let _ = self.shared.acceptors[i].waker.wake();
+            }
+        }
+    }
+
+    /// Shuts down gracefully, without blocking the calling task: see
+    /// [`Server::shutdown_blocking`].
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("synack-shutdown".into())
+            .spawn(move || {
+                let _ = tx.send(self.shutdown_blocking(grace));
+            });
+        match spawned {
+            Ok(_) => rx.await.unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(target: "synack::server", error = %e, "cannot start the shutdown thread");
+                ShutdownReport::default()
+            }
+        }
+    }
+
+    /// Shuts down gracefully: stops accepting, takes the connections already waiting in the
+    /// kernel accept queues and hands them to handlers (instead of letting the close reset
+    /// them), waits for handlers until `grace` has passed since the call, then cancels the
+    /// rest. Must not be called from inside a handler (it waits for the workers to exit).
+    pub fn shutdown_blocking(mut self, grace: Duration) -> ShutdownReport {
+        let start = Instant::now();
+        let deadline = start + grace;
+        let before = self.stats();
+        let open_at_start = self.shared.limit.count() as u64;
+        self.shared.shutting_down.store(true, SeqCst);
+        tracing::info!(target: "synack::server", open = open_at_start, grace_ms = grace.as_millis() as u64, "shutting down");
+        let left_in_queue = self.stop_acceptors(true, deadline);
+        self.sockets.clear();
+        {
+            let (lock, cv) = &self.shared.idle;
+            let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while self.shared.limit.count() > 0 {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                guard = cv
+                    .wait_timeout(guard, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        self.stop_workers();
+        let after = self.stats();
+        let report = ShutdownReport {
+            open_at_start,
+            drained: after.drained - before.drained,
+            completed: after.completed - before.completed,
+            aborted: after.aborted - before.aborted,
+            left_in_queue,
+            elapsed: start.elapsed(),
+        };
+        tracing::info!(target: "synack::server", drained = report.drained, completed = report.completed,
+            aborted = report.aborted, left_in_queue = report.left_in_queue, "shutdown complete");
+        report
+    }
+
+    fn stop_acceptors(&mut self, drain: bool, deadline: Instant) -> u64 {
+        self.control(|| Control::Stop { drain, deadline });
+        let mut left = 0;
+        for a in &mut self.acceptors {
+            if let Some(t) = a.thread.take() {
+                match t.join() {
+                    Ok(exit) => left += exit.left_in_queue,
+                    Err(_) => {
+                        tracing::error!(target: "synack::server", "an acceptor thread panicked")
+                    }
+                }
+            }
+        }
+        self.acceptors.clear();
+        left
+    }
+
+    fn stop_workers(&mut self) {
+        for w in &self.workers {
+            let _ = w.tx.send(WorkerMsg::Stop);
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take()
+                && t.join().is_err()
+            {
+                tracing::error!(target: "synack::server", "a worker thread panicked");
+            }
+        }
+        self.workers.clear();
+    }
+
+    /// Waits for SIGINT or SIGTERM, then shuts down gracefully with `grace`: the helper for
+    /// binaries. Blocks the calling thread; from async code use [`shutdown_signal`] and
+    /// [`Server::shutdown`] instead.
+    pub fn run_until_signal(self, grace: Duration) -> Result<ShutdownReport, crate::Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(crate::Error::Signal)?;
+        let sig = rt.block_on(shutdown_signal())?;
+        tracing::info!(target: "synack::server", signal = sig, "signal received");
+        Ok(self.shutdown_blocking(grace))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.acceptors.is_empty() || !self.workers.is_empty() {
+            self.stop_acceptors(false, Instant::now());
+            self.stop_workers();
+        }
+    }
+}
+
+/// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM; yields the signal's name.
+pub async fn shutdown_signal() -> Result<&'static str, crate::Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).map_err(crate::Error::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(crate::Error::Signal)?;
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    })
+}

@@ -1,0 +1,296 @@
+//! Statistics: each acceptor and worker records into its own counters and histograms (no lock
+//! shared between threads on the accept path); [`Server::stats`](crate::Server::stats) merges
+//! them into a [`Stats`] snapshot.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use hdrhistogram::Histogram;
+
+/// Why an `accept()` failed, grouped as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum AcceptErrorKind {
+    /// `ECONNABORTED`: the client reset the connection while it waited in the queue.
+    ConnectionAborted,
+    /// `EPROTO` and the network errors Linux passes up from the new socket (`ENETDOWN`,
+    /// `EHOSTUNREACH`, ...): that one connection is lost, the listener is fine.
+    Protocol,
+    /// `EPERM`: a firewall rule forbade the connection.
+    Permission,
+    /// `EMFILE`: the process is out of file descriptors (`RLIMIT_NOFILE`).
+    ProcessFdLimit,
+    /// `ENFILE`: the system is out of file descriptors (`fs.file-max`).
+    SystemFdLimit,
+    /// `ENOBUFS`: socket buffer memory exhausted.
+    NoBuffers,
+    /// `ENOMEM`: kernel memory exhausted.
+    NoMemory,
+    /// Anything else (logged with its errno).
+    Other,
+}
+
+impl AcceptErrorKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [AcceptErrorKind; 8] = [
+        AcceptErrorKind::ConnectionAborted,
+        AcceptErrorKind::Protocol,
+        AcceptErrorKind::Permission,
+        AcceptErrorKind::ProcessFdLimit,
+        AcceptErrorKind::SystemFdLimit,
+        AcceptErrorKind::NoBuffers,
+        AcceptErrorKind::NoMemory,
+        AcceptErrorKind::Other,
+    ];
+
+    /// Classifies an errno returned by `accept`.
+    pub fn from_errno(errno: i32) -> Self {
+        match errno {
+            libc::ECONNABORTED => AcceptErrorKind::ConnectionAborted,
+            libc::EPROTO
+            | libc::ENETDOWN
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ENETUNREACH => AcceptErrorKind::Protocol,
+            #[cfg(target_os = "linux")]
+            libc::ENONET => AcceptErrorKind::Protocol,
+            libc::EPERM => AcceptErrorKind::Permission,
+            libc::EMFILE => AcceptErrorKind::ProcessFdLimit,
+            libc::ENFILE => AcceptErrorKind::SystemFdLimit,
+            libc::ENOBUFS => AcceptErrorKind::NoBuffers,
+            libc::ENOMEM => AcceptErrorKind::NoMemory,
+            _ => AcceptErrorKind::Other,
+        }
+    }
+
+    /// Whether the error means a resource is exhausted, so accepting again at once would spin.
+    pub fn is_resource_exhaustion(self) -> bool {
+        matches!(
+            self,
+            AcceptErrorKind::ProcessFdLimit
+                | AcceptErrorKind::SystemFdLimit
+                | AcceptErrorKind::NoBuffers
+                | AcceptErrorKind::NoMemory
+        )
+    }
+
+    /// A short stable name (`connection_aborted`, `process_fd_limit`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            AcceptErrorKind::ConnectionAborted => "connection_aborted",
+            AcceptErrorKind::Protocol => "protocol",
+            AcceptErrorKind::Permission => "permission",
+            AcceptErrorKind::ProcessFdLimit => "process_fd_limit",
+            AcceptErrorKind::SystemFdLimit => "system_fd_limit",
+            AcceptErrorKind::NoBuffers => "no_buffers",
+            AcceptErrorKind::NoMemory => "no_memory",
+            AcceptErrorKind::Other => "other",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// Accept errors counted by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AcceptErrors {
+    counts: [u64; AcceptErrorKind::ALL.len()],
+}
+
+impl AcceptErrors {
+    /// The count for one kind.
+    pub fn get(&self, kind: AcceptErrorKind) -> u64 {
+        self.counts[kind.slot()]
+    }
+
+    /// All kinds together.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(kind, count)` for every kind, zeros included.
+    pub fn iter(&self) -> impl Iterator<Item = (AcceptErrorKind, u64)> + '_ {
+        AcceptErrorKind::ALL.iter().map(|k| (*k, self.get(*k)))
+    }
+}
+
+/// Microsecond histogram bounds: 1 us to one hour, 3 significant figures.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+fn batch_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1 << 20, 3).expect("static histogram bounds are valid")
+}
+
+/// One acceptor's counters. Written by that acceptor thread only.
+#[derive(Debug)]
+pub(crate) struct AcceptorStats {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub shed: AtomicU64,
+    pub drained: AtomicU64,
+    pub limit_reached: AtomicU64,
+    pub errors: [AtomicU64; AcceptErrorKind::ALL.len()],
+    pub batch: Mutex<Histogram<u64>>,
+}
+
+impl AcceptorStats {
+    pub fn new() -> Self {
+        AcceptorStats {
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            drained: AtomicU64::new(0),
+            limit_reached: AtomicU64::new(0),
+            errors: Default::default(),
+            batch: Mutex::new(batch_histogram()),
+        }
+    }
+
+    pub fn error(&self, kind: AcceptErrorKind) {
+        self.errors[kind.slot()].fetch_add(1, Relaxed);
+    }
+
+    pub fn record_batch(&self, n: u64) {
+        if n > 0
+            && let Ok(mut h) = self.batch.lock()
+        {
+            h.saturating_record(n);
+        }
+    }
+}
+
+/// One worker's counters. Written by that worker thread only.
+#[derive(Debug)]
+pub(crate) struct WorkerStats {
+    pub completed: AtomicU64,
+    pub aborted: AtomicU64,
+    pub panics: AtomicU64,
+    pub handler_errors: AtomicU64,
+    pub dispatch_us: Mutex<Histogram<u64>>,
+}
+
+impl WorkerStats {
+    pub fn new() -> Self {
+        WorkerStats {
+            completed: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            handler_errors: AtomicU64::new(0),
+            dispatch_us: Mutex::new(latency_histogram()),
+        }
+    }
+}
+
+/// The kernel's view of one listener at snapshot time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerStats {
+    /// Index in [`Server::listeners`](crate::Server::listeners).
+    pub index: usize,
+    /// The bound address.
+    pub local_addr: SocketAddr,
+    /// Connections waiting in the kernel's accept queue (Linux `TCP_INFO` `tcpi_unacked`).
+    pub queue_len: Option<u32>,
+    /// The effective backlog (Linux `TCP_INFO` `tcpi_sacked`).
+    pub effective_backlog: Option<u32>,
+}
+
+/// A snapshot of a server's statistics, merged from every acceptor and worker.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections accepted and handed to a worker (drained ones included).
+    pub accepted: u64,
+    /// Connections accepted and closed at once with RST because the connection limit was
+    /// reached under [`OverloadPolicy::Reject`](crate::OverloadPolicy::Reject).
+    pub rejected: u64,
+    /// Connections accepted and closed at once with RST because file descriptors ran out,
+    /// under [`FdExhaustionPolicy::Shed`](crate::FdExhaustionPolicy::Shed).
+    pub shed: u64,
+    /// Connections taken from the kernel queue during shutdown.
+    pub drained: u64,
+    /// Connections open now: accepted and not yet dropped by their handler.
+    pub open: u64,
+    /// Open connections per worker.
+    pub open_per_worker: Vec<u64>,
+    /// Handlers that returned (or panicked).
+    pub completed: u64,
+    /// Handlers cancelled at the end of a shutdown's grace period.
+    pub aborted: u64,
+    /// Handlers that panicked (counted in `completed` too).
+    pub handler_panics: u64,
+    /// Handlers that returned an error (counted in `completed` too).
+    pub handler_errors: u64,
+    /// Times an acceptor stopped accepting because the connection limit was reached.
+    pub limit_reached: u64,
+    /// Accept errors by kind.
+    pub accept_errors: AcceptErrors,
+    /// Accept to handler start, microseconds.
+    pub dispatch_latency_us: Histogram<u64>,
+    /// Connections accepted per listener readiness wakeup.
+    pub accept_batch: Histogram<u64>,
+    /// The kernel's view of each listener.
+    pub listeners: Vec<ListenerStats>,
+    /// Whether accepting is paused.
+    pub paused: bool,
+    /// The connection limit.
+    pub max_connections: usize,
+}
+
+impl Stats {
+    pub(crate) fn merge(
+        acceptors: &[&AcceptorStats],
+        workers: &[&WorkerStats],
+        open_per_worker: Vec<u64>,
+    ) -> Self {
+        let mut s = Stats {
+            accepted: 0,
+            rejected: 0,
+            shed: 0,
+            drained: 0,
+            open: open_per_worker.iter().sum(),
+            open_per_worker,
+            completed: 0,
+            aborted: 0,
+            handler_panics: 0,
+            handler_errors: 0,
+            limit_reached: 0,
+            accept_errors: AcceptErrors::default(),
+            dispatch_latency_us: latency_histogram(),
+            accept_batch: batch_histogram(),
+            listeners: Vec::new(),
+            paused: false,
+            max_connections: 0,
+        };
+        for a in acceptors {
+            s.accepted += a.accepted.load(Relaxed);
+            s.rejected += a.rejected.load(Relaxed);
+            s.shed += a.shed.load(Relaxed);
+            s.drained += a.drained.load(Relaxed);
+            s.limit_reached += a.limit_reached.load(Relaxed);
+            for (i, c) in a.errors.iter().enumerate() {
+                s.accept_errors.counts[i] += c.load(Relaxed);
+            }
+            if let Ok(h) = a.batch.lock() {
+                let _ = s.accept_batch.add(&*h);
+            }
+        }
+        for w in workers {
+            s.completed += w.completed.load(Relaxed);
+            s.aborted += w.aborted.load(Relaxed);
+            s.handler_panics += w.panics.load(Relaxed);
+            s.handler_errors += w.handler_errors.load(Relaxed);
+            if let Ok(h) = w.dispatch_us.lock() {
+                let _ = s.dispatch_latency_us.add(&*h);
+            }
+        }
+        s
+    }
+}

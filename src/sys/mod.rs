@@ -1,0 +1,115 @@
+//! The OS layer: everything synack asks of the kernel that `socket2` and `mio` do not cover.
+//!
+//! This module is the only place with `cfg(target_os = ...)` and `unsafe`. Linux is implemented
+//! in `linux.rs`; other Unixes get the portable fallbacks in `other.rs`, which report "unknown"
+//! (`None`) rather than guess. The load generator (`synack-load`) uses it too.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+
+mod unix;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as imp;
+
+#[cfg(not(target_os = "linux"))]
+mod other;
+#[cfg(not(target_os = "linux"))]
+use other as imp;
+
+/// The state of a listening socket's accept queue, as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenQueue {
+    /// Connections that finished the handshake and wait for `accept()` (`ss -lnt` Recv-Q).
+    pub len: u32,
+    /// The effective backlog: the queue's capacity after the kernel's cap (`ss -lnt` Send-Q).
+    pub max: u32,
+}
+
+/// The fields of `TCP_INFO` that synack reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpInfo {
+    /// The TCP state (`TCP_ESTABLISHED` = 1, `TCP_LISTEN` = 10, ...).
+    pub state: u8,
+    /// On a listener, the accept-queue length; on a connection, unacknowledged segments.
+    pub unacked: u32,
+    /// On a listener, the effective backlog; on a connection, SACKed segments.
+    pub sacked: u32,
+    /// Retransmissions over the connection's life, SYN retransmissions included.
+    pub total_retrans: u32,
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u32,
+}
+
+/// Reads the accept queue of a listening socket (Linux: `TCP_INFO`).
+///
+/// Returns `Ok(None)` where the operating system does not report it.
+pub fn listen_queue(sock: &impl AsFd) -> io::Result<Option<ListenQueue>> {
+    Ok(imp::tcp_info(sock.as_fd())?.map(|i| ListenQueue {
+        len: i.unacked,
+        max: i.sacked,
+    }))
+}
+
+/// Reads `TCP_INFO` from a TCP socket. `Ok(None)` where the operating system lacks it.
+pub fn tcp_info(sock: &impl AsFd) -> io::Result<Option<TcpInfo>> {
+    imp::tcp_info(sock.as_fd())
+}
+
+/// The kernel's cap on listen backlogs (`net.core.somaxconn` on Linux, read for the current
+/// network namespace), or `None` where unknown.
+pub fn somaxconn() -> Option<u32> {
+    imp::somaxconn()
+}
+
+/// Sets `TCP_DEFER_ACCEPT` (seconds): the kernel completes `accept` only when data arrives.
+pub fn set_defer_accept(sock: &impl AsFd, secs: u32) -> io::Result<()> {
+    imp::set_defer_accept(sock.as_fd(), secs)
+}
+
+/// Reads `TCP_DEFER_ACCEPT` back (seconds, as the kernel rounded it).
+pub fn defer_accept(sock: &impl AsFd) -> io::Result<u32> {
+    imp::defer_accept(sock.as_fd())
+}
+
+/// Sets the `TCP_FASTOPEN` queue length on a listener.
+pub fn set_fastopen(sock: &impl AsFd, qlen: u32) -> io::Result<()> {
+    imp::set_fastopen(sock.as_fd(), qlen)
+}
+
+/// Reads the `TCP_FASTOPEN` queue length back.
+pub fn fastopen(sock: &impl AsFd) -> io::Result<u32> {
+    imp::fastopen(sock.as_fd())
+}
+
+/// Accepts one connection, non-blocking and close-on-exec, in one system call where the OS
+/// allows (`accept4` on Linux).
+pub(crate) fn accept(sock: &socket2::Socket) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (conn, addr) = imp::accept(sock)?;
+    let addr = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP peer"))?;
+    Ok((conn.into(), addr))
+}
+
+/// Whether accepted sockets inherit `TCP_NODELAY`, keepalive and buffer sizes from the
+/// listener, so that setting them once on the listener is enough (true on Linux).
+pub(crate) const ACCEPTED_INHERITS_OPTIONS: bool = imp::ACCEPTED_INHERITS_OPTIONS;
+
+/// The process's open-file limit: `(soft, hard)`.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    unix::nofile_limit()
+}
+
+/// Sets the process's open-file limit (`RLIMIT_NOFILE`).
+pub fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
+    unix::set_nofile_limit(soft, hard)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock that every process on the host shares.
+pub fn monotonic_ns() -> u64 {
+    unix::monotonic_ns()
+}

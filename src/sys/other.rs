@@ -1,0 +1,45 @@
+//! Portable fallbacks for Unixes other than Linux: what cannot be known is reported as `None`
+//! or `Unsupported`, never guessed.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use socket2::{SockAddr, Socket};
+
+use super::TcpInfo;
+
+pub(super) const ACCEPTED_INHERITS_OPTIONS: bool = false;
+
+fn unsupported(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, format!("{what} is Linux-only"))
+}
+
+pub(super) fn tcp_info(_fd: BorrowedFd<'_>) -> io::Result<Option<TcpInfo>> {
+    Ok(None)
+}
+
+pub(super) fn somaxconn() -> Option<u32> {
+    None
+}
+
+pub(super) fn set_defer_accept(_fd: BorrowedFd<'_>, _secs: u32) -> io::Result<()> {
+    Err(unsupported("TCP_DEFER_ACCEPT"))
+}
+
+pub(super) fn defer_accept(_fd: BorrowedFd<'_>) -> io::Result<u32> {
+    Err(unsupported("TCP_DEFER_ACCEPT"))
+}
+
+pub(super) fn set_fastopen(_fd: BorrowedFd<'_>, _qlen: u32) -> io::Result<()> {
+    Err(unsupported("TCP_FASTOPEN on listeners"))
+}
+
+pub(super) fn fastopen(_fd: BorrowedFd<'_>) -> io::Result<u32> {
+    Err(unsupported("TCP_FASTOPEN on listeners"))
+}
+
+pub(super) fn accept(sock: &Socket) -> io::Result<(Socket, SockAddr)> {
+    let (conn, addr) = sock.accept()?;
+    conn.set_nonblocking(true)?;
+    Ok((conn, addr))
+}

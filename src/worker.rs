@@ -1,0 +1,259 @@
+//! Workers: each a thread running a tokio current-thread runtime (as actix-server does), fed
+//! accepted sockets over a channel by the acceptors, running the user's handler per connection.
+//!
+//! Handlers run on a `LocalSet`, so their futures need not be `Send`. A panicking handler is
+//! caught and counted; its connection is closed, its slot freed, and the worker goes on.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::Poll;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::connection::{ConnInfo, Connection};
+use crate::error::Error;
+use crate::limit::Slot;
+use crate::listener::{self, ListenOptions};
+use crate::server::Shared;
+use crate::stats::WorkerStats;
+
+/// What a handler's future may return: `()`, or any `Result` whose error is counted in
+/// [`Stats::handler_errors`](crate::Stats::handler_errors) and logged at debug level.
+pub trait HandlerOutput {
+    /// The error, if the handler failed.
+    fn error(&self) -> Option<&dyn fmt::Display>;
+}
+
+impl HandlerOutput for () {
+    fn error(&self) -> Option<&dyn fmt::Display> {
+        None
+    }
+}
+
+impl<T, E: fmt::Display> HandlerOutput for Result<T, E> {
+    fn error(&self) -> Option<&dyn fmt::Display> {
+        self.as_ref().err().map(|e| e as &dyn fmt::Display)
+    }
+}
+
+/// A worker's state seen by the acceptors and the server.
+#[derive(Debug)]
+pub(crate) struct WorkerShared {
+    /// Connections dispatched to this worker and not yet dropped.
+    pub open: AtomicU64,
+    pub stats: WorkerStats,
+}
+
+impl WorkerShared {
+    pub fn new() -> Self {
+        WorkerShared {
+            open: AtomicU64::new(0),
+            stats: WorkerStats::new(),
+        }
+    }
+}
+
+/// An accepted socket on its way from an acceptor to a worker.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub stream: std::net::TcpStream,
+    pub peer: SocketAddr,
+    /// The listener's address when it is a specific one; `None` for a wildcard listener, whose
+    /// connection's local address the worker reads with `getsockname`.
+    pub local: Option<SocketAddr>,
+    pub listener: usize,
+    pub acceptor: usize,
+    pub id: u64,
+    pub accepted_at: Instant,
+    pub slot: Slot,
+}
+
+/// Messages from the acceptors and the server to a worker.
+#[derive(Debug)]
+pub(crate) enum WorkerMsg {
+    /// Run the handler on this connection.
+    Conn(Accepted),
+    /// Cancel every handler still running and exit.
+    Stop,
+}
+
+/// The server's end of a worker.
+#[derive(Debug)]
+pub(crate) struct WorkerHandle {
+    pub tx: UnboundedSender<WorkerMsg>,
+    pub thread: Option<JoinHandle<()>>,
+}
+
+struct Ctx<H> {
+    index: usize,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    opts: Arc<ListenOptions>,
+}
+
+/// Counts a handler as aborted unless it ran to the end.
+struct AbortGuard<'a> {
+    stats: &'a WorkerStats,
+    done: bool,
+}
+
+impl Drop for AbortGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stats.aborted.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Starts worker `index`.
+pub(crate) fn spawn<H, Fut>(
+    index: usize,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    opts: Arc<ListenOptions>,
+) -> Result<WorkerHandle, Error>
+where
+    H: Fn(Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future + 'static,
+    Fut::Output: HandlerOutput,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Start {
+            what: format!("the tokio runtime of worker {index}"),
+            source,
+        })?;
+    let (tx, rx) = unbounded_channel();
+    let ctx = Ctx {
+        index,
+        shared,
+        handler,
+        opts,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("synack-worker-{index}"))
+        .spawn(move || run(rt, rx, ctx))
+        .map_err(|source| Error::Start {
+            what: format!("worker thread {index}"),
+            source,
+        })?;
+    Ok(WorkerHandle {
+        tx,
+        thread: Some(thread),
+    })
+}
+
+fn run<H, Fut>(rt: tokio::runtime::Runtime, mut rx: UnboundedReceiver<WorkerMsg>, ctx: Ctx<H>)
+where
+    H: Fn(Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future + 'static,
+    Fut::Output: HandlerOutput,
+{
+    let ctx = Rc::new(ctx);
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                WorkerMsg::Conn(acc) => {
+                    tokio::task::spawn_local(serve_one(acc, ctx.clone()));
+                }
+                WorkerMsg::Stop => break,
+            }
+        }
+    });
+    // Cancels every handler still running: their guards count them as aborted.
+    drop(local);
+    rx.close();
+    let stats = &ctx.shared.workers[ctx.index].stats;
+    while let Ok(msg) = rx.try_recv() {
+        if let WorkerMsg::Conn(acc) = msg {
+            stats.aborted.fetch_add(1, Relaxed);
+            drop(acc);
+        }
+    }
+    drop(rt);
+    tracing::debug!(target: "synack::worker", worker = ctx.index, "worker stopped");
+}
+
+async fn serve_one<H, Fut>(acc: Accepted, ctx: Rc<Ctx<H>>)
+where
+    H: Fn(Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future + 'static,
+    Fut::Output: HandlerOutput,
+{
+    let stats = &ctx.shared.workers[ctx.index].stats;
+    let mut guard = AbortGuard { stats, done: false };
+    listener::configure_accepted(&acc.stream, &ctx.opts);
+    let local_addr = match acc.local {
+        Some(a) => a,
+        None => acc.stream.local_addr().unwrap_or(acc.peer),
+    };
+    let stream = match tokio::net::TcpStream::from_std(acc.stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(target: "synack::worker", worker = ctx.index, error = %e,
+                "cannot register an accepted connection with the worker's reactor; closing it");
+            return;
+        }
+    };
+    let dispatched_at = Instant::now();
+    let waited = dispatched_at.saturating_duration_since(acc.accepted_at);
+    if let Ok(mut h) = stats.dispatch_us.lock() {
+        h.saturating_record((waited.as_micros() as u64).max(1));
+    }
+    let info = ConnInfo {
+        id: acc.id,
+        peer_addr: acc.peer,
+        local_addr,
+        listener: acc.listener,
+        acceptor: acc.acceptor,
+        worker: ctx.index,
+        accepted_at: acc.accepted_at,
+        dispatched_at,
+    };
+    tracing::debug!(target: "synack::worker", id = info.id, peer = %info.peer_addr,
+        listener = info.listener, worker = info.worker, "connection dispatched");
+    let conn = Connection::new(stream, info, acc.slot);
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(conn))) {
+        Ok(fut) => {
+            let mut fut = std::pin::pin!(fut);
+            std::future::poll_fn(|cx| {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+                    Err(panic) => Poll::Ready(Err(panic)),
+                }
+            })
+            .await
+        }
+        Err(panic) => Err(panic),
+    };
+    match outcome {
+        Ok(out) => {
+            if let Some(e) = out.error() {
+                stats.handler_errors.fetch_add(1, Relaxed);
+                tracing::debug!(target: "synack::worker", id = info.id, error = %e, "handler returned an error");
+            }
+        }
+        Err(panic) => {
+            stats.panics.fetch_add(1, Relaxed);
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            tracing::warn!(target: "synack::worker", id = info.id, worker = ctx.index, panic = %msg,
+                "handler panicked; connection closed, worker continues");
+        }
+    }
+    stats.completed.fetch_add(1, Relaxed);
+    guard.done = true;
+}
