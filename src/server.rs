@@ -1,6 +1,7 @@
 //! The running server's handle: listeners, statistics, pause and resume, graceful shutdown.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
@@ -116,6 +117,11 @@ impl Server {
     /// Every listening socket, with the backlog asked for and the backlog the kernel granted.
     pub fn listeners(&self) -> &[ListenerInfo] {
         &self.listeners
+    }
+
+    /// The descriptor of listener `index`, to read socket options the server does not report.
+    pub fn listener_fd(&self, index: usize) -> Option<BorrowedFd<'_>> {
+        self.sockets.get(index).map(|s| s.as_fd())
     }
 
     /// A snapshot of the statistics, merged from every acceptor and worker, with the kernel's

@@ -1,0 +1,83 @@
+//! The connection limit (Tomcat's maxConnections) and its overload policies.
+
+mod common;
+
+use std::io::{ErrorKind, Read};
+use std::time::Duration;
+
+use common::{connect, hi_and_hold, read_n, wait_for};
+use synack::{OverloadPolicy, Server};
+
+#[test]
+fn at_the_limit_new_clients_wait_in_the_kernel_queue() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .max_connections(2)
+        .workers(1)
+        .serve(hi_and_hold)
+        .unwrap();
+    let addr = server.local_addr();
+    let mut a = connect(addr);
+    let mut b = connect(addr);
+    assert_eq!(read_n(&mut a, 2), b"hi");
+    assert_eq!(read_n(&mut b, 2), b"hi");
+
+    // The third handshake completes in the kernel...
+    let mut c = connect(addr);
+    // ...and the connection waits in the accept queue, its handler not started.
+    wait_for("the third connection in the accept queue", || {
+        server.stats().listeners[0].queue_len == Some(1)
+    });
+    let s = server.stats();
+    assert_eq!(s.accepted, 2);
+    assert_eq!(s.open, 2);
+    assert!(s.limit_reached >= 1);
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 2];
+    let e = c.read(&mut buf).unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{e}"
+    );
+
+    // A freed slot wakes the acceptor, which takes the waiting connection.
+    drop(a);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(read_n(&mut c, 2), b"hi");
+    let s = server.stats();
+    assert_eq!(s.accepted, 3);
+    assert_eq!(s.listeners[0].queue_len, Some(0));
+    drop(b);
+    drop(c);
+    wait_for("all connections closed", || server.stats().open == 0);
+}
+
+#[test]
+fn reject_policy_resets_clients_past_the_limit() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .max_connections(1)
+        .overload_policy(OverloadPolicy::Reject)
+        .workers(1)
+        .serve(hi_and_hold)
+        .unwrap();
+    let addr = server.local_addr();
+    let mut a = connect(addr);
+    assert_eq!(read_n(&mut a, 2), b"hi");
+    let mut b = connect(addr);
+    let mut buf = [0u8; 2];
+    let e = b.read(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+    let s = server.stats();
+    assert_eq!(s.rejected, 1);
+    assert_eq!(s.accepted, 1);
+    assert_eq!(s.listeners[0].queue_len, Some(0));
+    // Once the slot frees, clients are served again.
+    drop(a);
+    wait_for("the slot to free", || server.stats().open == 0);
+    let mut c = connect(addr);
+    assert_eq!(read_n(&mut c, 2), b"hi");
+}
