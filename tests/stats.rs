@@ -25,7 +25,7 @@ fn stats_count_every_connection() {
     assert_eq!(s.rejected + s.shed + s.drained + s.aborted, 0);
     assert_eq!(s.handler_panics + s.handler_errors, 0);
     assert_eq!(s.dispatch_latency_us.len(), 50);
-    assert!(s.accept_batch.len() >= 1);
+    assert!(!s.accept_batch.is_empty());
     assert_eq!(s.accept_errors.total(), 0);
     assert_eq!(s.accept_errors.iter().count(), AcceptErrorKind::ALL.len());
     assert_eq!(s.max_connections, synack::DEFAULT_MAX_CONNECTIONS);
