@@ -472,7 +472,8 @@ impl Acceptor {
     /// Spends the reserved descriptor to reset the connections waiting on listener `i`.
     /// False when there was no reserve to spend.
     fn shed(&mut self, i: usize) -> bool {
-        let Some(reserve) = self.reserve.take() else {
+        // A reserve lost to a race earlier is taken back first, if descriptors allow.
+        let Some(reserve) = self.reserve.take().or_else(open_reserve) else {
             return false;
         };
         drop(reserve);
