@@ -1,5 +1,6 @@
 //! Linux: `TCP_INFO`, `/proc/sys`, and the socket options socket2 lacks.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::mem::{MaybeUninit, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -108,4 +109,66 @@ pub(super) fn fastopen(fd: BorrowedFd<'_>) -> io::Result<u32> {
 
 pub(super) fn accept(sock: &Socket) -> io::Result<(Socket, SockAddr)> {
     sock.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+}
+
+pub(super) fn tcp_counters() -> io::Result<Option<BTreeMap<String, u64>>> {
+    let mut out = BTreeMap::new();
+    for path in ["/proc/net/snmp", "/proc/net/netstat"] {
+        let text = std::fs::read_to_string(path)?;
+        parse_proc_counters(&text, &mut out);
+    }
+    Ok(Some(out))
+}
+
+/// Parses the `Prefix: name name ...` / `Prefix: value value ...` line pairs of
+/// `/proc/net/snmp` and `/proc/net/netstat`.
+fn parse_proc_counters(text: &str, out: &mut BTreeMap<String, u64>) {
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let (Some((prefix, names)), Some((_, values))) =
+            (names.split_once(':'), values.split_once(':'))
+        else {
+            continue;
+        };
+        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            // Tcp MaxConn is -1 ("dynamic"); counters are unsigned.
+            if let Ok(v) = v.parse::<u64>() {
+                out.insert(format!("{prefix}.{n}"), v);
+            }
+        }
+    }
+}
+
+pub(super) fn sysctl(name: &str) -> Option<i64> {
+    if name.contains("..") || name.contains('/') {
+        return None;
+    }
+    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+pub(super) fn set_bind_address_no_port(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)
+}
+
+pub(super) fn tcp_socket(domain: socket2::Domain) -> io::Result<Socket> {
+    Socket::new(
+        domain,
+        socket2::Type::STREAM.nonblocking(),
+        Some(socket2::Protocol::TCP),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_proc_counter_pairs() {
+        let text =
+            "Tcp: RtoAlgorithm MaxConn ActiveOpens\nTcp: 1 -1 42\nUdp: InDatagrams\nUdp: 7\n";
+        let mut out = std::collections::BTreeMap::new();
+        super::parse_proc_counters(text, &mut out);
+        assert_eq!(out.get("Tcp.ActiveOpens"), Some(&42));
+        assert_eq!(out.get("Udp.InDatagrams"), Some(&7));
+        assert_eq!(out.get("Tcp.MaxConn"), None);
+    }
 }

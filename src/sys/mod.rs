@@ -4,6 +4,7 @@
 //! in `linux.rs`; other Unixes get the portable fallbacks in `other.rs`, which report "unknown"
 //! (`None`) rather than guess. The load generator (`synack-load`) uses it too.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -107,6 +108,31 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
 /// Sets the process's open-file limit (`RLIMIT_NOFILE`).
 pub fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
     unix::set_nofile_limit(soft, hard)
+}
+
+/// The kernel's TCP counters for this network namespace (host-wide, not per socket), from
+/// `/proc/net/netstat` and `/proc/net/snmp`, keyed `"TcpExt.ListenOverflows"`,
+/// `"Tcp.ActiveOpens"`, ... `Ok(None)` where the OS does not publish them.
+pub fn tcp_counters() -> io::Result<Option<BTreeMap<String, u64>>> {
+    imp::tcp_counters()
+}
+
+/// Reads a numeric sysctl (`"net.core.somaxconn"`) for this network namespace; `None` when
+/// the OS or the name is unknown.
+pub fn sysctl(name: &str) -> Option<i64> {
+    imp::sysctl(name)
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux): a `bind()` to an address with port 0 before
+/// `connect()` then picks the port at connect time, per destination, so many source addresses
+/// do not each exhaust the ephemeral range.
+pub fn set_bind_address_no_port(sock: &impl AsFd) -> io::Result<()> {
+    imp::set_bind_address_no_port(sock.as_fd())
+}
+
+/// A new TCP socket for `domain`, non-blocking and close-on-exec (one system call on Linux).
+pub fn tcp_socket(domain: socket2::Domain) -> io::Result<socket2::Socket> {
+    imp::tcp_socket(domain)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock that every process on the host shares.

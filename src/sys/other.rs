@@ -1,6 +1,7 @@
 //! Portable fallbacks for Unixes other than Linux: what cannot be known is reported as `None`
 //! or `Unsupported`, never guessed.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::BorrowedFd;
 
@@ -42,4 +43,22 @@ pub(super) fn accept(sock: &Socket) -> io::Result<(Socket, SockAddr)> {
     let (conn, addr) = sock.accept()?;
     conn.set_nonblocking(true)?;
     Ok((conn, addr))
+}
+
+pub(super) fn tcp_counters() -> io::Result<Option<BTreeMap<String, u64>>> {
+    Ok(None)
+}
+
+pub(super) fn sysctl(_name: &str) -> Option<i64> {
+    None
+}
+
+pub(super) fn set_bind_address_no_port(_fd: BorrowedFd<'_>) -> io::Result<()> {
+    Err(unsupported("IP_BIND_ADDRESS_NO_PORT"))
+}
+
+pub(super) fn tcp_socket(domain: socket2::Domain) -> io::Result<Socket> {
+    let s = Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
 }

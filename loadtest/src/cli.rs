@@ -1,0 +1,268 @@
+//! The command line: flags -> a [`Plan`], and the `flood` and `merge` commands.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::plan::{CloseMode, Load, Plan};
+
+/// Floods a TCP server with connects and measures what the handshake costs.
+#[derive(Debug, Parser)]
+#[command(name = "synack-load", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open connections to ADDR as fast or as steadily as asked, and report.
+    Flood(Box<FloodArgs>),
+    /// Merge HdrHistogram interval logs (from --hlog) and print the combined percentiles.
+    Merge(MergeArgs),
+}
+
+/// `synack-load merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Interval log files written with --hlog.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// How connections close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CloseArg {
+    /// SO_LINGER 0: RST, so the generator keeps no TIME_WAIT and does not run out of ports.
+    Rst,
+    /// An orderly FIN.
+    Fin,
+}
+
+/// `synack-load flood`.
+#[derive(Debug, Args)]
+pub struct FloodArgs {
+    /// The server, host:port (names resolved; IPv6 as [::1]:port).
+    pub addr: String,
+    /// Open loop: start this many connections per second on a fixed schedule (10k, 2.5k, 500).
+    /// Latency is also measured from each scheduled start. [default: closed loop, --concurrency 64]
+    #[arg(long, value_name = "N", value_parser = parse_rate, conflicts_with_all = ["concurrency", "ramp"])]
+    pub rate: Option<f64>,
+    /// Closed loop: keep N attempts in flight. [default: 64 when no --rate or --ramp]
+    #[arg(long, value_name = "N", value_parser = parse_positive, conflicts_with = "ramp")]
+    pub concurrency: Option<u64>,
+    /// Open loop with a rate rising linearly from A to B per second over the run (1k..20k).
+    #[arg(long, value_name = "A..B", value_parser = parse_ramp)]
+    pub ramp: Option<(f64, f64)>,
+    /// Stop starting connections after this long (300ms, 10s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many attempts (whichever of this and --duration comes first).
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub connections: Option<u64>,
+    /// Once connected, send this many bytes. [default: 0]
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub send: usize,
+    /// Once connected, read N bytes or until the server closes (measures time to first byte).
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub read: Option<u64>,
+    /// With --read or --send: a connection that gets no first byte (or cannot send) within this
+    /// long counts as "unserved".
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
+    /// Keep each connection open this long before closing it (fills a server's connection
+    /// limit and backlog).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub hold: Option<Duration>,
+    /// How to close: rst (SO_LINGER 0) or fin.
+    #[arg(long, value_enum, default_value = "rst")]
+    pub close: CloseArg,
+    /// Generator threads, each its own event loop. [default: the number of cores]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub threads: Option<u64>,
+    /// Source addresses to spread connections over: 127.0.0.2-127.0.0.9, or a comma list.
+    /// Goes past the ~28k ephemeral ports per destination. [default: the kernel picks]
+    #[arg(long, value_name = "ADDRS", value_parser = parse_sources)]
+    pub source: Option<Sources>,
+    /// An attempt not established after this long counts as a timeout.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Also write the report as JSON (schema synack-load/flood/1, see loadtest/SCHEMA.md).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also write connect latency as an HdrHistogram interval log, one interval per second.
+    #[arg(long, value_name = "FILE")]
+    pub hlog: Option<PathBuf>,
+    /// No live progress line (it is shown only on a terminal anyway).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// A list of source addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources(pub Vec<IpAddr>);
+
+/// Bad input: the flag, the value, and what is accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Parses `10k`, `2.5k`, `1m`, `500`: a rate above zero, per second.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| "expected a rate per second such as 500, 2.5k or 1m".to_string())?;
+    let v = v * mult;
+    if !(v.is_finite() && v > 0.0) {
+        return Err("the rate must be above 0 per second".into());
+    }
+    if v > 1e8 {
+        return Err("the rate must be at most 100m per second".into());
+    }
+    Ok(v)
+}
+
+fn parse_ramp(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| "expected A..B, such as 1k..20k".to_string())?;
+    let a = if a.trim() == "0" { 0.0 } else { parse_rate(a)? };
+    let b = parse_rate(b)?;
+    if b < a {
+        return Err(format!("the ramp must not go down ({a} > {b})"));
+    }
+    Ok((a, b))
+}
+
+fn parse_positive(s: &str) -> Result<u64, String> {
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a whole number".to_string())?;
+    if v == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(v)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as 300ms, 10s or 2m ({e})"))?;
+    if d.is_zero() {
+        return Err("the duration must be above zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_sources(s: &str) -> Result<Sources, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        if let Some((a, b)) = part.split_once('-') {
+            let a: std::net::Ipv4Addr = a
+                .trim()
+                .parse()
+                .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+            let b: std::net::Ipv4Addr = b
+                .trim()
+                .parse()
+                .map_err(|_| format!("{b:?} is not an IPv4 address"))?;
+            let (a, b) = (u32::from(a), u32::from(b));
+            if b < a {
+                return Err(format!("the range {part} goes down"));
+            }
+            if b - a >= 65_536 {
+                return Err(format!("the range {part} holds more than 65536 addresses"));
+            }
+            out.extend((a..=b).map(|x| IpAddr::V4(x.into())));
+        } else {
+            out.push(
+                part.parse()
+                    .map_err(|_| format!("{part:?} is not an IP address"))?,
+            );
+        }
+    }
+    Ok(Sources(out))
+}
+
+impl FloodArgs {
+    /// Checks the flags together and resolves the target.
+    pub fn plan(&self) -> Result<Plan, UsageError> {
+        let target = resolve(&self.addr)?;
+        let load = match (self.rate, self.ramp, self.concurrency) {
+            (Some(r), _, _) => Load::Open { from: r, to: r },
+            (_, Some((a, b)), _) => Load::Open { from: a, to: b },
+            (_, _, c) => Load::Closed {
+                concurrency: c.unwrap_or(64) as usize,
+            },
+        };
+        let threads = match self.threads {
+            Some(t) => t as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if threads > 1024 {
+            return Err(UsageError(format!(
+                "--threads {threads}: at most 1024 generator threads"
+            )));
+        }
+        let sources = self.source.clone().map(|s| s.0).unwrap_or_default();
+        if let Some(bad) = sources.iter().find(|s| s.is_ipv4() != target.is_ipv4()) {
+            return Err(UsageError(format!(
+                "--source {bad}: the source addresses must be of the target's family ({target})"
+            )));
+        }
+        Ok(Plan {
+            target_text: self.addr.clone(),
+            target,
+            load,
+            duration: self.duration,
+            connections: self.connections,
+            send: self.send,
+            read: self.read.map(|r| r as usize),
+            read_timeout: self.read_timeout,
+            hold: self.hold,
+            close: match self.close {
+                CloseArg::Rst => CloseMode::Rst,
+                CloseArg::Fin => CloseMode::Fin,
+            },
+            threads,
+            sources,
+            connect_timeout: self.connect_timeout,
+        })
+    }
+}
+
+/// Resolves `host:port` to the first address; port 0 and unresolvable names are refused.
+pub fn resolve(addr: &str) -> Result<SocketAddr, UsageError> {
+    let mut addrs = addr.to_socket_addrs().map_err(|e| {
+        UsageError(format!(
+            "ADDR {addr:?}: cannot resolve ({e}); expected host:port such as 127.0.0.1:7878 or [::1]:7878"
+        ))
+    })?;
+    let a = addrs
+        .next()
+        .ok_or_else(|| UsageError(format!("ADDR {addr:?}: resolves to no address")))?;
+    if a.port() == 0 {
+        return Err(UsageError(format!(
+            "ADDR {addr:?}: port 0 cannot be connected to; give the server's port"
+        )));
+    }
+    Ok(a)
+}

@@ -1,0 +1,621 @@
+//! The generator: one mio event loop per thread, each running attempts through
+//! connect -> send -> read -> hold -> close.
+//!
+//! Open loop: attempt `i` belongs to thread `i % threads` and starts at its scheduled time; a
+//! late generator starts overdue attempts at once, and latency is also measured from the
+//! schedule, so a stall cannot hide (wrk2's correction of coordinated omission). Closed loop:
+//! each thread keeps its share of `--concurrency` in flight.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, SockAddr, Socket};
+
+use crate::outcome::Outcome;
+use crate::plan::{CloseMode, Load, Plan};
+use crate::record::{MAX_RETRANS_BUCKET, Recorder, latency_histogram, record_us};
+
+/// Counters every thread updates, read by the live view.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Attempts started.
+    pub attempts: AtomicU64,
+    /// Attempts established.
+    pub established: AtomicU64,
+    /// Attempts that ended in an error class.
+    pub errors: AtomicU64,
+    /// Attempts finished (any class).
+    pub finished: AtomicU64,
+    /// Closed loop: attempts handed out, against `--connections`.
+    pub issued: AtomicU64,
+}
+
+/// One second of connect latency from one thread, for the interval log and the live view.
+#[derive(Debug)]
+pub struct Interval {
+    /// Seconds since the start.
+    pub second: u64,
+    /// Connect latency recorded in that second, us.
+    pub connect: Histogram<u64>,
+}
+
+/// What a whole run measured.
+#[derive(Debug)]
+pub struct RunResult {
+    /// All threads merged.
+    pub rec: Recorder,
+    /// Connect latency per second since the start.
+    pub intervals: BTreeMap<u64, Histogram<u64>>,
+    /// Wall-clock time of the start.
+    pub started_at: SystemTime,
+    /// From the start to the last thread's end.
+    pub elapsed: Duration,
+    /// From the start to the last connection established (the span the achieved rate uses).
+    pub active: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Connecting,
+    Sending,
+    Reading,
+    Holding,
+}
+
+struct Attempt {
+    sock: Socket,
+    seq: u64,
+    phase: Phase,
+    started: Instant,
+    sched: Option<Instant>,
+    sent: usize,
+    got: usize,
+    read_done: bool,
+}
+
+struct Thread<'a> {
+    plan: &'a Plan,
+    t0: Instant,
+    target: SockAddr,
+    domain: Domain,
+    poll: Poll,
+    slots: Vec<Option<Attempt>>,
+    free: Vec<usize>,
+    live: usize,
+    timers: BinaryHeap<Reverse<(Instant, usize, u64, Phase)>>,
+    seq: u64,
+    rec: Recorder,
+    interval: Histogram<u64>,
+    interval_no: u64,
+    intervals: Sender<Interval>,
+    progress: &'a Progress,
+    next_i: u64,
+    quota: usize,
+    issuing: bool,
+    source: usize,
+    buf: Vec<u8>,
+    payload: Vec<u8>,
+    last_established: Option<Instant>,
+}
+
+/// Runs a flood to its end, calling `tick` about once a second with the progress so far and
+/// the connect-latency histogram of the seconds completed.
+pub fn run(
+    plan: &Plan,
+    mut tick: impl FnMut(Duration, &Progress, &Histogram<u64>),
+) -> io::Result<RunResult> {
+    let progress = Arc::new(Progress::default());
+    let (tx, rx) = channel();
+    // A short head start so every thread is up before the first scheduled attempt.
+    let t0 = Instant::now() + Duration::from_millis(20);
+    let started_at = SystemTime::now() + Duration::from_millis(20);
+    let mut handles = Vec::with_capacity(plan.threads);
+    for index in 0..plan.threads {
+        let plan = plan.clone();
+        let progress = progress.clone();
+        let tx = tx.clone();
+        let poll = Poll::new()?;
+        let h = std::thread::Builder::new()
+            .name(format!("synack-load-{index}"))
+            .spawn(move || {
+                let mut t = Thread::new(&plan, index, t0, poll, tx, &progress);
+                t.run();
+                (t.rec, t.last_established)
+            })?;
+        handles.push(h);
+    }
+    drop(tx);
+    let (intervals, so_far) = collect(&rx, &handles, t0, &progress, &mut tick);
+    let mut rec = Recorder::default();
+    let mut last = None;
+    for h in handles {
+        let (r, l) = h
+            .join()
+            .map_err(|_| io::Error::other("a generator thread panicked"))?;
+        rec.merge(&r);
+        last = last.max(l);
+    }
+    drop(so_far);
+    let end = Instant::now();
+    Ok(RunResult {
+        rec,
+        intervals,
+        started_at,
+        elapsed: end.saturating_duration_since(t0),
+        active: last.map_or(Duration::ZERO, |l| l.saturating_duration_since(t0)),
+    })
+}
+
+type Collected = (BTreeMap<u64, Histogram<u64>>, Histogram<u64>);
+
+fn collect<T>(
+    rx: &Receiver<Interval>,
+    handles: &[std::thread::JoinHandle<T>],
+    t0: Instant,
+    progress: &Progress,
+    tick: &mut impl FnMut(Duration, &Progress, &Histogram<u64>),
+) -> Collected {
+    let mut intervals: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    let mut so_far = latency_histogram();
+    let mut next_tick = t0 + Duration::from_secs(1);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(iv) => {
+                let _ = so_far.add(&iv.connect);
+                match intervals.get_mut(&iv.second) {
+                    Some(h) => {
+                        let _ = h.add(&iv.connect);
+                    }
+                    None => {
+                        intervals.insert(iv.second, iv.connect);
+                    }
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            tick(now.saturating_duration_since(t0), progress, &so_far);
+            next_tick += Duration::from_secs(1);
+        }
+        if handles.iter().all(|h| h.is_finished()) && rx.try_recv().is_err() {
+            // Threads send their last interval before they finish; take any left.
+            for iv in rx.try_iter() {
+                let _ = so_far.add(&iv.connect);
+                intervals.entry(iv.second).or_insert(iv.connect);
+            }
+            break;
+        }
+    }
+    (intervals, so_far)
+}
+
+impl<'a> Thread<'a> {
+    fn new(
+        plan: &'a Plan,
+        index: usize,
+        t0: Instant,
+        poll: Poll,
+        intervals: Sender<Interval>,
+        progress: &'a Progress,
+    ) -> Self {
+        let quota = match plan.load {
+            Load::Closed { concurrency } => {
+                concurrency / plan.threads + usize::from(index < concurrency % plan.threads)
+            }
+            Load::Open { .. } => 0,
+        };
+        Thread {
+            plan,
+            t0,
+            target: plan.target.into(),
+            domain: Domain::for_address(plan.target),
+            poll,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            timers: BinaryHeap::new(),
+            seq: 0,
+            rec: Recorder::default(),
+            interval: latency_histogram(),
+            interval_no: 0,
+            intervals,
+            progress,
+            next_i: index as u64,
+            quota,
+            issuing: true,
+            source: index,
+            buf: vec![0; 64 * 1024],
+            payload: vec![b'x'; plan.send],
+            last_established: None,
+        }
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let end_issuing = self.t0 + self.plan.duration;
+        // Past this, nothing can still be legitimately in flight.
+        let hard_end = end_issuing + self.plan.attempt_budget() + Duration::from_secs(1);
+        while Instant::now() < self.t0 {
+            std::thread::sleep(self.t0.saturating_duration_since(Instant::now()));
+        }
+        loop {
+            let now = Instant::now();
+            self.roll_interval(now);
+            if now >= end_issuing {
+                self.issuing = false;
+            }
+            let next_start = self.issue(now);
+            self.expire_timers(now);
+            if !self.issuing && self.live == 0 {
+                break;
+            }
+            if now >= hard_end {
+                self.abandon_all();
+                break;
+            }
+            let mut wake = hard_end.min(self.t0 + Duration::from_secs(self.interval_no + 1));
+            if let Some(t) = next_start {
+                wake = wake.min(t);
+            }
+            if let Some(Reverse((t, _, _, _))) = self.timers.peek() {
+                wake = wake.min(*t);
+            }
+            let wait = wake.saturating_duration_since(Instant::now());
+            // epoll waits in whole milliseconds, rounded up: sleep short of the deadline and
+            // spin the last millisecond, so starts are not late by up to 1 ms.
+            let timeout = if wait > Duration::from_millis(2) {
+                wait - Duration::from_millis(1)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                eprintln!("synack-load: poll failed: {e}");
+                self.abandon_all();
+                break;
+            }
+            for ev in events.iter() {
+                self.on_event(ev.token().0);
+            }
+        }
+        self.flush_interval();
+    }
+
+    /// Starts what is due; returns when the next open-loop start is due.
+    fn issue(&mut self, now: Instant) -> Option<Instant> {
+        if !self.issuing {
+            return None;
+        }
+        match self.plan.load {
+            Load::Open { .. } => loop {
+                let Some(offset) = self.plan.scheduled(self.next_i) else {
+                    self.issuing = false;
+                    return None;
+                };
+                let at = self.t0 + offset;
+                if at > now {
+                    return Some(at);
+                }
+                self.next_i += self.plan.threads as u64;
+                self.start(Some(at));
+            },
+            Load::Closed { .. } => {
+                while self.live < self.quota {
+                    let n = self.progress.issued.fetch_add(1, Relaxed);
+                    if self.plan.connections.is_some_and(|max| n >= max) {
+                        self.issuing = false;
+                        break;
+                    }
+                    self.start(None);
+                }
+                if self.quota == 0 {
+                    self.issuing = false;
+                }
+                None
+            }
+        }
+    }
+
+    fn start(&mut self, sched: Option<Instant>) {
+        let now = Instant::now();
+        self.rec.attempts += 1;
+        self.progress.attempts.fetch_add(1, Relaxed);
+        if let Some(s) = sched {
+            record_us(&mut self.rec.start_lag, now.saturating_duration_since(s));
+        }
+        let sock = match synack::sys::tcp_socket(self.domain) {
+            Ok(s) => s,
+            Err(e) => return self.fail_unstarted(&e),
+        };
+        if self.plan.close == CloseMode::Rst {
+            let _ = sock.set_linger(Some(Duration::ZERO));
+        }
+        if !self.plan.sources.is_empty() {
+            let src = self.plan.sources[self.source % self.plan.sources.len()];
+            self.source += 1;
+            let _ = synack::sys::set_bind_address_no_port(&sock);
+            if let Err(e) = sock.bind(&SocketAddr::new(src, 0).into()) {
+                return self.fail_unstarted(&e);
+            }
+        }
+        let connected = match sock.connect(&self.target) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+            Err(e) => return self.fail_unstarted(&e),
+        };
+        self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        self.slots[slot] = Some(Attempt {
+            sock,
+            seq: self.seq,
+            phase: Phase::Connecting,
+            started: now,
+            sched,
+            sent: 0,
+            got: 0,
+            read_done: false,
+        });
+        self.live += 1;
+        if connected {
+            self.established(slot, Instant::now());
+            return;
+        }
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(slot), Interest::WRITABLE)
+        {
+            return self.finish(slot, Outcome::from_errno(errno(&e)), Some(errno(&e)));
+        }
+        self.timers.push(Reverse((
+            now + self.plan.connect_timeout,
+            slot,
+            self.seq,
+            Phase::Connecting,
+        )));
+    }
+
+    fn fail_unstarted(&mut self, e: &io::Error) {
+        let n = errno(e);
+        self.rec.outcome(Outcome::from_errno(n), Some(n));
+        self.progress.errors.fetch_add(1, Relaxed);
+        self.progress.finished.fetch_add(1, Relaxed);
+    }
+
+    fn on_event(&mut self, slot: usize) {
+        let Some(a) = self.slots.get(slot).and_then(|a| a.as_ref()) else {
+            return;
+        };
+        match a.phase {
+            Phase::Connecting => match a.sock.take_error() {
+                Ok(None) => self.established(slot, Instant::now()),
+                Ok(Some(e)) | Err(e) => {
+                    let n = errno(&e);
+                    self.finish(slot, Outcome::from_errno(n), Some(n));
+                }
+            },
+            Phase::Sending => self.send(slot),
+            Phase::Reading => self.read(slot),
+            Phase::Holding => {}
+        }
+    }
+
+    fn established(&mut self, slot: usize, now: Instant) {
+        let Some(a) = self.slots[slot].as_ref() else {
+            return;
+        };
+        self.rec.established += 1;
+        self.progress.established.fetch_add(1, Relaxed);
+        self.last_established = Some(now);
+        let took = now.saturating_duration_since(a.started);
+        record_us(&mut self.rec.connect, took);
+        record_us(&mut self.interval, took);
+        if let Some(s) = a.sched {
+            record_us(
+                &mut self.rec.from_schedule,
+                now.saturating_duration_since(s),
+            );
+        }
+        if let Ok(Some(info)) = synack::sys::tcp_info(&a.sock) {
+            self.rec.retrans[(info.total_retrans as usize).min(MAX_RETRANS_BUCKET)] += 1;
+        }
+        self.advance(slot);
+    }
+
+    /// Moves an established attempt to its next phase (send, read, hold) or ends it.
+    fn advance(&mut self, slot: usize) {
+        let now = Instant::now();
+        let plan = self.plan;
+        let Some(a) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&a.sock);
+        let seq = a.seq;
+        if a.sent < plan.send {
+            if a.phase != Phase::Sending {
+                a.phase = Phase::Sending;
+                self.timers.push(Reverse((
+                    now + plan.read_timeout,
+                    slot,
+                    seq,
+                    Phase::Sending,
+                )));
+            }
+            return self.send(slot);
+        }
+        if plan.read.is_some() && !a.read_done {
+            if a.phase != Phase::Reading {
+                a.phase = Phase::Reading;
+                if let Err(e) = self.poll.registry().reregister(
+                    &mut SourceFd(&fd),
+                    Token(slot),
+                    Interest::READABLE,
+                ) {
+                    return self.finish(slot, Outcome::Other, Some(errno(&e)));
+                }
+                self.timers.push(Reverse((
+                    now + plan.read_timeout,
+                    slot,
+                    seq,
+                    Phase::Reading,
+                )));
+            }
+            return self.read(slot);
+        }
+        if let Some(hold) = plan.hold
+            && a.phase != Phase::Holding
+        {
+            a.phase = Phase::Holding;
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.timers
+                .push(Reverse((now + hold, slot, seq, Phase::Holding)));
+            return;
+        }
+        self.finish(slot, Outcome::Ok, None);
+    }
+
+    fn send(&mut self, slot: usize) {
+        let Some(a) = self.slots[slot].as_mut() else {
+            return;
+        };
+        while a.sent < self.payload.len() {
+            match (&a.sock).write(&self.payload[a.sent..]) {
+                Ok(n) => a.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let n = errno(&e);
+                    return self.finish(slot, Outcome::from_errno(n), Some(n));
+                }
+            }
+        }
+        self.advance(slot);
+    }
+
+    /// Reads until `--read` bytes came or the peer closed (a close without a byte still
+    /// counts as served: the server took the connection).
+    fn read(&mut self, slot: usize) {
+        let want = self.plan.read.unwrap_or(0);
+        let Some(a) = self.slots[slot].as_mut() else {
+            return;
+        };
+        loop {
+            match (&a.sock).read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if a.got == 0 {
+                        let now = Instant::now();
+                        record_us(
+                            &mut self.rec.first_byte,
+                            now.saturating_duration_since(a.started),
+                        );
+                    }
+                    a.got += n;
+                    if a.got >= want {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let n = errno(&e);
+                    return self.finish(slot, Outcome::from_errno(n), Some(n));
+                }
+            }
+        }
+        a.read_done = true;
+        self.advance(slot);
+    }
+
+    fn expire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, slot, seq, phase))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(a) = self.slots.get(slot).and_then(|a| a.as_ref()) else {
+                continue;
+            };
+            if a.seq != seq || a.phase != phase {
+                continue;
+            }
+            match phase {
+                Phase::Connecting => self.finish(slot, Outcome::Timeout, None),
+                Phase::Sending => self.finish(slot, Outcome::Unserved, None),
+                Phase::Reading => {
+                    let o = if a.got == 0 {
+                        Outcome::Unserved
+                    } else {
+                        Outcome::Ok
+                    };
+                    self.finish(slot, o, None);
+                }
+                Phase::Holding => self.finish(slot, Outcome::Ok, None),
+            }
+        }
+    }
+
+    fn finish(&mut self, slot: usize, outcome: Outcome, errno: Option<i32>) {
+        if self.slots[slot].take().is_none() {
+            return;
+        }
+        self.free.push(slot);
+        self.live -= 1;
+        self.rec.outcome(outcome, errno);
+        if outcome != Outcome::Ok {
+            self.progress.errors.fetch_add(1, Relaxed);
+        }
+        self.progress.finished.fetch_add(1, Relaxed);
+    }
+
+    fn abandon_all(&mut self) {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].is_some() {
+                self.finish(slot, Outcome::Timeout, None);
+            }
+        }
+    }
+
+    fn roll_interval(&mut self, now: Instant) {
+        while now >= self.t0 + Duration::from_secs(self.interval_no + 1) {
+            self.flush_interval();
+            self.interval_no += 1;
+        }
+    }
+
+    fn flush_interval(&mut self) {
+        if self.interval.is_empty() {
+            return;
+        }
+        let mut h = self.interval.clone();
+        std::mem::swap(&mut h, &mut self.interval);
+        self.interval.reset();
+        let _ = self.intervals.send(Interval {
+            second: self.interval_no,
+            connect: h,
+        });
+    }
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}

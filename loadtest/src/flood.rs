@@ -1,0 +1,78 @@
+//! The `flood` command: run a plan with a live view, then report.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::engine::{self, Progress};
+use crate::plan::Plan;
+use crate::report::{self, FloodReport};
+
+/// Where the results go besides the table.
+#[derive(Debug, Default, Clone)]
+pub struct Output {
+    /// `--json FILE`.
+    pub json: Option<PathBuf>,
+    /// `--hlog FILE`.
+    pub hlog: Option<PathBuf>,
+    /// Show the live progress line (only on a terminal).
+    pub live: bool,
+}
+
+/// Raises the soft open-file limit to the hard one; returns a note when it changed.
+pub fn raise_nofile_limit() -> Option<String> {
+    let (soft, hard) = synack::sys::nofile_limit().ok()?;
+    if soft >= hard {
+        return None;
+    }
+    synack::sys::set_nofile_limit(hard, hard).ok()?;
+    Some(format!("raised the open-file limit from {soft} to {hard}"))
+}
+
+/// Runs a flood and builds its report, writing `--json` and `--hlog` when asked.
+pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
+    let mut notes = Vec::new();
+    notes.extend(raise_nofile_limit());
+    let bar = (out.live && std::io::stderr().is_terminal()).then(|| {
+        let b = ProgressBar::new_spinner();
+        b.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+        b
+    });
+    let offered = plan.offered_rate();
+    let before = report::kernel_snapshot();
+    let run = engine::run(plan, |elapsed: Duration, p: &Progress, so_far| {
+        if let Some(b) = &bar {
+            let secs = elapsed.as_secs_f64().max(1e-3);
+            let attempts = p.attempts.load(std::sync::atomic::Ordering::Relaxed);
+            let est = p.established.load(std::sync::atomic::Ordering::Relaxed);
+            let done = p.finished.load(std::sync::atomic::Ordering::Relaxed);
+            let errors = p.errors.load(std::sync::atomic::Ordering::Relaxed);
+            b.set_message(format!(
+                "{:>5.1}s  offered {}  achieved {:.0}/s  in flight {}  errors {}  connect p50 {} us p99 {} us",
+                secs,
+                offered.map_or_else(|| "closed loop".to_string(), |o| format!("{o:.0}/s")),
+                est as f64 / secs,
+                attempts.saturating_sub(done),
+                errors,
+                so_far.value_at_quantile(0.5),
+                so_far.value_at_quantile(0.99),
+            ));
+            b.tick();
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let after = report::kernel_snapshot();
+    let rep = FloodReport::build(plan, &run, before, after, notes);
+    if let Some(path) = &out.json {
+        let text = serde_json::to_string_pretty(&rep).map_err(std::io::Error::other)?;
+        std::fs::write(path, text + "\n")?;
+    }
+    if let Some(path) = &out.hlog {
+        report::hlog::write(path, run.started_at, &run.intervals)?;
+    }
+    Ok(rep)
+}

@@ -1,0 +1,12 @@
+//! synack-load: a connect-flood load generator that measures the TCP handshake honestly.
+//!
+//! The binary's commands are thin wrappers over [`flood::flood`] and the report module, so the
+//! same engine can be embedded (the tuning and benchmark harnesses use it).
+
+pub mod cli;
+pub mod engine;
+pub mod flood;
+pub mod outcome;
+pub mod plan;
+pub mod record;
+pub mod report;

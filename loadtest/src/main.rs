@@ -1,0 +1,59 @@
+//! `synack-load`: see `synack-load --help`.
+//!
+//! Exit status: 0 when the run completed (whatever the server did), 2 for bad usage, 1 when the
+//! generator itself failed.
+
+use clap::Parser;
+use synack_load::cli::{Cli, Command};
+use synack_load::flood::{self, Output};
+use synack_load::report::{hlog, table};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Flood(args) => match args.plan() {
+            Err(e) => {
+                eprintln!("synack-load: {e}");
+                2
+            }
+            Ok(plan) => {
+                let out = Output {
+                    json: args.json.clone(),
+                    hlog: args.hlog.clone(),
+                    live: !args.quiet,
+                };
+                match flood::flood(&plan, &out) {
+                    Ok(rep) => {
+                        print!("{}", table::render(&rep));
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("synack-load: {e}");
+                        1
+                    }
+                }
+            }
+        },
+        Command::Merge(args) => match hlog::merge(&args.files) {
+            Ok((h, n)) => {
+                let p = synack_load::report::Percentiles::of(&h);
+                println!(
+                    "merged {n} intervals from {} logs: {} values (us): p50 {} p90 {} p99 {} p99.9 {} max {}",
+                    args.files.len(),
+                    p.count,
+                    p.p50,
+                    p.p90,
+                    p.p99,
+                    p.p999,
+                    p.max
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("synack-load merge: {e}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}

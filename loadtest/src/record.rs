@@ -1,0 +1,98 @@
+//! Per-thread recording: histograms and counters, merged once at the end (no sharing on the
+//! hot path).
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+use crate::outcome::Outcome;
+
+/// The largest SYN-retransmission count kept apart; more are counted in the last bucket.
+pub const MAX_RETRANS_BUCKET: usize = 8;
+
+/// A microsecond histogram: 1 us to 1 hour, 3 significant figures.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
+}
+
+/// What one generator thread measured.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    /// `connect()` to established, us.
+    pub connect: Histogram<u64>,
+    /// Scheduled start to established (open loop), us.
+    pub from_schedule: Histogram<u64>,
+    /// `connect()` to the first byte read, us.
+    pub first_byte: Histogram<u64>,
+    /// Generator lateness: actual start minus scheduled start (open loop), us.
+    pub start_lag: Histogram<u64>,
+    /// Connections by `tcpi_total_retrans` at establishment (last bucket: that many or more).
+    pub retrans: [u64; MAX_RETRANS_BUCKET + 1],
+    /// Attempts started.
+    pub attempts: u64,
+    /// Attempts that got a connection.
+    pub established: u64,
+    /// Attempts by how they ended.
+    pub outcomes: [u64; Outcome::ALL.len()],
+    /// Errors of class `other`, by OS message.
+    pub other_errors: BTreeMap<String, u64>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            connect: latency_histogram(),
+            from_schedule: latency_histogram(),
+            first_byte: latency_histogram(),
+            start_lag: latency_histogram(),
+            retrans: [0; MAX_RETRANS_BUCKET + 1],
+            attempts: 0,
+            established: 0,
+            outcomes: [0; Outcome::ALL.len()],
+            other_errors: BTreeMap::new(),
+        }
+    }
+}
+
+impl Recorder {
+    /// Counts an ending; for `Other`, remembers the errno.
+    pub fn outcome(&mut self, o: Outcome, errno: Option<i32>) {
+        self.outcomes[o.slot()] += 1;
+        if o == Outcome::Other {
+            let msg = errno.map_or_else(
+                || "unknown".to_string(),
+                |e| std::io::Error::from_raw_os_error(e).to_string(),
+            );
+            *self.other_errors.entry(msg).or_default() += 1;
+        }
+    }
+
+    /// The count of one class.
+    pub fn count(&self, o: Outcome) -> u64 {
+        self.outcomes[o.slot()]
+    }
+
+    /// Adds another thread's recording to this one.
+    pub fn merge(&mut self, other: &Recorder) {
+        let _ = self.connect.add(&other.connect);
+        let _ = self.from_schedule.add(&other.from_schedule);
+        let _ = self.first_byte.add(&other.first_byte);
+        let _ = self.start_lag.add(&other.start_lag);
+        for (a, b) in self.retrans.iter_mut().zip(other.retrans) {
+            *a += b;
+        }
+        self.attempts += other.attempts;
+        self.established += other.established;
+        for (a, b) in self.outcomes.iter_mut().zip(other.outcomes) {
+            *a += b;
+        }
+        for (k, v) in &other.other_errors {
+            *self.other_errors.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// Records a duration in microseconds (at least 1).
+pub fn record_us(h: &mut Histogram<u64>, d: std::time::Duration) {
+    h.saturating_record((d.as_micros() as u64).max(1));
+}

@@ -1,0 +1,121 @@
+//! The human-readable end-of-run table.
+
+use std::fmt::Write;
+
+use super::FloodReport;
+use crate::outcome::Outcome;
+
+fn rate(r: f64) -> String {
+    if r >= 10_000.0 {
+        format!("{:.1}k/s", r / 1000.0)
+    } else {
+        format!("{r:.0}/s")
+    }
+}
+
+/// Renders a report as the table printed at the end of a flood.
+pub fn render(r: &FloodReport) -> String {
+    let mut s = String::new();
+    let load = match (r.rate_from, r.rate_to, r.concurrency) {
+        (Some(a), Some(b), _) if (a - b).abs() < f64::EPSILON => format!("open loop, {}", rate(a)),
+        (Some(a), Some(b), _) => format!("open loop, ramp {} -> {}", rate(a), rate(b)),
+        (_, _, Some(c)) => format!("closed loop, {c} in flight"),
+        _ => "?".into(),
+    };
+    let _ = writeln!(
+        s,
+        "synack-load flood {} ({}): {load}, {} threads, {:.2} s",
+        r.target, r.resolved, r.threads, r.elapsed_s
+    );
+    let _ = writeln!(
+        s,
+        "  attempts {}   established {}   ok {}",
+        r.attempts,
+        r.established,
+        r.outcome(Outcome::Ok)
+    );
+    match r.offered_rate {
+        Some(o) => {
+            let _ = writeln!(
+                s,
+                "  rate: offered {}   achieved {}",
+                rate(o),
+                rate(r.achieved_rate)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  rate: achieved {}", rate(r.achieved_rate));
+        }
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  latency (us)    {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "p50", "p90", "p99", "p99.9", "max", "count"
+    );
+    for (name, label) in [
+        ("connect", "connect"),
+        ("from_schedule", "from schedule"),
+        ("first_byte", "first byte"),
+        ("start_lag", "start lag"),
+    ] {
+        if let Some(p) = r.latency_us.get(name) {
+            let _ = writeln!(
+                s,
+                "  {label:<15} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                p.p50, p.p90, p.p99, p.p999, p.max, p.count
+            );
+        }
+    }
+    let _ = writeln!(s);
+    let retrans: Vec<String> = r
+        .syn_retransmits
+        .iter()
+        .filter(|b| b.connections > 0)
+        .map(|b| {
+            format!(
+                "{}{}: {}",
+                b.retransmits,
+                if b.or_more { "+" } else { "" },
+                b.connections
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "  SYN retransmits per connection: {}",
+        if retrans.is_empty() {
+            "none measured".to_string()
+        } else {
+            retrans.join("   ")
+        }
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "  outcomes");
+    for o in Outcome::ALL {
+        let n = r.outcome(o);
+        if n > 0 || o == Outcome::Ok {
+            let _ = writeln!(s, "    {:<16} {:>9}   {}", o.name(), n, o.meaning());
+        }
+    }
+    for (msg, n) in &r.other_errors {
+        let _ = writeln!(s, "      other: {msg}: {n}");
+    }
+    if let Some(k) = &r.kernel {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "  kernel counters, change over the run (host-wide: every socket in this network namespace)"
+        );
+        for (name, d) in &k.counters {
+            let _ = writeln!(s, "    {name:<28} {d:>+9}");
+        }
+    }
+    if !r.notes.is_empty() {
+        let _ = writeln!(s);
+        for n in &r.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
+    }
+    s
+}
