@@ -134,7 +134,7 @@ pub fn run(
         handles.push(h);
     }
     drop(tx);
-    let (intervals, so_far) = collect(&rx, &handles, t0, &progress, &mut tick);
+    let (intervals, so_far) = collect(&rx, t0, &progress, &mut tick);
     let mut rec = Recorder::default();
     let mut last = None;
     for h in handles {
@@ -157,9 +157,8 @@ pub fn run(
 
 type Collected = (BTreeMap<u64, Histogram<u64>>, Histogram<u64>);
 
-fn collect<T>(
+fn collect(
     rx: &Receiver<Interval>,
-    handles: &[std::thread::JoinHandle<T>],
     t0: Instant,
     progress: &Progress,
     tick: &mut impl FnMut(Duration, &Progress, &Histogram<u64>),
@@ -168,6 +167,7 @@ fn collect<T>(
     let mut so_far = latency_histogram();
     let mut next_tick = t0 + Duration::from_secs(1);
     loop {
+        // Every thread holds a sender until it ends: disconnected means all are done.
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(iv) => {
                 let _ = so_far.add(&iv.connect);
@@ -187,14 +187,6 @@ fn collect<T>(
         if now >= next_tick {
             tick(now.saturating_duration_since(t0), progress, &so_far);
             next_tick += Duration::from_secs(1);
-        }
-        if handles.iter().all(|h| h.is_finished()) && rx.try_recv().is_err() {
-            // Threads send their last interval before they finish; take any left.
-            for iv in rx.try_iter() {
-                let _ = so_far.add(&iv.connect);
-                intervals.entry(iv.second).or_insert(iv.connect);
-            }
-            break;
         }
     }
     (intervals, so_far)
