@@ -46,8 +46,22 @@ pub enum CloseArg {
 /// `synack-load flood`.
 #[derive(Debug, Args)]
 pub struct FloodArgs {
-    /// The server, host:port (names resolved; IPv6 as [::1]:port).
-    pub addr: String,
+    /// The server, host:port (names resolved; IPv6 as [::1]:port). Not with --embedded.
+    #[arg(required_unless_present = "embedded")]
+    pub addr: Option<String>,
+    /// Start a synack greeting server in this process on 127.0.0.1 and flood it: the quickest
+    /// way to see the whole path (its statistics are printed after the run).
+    #[arg(long, conflicts_with = "addr")]
+    pub embedded: bool,
+    /// With --embedded: the server's listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 1024, requires = "embedded")]
+    pub server_backlog: u32,
+    /// With --embedded: the server's worker threads.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "embedded")]
+    pub server_workers: usize,
+    /// With --embedded: the server's connection limit.
+    #[arg(long, value_name = "N", default_value_t = synack::DEFAULT_MAX_CONNECTIONS, requires = "embedded")]
+    pub server_max_connections: usize,
     /// Open loop: start this many connections per second on a fixed schedule (10k, 2.5k, 500).
     /// Latency is also measured from each scheduled start. [default: closed loop, --concurrency 64]
     #[arg(long, value_name = "N", value_parser = parse_rate, conflicts_with_all = ["concurrency", "ramp"])]
@@ -203,9 +217,10 @@ fn parse_sources(s: &str) -> Result<Sources, String> {
 }
 
 impl FloodArgs {
-    /// Checks the flags together and resolves the target.
-    pub fn plan(&self) -> Result<Plan, UsageError> {
-        let target = resolve(&self.addr)?;
+    /// Checks the flags together and resolves the target (`addr` is the embedded server's
+    /// address with --embedded).
+    pub fn plan_for(&self, addr: &str) -> Result<Plan, UsageError> {
+        let target = resolve(addr)?;
         let load = match (self.rate, self.ramp, self.concurrency) {
             (Some(r), _, _) => Load::Open { from: r, to: r },
             (_, Some((a, b)), _) => Load::Open { from: a, to: b },
@@ -229,7 +244,7 @@ impl FloodArgs {
             )));
         }
         Ok(Plan {
-            target_text: self.addr.clone(),
+            target_text: addr.to_string(),
             target,
             load,
             duration: self.duration,

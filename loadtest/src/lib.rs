@@ -4,6 +4,7 @@
 //! same engine can be embedded (the tuning and benchmark harnesses use it).
 
 pub mod cli;
+pub mod embedded;
 pub mod engine;
 pub mod flood;
 pub mod outcome;

@@ -5,35 +5,65 @@
 
 use clap::Parser;
 use synack_load::cli::{Cli, Command};
+use synack_load::embedded;
 use synack_load::flood::{self, Output};
 use synack_load::report::{hlog, table};
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Flood(args) => match args.plan() {
-            Err(e) => {
-                eprintln!("synack-load: {e}");
-                2
-            }
-            Ok(plan) => {
-                let out = Output {
-                    json: args.json.clone(),
-                    hlog: args.hlog.clone(),
-                    live: !args.quiet,
-                };
-                match flood::flood(&plan, &out) {
-                    Ok(rep) => {
-                        print!("{}", table::render(&rep));
-                        0
-                    }
+        Command::Flood(args) => {
+            let server = if args.embedded {
+                match embedded::start(
+                    args.server_backlog,
+                    args.server_workers,
+                    args.server_max_connections,
+                ) {
+                    Ok(s) => Some(s),
                     Err(e) => {
-                        eprintln!("synack-load: {e}");
-                        1
+                        eprintln!("synack-load: embedded server: {e}");
+                        std::process::exit(if matches!(e, synack::Error::InvalidConfig { .. }) {
+                            2
+                        } else {
+                            1
+                        });
+                    }
+                }
+            } else {
+                None
+            };
+            let addr = match &server {
+                Some(s) => s.local_addr().to_string(),
+                None => args.addr.clone().unwrap_or_default(),
+            };
+            match args.plan_for(&addr) {
+                Err(e) => {
+                    eprintln!("synack-load: {e}");
+                    2
+                }
+                Ok(plan) => {
+                    let out = Output {
+                        json: args.json.clone(),
+                        hlog: args.hlog.clone(),
+                        live: !args.quiet,
+                    };
+                    match flood::flood(&plan, &out) {
+                        Ok(rep) => {
+                            print!("{}", table::render(&rep));
+                            if let Some(s) = server {
+                                print!("\n{}", embedded::summary(&s));
+                                s.shutdown_blocking(std::time::Duration::from_secs(1));
+                            }
+                            0
+                        }
+                        Err(e) => {
+                            eprintln!("synack-load: {e}");
+                            1
+                        }
                     }
                 }
             }
-        },
+        }
         Command::Merge(args) => match hlog::merge(&args.files) {
             Ok((h, n)) => {
                 let p = synack_load::report::Percentiles::of(&h);

@@ -431,3 +431,24 @@ fn an_unreachable_route_in_a_namespace_gives_unreachable() {
     let rep: FloodReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(rep.outcomes["unreachable"], 5, "{rep:#?}");
 }
+
+#[test]
+fn embedded_runs_a_synack_server_and_floods_it() {
+    let out = bin()
+        .args([
+            "flood",
+            "--embedded",
+            "--quiet",
+            "--connections",
+            "100",
+            "--read",
+            "18",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("established 100   ok 100"), "{text}");
+    assert!(text.contains("embedded synack server 127.0.0.1:"), "{text}");
+    assert!(text.contains("accepted 100"), "{text}");
+}

@@ -29,7 +29,7 @@ pub const KERNEL_COUNTERS: [&str; 8] = [
     "Tcp.RetransSegs",
 ];
 
-/// The sysctls that shape what a flood sees, reported as read at the start.
+/// The sysctls that shape what a flood sees, reported as read at the end of the run.
 pub const SYSCTLS: [&str; 7] = [
     "net.core.somaxconn",
     "net.ipv4.tcp_max_syn_backlog",
@@ -142,7 +142,7 @@ pub struct FloodReport {
     pub other_errors: BTreeMap<String, u64>,
     /// Kernel counter deltas, where the OS publishes them.
     pub kernel: Option<KernelDelta>,
-    /// Sysctls as read at the start.
+    /// Sysctls as read at the end of the run.
     pub sysctls: BTreeMap<String, String>,
     /// Observations worth a sentence (limits hit, what retransmits mean, ...).
     pub notes: Vec<String>,
