@@ -46,7 +46,7 @@ pub enum CloseArg {
 /// `synack-load flood`.
 #[derive(Debug, Args)]
 pub struct FloodArgs {
-    /// The server, host:port (names resolved; IPv6 as [::1]:port). Not with --embedded.
+    /// The server, host:port (names resolved; IPv6 as `[::1]:port`). Not with --embedded.
     #[arg(required_unless_present = "embedded")]
     pub addr: Option<String>,
     /// Start a synack greeting server in this process on 127.0.0.1 and flood it: the quickest

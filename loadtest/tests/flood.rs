@@ -452,3 +452,67 @@ fn embedded_runs_a_synack_server_and_floods_it() {
     assert!(text.contains("embedded synack server 127.0.0.1:"), "{text}");
     assert!(text.contains("accepted 100"), "{text}");
 }
+
+#[test]
+fn send_then_read_round_trips_through_an_echo_server() {
+    let server = synack::Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .serve(|conn: synack::Connection| async move {
+            let (mut rd, mut wr) = tokio::io::split(conn);
+            tokio::io::copy(&mut rd, &mut wr).await
+        })
+        .unwrap();
+    let (_, rep) = flood(
+        &server.local_addr().to_string(),
+        &[
+            "--connections",
+            "30",
+            "--send",
+            "100",
+            "--read",
+            "100",
+            "--close",
+            "fin",
+        ],
+        "echo",
+    );
+    assert_eq!(rep.outcomes["ok"], 30, "{rep:#?}");
+    assert_eq!(rep.latency_us["first_byte"].count, 30);
+}
+
+#[test]
+fn connections_left_in_the_queue_are_established_but_unserved() {
+    let server = synack::Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .backlog(4)
+        .workers(1)
+        .serve(|mut c: synack::Connection| async move { c.write_all(b"hi").await })
+        .unwrap();
+    server.pause();
+    let (out, rep) = flood(
+        &server.local_addr().to_string(),
+        &[
+            "--connections",
+            "10",
+            "--concurrency",
+            "10",
+            "--read",
+            "2",
+            "--read-timeout",
+            "300ms",
+            "--connect-timeout",
+            "300ms",
+        ],
+        "unserved",
+    );
+    // The queue holds backlog + 1 = 5: those handshakes complete and are never served; the
+    // kernel drops the rest of the SYNs (timeouts), or their final ACKs (also unserved).
+    assert!(rep.outcomes["unserved"] >= 5, "{rep:#?}");
+    assert_eq!(rep.outcomes["unserved"] + rep.outcomes["timeout"], 10);
+    assert_eq!(server.stats().accepted, 0);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("never took it from its queue"), "{table}");
+}
