@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Poll, Token, Waker};
 use socket2::Socket;
@@ -14,6 +14,8 @@ use crate::connection::Connection;
 use crate::error::Error;
 use crate::limit::{Limit, OverloadPolicy};
 use crate::listener::{self, Keepalive, ListenOptions, Listener};
+use crate::probe::MonoClock;
+use crate::sampler::{QueueGauge, Sampler};
 use crate::server::{AcceptorHandle, Server, Shared};
 use crate::stats::AcceptorStats;
 use crate::worker::{self, HandlerOutput, WorkerShared};
@@ -43,6 +45,8 @@ pub struct ServerBuilder {
     workers: Option<usize>,
     acceptors: usize,
     accept: AcceptConfig,
+    probe: bool,
+    queue_sampling: Option<Duration>,
 }
 
 impl Default for ServerBuilder {
@@ -70,6 +74,8 @@ impl ServerBuilder {
                 overload: OverloadPolicy::Queue,
                 fd_exhaustion: FdExhaustionPolicy::Backoff,
             },
+            probe: false,
+            queue_sampling: None,
         }
     }
 
@@ -224,6 +230,23 @@ impl ServerBuilder {
         self
     }
 
+    /// Writes the [probe header](crate::probe) (accept and dispatch times, 24 bytes) on every
+    /// connection before its handler runs, for `synack-load flood --probe`. Default off: it
+    /// changes what clients receive.
+    pub fn probe(mut self, on: bool) -> Self {
+        self.probe = on;
+        self
+    }
+
+    /// Samples each listener's accept queue (`TCP_INFO`) every `interval` on a thread of its
+    /// own; [`Stats::listeners`](crate::Stats::listeners) then carries the peak depth and the
+    /// time spent full, and [`Server::queue_samples`](crate::Server::queue_samples) the series.
+    /// Default off. At least 1 ms.
+    pub fn queue_sampling(mut self, interval: Duration) -> Self {
+        self.queue_sampling = Some(interval);
+        self
+    }
+
     fn validate(&self) -> Result<usize, Error> {
         if self.binds.is_empty() {
             return Err(Error::NoListener);
@@ -262,6 +285,15 @@ impl ServerBuilder {
                 "accept_backoff",
                 format!("{min:?}..{max:?}"),
                 "a minimum above zero and not above the maximum",
+            ));
+        }
+        if let Some(i) = self.queue_sampling
+            && i < Duration::from_millis(1)
+        {
+            return Err(Error::invalid(
+                "queue_sampling",
+                format!("{i:?}"),
+                "an interval of at least 1 ms",
             ));
         }
         Ok(workers)
@@ -329,7 +361,9 @@ impl ServerBuilder {
             acceptors: acceptor_shared.into_boxed_slice(),
             shutting_down: AtomicBool::new(false),
             idle: (Mutex::new(()), Condvar::new()),
+            probe: self.probe.then(MonoClock::new),
         });
+        let gauges: Arc<[QueueGauge]> = listeners.iter().map(|_| QueueGauge::default()).collect();
         let mut server = Server {
             shared: shared.clone(),
             listeners: listeners.iter().map(|l| l.info.clone()).collect(),
@@ -337,7 +371,20 @@ impl ServerBuilder {
             acceptors: Vec::new(),
             workers: Vec::new(),
             paused: AtomicBool::new(false),
+            gauges: gauges.clone(),
+            sampler: None,
         };
+        if let Some(interval) = self.queue_sampling {
+            let socks = listeners.iter().map(|l| l.sock.clone()).collect();
+            let sampler =
+                Sampler::spawn(socks, gauges, interval, Instant::now()).map_err(|source| {
+                    Error::Start {
+                        what: "the queue sampler thread".into(),
+                        source,
+                    }
+                })?;
+            server.sampler = Some(sampler);
+        }
         let handler = Arc::new(handler);
         let opts = Arc::new(self.opts.clone());
         for i in 0..n_workers {

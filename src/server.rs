@@ -14,6 +14,8 @@ use crate::acceptor::{AcceptorExit, AcceptorShared, Control};
 use crate::builder::ServerBuilder;
 use crate::limit::Limit;
 use crate::listener::ListenerInfo;
+use crate::probe::MonoClock;
+use crate::sampler::{QueueGauge, QueueSample, Sampler};
 use crate::stats::{ListenerStats, Stats};
 use crate::sys;
 use crate::worker::{WorkerHandle, WorkerMsg, WorkerShared};
@@ -26,6 +28,8 @@ pub(crate) struct Shared {
     pub acceptors: Box<[AcceptorShared]>,
     pub shutting_down: AtomicBool,
     pub idle: (Mutex<()>, Condvar),
+    /// With the probe on: the clock its timestamps are read from.
+    pub probe: Option<MonoClock>,
 }
 
 impl Shared {
@@ -90,6 +94,8 @@ pub struct Server {
     pub(crate) acceptors: Vec<AcceptorHandle>,
     pub(crate) workers: Vec<WorkerHandle>,
     pub(crate) paused: AtomicBool,
+    pub(crate) gauges: Arc<[QueueGauge]>,
+    pub(crate) sampler: Option<Sampler>,
 }
 
 impl Server {
@@ -142,17 +148,32 @@ impl Server {
             .listeners
             .iter()
             .zip(&self.sockets)
-            .map(|(info, sock)| {
+            .zip(self.gauges.iter())
+            .map(|((info, sock), g)| {
                 let q = sys::listen_queue(&**sock).ok().flatten();
+                let sampled = self.sampler.is_some();
                 ListenerStats {
                     index: info.index,
                     local_addr: info.local_addr,
                     queue_len: q.map(|q| q.len),
                     effective_backlog: q.map(|q| q.max).or(info.effective_backlog),
+                    peak_queue_len: sampled.then(|| g.peak.load(Relaxed)),
+                    time_full: Duration::from_nanos(g.full_ns.load(Relaxed)),
+                    queue_samples: g.samples.load(Relaxed),
                 }
             })
             .collect();
         s
+    }
+
+    /// The accept-queue samples of listener `index` (with
+    /// [`queue_sampling`](crate::ServerBuilder::queue_sampling) on; empty otherwise), oldest
+    /// first, at most [`MAX_SAMPLES`](crate::sampler::MAX_SAMPLES).
+    pub fn queue_samples(&self, index: usize) -> Vec<QueueSample> {
+        self.gauges
+            .get(index)
+            .and_then(|g| g.series.lock().ok().map(|s| s.iter().copied().collect()))
+            .unwrap_or_default()
     }
 
     /// Stops accepting. New connections complete the handshake in the kernel and wait in the
@@ -227,6 +248,9 @@ impl Server {
         self.shared.shutting_down.store(true, SeqCst);
         tracing::info!(target: "synack::server", open = open_at_start, grace_ms = grace.as_millis() as u64, "shutting down");
         let left_in_queue = self.stop_acceptors(true, deadline);
+        if let Some(mut s) = self.sampler.take() {
+            s.stop();
+        }
         self.sockets.clear();
         {
             let (lock, cv) = &self.shared.idle;

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
@@ -200,6 +201,12 @@ pub struct ListenerStats {
     pub queue_len: Option<u32>,
     /// The effective backlog (Linux `TCP_INFO` `tcpi_sacked`).
     pub effective_backlog: Option<u32>,
+    /// With queue sampling on: the deepest queue seen.
+    pub peak_queue_len: Option<u32>,
+    /// With queue sampling on: time the queue was seen full (length at the effective backlog).
+    pub time_full: Duration,
+    /// With queue sampling on: samples taken.
+    pub queue_samples: u64,
 }
 
 /// A snapshot of a server's statistics, merged from every acceptor and worker.

@@ -15,12 +15,14 @@ use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::connection::{ConnInfo, Connection};
 use crate::error::Error;
 use crate::limit::Slot;
 use crate::listener::{self, ListenOptions};
+use crate::probe::ProbeHeader;
 use crate::server::Shared;
 use crate::stats::WorkerStats;
 
@@ -205,6 +207,16 @@ where
         }
     };
     let dispatched_at = Instant::now();
+    let mut stream = stream;
+    if let Some(clock) = ctx.shared.probe {
+        let header = ProbeHeader {
+            accept_ns: clock.ns(acc.accepted_at),
+            dispatch_ns: clock.ns(dispatched_at),
+        };
+        if let Err(e) = stream.write_all(&header.encode()).await {
+            tracing::debug!(target: "synack::worker", error = %e, "cannot write the probe header");
+        }
+    }
     let waited = dispatched_at.saturating_duration_since(acc.accepted_at);
     if let Ok(mut h) = stats.dispatch_us.lock() {
         h.saturating_record((waited.as_micros() as u64).max(1));

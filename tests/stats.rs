@@ -51,3 +51,56 @@ fn accept_errors_are_classified_from_errno() {
         AcceptErrorKind::Other
     );
 }
+
+#[test]
+fn the_probe_header_carries_accept_and_dispatch_times() {
+    use std::io::Read;
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .probe(true)
+        .workers(1)
+        .serve(hi)
+        .unwrap();
+    let before = synack::sys::monotonic_ns();
+    let mut c = common::connect(server.local_addr());
+    let mut header = [0u8; synack::probe::LEN];
+    c.read_exact(&mut header).unwrap();
+    let after = synack::sys::monotonic_ns();
+    let h = synack::probe::ProbeHeader::decode(&header).expect("a synack probe header");
+    assert!(before <= h.accept_ns, "{before} {h:?}");
+    assert!(h.accept_ns <= h.dispatch_ns, "{h:?}");
+    assert!(h.dispatch_ns <= after, "{h:?} {after}");
+    // Then the handler's own bytes.
+    assert_eq!(common::read_n(&mut c, 2), b"hi");
+}
+
+#[test]
+fn queue_sampling_sees_the_queue_of_a_paused_server() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .backlog(8)
+        .queue_sampling(std::time::Duration::from_millis(1))
+        .workers(1)
+        .serve(hi)
+        .unwrap();
+    server.pause();
+    let _clients: Vec<_> = (0..3)
+        .map(|_| common::connect(server.local_addr()))
+        .collect();
+    wait_for("the sampler to see 3 queued", || {
+        server.stats().listeners[0].peak_queue_len == Some(3)
+    });
+    let samples = server.queue_samples(0);
+    assert!(samples.iter().any(|s| s.len == 3 && s.max == 8));
+    assert!(samples.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(server.stats().listeners[0].queue_samples >= 1);
+    let bad = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .queue_sampling(std::time::Duration::from_micros(10))
+        .serve(hi)
+        .unwrap_err();
+    assert!(bad.to_string().contains("queue_sampling"), "{bad}");
+}
