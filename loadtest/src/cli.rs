@@ -105,6 +105,11 @@ pub struct FloodArgs {
     /// An attempt not established after this long counts as a timeout.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// Read the synack probe header each connection starts with (a server built with
+    /// probe(true)) and split its life at the server's accept: handshake, accept-queue wait,
+    /// dispatch, and the rest. Same host only (one monotonic clock).
+    #[arg(long)]
+    pub probe: bool,
     /// Also write the report as JSON (schema synack-load/flood/1, see loadtest/SCHEMA.md).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -260,6 +265,7 @@ impl FloodArgs {
             threads,
             sources,
             connect_timeout: self.connect_timeout,
+            probe: self.probe,
         })
     }
 }

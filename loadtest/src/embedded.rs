@@ -6,14 +6,16 @@ use tokio::io::AsyncWriteExt;
 /// The greeting the embedded server writes (18 bytes).
 pub const GREETING: &[u8] = b"hello from synack\n";
 
-/// Starts a greeting server on 127.0.0.1 (a free port).
+/// Starts a greeting server on 127.0.0.1 (a free port), writing the probe header if asked.
 pub fn start(
     backlog: u32,
     workers: usize,
     max_connections: usize,
+    probe: bool,
 ) -> Result<Server, synack::Error> {
     Server::builder()
         .bind("127.0.0.1:0")?
+        .probe(probe)
         .backlog(backlog)
         .workers(workers)
         .max_connections(max_connections)

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,9 +21,11 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, SockAddr, Socket};
 
+use synack::probe::{self, MonoClock, ProbeHeader};
+
 use crate::outcome::Outcome;
 use crate::plan::{CloseMode, Load, Plan};
-use crate::record::{MAX_RETRANS_BUCKET, Recorder, latency_histogram, record_us};
+use crate::record::{MAX_RETRANS_BUCKET, Recorder, latency_histogram, record_ns_span, record_us};
 
 /// Counters every thread updates, read by the live view.
 #[derive(Debug, Default)]
@@ -37,6 +40,21 @@ pub struct Progress {
     pub finished: AtomicU64,
     /// Closed loop: attempts handed out, against `--connections`.
     pub issued: AtomicU64,
+    /// Set when the run must stop at once (for example, no probe header where one was asked).
+    pub fatal: Mutex<Option<String>>,
+    /// Whether `fatal` is set (checked on every loop turn without the lock).
+    pub failed: AtomicBool,
+}
+
+impl Progress {
+    fn fail(&self, msg: String) {
+        if let Ok(mut f) = self.fatal.lock()
+            && f.is_none()
+        {
+            *f = Some(msg);
+        }
+        self.failed.store(true, Relaxed);
+    }
 }
 
 /// One second of connect latency from one thread, for the interval log and the live view.
@@ -80,11 +98,16 @@ struct Attempt {
     sent: usize,
     got: usize,
     read_done: bool,
+    established: Option<Instant>,
+    header: [u8; probe::LEN],
+    header_got: usize,
+    dispatch_ns: u64,
 }
 
 struct Thread<'a> {
     plan: &'a Plan,
     t0: Instant,
+    clock: MonoClock,
     target: SockAddr,
     domain: Domain,
     poll: Poll,
@@ -145,6 +168,9 @@ pub fn run(
         last = last.max(l);
     }
     drop(so_far);
+    if let Some(msg) = progress.fatal.lock().ok().and_then(|f| f.clone()) {
+        return Err(io::Error::other(msg));
+    }
     let end = Instant::now();
     Ok(RunResult {
         rec,
@@ -210,6 +236,7 @@ impl<'a> Thread<'a> {
         Thread {
             plan,
             t0,
+            clock: MonoClock::new(),
             target: plan.target.into(),
             domain: Domain::for_address(plan.target),
             poll,
@@ -250,6 +277,10 @@ impl<'a> Thread<'a> {
             let next_start = self.issue(now);
             self.expire_timers(now);
             if !self.issuing && self.live == 0 {
+                break;
+            }
+            if self.progress.failed.load(Relaxed) {
+                self.abandon_all();
                 break;
             }
             if now >= hard_end {
@@ -365,6 +396,10 @@ impl<'a> Thread<'a> {
             sent: 0,
             got: 0,
             read_done: false,
+            established: None,
+            header: [0; probe::LEN],
+            header_got: 0,
+            dispatch_ns: 0,
         });
         self.live += 1;
         if connected {
@@ -412,9 +447,11 @@ impl<'a> Thread<'a> {
     }
 
     fn established(&mut self, slot: usize, now: Instant) {
-        let Some(a) = self.slots[slot].as_ref() else {
+        let Some(a) = self.slots[slot].as_mut() else {
             return;
         };
+        a.established = Some(now);
+        let a = &*a;
         self.rec.established += 1;
         self.progress.established.fetch_add(1, Relaxed);
         self.last_established = Some(now);
@@ -454,7 +491,7 @@ impl<'a> Thread<'a> {
             }
             return self.send(slot);
         }
-        if plan.read.is_some() && !a.read_done {
+        if (plan.read.is_some() || plan.probe) && !a.read_done {
             if a.phase != Phase::Reading {
                 a.phase = Phase::Reading;
                 if let Err(e) = self.poll.registry().reregister(
@@ -503,13 +540,55 @@ impl<'a> Thread<'a> {
         self.advance(slot);
     }
 
-    /// Reads until `--read` bytes came or the peer closed (a close without a byte still
-    /// counts as served: the server took the connection).
+    /// Reads the probe header (with `--probe`), then until `--read` bytes came or the peer
+    /// closed (a close without a byte still counts as served: the server took the connection).
     fn read(&mut self, slot: usize) {
         let want = self.plan.read.unwrap_or(0);
+        let probe = self.plan.probe;
         let Some(a) = self.slots[slot].as_mut() else {
             return;
         };
+        if probe && a.header_got < probe::LEN {
+            loop {
+                match (&a.sock).read(&mut a.header[a.header_got..]) {
+                    Ok(0) => {
+                        self.rec.other("closed before the probe header");
+                        self.progress.errors.fetch_add(1, Relaxed);
+                        return self.drop_attempt(slot);
+                    }
+                    Ok(n) => {
+                        a.header_got += n;
+                        let seen = a.header_got.min(probe::MAGIC.len());
+                        if a.header_got == probe::LEN || a.header[..seen] != probe::MAGIC[..seen] {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let n = errno(&e);
+                        return self.finish(slot, Outcome::from_errno(n), Some(n));
+                    }
+                }
+            }
+            let Some(h) = ProbeHeader::decode(&a.header) else {
+                self.progress.fail(format!(
+                    "no synack probe header from {}: is the server started with probe enabled? \
+                     (first bytes: {:?})",
+                    self.plan.target,
+                    String::from_utf8_lossy(&a.header)
+                ));
+                return self.drop_attempt(slot);
+            };
+            let est_ns = self.clock.ns(a.established.unwrap_or(a.started));
+            record_ns_span(&mut self.rec.queue_wait, est_ns, h.accept_ns);
+            record_ns_span(&mut self.rec.dispatch, h.accept_ns, h.dispatch_ns);
+            a.dispatch_ns = h.dispatch_ns;
+            if want == 0 {
+                a.read_done = true;
+                return self.advance(slot);
+            }
+        }
         loop {
             match (&a.sock).read(&mut self.buf) {
                 Ok(0) => break,
@@ -520,6 +599,9 @@ impl<'a> Thread<'a> {
                             &mut self.rec.first_byte,
                             now.saturating_duration_since(a.started),
                         );
+                        if probe {
+                            record_ns_span(&mut self.rec.rest, a.dispatch_ns, self.clock.ns(now));
+                        }
                     }
                     a.got += n;
                     if a.got >= want {
@@ -536,6 +618,15 @@ impl<'a> Thread<'a> {
         }
         a.read_done = true;
         self.advance(slot);
+    }
+
+    /// Removes an attempt already counted elsewhere.
+    fn drop_attempt(&mut self, slot: usize) {
+        if self.slots[slot].take().is_some() {
+            self.free.push(slot);
+            self.live -= 1;
+            self.progress.finished.fetch_add(1, Relaxed);
+        }
     }
 
     fn expire_timers(&mut self, now: Instant) {

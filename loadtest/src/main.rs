@@ -18,6 +18,7 @@ fn main() {
                     args.server_backlog,
                     args.server_workers,
                     args.server_max_connections,
+                    args.probe,
                 ) {
                     Ok(s) => Some(s),
                     Err(e) => {

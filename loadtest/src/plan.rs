@@ -61,6 +61,8 @@ pub struct Plan {
     pub sources: Vec<IpAddr>,
     /// An attempt not established after this long is a timeout.
     pub connect_timeout: Duration,
+    /// Read the synack probe header first and split each connection at the server's accept.
+    pub probe: bool,
 }
 
 impl Plan {
@@ -96,7 +98,7 @@ impl Plan {
     /// The longest an attempt can last once started: the bound on the run's tail.
     pub fn attempt_budget(&self) -> Duration {
         let mut b = self.connect_timeout;
-        if self.read.is_some() {
+        if self.read.is_some() || self.probe {
             b += self.read_timeout;
         }
         b + self.hold.unwrap_or_default()
@@ -122,6 +124,7 @@ mod tests {
             threads: 1,
             sources: vec![],
             connect_timeout: Duration::from_secs(3),
+            probe: false,
         }
     }
 

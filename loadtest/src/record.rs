@@ -24,6 +24,12 @@ pub struct Recorder {
     pub from_schedule: Histogram<u64>,
     /// `connect()` to the first byte read, us.
     pub first_byte: Histogram<u64>,
+    /// Probe: established (as the client saw it) to the server's `accept()`, us.
+    pub queue_wait: Histogram<u64>,
+    /// Probe: the server's `accept()` to its handler's dispatch, us.
+    pub dispatch: Histogram<u64>,
+    /// Probe: dispatch to the first byte of the handler's data, us.
+    pub rest: Histogram<u64>,
     /// Generator lateness: actual start minus scheduled start (open loop), us.
     pub start_lag: Histogram<u64>,
     /// Connections by `tcpi_total_retrans` at establishment (last bucket: that many or more).
@@ -45,6 +51,9 @@ impl Default for Recorder {
             from_schedule: latency_histogram(),
             first_byte: latency_histogram(),
             start_lag: latency_histogram(),
+            queue_wait: latency_histogram(),
+            dispatch: latency_histogram(),
+            rest: latency_histogram(),
             retrans: [0; MAX_RETRANS_BUCKET + 1],
             attempts: 0,
             established: 0,
@@ -67,6 +76,12 @@ impl Recorder {
         }
     }
 
+    /// Counts an `Other` ending with a message of our own.
+    pub fn other(&mut self, msg: &str) {
+        self.outcomes[Outcome::Other.slot()] += 1;
+        *self.other_errors.entry(msg.to_string()).or_default() += 1;
+    }
+
     /// The count of one class.
     pub fn count(&self, o: Outcome) -> u64 {
         self.outcomes[o.slot()]
@@ -78,6 +93,9 @@ impl Recorder {
         let _ = self.from_schedule.add(&other.from_schedule);
         let _ = self.first_byte.add(&other.first_byte);
         let _ = self.start_lag.add(&other.start_lag);
+        let _ = self.queue_wait.add(&other.queue_wait);
+        let _ = self.dispatch.add(&other.dispatch);
+        let _ = self.rest.add(&other.rest);
         for (a, b) in self.retrans.iter_mut().zip(other.retrans) {
             *a += b;
         }
@@ -95,4 +113,11 @@ impl Recorder {
 /// Records a duration in microseconds (at least 1).
 pub fn record_us(h: &mut Histogram<u64>, d: std::time::Duration) {
     h.saturating_record((d.as_micros() as u64).max(1));
+}
+
+/// Records a span between two `CLOCK_MONOTONIC` readings in microseconds; a span that came out
+/// negative (the client noticed an event after the server acted on it) is recorded at the
+/// histogram's floor, 1 us.
+pub fn record_ns_span(h: &mut Histogram<u64>, from_ns: u64, to_ns: u64) {
+    h.saturating_record((to_ns.saturating_sub(from_ns) / 1000).max(1));
 }

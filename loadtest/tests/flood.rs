@@ -516,3 +516,50 @@ fn connections_left_in_the_queue_are_established_but_unserved() {
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.contains("never took it from its queue"), "{table}");
 }
+
+#[test]
+fn probe_splits_each_connection_at_the_servers_accept() {
+    let server = synack::Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .probe(true)
+        .workers(1)
+        .serve(|mut c: synack::Connection| async move {
+            c.write_all(b"hi").await?;
+            c.shutdown().await
+        })
+        .unwrap();
+    let (out, rep) = flood(
+        &server.local_addr().to_string(),
+        &["--connections", "200", "--probe", "--read", "2"],
+        "probe",
+    );
+    assert_eq!(rep.outcomes["ok"], 200, "{rep:#?}");
+    for part in ["handshake", "queue_wait", "dispatch", "rest", "first_byte"] {
+        assert_eq!(rep.latency_us[part].count, 200, "{part}");
+    }
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("accept queue"), "{table}");
+}
+
+#[test]
+fn probe_against_a_server_without_it_fails_clearly() {
+    let server = greeting_server();
+    let out = bin()
+        .args([
+            "flood",
+            &server.local_addr().to_string(),
+            "--quiet",
+            "--connections",
+            "50",
+            "--probe",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no synack probe header") && err.contains("probe enabled"),
+        "{err}"
+    );
+}

@@ -132,7 +132,9 @@ pub struct FloodReport {
     pub achieved_rate: f64,
     /// Latency summaries, us: `connect` (connect() to established), `from_schedule` (open loop:
     /// scheduled start to established), `first_byte` (connect() to the first byte read),
-    /// `start_lag` (open loop: the generator's own lateness).
+    /// `start_lag` (open loop: the generator's own lateness); with `--probe`: `handshake`
+    /// (= connect), `queue_wait` (established to the server's accept), `dispatch` (accept to
+    /// handler start) and `rest` (handler start to its first byte, with `--read`).
     pub latency_us: BTreeMap<String, Percentiles>,
     /// Established connections by SYN retransmissions.
     pub syn_retransmits: Vec<RetransBucket>,
@@ -185,6 +187,14 @@ impl FloodReport {
         latency_us.insert("connect".into(), Percentiles::of(&rec.connect));
         if !rec.first_byte.is_empty() || plan.read.is_some() {
             latency_us.insert("first_byte".into(), Percentiles::of(&rec.first_byte));
+        }
+        if plan.probe {
+            latency_us.insert("handshake".into(), Percentiles::of(&rec.connect));
+            latency_us.insert("queue_wait".into(), Percentiles::of(&rec.queue_wait));
+            latency_us.insert("dispatch".into(), Percentiles::of(&rec.dispatch));
+            if plan.read.is_some() {
+                latency_us.insert("rest".into(), Percentiles::of(&rec.rest));
+            }
         }
         if mode == "open" {
             latency_us.insert("from_schedule".into(), Percentiles::of(&rec.from_schedule));

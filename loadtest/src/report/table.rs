@@ -50,7 +50,7 @@ pub fn render(r: &FloodReport) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "  latency (us)    {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "  latency (us)      {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "p50", "p90", "p99", "p99.9", "max", "count"
     );
     for (name, label) in [
@@ -58,11 +58,15 @@ pub fn render(r: &FloodReport) -> String {
         ("from_schedule", "from schedule"),
         ("first_byte", "first byte"),
         ("start_lag", "start lag"),
+        ("handshake", "probe: handshake"),
+        ("queue_wait", "  accept queue"),
+        ("dispatch", "  dispatch"),
+        ("rest", "  handler"),
     ] {
         if let Some(p) = r.latency_us.get(name) {
             let _ = writeln!(
                 s,
-                "  {label:<15} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "  {label:<17} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
                 p.p50, p.p90, p.p99, p.p999, p.max, p.count
             );
         }
