@@ -110,6 +110,13 @@ pub struct FloodArgs {
     /// dispatch, and the rest. Same host only (one monotonic clock).
     #[arg(long)]
     pub probe: bool,
+    /// Sample the target listener's accept queue through inet_diag (what `ss -lnt` shows), for
+    /// any server on this host, and report its peak depth, effective backlog and time series.
+    #[arg(long)]
+    pub watch_listener: bool,
+    /// With --watch-listener: the sampling interval.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
+    pub watch_interval: Duration,
     /// Also write the report as JSON (schema synack-load/flood/1, see loadtest/SCHEMA.md).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::engine::{self, Progress};
 use crate::plan::Plan;
 use crate::report::{self, FloodReport};
+use crate::watch::Watcher;
 
 /// Where the results go besides the table.
 #[derive(Debug, Default, Clone)]
@@ -19,6 +20,8 @@ pub struct Output {
     pub hlog: Option<PathBuf>,
     /// Show the live progress line (only on a terminal).
     pub live: bool,
+    /// Sample the target listener's queue through inet_diag, at this interval.
+    pub watch: Option<Duration>,
 }
 
 /// Raises the soft open-file limit to the hard one; returns a note when it changed.
@@ -41,6 +44,10 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
         b
     });
     let offered = plan.offered_rate();
+    let watcher = match out.watch {
+        Some(interval) => Some(Watcher::start(plan.target, interval)?),
+        None => None,
+    };
     let before = report::kernel_snapshot();
     let run = engine::run(plan, |elapsed: Duration, p: &Progress, so_far| {
         if let Some(b) = &bar {
@@ -66,7 +73,10 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
         b.finish_and_clear();
     }
     let after = report::kernel_snapshot();
-    let rep = FloodReport::build(plan, &run, before, after, notes);
+    let mut rep = FloodReport::build(plan, &run, before, after, notes);
+    if let Some(w) = watcher {
+        rep.listener_queue = Some(w.finish()?);
+    }
     if let Some(path) = &out.json {
         let text = serde_json::to_string_pretty(&rep).map_err(std::io::Error::other)?;
         std::fs::write(path, text + "\n")?;

@@ -11,3 +11,4 @@ pub mod outcome;
 pub mod plan;
 pub mod record;
 pub mod report;
+pub mod watch;

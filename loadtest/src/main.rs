@@ -47,6 +47,7 @@ fn main() {
                         json: args.json.clone(),
                         hlog: args.hlog.clone(),
                         live: !args.quiet,
+                        watch: args.watch_listener.then_some(args.watch_interval),
                     };
                     match flood::flood(&plan, &out) {
                         Ok(rep) => {
@@ -59,7 +60,14 @@ fn main() {
                         }
                         Err(e) => {
                             eprintln!("synack-load: {e}");
-                            1
+                            // Input that cannot work (a target not on this host to watch, a
+                            // path that does not exist) is a usage error.
+                            match e.kind() {
+                                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::NotFound => {
+                                    2
+                                }
+                                _ => 1,
+                            }
                         }
                     }
                 }

@@ -13,6 +13,7 @@ use crate::engine::RunResult;
 use crate::outcome::Outcome;
 use crate::plan::{Load, Plan};
 use crate::record::MAX_RETRANS_BUCKET;
+use crate::watch::QueueWatch;
 
 /// The JSON schema identifier; bumped on any incompatible change. See `loadtest/SCHEMA.md`.
 pub const SCHEMA: &str = "synack-load/flood/1";
@@ -146,6 +147,8 @@ pub struct FloodReport {
     pub kernel: Option<KernelDelta>,
     /// Sysctls as read at the end of the run.
     pub sysctls: BTreeMap<String, String>,
+    /// With `--watch-listener`: the target listener's accept queue over the run (inet_diag).
+    pub listener_queue: Option<QueueWatch>,
     /// Observations worth a sentence (limits hit, what retransmits mean, ...).
     pub notes: Vec<String>,
 }
@@ -258,6 +261,7 @@ impl FloodReport {
             other_errors: rec.other_errors.clone(),
             kernel,
             sysctls,
+            listener_queue: None,
             notes,
         }
     }

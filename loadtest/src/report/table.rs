@@ -105,6 +105,20 @@ pub fn render(r: &FloodReport) -> String {
     for (msg, n) in &r.other_errors {
         let _ = writeln!(s, "      other: {msg}: {n}");
     }
+    if let Some(q) = &r.listener_queue {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "  listener accept queue (inet_diag, {} socket{}, every {:.0} ms): effective backlog {}, peak {}, full in {} of {} samples",
+            q.sockets,
+            if q.sockets == 1 { "" } else { "s" },
+            q.interval_ms,
+            q.effective_backlog,
+            q.peak,
+            q.full_samples,
+            q.samples
+        );
+    }
     if let Some(k) = &r.kernel {
         let _ = writeln!(s);
         let _ = writeln!(
