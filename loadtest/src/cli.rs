@@ -22,6 +22,11 @@ pub struct Cli {
 pub enum Command {
     /// Open connections to ADDR as fast or as steadily as asked, and report.
     Flood(Box<FloodArgs>),
+    /// One bounded flood per offered rate; names the saturation point and the last good rate.
+    Sweep(Box<SweepArgs>),
+    /// Starts a synack server here with a simulated handler and, for each backlog, finds the
+    /// highest rate it absorbs; recommends a backlog. No arguments needed.
+    Tune(Box<TuneArgs>),
     /// Merge HdrHistogram interval logs (from --hlog) and print the combined percentiles.
     Merge(MergeArgs),
 }
@@ -43,9 +48,9 @@ pub enum CloseArg {
     Fin,
 }
 
-/// `synack-load flood`.
+/// Where to flood: an address, or a synack server started in this process.
 #[derive(Debug, Args)]
-pub struct FloodArgs {
+pub struct TargetArgs {
     /// The server, host:port (names resolved; IPv6 as `[::1]:port`). Not with --embedded.
     #[arg(required_unless_present = "embedded")]
     pub addr: Option<String>,
@@ -62,30 +67,19 @@ pub struct FloodArgs {
     /// With --embedded: the server's connection limit.
     #[arg(long, value_name = "N", default_value_t = synack::DEFAULT_MAX_CONNECTIONS, requires = "embedded")]
     pub server_max_connections: usize,
-    /// Open loop: start this many connections per second on a fixed schedule (10k, 2.5k, 500).
-    /// Latency is also measured from each scheduled start. [default: closed loop, --concurrency 64]
-    #[arg(long, value_name = "N", value_parser = parse_rate, conflicts_with_all = ["concurrency", "ramp"])]
-    pub rate: Option<f64>,
-    /// Closed loop: keep N attempts in flight. [default: 64 when no --rate or --ramp]
-    #[arg(long, value_name = "N", value_parser = parse_positive, conflicts_with = "ramp")]
-    pub concurrency: Option<u64>,
-    /// Open loop with a rate rising linearly from A to B per second over the run (1k..20k).
-    #[arg(long, value_name = "A..B", value_parser = parse_ramp)]
-    pub ramp: Option<(f64, f64)>,
-    /// Stop starting connections after this long (300ms, 10s, 2m).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Stop after this many attempts (whichever of this and --duration comes first).
-    #[arg(long, value_name = "N", value_parser = parse_positive)]
-    pub connections: Option<u64>,
+}
+
+/// What each connection does, and how the generator runs.
+#[derive(Debug, Args)]
+pub struct ConnArgs {
     /// Once connected, send this many bytes. [default: 0]
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub send: usize,
     /// Once connected, read N bytes or until the server closes (measures time to first byte).
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub read: Option<u64>,
-    /// With --read or --send: a connection that gets no first byte (or cannot send) within this
-    /// long counts as "unserved".
+    /// With --read, --send or --probe: a connection that gets no first byte (or cannot send)
+    /// within this long counts as "unserved".
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub read_timeout: Duration,
     /// Keep each connection open this long before closing it (fills a server's connection
@@ -117,13 +111,158 @@ pub struct FloodArgs {
     /// With --watch-listener: the sampling interval.
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
     pub watch_interval: Duration,
+}
+
+/// `synack-load flood`.
+#[derive(Debug, Args)]
+pub struct FloodArgs {
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Open loop: start this many connections per second on a fixed schedule (10k, 2.5k, 500).
+    /// Latency is also measured from each scheduled start. [default: closed loop, --concurrency 64]
+    #[arg(long, value_name = "N", value_parser = parse_rate, conflicts_with_all = ["concurrency", "ramp"])]
+    pub rate: Option<f64>,
+    /// Closed loop: keep N attempts in flight. [default: 64 when no --rate or --ramp]
+    #[arg(long, value_name = "N", value_parser = parse_positive, conflicts_with = "ramp")]
+    pub concurrency: Option<u64>,
+    /// Open loop with a rate rising linearly from A to B per second over the run (1k..20k).
+    #[arg(long, value_name = "A..B", value_parser = parse_ramp)]
+    pub ramp: Option<(f64, f64)>,
+    /// With --rate: also start N connections at once at the start of every second.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "rate")]
+    pub burst: u64,
+    /// Stop starting connections after this long (300ms, 10s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many attempts (whichever of this and --duration comes first).
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub connections: Option<u64>,
+    /// Per connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
     /// Also write the report as JSON (schema synack-load/flood/1, see loadtest/SCHEMA.md).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Also write connect latency as an HdrHistogram interval log, one interval per second.
     #[arg(long, value_name = "FILE")]
     pub hlog: Option<PathBuf>,
+    /// Also write DIR/report.html: charts of the run (self-contained SVG).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     /// No live progress line (it is shown only on a terminal anyway).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `synack-load sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The offered rates, one step each: 1k,2k,5k.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_rate, conflicts_with_all = ["from", "to"])]
+    pub rates: Vec<f64>,
+    /// Instead of --rates: the first rate.
+    #[arg(long, value_name = "N", value_parser = parse_rate, requires = "to")]
+    pub from: Option<f64>,
+    /// Instead of --rates: the last rate.
+    #[arg(long, value_name = "N", value_parser = parse_rate, requires = "from")]
+    pub to: Option<f64>,
+    /// With --from/--to: the number of steps, evenly spaced.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub steps: usize,
+    /// Each step's length.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub step_duration: Duration,
+    /// Pause between steps, so the queue drains.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// Connect p99 at or above this counts as saturated (leaving the sub-millisecond band).
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_duration)]
+    pub p99_limit: Duration,
+    /// Also start N connections at once at the start of every second.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub burst: u64,
+    /// Per connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Also write every step as JSON (schema synack-load/sweep/1).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also write DIR/report.html with charts.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// How the simulated handler's service time is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceDist {
+    /// Exponentially distributed around the mean.
+    Exp,
+    /// Always the mean.
+    Fixed,
+}
+
+/// `synack-load tune`.
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// The simulated handler's mean service time (it holds a connection slot meanwhile).
+    #[arg(long, value_name = "DURATION", default_value = "2ms", value_parser = parse_duration)]
+    pub service_time: Duration,
+    /// How service times are drawn.
+    #[arg(long, value_enum, default_value = "exp")]
+    pub service_dist: ServiceDist,
+    /// The server's worker threads.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub workers: usize,
+    /// The server's connection limit: with the service time, it sets the capacity
+    /// (max-connections / service-time per second).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_connections: usize,
+    /// The backlogs to try.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "16,64,256,1024,4096"
+    )]
+    pub backlogs: Vec<u32>,
+    /// The offered rates to try for each backlog, as fractions of the capacity.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "0.25,0.5,0.75"
+    )]
+    pub load: Vec<f64>,
+    /// Connections arriving at once at the start of every second, besides the rate.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub burst: u64,
+    /// The rate the recommendation must absorb (with the bursts). [default: half the capacity]
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Each step's length.
+    #[arg(long, value_name = "DURATION", default_value = "1500ms", value_parser = parse_duration)]
+    pub step_duration: Duration,
+    /// An attempt not established after this long counts as a timeout (past the first SYN
+    /// retransmission at 1 s).
+    #[arg(long, value_name = "DURATION", default_value = "1500ms", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Generator threads.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_positive)]
+    pub threads: u64,
+    /// Also write the results as JSON (schema synack-load/tune/1).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also write DIR/report.html with charts.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// No progress lines.
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -229,17 +368,36 @@ fn parse_sources(s: &str) -> Result<Sources, String> {
 }
 
 impl FloodArgs {
-    /// Checks the flags together and resolves the target (`addr` is the embedded server's
-    /// address with --embedded).
-    pub fn plan_for(&self, addr: &str) -> Result<Plan, UsageError> {
-        let target = resolve(addr)?;
-        let load = match (self.rate, self.ramp, self.concurrency) {
-            (Some(r), _, _) => Load::Open { from: r, to: r },
-            (_, Some((a, b)), _) => Load::Open { from: a, to: b },
+    /// The load model the flags ask for.
+    pub fn load(&self) -> Load {
+        match (self.rate, self.ramp, self.concurrency) {
+            (Some(r), _, _) => Load::Open {
+                from: r,
+                to: r,
+                burst: self.burst,
+            },
+            (_, Some((a, b)), _) => Load::Open {
+                from: a,
+                to: b,
+                burst: 0,
+            },
             (_, _, c) => Load::Closed {
                 concurrency: c.unwrap_or(64) as usize,
             },
-        };
+        }
+    }
+}
+
+impl ConnArgs {
+    /// Checks the flags together, resolves the target, and builds a plan.
+    pub fn plan(
+        &self,
+        addr: &str,
+        load: Load,
+        duration: Duration,
+        connections: Option<u64>,
+    ) -> Result<Plan, UsageError> {
+        let target = resolve(addr)?;
         let threads = match self.threads {
             Some(t) => t as usize,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -259,8 +417,8 @@ impl FloodArgs {
             target_text: addr.to_string(),
             target,
             load,
-            duration: self.duration,
-            connections: self.connections,
+            duration,
+            connections,
             send: self.send,
             read: self.read.map(|r| r as usize),
             read_timeout: self.read_timeout,
@@ -274,6 +432,11 @@ impl FloodArgs {
             connect_timeout: self.connect_timeout,
             probe: self.probe,
         })
+    }
+
+    /// The inet_diag sampling interval, when asked for.
+    pub fn watch(&self) -> Option<Duration> {
+        self.watch_listener.then_some(self.watch_interval)
     }
 }
 

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::{FloodArgs, TargetArgs};
+use crate::embedded;
 use crate::engine::{self, Progress};
 use crate::plan::Plan;
-use crate::report::{self, FloodReport};
+use crate::report::{self, FloodReport, html, table};
 use crate::watch::Watcher;
 
 /// Where the results go besides the table.
@@ -85,4 +87,90 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
         report::hlog::write(path, run.started_at, &run.intervals)?;
     }
     Ok(rep)
+}
+
+/// How a command ended, as an exit status.
+pub fn exit_code(e: &std::io::Error) -> i32 {
+    // Input that cannot work (a target not on this host to watch, a path that does not exist)
+    // is a usage error.
+    match e.kind() {
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::NotFound => 2,
+        _ => 1,
+    }
+}
+
+/// Starts the embedded server the target flags ask for, if any; returns it and the address
+/// to flood.
+pub fn target(t: &TargetArgs, probe: bool) -> Result<(Option<synack::Server>, String), i32> {
+    if !t.embedded {
+        return Ok((None, t.addr.clone().unwrap_or_default()));
+    }
+    match embedded::start(
+        t.server_backlog,
+        t.server_workers,
+        t.server_max_connections,
+        probe,
+    ) {
+        Ok(s) => {
+            let addr = s.local_addr().to_string();
+            Ok((Some(s), addr))
+        }
+        Err(e) => {
+            eprintln!("synack-load: embedded server: {e}");
+            Err(if matches!(e, synack::Error::InvalidConfig { .. }) {
+                2
+            } else {
+                1
+            })
+        }
+    }
+}
+
+/// `synack-load flood`: returns the exit status.
+pub fn command(args: &FloodArgs) -> i32 {
+    let (server, addr) = match target(&args.target, args.conn.probe) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let plan = match args
+        .conn
+        .plan(&addr, args.load(), args.duration, args.connections)
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("synack-load: {e}");
+            return 2;
+        }
+    };
+    let out = Output {
+        json: args.json.clone(),
+        hlog: args.hlog.clone(),
+        live: !args.quiet,
+        watch: args.conn.watch(),
+    };
+    let rep = match flood(&plan, &out) {
+        Ok(rep) => rep,
+        Err(e) => {
+            eprintln!("synack-load: {e}");
+            return exit_code(&e);
+        }
+    };
+    print!("{}", table::render(&rep));
+    if let Some(s) = server {
+        print!("\n{}", embedded::summary(&s));
+        s.shutdown_blocking(Duration::from_secs(1));
+    }
+    if let Some(dir) = &args.report {
+        match html::write_flood(dir, &rep) {
+            Ok(path) => println!("\nreport: {}", path.display()),
+            Err(e) => {
+                eprintln!(
+                    "synack-load: cannot write the report in {}: {e}",
+                    dir.display()
+                );
+                return 1;
+            }
+        }
+    }
+    0
 }

@@ -11,4 +11,6 @@ pub mod outcome;
 pub mod plan;
 pub mod record;
 pub mod report;
+pub mod sweep;
+pub mod tune;
 pub mod watch;

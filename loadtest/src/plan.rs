@@ -14,6 +14,8 @@ pub enum Load {
         from: f64,
         /// Rate at the end, attempts per second.
         to: f64,
+        /// Extra attempts started all at once at the start of every second (constant rate only).
+        burst: u64,
     },
     /// Closed loop: keep this many attempts in flight.
     Closed {
@@ -72,10 +74,21 @@ impl Plan {
         if self.connections.is_some_and(|n| i >= n) {
             return None;
         }
-        let Load::Open { from, to } = self.load else {
+        let Load::Open { from, to, burst } = self.load else {
             return None;
         };
         let d = self.duration.as_secs_f64();
+        if burst > 0 {
+            // Every second: `burst` attempts at its start, then `from` spread over it.
+            let per_sec = burst + from.round().max(1.0) as u64;
+            let (k, j) = (i / per_sec, i % per_sec);
+            let t = if j < burst {
+                k as f64
+            } else {
+                k as f64 + (j - burst) as f64 / from.round().max(1.0)
+            };
+            return (t < d).then(|| Duration::from_secs_f64(t));
+        }
         let i = i as f64;
         // Attempts started by time t: N(t) = from*t + (to-from)*t^2/(2d). Solve N(t) = i.
         let t = if (to - from).abs() < f64::EPSILON {
@@ -90,7 +103,7 @@ impl Plan {
     /// The mean offered rate over the run (open loop).
     pub fn offered_rate(&self) -> Option<f64> {
         match self.load {
-            Load::Open { from, to } => Some((from + to) / 2.0),
+            Load::Open { from, to, burst } => Some((from + to) / 2.0 + burst as f64),
             Load::Closed { .. } => None,
         }
     }
@@ -133,6 +146,7 @@ mod tests {
         let p = plan(Load::Open {
             from: 100.0,
             to: 100.0,
+            burst: 0,
         });
         assert_eq!(p.scheduled(0), Some(Duration::ZERO));
         assert_eq!(p.scheduled(50), Some(Duration::from_millis(500)));
@@ -145,6 +159,7 @@ mod tests {
         let p = plan(Load::Open {
             from: 0.0,
             to: 200.0,
+            burst: 0,
         });
         // 0 -> 200/s over 10 s: 1000 attempts in all, half of them in the last 2.93 s.
         assert!(p.scheduled(999).is_some());
@@ -154,10 +169,29 @@ mod tests {
     }
 
     #[test]
+    fn bursts_start_together_each_second() {
+        let p = plan(Load::Open {
+            from: 10.0,
+            to: 10.0,
+            burst: 5,
+        });
+        for i in 0..5 {
+            assert_eq!(p.scheduled(i), Some(Duration::ZERO));
+        }
+        assert_eq!(p.scheduled(6), Some(Duration::from_millis(100)));
+        for i in 15..20 {
+            assert_eq!(p.scheduled(i), Some(Duration::from_secs(1)));
+        }
+        assert_eq!(p.scheduled(150), None);
+        assert_eq!(p.offered_rate(), Some(15.0));
+    }
+
+    #[test]
     fn connection_bound() {
         let mut p = plan(Load::Open {
             from: 100.0,
             to: 100.0,
+            burst: 0,
         });
         p.connections = Some(3);
         assert!(p.scheduled(2).is_some());

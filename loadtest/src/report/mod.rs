@@ -1,7 +1,9 @@
 //! What a flood reports: one [`FloodReport`], printed as a table, written as JSON, and its
 //! connect-latency intervals as an HdrHistogram log.
 
+pub mod charts;
 pub mod hlog;
+pub mod html;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -115,6 +117,9 @@ pub struct FloodReport {
     pub rate_to: Option<f64>,
     /// Closed loop: attempts in flight.
     pub concurrency: Option<usize>,
+    /// Open loop: attempts started together at the start of every second, besides the rate.
+    #[serde(default)]
+    pub burst: u64,
     /// Generator threads.
     pub threads: usize,
     /// `--duration`, seconds.
@@ -137,6 +142,10 @@ pub struct FloodReport {
     /// (= connect), `queue_wait` (established to the server's accept), `dispatch` (accept to
     /// handler start) and `rest` (handler start to its first byte, with `--read`).
     pub latency_us: BTreeMap<String, Percentiles>,
+    /// Connect latency as log-spaced buckets `[upper bound us, count]` (each bound 1.25x the
+    /// last), for charts: the SYN-retransmission modes near 1 s, 2 s, 3 s show here.
+    #[serde(default)]
+    pub connect_buckets: Vec<(u64, u64)>,
     /// Established connections by SYN retransmissions.
     pub syn_retransmits: Vec<RetransBucket>,
     /// Attempts by how they ended (every class, zeros included; they sum to `attempts`).
@@ -151,6 +160,17 @@ pub struct FloodReport {
     pub listener_queue: Option<QueueWatch>,
     /// Observations worth a sentence (limits hit, what retransmits mean, ...).
     pub notes: Vec<String>,
+}
+
+/// A histogram as log-spaced `(upper bound, count)` buckets, empty buckets left out.
+pub fn log_buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    h.iter_log(1, 1.25)
+        .filter(|v| v.count_since_last_iteration() > 0)
+        .map(|v| (v.value_iterated_to(), v.count_since_last_iteration()))
+        .collect()
 }
 
 /// Reads the reported kernel counters now.
@@ -183,7 +203,7 @@ impl FloodReport {
     ) -> Self {
         let rec = &run.rec;
         let (mode, rate_from, rate_to, concurrency) = match plan.load {
-            Load::Open { from, to } => ("open", Some(from), Some(to), None),
+            Load::Open { from, to, .. } => ("open", Some(from), Some(to), None),
             Load::Closed { concurrency } => ("closed", None, None, Some(concurrency)),
         };
         let mut latency_us = BTreeMap::new();
@@ -247,6 +267,10 @@ impl FloodReport {
             rate_from,
             rate_to,
             concurrency,
+            burst: match plan.load {
+                Load::Open { burst, .. } => burst,
+                Load::Closed { .. } => 0,
+            },
             threads: plan.threads,
             duration_s: plan.duration.as_secs_f64(),
             connections_limit: plan.connections,
@@ -257,6 +281,7 @@ impl FloodReport {
             achieved_rate,
             latency_us,
             syn_retransmits,
+            connect_buckets: log_buckets(&rec.connect),
             outcomes,
             other_errors: rec.other_errors.clone(),
             kernel,

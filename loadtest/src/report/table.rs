@@ -17,6 +17,13 @@ fn rate(r: f64) -> String {
 pub fn render(r: &FloodReport) -> String {
     let mut s = String::new();
     let load = match (r.rate_from, r.rate_to, r.concurrency) {
+        (Some(a), Some(b), _) if (a - b).abs() < f64::EPSILON && r.burst > 0 => {
+            format!(
+                "open loop, {} plus bursts of {} each second",
+                rate(a),
+                r.burst
+            )
+        }
         (Some(a), Some(b), _) if (a - b).abs() < f64::EPSILON => format!("open loop, {}", rate(a)),
         (Some(a), Some(b), _) => format!("open loop, ramp {} -> {}", rate(a), rate(b)),
         (_, _, Some(c)) => format!("closed loop, {c} in flight"),

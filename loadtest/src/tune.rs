@@ -1,0 +1,413 @@
+//! `synack-load tune`: the main job. Starts a synack server here on 127.0.0.1 with a simulated
+//! handler, and for each backlog sweeps the offered rate (with bursts) upwards until clients
+//! start to suffer; then recommends the smallest backlog that absorbs the rate and bursts asked
+//! for with zero drops.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use synack::Server;
+use tokio::io::AsyncWriteExt;
+
+use crate::cli::{ConnArgs, ServiceDist, TuneArgs};
+use crate::plan::{CloseMode, Load, Plan};
+use crate::report::charts::{self, Series};
+use crate::report::html::{self, Page};
+use crate::sweep::{self, Step};
+
+/// The tune JSON schema identifier.
+pub const SCHEMA: &str = "synack-load/tune/1";
+
+/// The results for one backlog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BacklogResult {
+    /// The backlog asked for.
+    pub backlog: u32,
+    /// What the kernel granted.
+    pub effective_backlog: Option<u32>,
+    /// The steps run, lowest rate first (stopping at the first saturated one).
+    pub steps: Vec<Step>,
+    /// The highest offered rate (plus bursts) with zero drops.
+    pub max_clean_rate: Option<f64>,
+    /// Connect p99 at that rate, us.
+    pub p99_at_max_clean_us: Option<u64>,
+    /// The deepest accept queue seen at that rate.
+    pub peak_queue_at_max_clean: Option<u32>,
+    /// What clients saw past it, in words.
+    pub past_it: Option<String>,
+}
+
+/// What tune found and recommends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TuneReport {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// Simulated mean service time, us.
+    pub service_time_us: u64,
+    /// "exp" or "fixed".
+    pub service_dist: String,
+    /// The server's workers.
+    pub workers: usize,
+    /// The server's connection limit.
+    pub max_connections: usize,
+    /// max-connections / service-time, per second.
+    pub capacity: f64,
+    /// Connections arriving at once each second.
+    pub burst: u64,
+    /// The rate the recommendation must absorb, per second (besides bursts).
+    pub target_rate: f64,
+    /// `net.core.somaxconn`.
+    pub somaxconn: Option<u32>,
+    /// Per backlog.
+    pub backlogs: Vec<BacklogResult>,
+    /// The smallest backlog that absorbs the target rate and bursts with zero drops.
+    pub recommended_backlog: Option<u32>,
+    /// The reasoning, in one or two lines.
+    pub reasoning: Vec<String>,
+}
+
+fn service_time(mean: Duration, dist: ServiceDist) -> Duration {
+    match dist {
+        ServiceDist::Fixed => mean,
+        ServiceDist::Exp => {
+            // Inverse transform: -ln(U) * mean, U in (0, 1].
+            let u = 1.0 - fastrand::f64();
+            mean.mul_f64(-u.ln())
+        }
+    }
+}
+
+/// Starts the simulated server: probe on, queue sampling off (inet_diag watches it), a handler
+/// that holds its slot for a service time, then answers `ok`.
+pub fn start_server(args: &TuneArgs, backlog: u32) -> Result<Server, synack::Error> {
+    let mean = args.service_time;
+    let dist = args.service_dist;
+    Server::builder()
+        .bind("127.0.0.1:0")?
+        .backlog(backlog)
+        .workers(args.workers)
+        .max_connections(args.max_connections)
+        .probe(true)
+        .serve(move |mut conn: synack::Connection| async move {
+            tokio::time::sleep(service_time(mean, dist)).await;
+            conn.write_all(b"ok\n").await
+        })
+}
+
+fn rate(r: f64) -> String {
+    if r >= 1000.0 {
+        format!("{:.1}k/s", r / 1000.0)
+    } else {
+        format!("{r:.0}/s")
+    }
+}
+
+fn base_plan(args: &TuneArgs, addr: &str) -> Result<Plan, crate::cli::UsageError> {
+    let conn = ConnArgs {
+        send: 0,
+        read: Some(3),
+        read_timeout: Duration::from_secs(2),
+        hold: None,
+        close: crate::cli::CloseArg::Rst,
+        threads: Some(args.threads),
+        source: None,
+        connect_timeout: args.connect_timeout,
+        probe: true,
+        watch_listener: true,
+        watch_interval: Duration::from_millis(2),
+    };
+    let mut p = conn.plan(
+        addr,
+        Load::Open {
+            from: 1.0,
+            to: 1.0,
+            burst: 0,
+        },
+        args.step_duration,
+        None,
+    )?;
+    p.close = CloseMode::Rst;
+    Ok(p)
+}
+
+/// Runs the whole tune; `progress` gets a line per step.
+pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport, String> {
+    if args.backlogs.is_empty() || args.backlogs.contains(&0) {
+        return Err(format!(
+            "--backlogs {:?}: give backlogs of at least 1",
+            args.backlogs
+        ));
+    }
+    if args.load.is_empty() || args.load.iter().any(|f| !(*f > 0.0 && f.is_finite())) {
+        return Err(format!(
+            "--load {:?}: give fractions of the capacity above 0, such as 0.25,0.5,0.75",
+            args.load
+        ));
+    }
+    if args.max_connections == 0 || args.workers == 0 {
+        return Err("--max-connections and --workers must be at least 1".into());
+    }
+    let capacity = args.max_connections as f64 / args.service_time.as_secs_f64();
+    let target_rate = args.rate.unwrap_or(capacity * 0.5);
+    let mut loads = args.load.clone();
+    loads.sort_by(f64::total_cmp);
+    let mut backlogs = args.backlogs.clone();
+    backlogs.sort_unstable();
+    backlogs.dedup();
+    let mut results = Vec::new();
+    for &backlog in &backlogs {
+        let server = start_server(args, backlog).map_err(|e| e.to_string())?;
+        let addr = server.local_addr().to_string();
+        let base = base_plan(args, &addr).map_err(|e| e.to_string())?;
+        let mut steps: Vec<Step> = Vec::new();
+        for (i, f) in loads.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let r = (capacity * f).round().max(1.0);
+            let st = sweep::run_step(
+                &base,
+                r,
+                args.burst,
+                args.step_duration,
+                base.probe.then_some(Duration::from_millis(2)),
+                Duration::from_secs(3600),
+            )
+            .map_err(|e| e.to_string())?;
+            progress(&format!(
+                "backlog {backlog}: {} + bursts of {}: {}",
+                rate(r),
+                args.burst,
+                if st.saturated {
+                    format!("drops ({})", st.reasons.join(", "))
+                } else {
+                    format!("clean, connect p99 {} us", st.connect.p99)
+                }
+            ));
+            let saturated = st.saturated;
+            steps.push(st);
+            if saturated {
+                break;
+            }
+        }
+        let clean = steps.iter().rev().find(|s| !s.saturated);
+        let past = steps.iter().find(|s| s.saturated).map(|s| {
+            let attempts = s.flood.attempts.max(1) as f64;
+            format!(
+                "at {}: {:.1}% timeouts, {:.1}% unserved, {} SYN-retransmitted, connect p99 {:.0} ms",
+                rate(s.rate),
+                100.0 * s.timeouts as f64 / attempts,
+                100.0 * s.unserved as f64 / attempts,
+                s.retransmitted,
+                s.connect.p99 as f64 / 1000.0
+            )
+        });
+        results.push(BacklogResult {
+            backlog,
+            effective_backlog: server.listeners()[0].effective_backlog,
+            max_clean_rate: clean.map(|s| s.rate),
+            p99_at_max_clean_us: clean.map(|s| s.connect.p99),
+            peak_queue_at_max_clean: clean.and_then(|s| s.peak_queue),
+            past_it: past,
+            steps,
+        });
+        server.shutdown_blocking(Duration::from_millis(500));
+    }
+    let somaxconn = synack::sys::somaxconn();
+    let recommended = results
+        .iter()
+        .find(|b| b.max_clean_rate.is_some_and(|r| r >= target_rate * 0.999))
+        .map(|b| b.backlog);
+    let reasoning = reasoning(
+        &results,
+        recommended,
+        target_rate,
+        args.burst,
+        capacity,
+        somaxconn,
+    );
+    Ok(TuneReport {
+        schema: SCHEMA.into(),
+        service_time_us: args.service_time.as_micros() as u64,
+        service_dist: match args.service_dist {
+            ServiceDist::Exp => "exp".into(),
+            ServiceDist::Fixed => "fixed".into(),
+        },
+        workers: args.workers,
+        max_connections: args.max_connections,
+        capacity,
+        burst: args.burst,
+        target_rate,
+        somaxconn,
+        backlogs: results,
+        recommended_backlog: recommended,
+        reasoning,
+    })
+}
+
+fn reasoning(
+    results: &[BacklogResult],
+    recommended: Option<u32>,
+    target: f64,
+    burst: u64,
+    capacity: f64,
+    somaxconn: Option<u32>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    // At the connection limit the acceptor stalls until a handler frees a slot: about one
+    // service time spread over the slots. Arrivals during a stall, plus a burst, must fit in
+    // the queue.
+    let stall_s = 1.0 / capacity;
+    let needed = target * stall_s + burst as f64;
+    let peak = |b: u32| {
+        results
+            .iter()
+            .find(|r| r.backlog == b)
+            .and_then(|r| r.peak_queue_at_max_clean)
+    };
+    match recommended {
+        Some(b) => out.push(format!(
+            "recommended backlog: {b}, the smallest tried with zero drops at {} plus bursts of {burst}. \
+             Queue needed ~ arrival rate x longest accept stall + burst = {:.0}/s x {:.2} ms + {burst} ~ {needed:.0} \
+             (deepest queue measured: {}).",
+            rate(target),
+            target,
+            stall_s * 1e3,
+            peak(b).map_or_else(|| "unknown".into(), |p| p.to_string())
+        )),
+        None => out.push(format!(
+            "no backlog tried absorbs {} with bursts of {burst} without drops (queue needed ~ {needed:.0}): \
+             past the server's capacity (~{}) the queue only grows; raise --max-connections or workers, or try larger backlogs.",
+            rate(target),
+            rate(capacity)
+        )),
+    }
+    if let (Some(b), Some(s)) = (recommended, somaxconn)
+        && b > s
+    {
+        out.push(format!(
+            "{b} exceeds net.core.somaxconn = {s}, which caps every backlog: raise it with `sysctl -w net.core.somaxconn={b}` (and net.ipv4.tcp_max_syn_backlog likewise)."
+        ));
+    }
+    out
+}
+
+/// The results as a table.
+pub fn render(r: &TuneReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "synack-load tune: simulated handler {} us ({}) mean, {} workers, max {} connections: capacity ~{}; bursts of {} each second; target {}",
+        r.service_time_us,
+        r.service_dist,
+        r.workers,
+        r.max_connections,
+        rate(r.capacity),
+        r.burst,
+        rate(r.target_rate)
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  {:>7} {:>9} {:>15} {:>14} {:>10}  past it, clients saw",
+        "backlog", "effective", "max clean rate", "p99 connect", "peak queue",
+    );
+    for b in &r.backlogs {
+        let _ = writeln!(
+            s,
+            "  {:>7} {:>9} {:>15} {:>14} {:>10}  {}",
+            b.backlog,
+            b.effective_backlog
+                .map_or_else(|| "?".into(), |e| e.to_string()),
+            b.max_clean_rate.map_or_else(
+                || "none".into(),
+                |r| format!("{}+{}", rate(r), r_burst(r, b))
+            ),
+            b.p99_at_max_clean_us
+                .map_or_else(|| "-".into(), |u| format!("{:.1} ms", u as f64 / 1000.0)),
+            b.peak_queue_at_max_clean
+                .map_or_else(|| "-".into(), |q| q.to_string()),
+            b.past_it
+                .clone()
+                .unwrap_or_else(|| "no drops at any rate tried".into())
+        );
+    }
+    let _ = writeln!(s);
+    for line in &r.reasoning {
+        let _ = writeln!(s, "  {line}");
+    }
+    s
+}
+
+fn r_burst(_r: f64, b: &BacklogResult) -> u64 {
+    b.steps.first().map_or(0, |s| s.burst)
+}
+
+/// `tune --report DIR`.
+pub fn write_html(dir: &Path, r: &TuneReport) -> std::io::Result<std::path::PathBuf> {
+    let title = "synack-load tune".to_string();
+    let mut page = Page::new(&title);
+    page.pre(&render(r));
+    let series: Vec<Series> = r
+        .backlogs
+        .iter()
+        .map(|b| Series {
+            label: format!("backlog {}", b.backlog),
+            points: b
+                .steps
+                .iter()
+                .map(|s| (s.rate + s.burst as f64, s.connect.p99 as f64))
+                .collect(),
+        })
+        .collect();
+    page.svg(&charts::latency_vs_rate(
+        "connect p99 against offered rate (rate + bursts), one line per backlog",
+        &series,
+    )?);
+    // The smallest backlog's first saturated step shows the cliff best.
+    if let Some((b, st)) = r
+        .backlogs
+        .iter()
+        .find_map(|b| b.steps.iter().find(|s| s.saturated).map(|s| (b.backlog, s)))
+    {
+        page.h2(&format!("backlog {b} at {}: past the knee", rate(st.rate)));
+        html::flood_charts(&mut page, &st.flood)?;
+    }
+    page.write(dir, &title)
+}
+
+/// `synack-load tune`: returns the exit status.
+pub fn command(args: &TuneArgs) -> i32 {
+    let quiet = args.quiet;
+    let rep = match run(args, |line| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("synack-load tune: {e}");
+            return 2;
+        }
+    };
+    print!("{}", render(&rep));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rep).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("synack-load tune: {}: {e}", path.display());
+            return 1;
+        }
+    }
+    if let Some(dir) = &args.report {
+        match write_html(dir, &rep) {
+            Ok(p) => println!("\nreport: {}", p.display()),
+            Err(e) => {
+                eprintln!("synack-load tune: report: {e}");
+                return 1;
+            }
+        }
+    }
+    0
+}
