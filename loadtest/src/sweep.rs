@@ -64,7 +64,13 @@ pub fn judge(rep: &FloodReport, p99_limit: Duration) -> (bool, Vec<String>) {
         .as_ref()
         .and_then(|k| k.counters.get("TcpExt.ListenOverflows").copied())
         .unwrap_or(0);
-    if overflows > 0 {
+    // The counter is host-wide: when the watched listener's queue never reached its backlog,
+    // the overflows were some other listener's.
+    let ours = rep
+        .listener_queue
+        .as_ref()
+        .is_none_or(|q| q.peak >= q.effective_backlog);
+    if overflows > 0 && ours {
         why.push(format!("{overflows} listen overflows"));
     }
     let retrans: u64 = rep
