@@ -168,7 +168,7 @@ impl Server {
 
     /// The accept-queue samples of listener `index` (with
     /// [`queue_sampling`](crate::ServerBuilder::queue_sampling) on; empty otherwise), oldest
-    /// first, at most [`MAX_SAMPLES`](crate::sampler::MAX_SAMPLES).
+    /// first, at most the newest 100,000.
     pub fn queue_samples(&self, index: usize) -> Vec<QueueSample> {
         self.gauges
             .get(index)
