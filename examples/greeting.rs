@@ -18,6 +18,13 @@ struct Cli {
     /// The greeting written on every connection.
     #[arg(long, default_value = "hello from synack\n")]
     greeting: String,
+    /// Wait this many microseconds before greeting (a simulated service time that holds the
+    /// connection's slot, as `synack-load tune` does).
+    #[arg(long, default_value_t = 0)]
+    service_us: u64,
+    /// Write the probe header first (for `synack-load flood --probe`).
+    #[arg(long)]
+    probe: bool,
 }
 
 fn main() {
@@ -31,10 +38,15 @@ fn main() {
 
 fn run(cli: Cli) -> Result<(), synack::Error> {
     let greeting: &'static [u8] = Box::leak(cli.greeting.into_bytes().into_boxed_slice());
+    let service = std::time::Duration::from_micros(cli.service_us);
     let server = cli
         .server
         .builder()?
+        .probe(cli.probe)
         .serve(move |mut conn: synack::Connection| async move {
+            if !service.is_zero() {
+                tokio::time::sleep(service).await;
+            }
             conn.write_all(greeting).await?;
             conn.shutdown().await
         })?;

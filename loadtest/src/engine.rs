@@ -25,7 +25,9 @@ use synack::probe::{self, MonoClock, ProbeHeader};
 
 use crate::outcome::Outcome;
 use crate::plan::{CloseMode, Load, Plan};
-use crate::record::{MAX_RETRANS_BUCKET, Recorder, latency_histogram, record_ns_span, record_us};
+use crate::record::{
+    MAX_RETRANS_BUCKET, Recorder, decompose, latency_histogram, record_signed_ns, record_us,
+};
 
 /// Counters every thread updates, read by the live view.
 #[derive(Debug, Default)]
@@ -580,9 +582,16 @@ impl<'a> Thread<'a> {
                 ));
                 return self.drop_attempt(slot);
             };
-            let est_ns = self.clock.ns(a.established.unwrap_or(a.started));
-            record_ns_span(&mut self.rec.queue_wait, est_ns, h.accept_ns);
-            record_ns_span(&mut self.rec.dispatch, h.accept_ns, h.dispatch_ns);
+            // The handshake is the connect histogram; the rest comes with the first byte.
+            let [_, wait, dispatch, _] = decompose(
+                self.clock.ns(a.started),
+                self.clock.ns(a.established.unwrap_or(a.started)),
+                h.accept_ns,
+                h.dispatch_ns,
+                h.dispatch_ns,
+            );
+            record_signed_ns(&mut self.rec.queue_wait, wait);
+            record_signed_ns(&mut self.rec.dispatch, dispatch);
             a.dispatch_ns = h.dispatch_ns;
             if want == 0 {
                 a.read_done = true;
@@ -600,7 +609,8 @@ impl<'a> Thread<'a> {
                             now.saturating_duration_since(a.started),
                         );
                         if probe {
-                            record_ns_span(&mut self.rec.rest, a.dispatch_ns, self.clock.ns(now));
+                            let [.., rest] = decompose(0, 0, 0, a.dispatch_ns, self.clock.ns(now));
+                            record_signed_ns(&mut self.rec.rest, rest);
                         }
                     }
                     a.got += n;

@@ -115,9 +115,47 @@ pub fn record_us(h: &mut Histogram<u64>, d: std::time::Duration) {
     h.saturating_record((d.as_micros() as u64).max(1));
 }
 
-/// Records a span between two `CLOCK_MONOTONIC` readings in microseconds; a span that came out
-/// negative (the client noticed an event after the server acted on it) is recorded at the
-/// histogram's floor, 1 us.
-pub fn record_ns_span(h: &mut Histogram<u64>, from_ns: u64, to_ns: u64) {
-    h.saturating_record((to_ns.saturating_sub(from_ns) / 1000).max(1));
+/// Records a signed span of nanoseconds in microseconds; a span that came out negative (the
+/// client noticed an event after the server acted on it) is recorded at the floor, 1 us.
+pub fn record_signed_ns(h: &mut Histogram<u64>, ns: i64) {
+    h.saturating_record((ns.max(0) as u64 / 1000).max(1));
+}
+
+/// A connection's life split at the server's accept, from `CLOCK_MONOTONIC` readings (ns):
+/// `[handshake, accept-queue wait, dispatch, rest]`, signed, summing exactly to
+/// `first_byte - start`.
+pub fn decompose(
+    start: u64,
+    established: u64,
+    accept: u64,
+    dispatch: u64,
+    first_byte: u64,
+) -> [i64; 4] {
+    let d = |a: u64, b: u64| b as i64 - a as i64;
+    [
+        d(start, established),
+        d(established, accept),
+        d(accept, dispatch),
+        d(dispatch, first_byte),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decomposition_sums_to_the_whole() {
+        let cases = [
+            [100, 150, 400, 420, 900],
+            // The client noticed its connection after the server accepted it: a negative wait.
+            [100, 500, 450, 470, 900],
+            [0, 0, 0, 0, 0],
+        ];
+        for [s, e, a, d, f] in cases {
+            let parts = decompose(s, e, a, d, f);
+            assert_eq!(parts.iter().sum::<i64>(), f as i64 - s as i64, "{parts:?}");
+        }
+        assert_eq!(decompose(100, 150, 400, 420, 900), [50, 250, 20, 480]);
+    }
 }
