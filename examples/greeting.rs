@@ -39,17 +39,15 @@ fn main() {
 fn run(cli: Cli) -> Result<(), synack::Error> {
     let greeting: &'static [u8] = Box::leak(cli.greeting.into_bytes().into_boxed_slice());
     let service = std::time::Duration::from_micros(cli.service_us);
-    let server = cli
-        .server
-        .builder()?
-        .probe(cli.probe)
-        .serve(move |mut conn: synack::Connection| async move {
+    let server = cli.server.builder()?.probe(cli.probe).serve(
+        move |mut conn: synack::Connection| async move {
             if !service.is_zero() {
                 tokio::time::sleep(service).await;
             }
             conn.write_all(greeting).await?;
             conn.shutdown().await
-        })?;
+        },
+    )?;
     common::print_listeners("greeting", &server);
     common::run(server, cli.server.grace())
 }

@@ -243,6 +243,10 @@ pub struct TuneArgs {
     /// Connections arriving at once at the start of every second, besides the rate.
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub burst: u64,
+    /// The share of the backlog left free at the target rate: the recommendation's deepest
+    /// queue must stay under (1 - headroom) x backlog.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.25)]
+    pub headroom: f64,
     /// The rate the recommendation must absorb (with the bursts). [default: half the capacity]
     #[arg(long, value_name = "N", value_parser = parse_rate)]
     pub rate: Option<f64>,

@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -81,7 +83,11 @@ fn service_time(mean: Duration, dist: ServiceDist) -> Duration {
 
 /// Starts the simulated server: probe on, queue sampling off (inet_diag watches it), a handler
 /// that holds its slot for a service time, then answers `ok`.
-pub fn start_server(args: &TuneArgs, backlog: u32) -> Result<Server, synack::Error> {
+pub fn start_server(
+    args: &TuneArgs,
+    backlog: u32,
+    served: Arc<ServiceClock>,
+) -> Result<Server, synack::Error> {
     let mean = args.service_time;
     let dist = args.service_dist;
     Server::builder()
@@ -90,10 +96,36 @@ pub fn start_server(args: &TuneArgs, backlog: u32) -> Result<Server, synack::Err
         .workers(args.workers)
         .max_connections(args.max_connections)
         .probe(true)
-        .serve(move |mut conn: synack::Connection| async move {
-            tokio::time::sleep(service_time(mean, dist)).await;
-            conn.write_all(b"ok\n").await
+        .serve(move |mut conn: synack::Connection| {
+            let served = served.clone();
+            async move {
+                let t = std::time::Instant::now();
+                tokio::time::sleep(service_time(mean, dist)).await;
+                served.add(t.elapsed());
+                conn.write_all(b"ok\n").await
+            }
         })
+}
+
+/// The service times the simulated handler really took (tokio's timer rounds sleeps up to
+/// its millisecond tick, so they run longer than asked).
+#[derive(Debug, Default)]
+pub struct ServiceClock {
+    total_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl ServiceClock {
+    fn add(&self, d: Duration) {
+        self.total_ns.fetch_add(d.as_nanos() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// The mean service time so far.
+    pub fn mean(&self) -> Option<Duration> {
+        let n = self.count.load(Relaxed);
+        (n > 0).then(|| Duration::from_nanos(self.total_ns.load(Relaxed) / n))
+    }
 }
 
 fn rate(r: f64) -> String {
@@ -146,6 +178,12 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
             args.load
         ));
     }
+    if !(0.0..1.0).contains(&args.headroom) {
+        return Err(format!(
+            "--headroom {}: give a fraction from 0 (none) to below 1",
+            args.headroom
+        ));
+    }
     if args.max_connections == 0 || args.workers == 0 {
         return Err("--max-connections and --workers must be at least 1".into());
     }
@@ -157,8 +195,9 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
     backlogs.sort_unstable();
     backlogs.dedup();
     let mut results = Vec::new();
+    let served = Arc::new(ServiceClock::default());
     for &backlog in &backlogs {
-        let server = start_server(args, backlog).map_err(|e| e.to_string())?;
+        let server = start_server(args, backlog, served.clone()).map_err(|e| e.to_string())?;
         let addr = server.local_addr().to_string();
         let base = base_plan(args, &addr).map_err(|e| e.to_string())?;
         let mut steps: Vec<Step> = Vec::new();
@@ -216,11 +255,20 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
         server.shutdown_blocking(Duration::from_millis(500));
     }
     let somaxconn = synack::sys::somaxconn();
-    let recommended = results
-        .iter()
-        .find(|b| b.max_clean_rate.is_some_and(|r| r >= target_rate * 0.999))
-        .map(|b| b.backlog);
+    // Clean at the target rate, with the deepest queue there inside the headroom.
+    let fits = |b: &BacklogResult| {
+        let Some(st) = b.steps.iter().find(|s| s.rate >= target_rate * 0.999) else {
+            return false;
+        };
+        let limit = b.effective_backlog.unwrap_or(b.backlog) as f64 * (1.0 - args.headroom);
+        !st.saturated && st.peak_queue.is_some_and(|p| p as f64 <= limit)
+    };
+    let recommended = results.iter().find(|b| fits(b)).map(|b| b.backlog);
+    let measured_service = served.mean();
     let reasoning = reasoning(
+        args.headroom,
+        args.max_connections,
+        measured_service,
         &results,
         recommended,
         target_rate,
@@ -247,7 +295,11 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reasoning(
+    headroom: f64,
+    slots: usize,
+    measured_service: Option<Duration>,
     results: &[BacklogResult],
     recommended: Option<u32>,
     target: f64,
@@ -256,6 +308,18 @@ fn reasoning(
     somaxconn: Option<u32>,
 ) -> Vec<String> {
     let mut out = Vec::new();
+    let capacity = match (measured_service, results.first()) {
+        (Some(m), Some(_)) if !m.is_zero() => {
+            let c = slots as f64 / m.as_secs_f64();
+            out.push(format!(
+                "the handler's service time measured {:.2} ms on average (timers round sleeps up): capacity ~{}.",
+                m.as_secs_f64() * 1e3,
+                rate(c)
+            ));
+            c
+        }
+        _ => capacity,
+    };
     // At the connection limit the acceptor stalls until a handler frees a slot: about one
     // service time spread over the slots. Arrivals during a stall, plus a burst, must fit in
     // the queue.
@@ -269,18 +333,20 @@ fn reasoning(
     };
     match recommended {
         Some(b) => out.push(format!(
-            "recommended backlog: {b}, the smallest tried with zero drops at {} plus bursts of {burst}. \
-             Queue needed ~ arrival rate x longest accept stall + burst = {:.0}/s x {:.2} ms + {burst} ~ {needed:.0} \
-             (deepest queue measured: {}).",
+            "recommended backlog: {b}, the smallest tried with zero drops at {} plus bursts of {burst} \
+             and its deepest queue within {:.0}% headroom. Queue needed ~ arrival rate x longest accept stall + burst \
+             = {:.0}/s x {:.2} ms + {burst} ~ {needed:.0} (deepest queue measured: {}).",
             rate(target),
+            headroom * 100.0,
             target,
             stall_s * 1e3,
             peak(b).map_or_else(|| "unknown".into(), |p| p.to_string())
         )),
         None => out.push(format!(
-            "no backlog tried absorbs {} with bursts of {burst} without drops (queue needed ~ {needed:.0}): \
+            "no backlog tried absorbs {} with bursts of {burst} without drops and {:.0}% headroom (queue needed ~ {needed:.0}): \
              past the server's capacity (~{}) the queue only grows; raise --max-connections or workers, or try larger backlogs.",
             rate(target),
+            headroom * 100.0,
             rate(capacity)
         )),
     }
