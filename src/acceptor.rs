@@ -402,8 +402,9 @@ impl Acceptor {
                     if have_slot {
                         self.dispatch(i, stream, peer, accepted_at);
                     } else {
-                        listener::close_with_reset(stream);
+                        // Counted before the RST, so whoever sees the reset sees the count.
                         self.stats().rejected.fetch_add(1, Relaxed);
+                        listener::close_with_reset(stream);
                         tracing::debug!(target: "synack::acceptor", peer = %peer, "connection limit reached; rejected with RST");
                     }
                 }
@@ -481,6 +482,7 @@ impl Acceptor {
         loop {
             match sys::accept(&self.entries[i].sock) {
                 Ok((stream, _)) => {
+                    self.stats().shed.fetch_add(1, Relaxed);
                     listener::close_with_reset(stream);
                     shed += 1;
                 }
@@ -492,7 +494,6 @@ impl Acceptor {
                 Err(_) => break,
             }
         }
-        self.stats().shed.fetch_add(shed, Relaxed);
         self.reserve = open_reserve();
         let addr = self.entries[i].addr;
         if let Some(held) = self.error_log.allow(Instant::now()) {
