@@ -35,6 +35,11 @@ const WAKER: Token = Token(usize::MAX);
 
 /// What an acceptor does when the process or the system runs out of file descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum FdExhaustionPolicy {
     /// Stop polling the listener for a back-off that doubles (5 ms to 1 s by default), then try
     /// again. Waiting clients stay in the kernel queue meanwhile.

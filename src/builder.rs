@@ -247,10 +247,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Checks every setting without opening anything: the errors [`serve`](Self::serve)
+    /// would give for bad values.
+    pub fn check(&self) -> Result<(), Error> {
+        self.validate().map(|_| ())
+    }
+
     fn validate(&self) -> Result<usize, Error> {
-        if self.binds.is_empty() {
-            return Err(Error::NoListener);
-        }
         listener::validate_backlog(self.opts.backlog)?;
         if self.max_connections == 0 {
             return Err(Error::invalid(
@@ -337,6 +340,9 @@ impl ServerBuilder {
         Fut: Future + 'static,
         Fut::Output: HandlerOutput,
     {
+        if self.binds.is_empty() {
+            return Err(Error::NoListener);
+        }
         let n_workers = self.validate()?;
         let listeners = self.open_listeners()?;
         let mut polls = Vec::with_capacity(self.acceptors);

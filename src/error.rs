@@ -104,6 +104,16 @@ pub enum Error {
         /// The option (for example `TCP_DEFER_ACCEPT`).
         option: &'static str,
     },
+    /// A configuration file is not valid.
+    #[error("{file}: {}{reason}", if key.is_empty() { String::new() } else { format!("key `{key}`: ") })]
+    Config {
+        /// The file (or `<string>`).
+        file: String,
+        /// The key's path (`keepalive.idle`); empty when the file does not parse at all.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The signal handlers could not be installed.
     #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
     Signal(#[source] io::Error),

@@ -37,6 +37,8 @@
 
 pub mod acceptor;
 mod builder;
+#[cfg(feature = "config")]
+pub mod config;
 mod connection;
 mod error;
 pub mod limit;
@@ -50,6 +52,8 @@ pub mod worker;
 
 pub use acceptor::FdExhaustionPolicy;
 pub use builder::{DEFAULT_MAX_CONNECTIONS, MAX_THREADS, ServerBuilder};
+#[cfg(feature = "config")]
+pub use config::ServerConfig;
 pub use connection::{ConnInfo, Connection};
 pub use error::Error;
 pub use hdrhistogram;

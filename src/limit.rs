@@ -14,6 +14,11 @@ use crate::server::Shared;
 
 /// What an acceptor does when the connection limit is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum OverloadPolicy {
     /// Stop accepting until a connection closes: new clients wait in the kernel's accept queue,
     /// and once it is full their SYNs are dropped and retransmitted (Tomcat's behaviour).

@@ -1,27 +1,35 @@
 // Shared command-line flags and start-up report of the examples (included with `mod common;`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-/// Flags every example server takes.
+/// The address the examples listen on when neither --addr nor --config names one.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+
+/// Flags every example server takes. With --config, the file is the base and the flags given
+/// override it.
 #[derive(Debug, Args)]
 pub struct ServerFlags {
-    /// Address to listen on (repeat for several; IPv6 as [::1]:7878).
-    #[arg(long = "addr", default_value = "127.0.0.1:7878")]
+    /// A TOML configuration file (every builder knob; see examples/synack.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (repeat for several; IPv6 as [::1]:7878). [default: 127.0.0.1:7878]
+    #[arg(long = "addr")]
     pub addrs: Vec<String>,
-    /// The listen(2) backlog (capped by net.core.somaxconn).
-    #[arg(long, default_value_t = 1024)]
-    pub backlog: u32,
-    /// Most connections open at once (Tomcat's maxConnections).
-    #[arg(long, default_value_t = synack::DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
-    /// Worker threads [default: one per core].
+    /// The listen(2) backlog (capped by net.core.somaxconn). [default: 1024]
+    #[arg(long)]
+    pub backlog: Option<u32>,
+    /// Most connections open at once (Tomcat's maxConnections). [default: 8192]
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Worker threads. [default: one per core]
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Acceptor threads.
-    #[arg(long, default_value_t = 1)]
-    pub acceptors: usize,
+    /// Acceptor threads. [default: 1]
+    #[arg(long)]
+    pub acceptors: Option<usize>,
     /// SO_REUSEPORT: with several acceptors, one socket each.
     #[arg(long)]
     pub reuse_port: bool,
@@ -31,18 +39,44 @@ pub struct ServerFlags {
 }
 
 impl ServerFlags {
-    /// A builder configured from the flags.
+    /// A builder configured from the file (if any), then the flags.
     pub fn builder(&self) -> Result<synack::ServerBuilder, synack::Error> {
-        let mut b = synack::Server::builder()
-            .backlog(self.backlog)
-            .max_connections(self.max_connections)
-            .acceptors(self.acceptors)
-            .reuse_port(self.reuse_port);
-        if let Some(w) = self.workers {
-            b = b.workers(w);
+        let mut file_binds = false;
+        let mut b = match &self.config {
+            Some(path) => {
+                let cfg = synack::ServerConfig::from_file(path)?;
+                file_binds = !cfg.bind.is_empty();
+                if !self.addrs.is_empty() {
+                    // --addr replaces the file's addresses.
+                    let mut cfg = cfg;
+                    cfg.bind.clear();
+                    cfg.builder()?
+                } else {
+                    cfg.builder()?
+                }
+            }
+            None => synack::Server::builder(),
+        };
+        if let Some(v) = self.backlog {
+            b = b.backlog(v);
+        }
+        if let Some(v) = self.max_connections {
+            b = b.max_connections(v);
+        }
+        if let Some(v) = self.workers {
+            b = b.workers(v);
+        }
+        if let Some(v) = self.acceptors {
+            b = b.acceptors(v);
+        }
+        if self.reuse_port {
+            b = b.reuse_port(true);
         }
         for a in &self.addrs {
             b = b.bind(a.as_str())?;
+        }
+        if self.addrs.is_empty() && !file_binds {
+            b = b.bind(DEFAULT_ADDR)?;
         }
         Ok(b)
     }

@@ -1,0 +1,204 @@
+//! Configuration from a TOML file: every knob of [`ServerBuilder`], with the same names.
+//!
+//! ```
+//! let cfg = synack::ServerConfig::from_toml_str(r#"
+//!     bind = ["127.0.0.1:0"]
+//!     backlog = 512
+//!     max_connections = 1000
+//!     overload_policy = "reject"
+//!     keepalive = { idle = "60s" }
+//! "#).unwrap();
+//! let builder = cfg.builder().unwrap();
+//! # let _ = builder;
+//! ```
+//!
+//! Unknown keys and bad values are refused with the key's path and the reason. Keys left out
+//! keep the builder's defaults. `examples/synack.toml` lists every key with its default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::acceptor::FdExhaustionPolicy;
+use crate::builder::ServerBuilder;
+use crate::error::Error;
+use crate::limit::OverloadPolicy;
+use crate::listener::Keepalive;
+
+/// TCP keepalive settings, as in [`Keepalive`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveConfig {
+    /// Idle time before the first probe ("60s").
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// Time between probes; the OS default when left out.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Probes before the connection is dropped; the OS default when left out.
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+/// The accept back-off, as in [`ServerBuilder::accept_backoff`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// First back-off ("5ms").
+    #[serde(with = "humantime_serde")]
+    pub min: Duration,
+    /// Longest back-off ("1s").
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+/// A server's configuration: each field is the [`ServerBuilder`] method of the same name;
+/// `None` keeps the builder's default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Listen addresses ("127.0.0.1:8080", "[::1]:8080").
+    pub bind: Vec<String>,
+    /// The listen(2) backlog (default 1024).
+    pub backlog: Option<u32>,
+    /// Tomcat's maxConnections (default 8192).
+    pub max_connections: Option<usize>,
+    /// Worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// Acceptor threads (default 1).
+    pub acceptors: Option<usize>,
+    /// SO_REUSEADDR (default true).
+    pub reuse_address: Option<bool>,
+    /// SO_REUSEPORT (default false).
+    pub reuse_port: Option<bool>,
+    /// IPV6_V6ONLY on IPv6 listeners (default: the system's).
+    pub only_v6: Option<bool>,
+    /// TCP_NODELAY on accepted connections (default true).
+    pub nodelay: Option<bool>,
+    /// TCP_DEFER_ACCEPT ("5s"; default off).
+    #[serde(with = "humantime_serde")]
+    pub defer_accept: Option<Duration>,
+    /// TCP_FASTOPEN queue length (default off).
+    pub fastopen: Option<u32>,
+    /// SO_RCVBUF of accepted connections, bytes.
+    pub recv_buffer_size: Option<usize>,
+    /// SO_SNDBUF of accepted connections, bytes.
+    pub send_buffer_size: Option<usize>,
+    /// TCP keepalive (default off).
+    pub keepalive: Option<KeepaliveConfig>,
+    /// "queue" (default) or "reject".
+    pub overload_policy: Option<OverloadPolicy>,
+    /// "backoff" (default) or "shed".
+    pub fd_exhaustion_policy: Option<FdExhaustionPolicy>,
+    /// Accepts per listener per wakeup (default 64).
+    pub accept_batch: Option<usize>,
+    /// Back-off after resource-exhaustion accept errors (default 5ms..1s).
+    pub accept_backoff: Option<BackoffConfig>,
+    /// Write the probe header (default false).
+    pub probe: Option<bool>,
+    /// Accept-queue sampling interval ("10ms"; default off).
+    #[serde(with = "humantime_serde")]
+    pub queue_sampling: Option<Duration>,
+}
+
+impl ServerConfig {
+    /// Parses TOML text.
+    pub fn from_toml_str(text: &str) -> Result<Self, Error> {
+        Self::parse(text, "<string>")
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            file: path.display().to_string(),
+            key: String::new(),
+            reason: format!("cannot read it: {e}"),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn parse(text: &str, file: &str) -> Result<Self, Error> {
+        let de = toml::Deserializer::parse(text).map_err(|e| Error::Config {
+            file: file.into(),
+            key: String::new(),
+            reason: e.to_string().trim().to_string(),
+        })?;
+        let cfg: ServerConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| Error::Config {
+                file: file.into(),
+                key: e.path().to_string(),
+                reason: e.inner().to_string().trim().to_string(),
+            })?;
+        // Check the values now, naming the key, rather than at serve().
+        cfg.builder().and_then(|b| b.check()).map_err(|e| match e {
+            Error::InvalidConfig {
+                name,
+                value,
+                expected,
+            } => Error::Config {
+                file: file.into(),
+                key: name.into(),
+                reason: format!("{value} is not valid: {expected}"),
+            },
+            Error::Resolve { addr, source } => Error::Config {
+                file: file.into(),
+                key: "bind".into(),
+                reason: format!("cannot resolve {addr}: {source}"),
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// A builder with these settings (and the defaults for the rest).
+    pub fn builder(&self) -> Result<ServerBuilder, Error> {
+        self.apply(ServerBuilder::new())
+    }
+
+    /// Applies these settings on top of a builder.
+    pub fn apply(&self, mut b: ServerBuilder) -> Result<ServerBuilder, Error> {
+        for a in &self.bind {
+            b = b.bind(a.as_str())?;
+        }
+        macro_rules! set {
+            ($($field:ident),*) => {
+                $(if let Some(v) = self.$field.clone() {
+                    b = b.$field(v);
+                })*
+            };
+        }
+        set!(
+            backlog,
+            max_connections,
+            workers,
+            acceptors,
+            reuse_address,
+            reuse_port,
+            only_v6,
+            nodelay,
+            defer_accept,
+            fastopen,
+            recv_buffer_size,
+            send_buffer_size,
+            overload_policy,
+            fd_exhaustion_policy,
+            accept_batch,
+            probe,
+            queue_sampling
+        );
+        if let Some(k) = &self.keepalive {
+            b = b.keepalive(Keepalive {
+                idle: k.idle,
+                interval: k.interval,
+                retries: k.retries,
+            });
+        }
+        if let Some(bo) = &self.accept_backoff {
+            b = b.accept_backoff(bo.min, bo.max);
+        }
+        Ok(b)
+    }
+}
