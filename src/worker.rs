@@ -231,13 +231,18 @@ where
         accepted_at: acc.accepted_at,
         dispatched_at,
     };
-    tracing::debug!(target: "synack::worker", id = info.id, peer = %info.peer_addr,
-        listener = info.listener, worker = info.worker, "connection dispatched");
+    // One span per connection around its handler; nothing is built when debug is off.
+    let span = tracing::debug_span!(target: "synack::conn", "conn", id = info.id,
+        peer = %info.peer_addr, listener = info.listener, worker = info.worker);
+    tracing::debug!(target: "synack::conn", parent: &span, "connection dispatched");
     let conn = Connection::new(stream, info, acc.slot);
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(conn))) {
+    let outcome = match span
+        .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(conn))))
+    {
         Ok(fut) => {
             let mut fut = std::pin::pin!(fut);
             std::future::poll_fn(|cx| {
+                let _entered = span.enter();
                 match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
                     Ok(Poll::Pending) => Poll::Pending,
                     Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
@@ -252,7 +257,7 @@ where
         Ok(out) => {
             if let Some(e) = out.error() {
                 stats.handler_errors.fetch_add(1, Relaxed);
-                tracing::debug!(target: "synack::worker", id = info.id, error = %e, "handler returned an error");
+                tracing::debug!(target: "synack::conn", parent: &span, error = %e, "handler returned an error");
             }
         }
         Err(panic) => {
@@ -262,10 +267,11 @@ where
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".into());
-            tracing::warn!(target: "synack::worker", id = info.id, worker = ctx.index, panic = %msg,
+            tracing::warn!(target: "synack::conn", parent: &span, panic = %msg,
                 "handler panicked; connection closed, worker continues");
         }
     }
+    tracing::debug!(target: "synack::conn", parent: &span, "connection done");
     stats.completed.fetch_add(1, Relaxed);
     guard.done = true;
 }
