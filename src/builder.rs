@@ -368,6 +368,7 @@ impl ServerBuilder {
             shutting_down: AtomicBool::new(false),
             idle: (Mutex::new(()), Condvar::new()),
             probe: self.probe.then(MonoClock::new),
+            closing: tokio::sync::watch::Sender::new(false),
         });
         let gauges: Arc<[QueueGauge]> = listeners.iter().map(|_| QueueGauge::default()).collect();
         let mut server = Server {

@@ -34,6 +34,24 @@ pub struct ConnInfo {
     pub dispatched_at: Instant,
 }
 
+/// Resolves when the server begins a graceful shutdown (or is gone); see
+/// [`Connection::closing`].
+#[derive(Debug, Clone)]
+pub struct Closing(tokio::sync::watch::Receiver<bool>);
+
+impl Closing {
+    /// Whether the shutdown has begun.
+    pub fn is_closing(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until the shutdown begins.
+    pub async fn wait(&mut self) {
+        // An error means the server is gone, which is closing too.
+        let _ = self.0.wait_for(|c| *c).await;
+    }
+}
+
 /// An accepted TCP connection, handed to the handler.
 ///
 /// It implements tokio's [`AsyncRead`] and [`AsyncWrite`], so any tokio-based protocol stack
@@ -68,6 +86,13 @@ impl Connection {
     /// The server-side address.
     pub fn local_addr(&self) -> SocketAddr {
         self.info.local_addr
+    }
+
+    /// A signal that turns on when the server begins a graceful shutdown: a protocol that keeps
+    /// connections open (HTTP keep-alive, long polls) should then finish what is in flight and
+    /// close. A connection taken from the queue during the shutdown sees it on at once.
+    pub fn closing(&self) -> Closing {
+        Closing(self._slot.shared().closing.subscribe())
     }
 
     /// The inner tokio stream.

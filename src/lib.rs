@@ -41,6 +41,8 @@ mod builder;
 pub mod config;
 mod connection;
 mod error;
+#[cfg(feature = "hyper")]
+pub mod http;
 pub mod limit;
 pub mod listener;
 pub mod probe;
@@ -54,7 +56,7 @@ pub use acceptor::FdExhaustionPolicy;
 pub use builder::{DEFAULT_MAX_CONNECTIONS, MAX_THREADS, ServerBuilder};
 #[cfg(feature = "config")]
 pub use config::ServerConfig;
-pub use connection::{ConnInfo, Connection};
+pub use connection::{Closing, ConnInfo, Connection};
 pub use error::Error;
 pub use hdrhistogram;
 pub use limit::OverloadPolicy;

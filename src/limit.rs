@@ -86,6 +86,13 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// The server state the slot belongs to.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.release(self.worker);

@@ -30,6 +30,10 @@ pub(crate) struct Shared {
     pub idle: (Mutex<()>, Condvar),
     /// With the probe on: the clock its timestamps are read from.
     pub probe: Option<MonoClock>,
+    /// Turns true when a graceful shutdown begins (see [`Connection::closing`]).
+    ///
+    /// [`Connection::closing`]: crate::Connection::closing
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -246,6 +250,7 @@ impl Server {
         let before = self.stats();
         let open_at_start = self.shared.limit.count() as u64;
         self.shared.shutting_down.store(true, SeqCst);
+        self.shared.closing.send_replace(true);
         tracing::info!(target: "synack::server", open = open_at_start, grace_ms = grace.as_millis() as u64, "shutting down");
         let left_in_queue = self.stop_acceptors(true, deadline);
         if let Some(mut s) = self.sampler.take() {

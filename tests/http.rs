@@ -1,0 +1,140 @@
+//! HTTP on synack: a hyper service and an axum router, driven by hyper's own client over real
+//! loopback connections: responses, keep-alive reuse, graceful shutdown of in-flight requests.
+#![cfg(all(feature = "hyper", feature = "axum"))]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use synack::Server;
+
+async fn client(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn get(sender: &mut SendRequest<Empty<Bytes>>, path: &str) -> (StatusCode, String) {
+    sender.ready().await.unwrap();
+    let req = Request::get(path)
+        .header("host", "synack.test")
+        .body(Empty::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// `/` answers at once; `/slow` flags that it started, then waits 300 ms.
+fn hyper_server(started: Arc<AtomicBool>) -> Server {
+    Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .serve(move |conn| {
+            let started = started.clone();
+            synack::http::serve(
+                conn,
+                service_fn(move |req: Request<Incoming>| {
+                    let started = started.clone();
+                    async move {
+                        if req.uri().path() == "/slow" {
+                            started.store(true, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            return Ok::<_, Infallible>(Response::new("slow done".to_string()));
+                        }
+                        Ok(Response::new("hello".to_string()))
+                    }
+                }),
+            )
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_hyper_service_answers_and_keeps_connections_alive() {
+    let server = hyper_server(Arc::default());
+    let mut c = client(server.local_addr()).await;
+    for _ in 0..3 {
+        assert_eq!(get(&mut c, "/").await, (StatusCode::OK, "hello".into()));
+    }
+    // Three requests, one connection.
+    assert_eq!(server.stats().accepted, 1);
+    drop(c);
+    let report = server.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.aborted, 0);
+}
+
+#[tokio::test]
+async fn an_axum_router_is_served_through_synack() {
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "axum here" }))
+        .route(
+            "/echo/{word}",
+            axum::routing::get(
+                |axum::extract::Path(w): axum::extract::Path<String>| async move { w },
+            ),
+        );
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .serve(move |conn| synack::http::serve_router(conn, router.clone()))
+        .unwrap();
+    let mut c = client(server.local_addr()).await;
+    assert_eq!(get(&mut c, "/").await, (StatusCode::OK, "axum here".into()));
+    assert_eq!(
+        get(&mut c, "/echo/synack").await,
+        (StatusCode::OK, "synack".into())
+    );
+    assert_eq!(get(&mut c, "/nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(server.stats().accepted, 1);
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish() {
+    let started = Arc::new(AtomicBool::new(false));
+    let server = hyper_server(started.clone());
+    let mut c = client(server.local_addr()).await;
+    let request = tokio::spawn(async move { get(&mut c, "/slow").await });
+    while !started.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = server.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(request.await.unwrap(), (StatusCode::OK, "slow done".into()));
+    assert_eq!(report.open_at_start, 1);
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(report.aborted, 0);
+}
+
+#[tokio::test]
+async fn a_request_waiting_in_the_queue_at_shutdown_is_answered() {
+    let server = hyper_server(Arc::default());
+    server.pause();
+    let addr = server.local_addr();
+    let request = tokio::spawn(async move {
+        let mut c = client(addr).await;
+        get(&mut c, "/").await
+    });
+    while server.stats().listeners[0].queue_len != Some(1) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Give the client time to write its request into the queued connection.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = server.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(request.await.unwrap(), (StatusCode::OK, "hello".into()));
+    assert_eq!(report.drained, 1);
+    assert_eq!(report.aborted, 0);
+}
