@@ -47,6 +47,7 @@ pub struct ServerBuilder {
     accept: AcceptConfig,
     probe: bool,
     queue_sampling: Option<Duration>,
+    metrics: Option<Duration>,
 }
 
 impl Default for ServerBuilder {
@@ -76,6 +77,7 @@ impl ServerBuilder {
             },
             probe: false,
             queue_sampling: None,
+            metrics: None,
         }
     }
 
@@ -253,6 +255,15 @@ impl ServerBuilder {
         self.validate().map(|_| ())
     }
 
+    /// Publishes the statistics through the `metrics` facade every `interval`, and dispatch
+    /// latency as it happens (feature `metrics`; names in [`crate::metrics`]). Install the
+    /// recorder before `serve()`. At least 1 ms.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, interval: Duration) -> Self {
+        self.metrics = Some(interval);
+        self
+    }
+
     fn validate(&self) -> Result<usize, Error> {
         listener::validate_backlog(self.opts.backlog)?;
         if self.max_connections == 0 {
@@ -288,6 +299,15 @@ impl ServerBuilder {
                 "accept_backoff",
                 format!("{min:?}..{max:?}"),
                 "a minimum above zero and not above the maximum",
+            ));
+        }
+        if let Some(i) = self.metrics
+            && i < Duration::from_millis(1)
+        {
+            return Err(Error::invalid(
+                "metrics",
+                format!("{i:?}"),
+                "an interval of at least 1 ms",
             ));
         }
         if let Some(i) = self.queue_sampling
@@ -368,6 +388,8 @@ impl ServerBuilder {
             shutting_down: AtomicBool::new(false),
             idle: (Mutex::new(()), Condvar::new()),
             probe: self.probe.then(MonoClock::new),
+            #[cfg(feature = "metrics")]
+            metrics: self.metrics.is_some(),
             closing: tokio::sync::watch::Sender::new(false),
         });
         let gauges: Arc<[QueueGauge]> = listeners.iter().map(|_| QueueGauge::default()).collect();
@@ -380,7 +402,23 @@ impl ServerBuilder {
             paused: AtomicBool::new(false),
             gauges: gauges.clone(),
             sampler: None,
+            #[cfg(feature = "metrics")]
+            publisher: None,
         };
+        #[cfg(feature = "metrics")]
+        if let Some(interval) = self.metrics {
+            let ls = listeners
+                .iter()
+                .map(|l| (l.info.clone(), l.sock.clone()))
+                .collect();
+            let p = crate::metrics::Publisher::spawn(shared.clone(), ls, interval).map_err(
+                |source| Error::Start {
+                    what: "the metrics publisher thread".into(),
+                    source,
+                },
+            )?;
+            server.publisher = Some(p);
+        }
         if let Some(interval) = self.queue_sampling {
             let socks = listeners.iter().map(|l| l.sock.clone()).collect();
             let sampler =

@@ -45,6 +45,8 @@ mod error;
 pub mod http;
 pub mod limit;
 pub mod listener;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod probe;
 mod sampler;
 mod server;

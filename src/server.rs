@@ -34,6 +34,9 @@ pub(crate) struct Shared {
     ///
     /// [`Connection::closing`]: crate::Connection::closing
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// Whether workers record dispatch latency through the `metrics` facade.
+    #[cfg(feature = "metrics")]
+    pub metrics: bool,
 }
 
 impl Shared {
@@ -100,6 +103,8 @@ pub struct Server {
     pub(crate) paused: AtomicBool,
     pub(crate) gauges: Arc<[QueueGauge]>,
     pub(crate) sampler: Option<Sampler>,
+    #[cfg(feature = "metrics")]
+    pub(crate) publisher: Option<crate::metrics::Publisher>,
 }
 
 impl Server {
@@ -272,6 +277,10 @@ impl Server {
             }
         }
         self.stop_workers();
+        #[cfg(feature = "metrics")]
+        if let Some(mut p) = self.publisher.take() {
+            p.stop();
+        }
         let after = self.stats();
         let report = ShutdownReport {
             open_at_start,

@@ -98,6 +98,8 @@ struct Ctx<H> {
     shared: Arc<Shared>,
     handler: Arc<H>,
     opts: Arc<ListenOptions>,
+    #[cfg(feature = "metrics")]
+    dispatch_hist: Option<metrics::Histogram>,
 }
 
 /// Counts a handler as aborted unless it ran to the end.
@@ -136,6 +138,10 @@ where
     let (tx, rx) = unbounded_channel();
     let ctx = Ctx {
         index,
+        #[cfg(feature = "metrics")]
+        dispatch_hist: shared
+            .metrics
+            .then(|| metrics::histogram!(crate::metrics::DISPATCH_LATENCY)),
         shared,
         handler,
         opts,
@@ -220,6 +226,10 @@ where
     let waited = dispatched_at.saturating_duration_since(acc.accepted_at);
     if let Ok(mut h) = stats.dispatch_us.lock() {
         h.saturating_record((waited.as_micros() as u64).max(1));
+    }
+    #[cfg(feature = "metrics")]
+    if let Some(h) = &ctx.dispatch_hist {
+        h.record(waited.as_secs_f64());
     }
     let info = ConnInfo {
         id: acc.id,

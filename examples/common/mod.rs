@@ -33,6 +33,10 @@ pub struct ServerFlags {
     /// SO_REUSEPORT: with several acceptors, one socket each.
     #[arg(long)]
     pub reuse_port: bool,
+    /// Serve Prometheus metrics on this address (127.0.0.1:9090), built with --features prometheus.
+    #[cfg(feature = "prometheus")]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Grace period for in-flight connections on Ctrl-C, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub grace_ms: u64,
@@ -77,6 +81,12 @@ impl ServerFlags {
         }
         if self.addrs.is_empty() && !file_binds {
             b = b.bind(DEFAULT_ADDR)?;
+        }
+        #[cfg(feature = "prometheus")]
+        if let Some(addr) = self.metrics {
+            synack::metrics::install_prometheus(addr)?;
+            println!("metrics on http://{addr}/metrics");
+            b = b.metrics(Duration::from_secs(1));
         }
         Ok(b)
     }

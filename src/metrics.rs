@@ -1,0 +1,142 @@
+//! Statistics through the `metrics` facade (feature `metrics`), and a Prometheus endpoint
+//! (feature `prometheus`).
+//!
+//! With [`ServerBuilder::metrics`](crate::ServerBuilder::metrics), a thread publishes a
+//! snapshot every interval and each worker records dispatch latency as it happens. Install a
+//! recorder (for example [`install_prometheus`]) before `serve()`: handles registered before a
+//! recorder exists stay silent.
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `synack_connections_accepted_total` | counter | | accepted and handed to a worker |
+//! | `synack_connections_rejected_total` | counter | | reset at the connection limit (`Reject`) |
+//! | `synack_connections_shed_total` | counter | | reset when descriptors ran out (`Shed`) |
+//! | `synack_connections_completed_total` | counter | | handlers that returned or panicked |
+//! | `synack_connections_aborted_total` | counter | | handlers cancelled at shutdown |
+//! | `synack_handler_panics_total` | counter | | handlers that panicked |
+//! | `synack_handler_errors_total` | counter | | handlers that returned an error |
+//! | `synack_limit_reached_total` | counter | | times accepting stopped at the connection limit |
+//! | `synack_accept_errors_total` | counter | `kind` | failed `accept()` calls by kind (`process_fd_limit`, ...) |
+//! | `synack_connections_open` | gauge | | connections open now |
+//! | `synack_connections_max` | gauge | | the connection limit |
+//! | `synack_accept_queue_depth` | gauge | `listener`, `index` | connections waiting in the kernel accept queue |
+//! | `synack_listen_backlog_effective` | gauge | `listener`, `index` | the backlog the kernel granted |
+//! | `synack_dispatch_latency_seconds` | histogram | | `accept()` to handler start |
+
+use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::Socket;
+
+use crate::listener::ListenerInfo;
+use crate::server::Shared;
+use crate::stats::{AcceptErrorKind, Stats};
+use crate::sys;
+
+/// The dispatch-latency histogram's name.
+pub const DISPATCH_LATENCY: &str = "synack_dispatch_latency_seconds";
+
+/// The publisher thread.
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    stop: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Publisher {
+    pub fn spawn(
+        shared: Arc<Shared>,
+        listeners: Vec<(ListenerInfo, Arc<Socket>)>,
+        interval: Duration,
+    ) -> std::io::Result<Self> {
+        let (stop, rx) = channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("synack-metrics".into())
+            .spawn(move || {
+                loop {
+                    publish(&shared, &listeners);
+                    match rx.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => break,
+                    }
+                }
+                publish(&shared, &listeners);
+            })?;
+        Ok(Publisher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn publish(shared: &Shared, listeners: &[(ListenerInfo, Arc<Socket>)]) {
+    let acceptors: Vec<_> = shared.acceptors.iter().map(|a| &a.stats).collect();
+    let workers: Vec<_> = shared.workers.iter().map(|w| &w.stats).collect();
+    let open = shared
+        .workers
+        .iter()
+        .map(|w| w.open.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    let s = Stats::merge(&acceptors, &workers, open);
+    metrics::counter!("synack_connections_accepted_total").absolute(s.accepted);
+    metrics::counter!("synack_connections_rejected_total").absolute(s.rejected);
+    metrics::counter!("synack_connections_shed_total").absolute(s.shed);
+    metrics::counter!("synack_connections_completed_total").absolute(s.completed);
+    metrics::counter!("synack_connections_aborted_total").absolute(s.aborted);
+    metrics::counter!("synack_handler_panics_total").absolute(s.handler_panics);
+    metrics::counter!("synack_handler_errors_total").absolute(s.handler_errors);
+    metrics::counter!("synack_limit_reached_total").absolute(s.limit_reached);
+    for kind in AcceptErrorKind::ALL {
+        metrics::counter!("synack_accept_errors_total", "kind" => kind.name())
+            .absolute(s.accept_errors.get(kind));
+    }
+    metrics::gauge!("synack_connections_open").set(s.open as f64);
+    metrics::gauge!("synack_connections_max").set(shared.limit.max() as f64);
+    for (info, sock) in listeners {
+        let labels = [
+            ("listener", info.local_addr.to_string()),
+            ("index", info.index.to_string()),
+        ];
+        if let Ok(Some(q)) = sys::listen_queue(&**sock) {
+            metrics::gauge!("synack_accept_queue_depth", &labels).set(q.len as f64);
+            metrics::gauge!("synack_listen_backlog_effective", &labels).set(q.max as f64);
+        } else if let Some(b) = info.effective_backlog {
+            metrics::gauge!("synack_listen_backlog_effective", &labels).set(b as f64);
+        }
+    }
+}
+
+/// Installs a Prometheus recorder as the global `metrics` recorder, serving the text format
+/// at `http://ADDR/metrics` (any path answers) from a thread of its own. Call it before
+/// `serve()`. Bind it to loopback unless the scraper is elsewhere.
+#[cfg(feature = "prometheus")]
+pub fn install_prometheus(addr: std::net::SocketAddr) -> Result<(), crate::Error> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let buckets = [
+        1e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 10e-3, 50e-3, 0.1,
+        0.5, 1.0,
+    ];
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Full(DISPATCH_LATENCY.into()), &buckets)
+        .and_then(|b| b.install())
+        .map_err(|e| crate::Error::Start {
+            what: format!("the Prometheus endpoint on {addr}"),
+            source: std::io::Error::other(e.to_string()),
+        })
+}
