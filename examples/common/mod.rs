@@ -33,9 +33,10 @@ pub struct ServerFlags {
     /// SO_REUSEPORT: with several acceptors, one socket each.
     #[arg(long)]
     pub reuse_port: bool,
-    /// Serve Prometheus metrics on this address (127.0.0.1:9090), built with --features prometheus.
+    /// Serve Prometheus metrics at http://ADDR/metrics (built with --features prometheus);
+    /// `--metrics` alone binds 127.0.0.1:9090.
     #[cfg(feature = "prometheus")]
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9090")]
     pub metrics: Option<std::net::SocketAddr>,
     /// Grace period for in-flight connections on Ctrl-C, in milliseconds.
     #[arg(long, default_value_t = 5000)]
