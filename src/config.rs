@@ -59,7 +59,7 @@ pub struct BackoffConfig {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Listen addresses ("127.0.0.1:8080", "[::1]:8080").
+    /// Listen addresses (`"127.0.0.1:8080"`, `"[::1]:8080"`).
     pub bind: Vec<String>,
     /// The listen(2) backlog (default 1024).
     pub backlog: Option<u32>,
