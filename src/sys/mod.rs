@@ -135,6 +135,22 @@ pub fn tcp_socket(domain: socket2::Domain) -> io::Result<socket2::Socket> {
     imp::tcp_socket(domain)
 }
 
+/// CPU time (user + system) the whole process has used, from `getrusage(RUSAGE_SELF)`.
+pub fn process_cpu_time() -> io::Result<std::time::Duration> {
+    unix::process_cpu_time()
+}
+
+/// Pins the calling thread to one CPU (Linux `sched_setaffinity`); threads it starts later
+/// inherit the mask. Unsupported elsewhere.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    imp::pin_to_cpu(cpu)
+}
+
+/// The resident set size of this process, bytes (Linux `/proc/self/statm`); `None` elsewhere.
+pub fn resident_bytes() -> Option<u64> {
+    imp::resident_bytes()
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock that every process on the host shares.
 pub fn monotonic_ns() -> u64 {
     unix::monotonic_ns()

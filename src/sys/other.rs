@@ -62,3 +62,11 @@ pub(super) fn tcp_socket(domain: socket2::Domain) -> io::Result<Socket> {
     s.set_nonblocking(true)?;
     Ok(s)
 }
+
+pub(super) fn pin_to_cpu(_cpu: usize) -> io::Result<()> {
+    Err(unsupported("pinning threads to CPUs"))
+}
+
+pub(super) fn resident_bytes() -> Option<u64> {
+    None
+}

@@ -37,3 +37,16 @@ pub(super) fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+pub(super) fn process_cpu_time() -> io::Result<std::time::Duration> {
+    // SAFETY: all-zero is a valid `rusage` (plain integers).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the duration of the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let tv = |t: libc::timeval| {
+        std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
+    };
+    Ok(tv(ru.ru_utime) + tv(ru.ru_stime))
+}

@@ -1,0 +1,358 @@
+//! The comparison harness: the synack greeting server, a plain tokio accept loop, and the floor
+//! (one thread, epoll + accept4 + write + close, through mio), each in a child process pinned to
+//! CPU 0, flooded one at a time by synack-load's engine pinned to CPU 1 with identical settings.
+//!
+//! ```text
+//! cargo bench -p synack-loadtest --bench compare              # the table (about a minute)
+//! cargo bench -p synack-loadtest --bench compare -- --memory  # also RSS per held connection
+//! ```
+//!
+//! Each connection: connect, the server writes 8 bytes and closes, the client reads them and
+//! closes with RST. Server CPU is the child's `getrusage` user + system time over the flood.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use synack_load::engine;
+use synack_load::plan::{CloseMode, Load, Plan};
+
+const PAYLOAD: &[u8] = b"8 bytes\n";
+const KINDS: [&str; 3] = ["floor", "synack", "tokio"];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--server") {
+        let cpu = args
+            .iter()
+            .position(|a| a == "--cpu")
+            .and_then(|i| args.get(i + 1)?.parse().ok());
+        return child(&args[i + 1], cpu);
+    }
+    let memory = args.iter().any(|a| a == "--memory");
+    let seconds: u64 = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(5);
+    parent(memory, seconds);
+}
+
+// ---------------------------------------------------------------- the servers (child side)
+
+fn child(kind: &str, cpu: Option<usize>) {
+    if let Some(c) = cpu {
+        let _ = synack::sys::pin_to_cpu(c);
+    }
+    if let Ok((_, hard)) = synack::sys::nofile_limit() {
+        let _ = synack::sys::set_nofile_limit(hard, hard);
+    }
+    let mut out = std::io::stdout();
+    let stats: Box<dyn Fn() -> String> = match kind {
+        "floor" => {
+            let addr = floor_server();
+            writeln!(out, "READY {addr}").unwrap();
+            Box::new(|| "-".into())
+        }
+        "synack" => {
+            let server = synack::Server::builder()
+                .bind("127.0.0.1:0")
+                .unwrap()
+                .backlog(4096)
+                .workers(1)
+                .acceptors(1)
+                .serve(|mut c: synack::Connection| async move {
+                    tokio::io::AsyncWriteExt::write_all(&mut c, PAYLOAD).await
+                })
+                .unwrap();
+            writeln!(out, "READY {}", server.local_addr()).unwrap();
+            Box::new(move || {
+                let s = server.stats();
+                format!(
+                    "{}/{}",
+                    s.dispatch_latency_us.value_at_quantile(0.5),
+                    s.dispatch_latency_us.value_at_quantile(0.99)
+                )
+            })
+        }
+        "tokio" => {
+            let addr = tokio_server();
+            writeln!(out, "READY {addr}").unwrap();
+            Box::new(|| "-".into())
+        }
+        other => panic!("unknown server {other}"),
+    };
+    out.flush().unwrap();
+    let base_rss = synack::sys::resident_bytes().unwrap_or(0);
+    for line in std::io::stdin().lines() {
+        let line = line.unwrap();
+        if line == "report" {
+            let cpu = synack::sys::process_cpu_time().unwrap();
+            writeln!(
+                out,
+                "REPORT {} {} {} {}",
+                cpu.as_nanos(),
+                stats(),
+                synack::sys::resident_bytes().unwrap_or(0),
+                base_rss
+            )
+            .unwrap();
+            out.flush().unwrap();
+        } else {
+            break;
+        }
+    }
+}
+
+/// The floor: one thread, mio (epoll) readiness, accept4, write, close.
+fn floor_server() -> SocketAddr {
+    use mio::net::TcpListener;
+    use mio::{Events, Interest, Poll, Token};
+    let mut listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(&mut listener, Token(0), Interest::READABLE)
+            .unwrap();
+        let mut events = Events::with_capacity(64);
+        loop {
+            let _ = poll.poll(&mut events, None);
+            loop {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = std::io::Write::write(&mut s, PAYLOAD);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => break,
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// A plain tokio accept loop on a current-thread runtime, a task per connection.
+fn tokio_server() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                if let Ok((mut s, _)) = l.accept().await {
+                    tokio::spawn(async move {
+                        let _ = tokio::io::AsyncWriteExt::write_all(&mut s, PAYLOAD).await;
+                    });
+                }
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+// ---------------------------------------------------------------- the generator (parent side)
+
+struct ChildServer {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+    addr: SocketAddr,
+}
+
+struct Report {
+    cpu: Duration,
+    dispatch: String,
+    rss: u64,
+    base_rss: u64,
+}
+
+impl ChildServer {
+    fn start(kind: &str, cpus: usize) -> Self {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--server", kind]);
+        if cpus > 1 {
+            cmd.args(["--cpu", "0"]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("READY ").unwrap().parse().unwrap();
+        ChildServer {
+            child,
+            stdin,
+            out,
+            addr,
+        }
+    }
+
+    fn report(&mut self) -> Report {
+        writeln!(self.stdin, "report").unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        Report {
+            cpu: Duration::from_nanos(f[1].parse().unwrap()),
+            dispatch: f[2].to_string(),
+            rss: f[3].parse().unwrap(),
+            base_rss: f[4].parse().unwrap(),
+        }
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn plan(addr: SocketAddr, load: Load, duration: Duration, hold: Option<Duration>) -> Plan {
+    Plan {
+        target_text: addr.to_string(),
+        target: addr,
+        load,
+        duration,
+        connections: None,
+        send: 0,
+        read: if hold.is_some() { None } else { Some(PAYLOAD.len()) },
+        read_timeout: Duration::from_secs(2),
+        hold,
+        close: CloseMode::Rst,
+        threads: 1,
+        sources: vec![],
+        connect_timeout: Duration::from_secs(3),
+        probe: false,
+    }
+}
+
+fn parent(memory: bool, seconds: u64) {
+    // Counted before pinning: the mask narrows what available_parallelism sees.
+    let cpus = num_cpus();
+    if cpus > 1 {
+        let _ = synack::sys::pin_to_cpu(1);
+    }
+    if let Ok((_, hard)) = synack::sys::nofile_limit() {
+        let _ = synack::sys::set_nofile_limit(hard, hard);
+    }
+    println!(
+        "compare: {cpus} CPUs; servers pinned to CPU 0, the generator (1 thread) to CPU 1"
+    );
+    println!("phase 1: closed loop, 64 in flight, {seconds} s; phase 2: open loop 10k/s, 3 s\n");
+    let mut rows = Vec::new();
+    for kind in KINDS {
+        // Phase 1: as fast as the generator goes.
+        let mut s = ChildServer::start(kind, cpus);
+        let before = s.report();
+        let run = engine::run(
+            &plan(
+                s.addr,
+                Load::Closed { concurrency: 64 },
+                Duration::from_secs(seconds),
+                None,
+            ),
+            |_, _, _| {},
+        )
+        .unwrap();
+        let after = s.report();
+        drop(s);
+        let served = run.rec.established;
+        let rate = served as f64 / run.active.as_secs_f64();
+        let cpu_us = (after.cpu - before.cpu).as_secs_f64() * 1e6 / served.max(1) as f64;
+        // Phase 2: a fixed 10k/s for time to first byte and dispatch latency.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut s = ChildServer::start(kind, cpus);
+        let run2 = engine::run(
+            &plan(
+                s.addr,
+                Load::Open {
+                    from: 10_000.0,
+                    to: 10_000.0,
+                    burst: 0,
+                },
+                Duration::from_secs(3),
+                None,
+            ),
+            |_, _, _| {},
+        )
+        .unwrap();
+        let r2 = s.report();
+        drop(s);
+        let fb = &run2.rec.first_byte;
+        rows.push((
+            kind,
+            rate,
+            cpu_us,
+            r2.dispatch,
+            fb.value_at_quantile(0.5),
+            fb.value_at_quantile(0.99),
+            run2.rec.start_lag.value_at_quantile(0.99),
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let floor = rows[0].2;
+    println!(
+        "{:<8} {:>9} {:>12} {:>9} {:>16} {:>16} {:>12}",
+        "server", "conn/s", "CPU us/conn", "vs floor", "dispatch p50/p99", "TTFB p50/p99 us", "gen lag p99"
+    );
+    for (kind, rate, cpu, dispatch, fb50, fb99, lag) in &rows {
+        println!(
+            "{:<8} {:>9.0} {:>12.1} {:>8.2}x {:>16} {:>16} {:>12}",
+            kind,
+            rate,
+            cpu,
+            cpu / floor,
+            format!("{dispatch} us").replace("- us", "-"),
+            format!("{fb50}/{fb99}"),
+            lag
+        );
+    }
+    if memory {
+        println!("\nmemory: 15,000 idle connections held (--hold), resident set growth");
+        for kind in ["synack", "tokio"] {
+            let mut s = ChildServer::start(kind, cpus);
+            let addr = s.addr;
+            let holder = std::thread::spawn(move || {
+                engine::run(
+                    &plan(
+                        addr,
+                        Load::Closed {
+                            concurrency: 15_000,
+                        },
+                        Duration::from_secs(6),
+                        Some(Duration::from_secs(6)),
+                    ),
+                    |_, _, _| {},
+                )
+                .unwrap()
+            });
+            std::thread::sleep(Duration::from_secs(5));
+            let r = s.report();
+            let grown = r.rss.saturating_sub(r.base_rss);
+            println!(
+                "{:<8} resident +{:.1} MiB = {:.0} bytes per held connection",
+                kind,
+                grown as f64 / (1 << 20) as f64,
+                grown as f64 / 15_000.0
+            );
+            let _ = holder.join();
+            drop(s);
+        }
+    }
+}
