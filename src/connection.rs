@@ -1,13 +1,14 @@
 //! The connection a handler receives: a tokio `TcpStream` with what synack knows about it.
 //! Dropping it frees its slot in the connection limit.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use socket2::SockRef;
 use tokio::net::TcpStream;
 
 use crate::limit::Slot;
@@ -57,17 +58,31 @@ impl Closing {
 /// It implements tokio's [`AsyncRead`] and [`AsyncWrite`], so any tokio-based protocol stack
 /// (hyper, tokio-util codecs, `tokio::io::copy`) can use it directly. It counts as open in
 /// the connection limit until it is dropped.
+///
+/// I/O is optimistic: reads and writes go straight to the socket, and the socket joins the
+/// worker's reactor only when one of them would block. A handler that answers at once (write,
+/// close) costs no `epoll_ctl` at all.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    io: Io,
     info: ConnInfo,
     _slot: Slot,
 }
 
+#[derive(Debug)]
+enum Io {
+    /// Not registered with the reactor yet.
+    Raw(std::net::TcpStream),
+    /// Registered.
+    Tokio(TcpStream),
+    /// Only while moving between the two.
+    Moving,
+}
+
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, info: ConnInfo, slot: Slot) -> Self {
+    pub(crate) fn new(stream: std::net::TcpStream, info: ConnInfo, slot: Slot) -> Self {
         Connection {
-            stream,
+            io: Io::Raw(stream),
             info,
             _slot: slot,
         }
@@ -95,15 +110,47 @@ impl Connection {
         Closing(self._slot.shared().closing.subscribe())
     }
 
-    /// The inner tokio stream.
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.stream
+    /// The socket, to read or set options (`SockRef::from` on it gives socket2's API).
+    pub fn sock_ref(&self) -> SockRef<'_> {
+        match &self.io {
+            Io::Raw(s) => SockRef::from(s),
+            Io::Tokio(s) => SockRef::from(s),
+            Io::Moving => unreachable!("a connection is never left between states"),
+        }
     }
 
-    /// The inner tokio stream, mutably (to split it, set options, ...).
-    pub fn get_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+    /// The tokio stream (registering the socket with the worker's reactor if it is not yet):
+    /// to split it, use tokio's own readiness API, and so on. Must be called on the worker.
+    pub fn tokio_stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.register()?;
+        match &mut self.io {
+            Io::Tokio(s) => Ok(s),
+            _ => unreachable!("registered just above"),
+        }
     }
+
+    fn register(&mut self) -> io::Result<()> {
+        if let Io::Raw(_) = self.io {
+            let Io::Raw(std) = std::mem::replace(&mut self.io, Io::Moving) else {
+                unreachable!("matched just above")
+            };
+            match TcpStream::from_std(std) {
+                Ok(t) => self.io = Io::Tokio(t),
+                Err(e) => {
+                    // from_std consumed the socket: the connection is unusable.
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn moving() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection could not be registered with the worker's reactor",
+    )
 }
 
 impl AsyncRead for Connection {
@@ -112,7 +159,23 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Io::Raw(s) = &mut this.io {
+            match s.read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            this.register()?;
+        }
+        match &mut this.io {
+            Io::Tokio(t) => Pin::new(t).poll_read(cx, buf),
+            _ => Poll::Ready(Err(moving())),
+        }
     }
 }
 
@@ -122,15 +185,35 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Io::Raw(s) = &mut this.io {
+            match s.write(buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            this.register()?;
+        }
+        match &mut this.io {
+            Io::Tokio(t) => Pin::new(t).poll_write(cx, buf),
+            _ => Poll::Ready(Err(moving())),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        match &mut self.get_mut().io {
+            Io::Tokio(t) => Pin::new(t).poll_flush(cx),
+            _ => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        match &mut self.get_mut().io {
+            Io::Raw(s) => Poll::Ready(s.shutdown(std::net::Shutdown::Write)),
+            Io::Tokio(t) => Pin::new(t).poll_shutdown(cx),
+            Io::Moving => Poll::Ready(Err(moving())),
+        }
     }
 
     fn poll_write_vectored(
@@ -138,10 +221,23 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Io::Raw(s) = &mut this.io {
+            match s.write_vectored(bufs) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            this.register()?;
+        }
+        match &mut this.io {
+            Io::Tokio(t) => Pin::new(t).poll_write_vectored(cx, bufs),
+            _ => Poll::Ready(Err(moving())),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 }

@@ -204,25 +204,7 @@ where
         Some(a) => a,
         None => acc.stream.local_addr().unwrap_or(acc.peer),
     };
-    let stream = match tokio::net::TcpStream::from_std(acc.stream) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(target: "synack::worker", worker = ctx.index, error = %e,
-                "cannot register an accepted connection with the worker's reactor; closing it");
-            return;
-        }
-    };
     let dispatched_at = Instant::now();
-    let mut stream = stream;
-    if let Some(clock) = ctx.shared.probe {
-        let header = ProbeHeader {
-            accept_ns: clock.ns(acc.accepted_at),
-            dispatch_ns: clock.ns(dispatched_at),
-        };
-        if let Err(e) = stream.write_all(&header.encode()).await {
-            tracing::debug!(target: "synack::worker", error = %e, "cannot write the probe header");
-        }
-    }
     let waited = dispatched_at.saturating_duration_since(acc.accepted_at);
     if let Ok(mut h) = stats.dispatch_us.lock() {
         h.saturating_record((waited.as_micros() as u64).max(1));
@@ -245,7 +227,16 @@ where
     let span = tracing::debug_span!(target: "synack::conn", "conn", id = info.id,
         peer = %info.peer_addr, listener = info.listener, worker = info.worker);
     tracing::debug!(target: "synack::conn", parent: &span, "connection dispatched");
-    let conn = Connection::new(stream, info, acc.slot);
+    let mut conn = Connection::new(acc.stream, info, acc.slot);
+    if let Some(clock) = ctx.shared.probe {
+        let header = ProbeHeader {
+            accept_ns: clock.ns(acc.accepted_at),
+            dispatch_ns: clock.ns(dispatched_at),
+        };
+        if let Err(e) = conn.write_all(&header.encode()).await {
+            tracing::debug!(target: "synack::conn", parent: &span, error = %e, "cannot write the probe header");
+        }
+    }
     let outcome = match span
         .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(conn))))
     {
