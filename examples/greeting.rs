@@ -44,8 +44,8 @@ fn run(cli: Cli) -> Result<(), synack::Error> {
             if !service.is_zero() {
                 tokio::time::sleep(service).await;
             }
-            conn.write_all(greeting).await?;
-            conn.shutdown().await
+            // Dropping the connection closes it (FIN); the greeting is already in the kernel.
+            conn.write_all(greeting).await
         },
     )?;
     common::print_listeners("greeting", &server);

@@ -129,9 +129,12 @@ fn batch_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 1 << 20, 3).expect("static histogram bounds are valid")
 }
 
-/// One acceptor's counters. Written by that acceptor thread only.
+/// One acceptor's counters. Written by that acceptor thread only. (Public for the
+/// micro-benchmarks only.)
+#[doc(hidden)]
+#[allow(missing_docs)]
 #[derive(Debug)]
-pub(crate) struct AcceptorStats {
+pub struct AcceptorStats {
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub shed: AtomicU64,
@@ -141,6 +144,7 @@ pub(crate) struct AcceptorStats {
     pub batch: Mutex<Histogram<u64>>,
 }
 
+#[allow(missing_docs)]
 impl AcceptorStats {
     pub fn new() -> Self {
         AcceptorStats {
@@ -167,9 +171,12 @@ impl AcceptorStats {
     }
 }
 
-/// One worker's counters. Written by that worker thread only.
+/// One worker's counters. Written by that worker thread only. (Public for the
+/// micro-benchmarks only.)
+#[doc(hidden)]
+#[allow(missing_docs)]
 #[derive(Debug)]
-pub(crate) struct WorkerStats {
+pub struct WorkerStats {
     pub completed: AtomicU64,
     pub aborted: AtomicU64,
     pub panics: AtomicU64,
@@ -177,7 +184,15 @@ pub(crate) struct WorkerStats {
     pub dispatch_us: Mutex<Histogram<u64>>,
 }
 
+#[allow(missing_docs)]
 impl WorkerStats {
+    /// What a worker records when it dispatches a connection (the hot path's bookkeeping).
+    pub fn record_dispatch(&self, waited: std::time::Duration) {
+        if let Ok(mut h) = self.dispatch_us.lock() {
+            h.saturating_record((waited.as_micros() as u64).max(1));
+        }
+    }
+
     pub fn new() -> Self {
         WorkerStats {
             completed: AtomicU64::new(0),
@@ -252,7 +267,9 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn merge(
+    /// Merges per-thread recorders into a snapshot (public for the micro-benchmarks).
+    #[doc(hidden)]
+    pub fn merge(
         acceptors: &[&AcceptorStats],
         workers: &[&WorkerStats],
         open_per_worker: Vec<u64>,

@@ -206,9 +206,7 @@ where
     };
     let dispatched_at = Instant::now();
     let waited = dispatched_at.saturating_duration_since(acc.accepted_at);
-    if let Ok(mut h) = stats.dispatch_us.lock() {
-        h.saturating_record((waited.as_micros() as u64).max(1));
-    }
+    stats.record_dispatch(waited);
     #[cfg(feature = "metrics")]
     if let Some(h) = &ctx.dispatch_hist {
         h.record(waited.as_secs_f64());

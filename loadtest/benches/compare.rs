@@ -231,7 +231,11 @@ fn plan(addr: SocketAddr, load: Load, duration: Duration, hold: Option<Duration>
         duration,
         connections: None,
         send: 0,
-        read: if hold.is_some() { None } else { Some(PAYLOAD.len()) },
+        read: if hold.is_some() {
+            None
+        } else {
+            Some(PAYLOAD.len())
+        },
         read_timeout: Duration::from_secs(2),
         hold,
         close: CloseMode::Rst,
@@ -251,9 +255,7 @@ fn parent(memory: bool, seconds: u64) {
     if let Ok((_, hard)) = synack::sys::nofile_limit() {
         let _ = synack::sys::set_nofile_limit(hard, hard);
     }
-    println!(
-        "compare: {cpus} CPUs; servers pinned to CPU 0, the generator (1 thread) to CPU 1"
-    );
+    println!("compare: {cpus} CPUs; servers pinned to CPU 0, the generator (1 thread) to CPU 1");
     println!("phase 1: closed loop, 64 in flight, {seconds} s; phase 2: open loop 10k/s, 3 s\n");
     let mut rows = Vec::new();
     for kind in KINDS {
@@ -309,7 +311,13 @@ fn parent(memory: bool, seconds: u64) {
     let floor = rows[0].2;
     println!(
         "{:<8} {:>9} {:>12} {:>9} {:>16} {:>16} {:>12}",
-        "server", "conn/s", "CPU us/conn", "vs floor", "dispatch p50/p99", "TTFB p50/p99 us", "gen lag p99"
+        "server",
+        "conn/s",
+        "CPU us/conn",
+        "vs floor",
+        "dispatch p50/p99",
+        "TTFB p50/p99 us",
+        "gen lag p99"
     );
     for (kind, rate, cpu, dispatch, fb50, fb99, lag) in &rows {
         println!(

@@ -45,8 +45,6 @@ pub(super) fn process_cpu_time() -> io::Result<std::time::Duration> {
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let tv = |t: libc::timeval| {
-        std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
-    };
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(tv(ru.ru_utime) + tv(ru.ru_stime))
 }
