@@ -144,6 +144,12 @@ pub struct AcceptorStats {
     pub batch: Mutex<Histogram<u64>>,
 }
 
+impl Default for AcceptorStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[allow(missing_docs)]
 impl AcceptorStats {
     pub fn new() -> Self {
@@ -182,6 +188,12 @@ pub struct WorkerStats {
     pub panics: AtomicU64,
     pub handler_errors: AtomicU64,
     pub dispatch_us: Mutex<Histogram<u64>>,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[allow(missing_docs)]

@@ -49,6 +49,11 @@ fn child(kind: &str, cpu: Option<usize>) {
         let _ = synack::sys::set_nofile_limit(hard, hard);
     }
     let mut out = std::io::stdout();
+    // "-hold" variants keep each connection open until the client closes it (for memory).
+    let (kind, hold) = match kind.strip_suffix("-hold") {
+        Some(k) => (k, true),
+        None => (kind, false),
+    };
     let stats: Box<dyn Fn() -> String> = match kind {
         "floor" => {
             let addr = floor_server();
@@ -62,8 +67,14 @@ fn child(kind: &str, cpu: Option<usize>) {
                 .backlog(4096)
                 .workers(1)
                 .acceptors(1)
-                .serve(|mut c: synack::Connection| async move {
-                    tokio::io::AsyncWriteExt::write_all(&mut c, PAYLOAD).await
+                .max_connections(100_000)
+                .serve(move |mut c: synack::Connection| async move {
+                    tokio::io::AsyncWriteExt::write_all(&mut c, PAYLOAD).await?;
+                    if hold {
+                        let mut b = [0u8; 64];
+                        while tokio::io::AsyncReadExt::read(&mut c, &mut b).await? != 0 {}
+                    }
+                    Ok::<_, std::io::Error>(())
                 })
                 .unwrap();
             writeln!(out, "READY {}", server.local_addr()).unwrap();
@@ -77,7 +88,7 @@ fn child(kind: &str, cpu: Option<usize>) {
             })
         }
         "tokio" => {
-            let addr = tokio_server();
+            let addr = tokio_server(hold);
             writeln!(out, "READY {addr}").unwrap();
             Box::new(|| "-".into())
         }
@@ -134,7 +145,7 @@ fn floor_server() -> SocketAddr {
 }
 
 /// A plain tokio accept loop on a current-thread runtime, a task per connection.
-fn tokio_server() -> SocketAddr {
+fn tokio_server(hold: bool) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -148,6 +159,14 @@ fn tokio_server() -> SocketAddr {
                 if let Ok((mut s, _)) = l.accept().await {
                     tokio::spawn(async move {
                         let _ = tokio::io::AsyncWriteExt::write_all(&mut s, PAYLOAD).await;
+                        if hold {
+                            let mut b = [0u8; 64];
+                            while let Ok(n) = tokio::io::AsyncReadExt::read(&mut s, &mut b).await {
+                                if n == 0 {
+                                    break;
+                                }
+                            }
+                        }
                     });
                 }
             }
@@ -334,7 +353,7 @@ fn parent(memory: bool, seconds: u64) {
     if memory {
         println!("\nmemory: 15,000 idle connections held (--hold), resident set growth");
         for kind in ["synack", "tokio"] {
-            let mut s = ChildServer::start(kind, cpus);
+            let mut s = ChildServer::start(&format!("{kind}-hold"), cpus);
             let addr = s.addr;
             let holder = std::thread::spawn(move || {
                 engine::run(
