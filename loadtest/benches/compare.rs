@@ -31,12 +31,17 @@ fn main() {
         return child(&args[i + 1], cpu);
     }
     let memory = args.iter().any(|a| a == "--memory");
-    let seconds: u64 = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(5);
-    parent(memory, seconds);
+    let num = |flag: &str, default: u64| -> u64 {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+            .unwrap_or(default)
+    };
+    parent(
+        memory,
+        num("--seconds", 3),
+        num("--runs", 3).max(1) as usize,
+    );
 }
 
 // ---------------------------------------------------------------- the servers (child side)
@@ -265,7 +270,35 @@ fn plan(addr: SocketAddr, load: Load, duration: Duration, hold: Option<Duration>
     }
 }
 
-fn parent(memory: bool, seconds: u64) {
+/// Phase 1 once: (connections per second, server CPU per connection in us).
+fn phase1(kind: &str, cpus: usize, seconds: u64) -> (f64, f64) {
+    let mut s = ChildServer::start(kind, cpus);
+    let before = s.report();
+    let run = engine::run(
+        &plan(
+            s.addr,
+            Load::Closed { concurrency: 64 },
+            Duration::from_secs(seconds),
+            None,
+        ),
+        |_, _, _| {},
+    )
+    .unwrap();
+    let after = s.report();
+    drop(s);
+    let served = run.rec.established;
+    let rate = served as f64 / run.active.as_secs_f64();
+    let cpu_us = (after.cpu - before.cpu).as_secs_f64() * 1e6 / served.max(1) as f64;
+    std::thread::sleep(Duration::from_millis(300));
+    (rate, cpu_us)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn parent(memory: bool, seconds: u64, runs: usize) {
     // Counted before pinning: the mask narrows what available_parallelism sees.
     let cpus = num_cpus();
     if cpus > 1 {
@@ -275,29 +308,23 @@ fn parent(memory: bool, seconds: u64) {
         let _ = synack::sys::set_nofile_limit(hard, hard);
     }
     println!("compare: {cpus} CPUs; servers pinned to CPU 0, the generator (1 thread) to CPU 1");
-    println!("phase 1: closed loop, 64 in flight, {seconds} s; phase 2: open loop 10k/s, 3 s\n");
+    println!(
+        "phase 1: closed loop, 64 in flight, {seconds} s, {runs} runs interleaved (medians); phase 2: open loop 10k/s, 3 s\n"
+    );
+    // Phase 1: as fast as the generator goes, the servers taking turns so drift hits all.
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = KINDS.iter().map(|_| (vec![], vec![])).collect();
+    for _ in 0..runs {
+        for (i, kind) in KINDS.iter().enumerate() {
+            let (rate, cpu) = phase1(kind, cpus, seconds);
+            samples[i].0.push(rate);
+            samples[i].1.push(cpu);
+        }
+    }
     let mut rows = Vec::new();
-    for kind in KINDS {
-        // Phase 1: as fast as the generator goes.
-        let mut s = ChildServer::start(kind, cpus);
-        let before = s.report();
-        let run = engine::run(
-            &plan(
-                s.addr,
-                Load::Closed { concurrency: 64 },
-                Duration::from_secs(seconds),
-                None,
-            ),
-            |_, _, _| {},
-        )
-        .unwrap();
-        let after = s.report();
-        drop(s);
-        let served = run.rec.established;
-        let rate = served as f64 / run.active.as_secs_f64();
-        let cpu_us = (after.cpu - before.cpu).as_secs_f64() * 1e6 / served.max(1) as f64;
+    for (i, kind) in KINDS.into_iter().enumerate() {
+        let rate = median(samples[i].0.clone());
+        let cpu_us = median(samples[i].1.clone());
         // Phase 2: a fixed 10k/s for time to first byte and dispatch latency.
-        std::thread::sleep(Duration::from_millis(300));
         let mut s = ChildServer::start(kind, cpus);
         let run2 = engine::run(
             &plan(
