@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub accept_backoff: Option<BackoffConfig>,
     /// Write the probe header (default false).
     pub probe: Option<bool>,
+    /// Run acceptor and worker threads under SCHED_BATCH (default false).
+    pub sched_batch: Option<bool>,
     /// Accept-queue sampling interval ("10ms"; default off).
     #[serde(with = "humantime_serde")]
     pub queue_sampling: Option<Duration>,
@@ -187,7 +189,8 @@ impl ServerConfig {
             fd_exhaustion_policy,
             accept_batch,
             probe,
-            queue_sampling
+            queue_sampling,
+            sched_batch
         );
         if let Some(k) = &self.keepalive {
             b = b.keepalive(Keepalive {

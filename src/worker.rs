@@ -116,12 +116,20 @@ impl Drop for AbortGuard<'_> {
     }
 }
 
+/// Puts the calling thread under `SCHED_BATCH`, or says why not.
+pub(crate) fn enter_sched_batch() {
+    if let Err(e) = crate::sys::set_sched_batch() {
+        tracing::warn!(target: "synack::worker", error = %e, "cannot run this thread under SCHED_BATCH");
+    }
+}
+
 /// Starts worker `index`.
 pub(crate) fn spawn<H, Fut>(
     index: usize,
     shared: Arc<Shared>,
     handler: Arc<H>,
     opts: Arc<ListenOptions>,
+    sched_batch: bool,
 ) -> Result<WorkerHandle, Error>
 where
     H: Fn(Connection) -> Fut + Send + Sync + 'static,
@@ -148,7 +156,12 @@ where
     };
     let thread = std::thread::Builder::new()
         .name(format!("synack-worker-{index}"))
-        .spawn(move || run(rt, rx, ctx))
+        .spawn(move || {
+            if sched_batch {
+                enter_sched_batch();
+            }
+            run(rt, rx, ctx)
+        })
         .map_err(|source| Error::Start {
             what: format!("worker thread {index}"),
             source,

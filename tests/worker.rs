@@ -138,3 +138,25 @@ fn handler_errors_are_counted_and_futures_need_not_be_send() {
     wait_for("four handlers done", || server.stats().completed == 4);
     assert_eq!(server.stats().handler_errors, 2);
 }
+
+#[test]
+fn sched_batch_puts_the_workers_under_sched_batch() {
+    // Field 41 of /proc/thread-self/stat is the scheduling policy (3 = SCHED_BATCH).
+    fn policy() -> String {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_comm = stat.rsplit_once(')').unwrap().1;
+        after_comm.split_whitespace().nth(38).unwrap().to_string()
+    }
+    for (on, want) in [(true, "3"), (false, "0")] {
+        let server = Server::builder()
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .workers(1)
+            .sched_batch(on)
+            .serve(|mut conn: synack::Connection| async move {
+                conn.write_all(policy().as_bytes()).await
+            })
+            .unwrap();
+        assert_eq!(fetch(server.local_addr()), want);
+    }
+}

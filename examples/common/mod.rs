@@ -33,6 +33,9 @@ pub struct ServerFlags {
     /// SO_REUSEPORT: with several acceptors, one socket each.
     #[arg(long)]
     pub reuse_port: bool,
+    /// Run acceptor and worker threads under SCHED_BATCH (fewer context switches).
+    #[arg(long)]
+    pub sched_batch: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (built with --features prometheus);
     /// `--metrics` alone binds 127.0.0.1:9090.
     #[cfg(feature = "prometheus")]
@@ -76,6 +79,9 @@ impl ServerFlags {
         }
         if self.reuse_port {
             b = b.reuse_port(true);
+        }
+        if self.sched_batch {
+            b = b.sched_batch(true);
         }
         for a in &self.addrs {
             b = b.bind(a.as_str())?;

@@ -19,7 +19,7 @@ use synack_load::engine;
 use synack_load::plan::{CloseMode, Load, Plan};
 
 const PAYLOAD: &[u8] = b"8 bytes\n";
-const KINDS: [&str; 3] = ["floor", "synack", "tokio"];
+const KINDS: [&str; 4] = ["floor", "synack", "synack-batch", "tokio"];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -59,6 +59,11 @@ fn child(kind: &str, cpu: Option<usize>) {
         Some(k) => (k, true),
         None => (kind, false),
     };
+    // "synack-batch": the same server with sched_batch(true).
+    let (kind, batch) = match kind {
+        "synack-batch" => ("synack", true),
+        k => (k, false),
+    };
     let stats: Box<dyn Fn() -> String> = match kind {
         "floor" => {
             let addr = floor_server();
@@ -73,6 +78,7 @@ fn child(kind: &str, cpu: Option<usize>) {
                 .workers(1)
                 .acceptors(1)
                 .max_connections(100_000)
+                .sched_batch(batch)
                 .serve(move |mut c: synack::Connection| async move {
                     tokio::io::AsyncWriteExt::write_all(&mut c, PAYLOAD).await?;
                     if hold {

@@ -70,3 +70,7 @@ pub(super) fn pin_to_cpu(_cpu: usize) -> io::Result<()> {
 pub(super) fn resident_bytes() -> Option<u64> {
     None
 }
+
+pub(super) fn set_sched_batch() -> io::Result<()> {
+    Err(unsupported("SCHED_BATCH"))
+}
