@@ -362,7 +362,7 @@ fn parent(memory: bool, seconds: u64, runs: usize) {
     }
     let floor = rows[0].2;
     println!(
-        "{:<8} {:>9} {:>12} {:>9} {:>16} {:>16} {:>12}",
+        "{:<13} {:>9} {:>12} {:>9} {:>16} {:>16} {:>12}",
         "server",
         "conn/s",
         "CPU us/conn",
@@ -373,7 +373,7 @@ fn parent(memory: bool, seconds: u64, runs: usize) {
     );
     for (kind, rate, cpu, dispatch, fb50, fb99, lag) in &rows {
         println!(
-            "{:<8} {:>9.0} {:>12.1} {:>8.2}x {:>16} {:>16} {:>12}",
+            "{:<13} {:>9.0} {:>12.1} {:>8.2}x {:>16} {:>16} {:>12}",
             kind,
             rate,
             cpu,
