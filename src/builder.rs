@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::limit::{Limit, OverloadPolicy};
 use crate::listener::{self, Keepalive, ListenOptions, Listener};
 use crate::probe::MonoClock;
-use crate::sampler::{QueueGauge, Sampler};
+use crate::sampler::{self, QueueGauge};
 use crate::server::{AcceptorHandle, Server, Shared};
 use crate::stats::AcceptorStats;
 use crate::worker::{self, HandlerOutput, WorkerShared};
@@ -433,7 +433,7 @@ impl ServerBuilder {
         if let Some(interval) = self.queue_sampling {
             let socks = listeners.iter().map(|l| l.sock.clone()).collect();
             let sampler =
-                Sampler::spawn(socks, gauges, interval, Instant::now()).map_err(|source| {
+                sampler::spawn(socks, gauges, interval, Instant::now()).map_err(|source| {
                     Error::Start {
                         what: "the queue sampler thread".into(),
                         source,

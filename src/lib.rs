@@ -47,6 +47,7 @@ pub mod limit;
 pub mod listener;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod periodic;
 pub mod probe;
 mod sampler;
 mod server;

@@ -24,13 +24,12 @@
 //! | `synack_dispatch_latency_seconds` | histogram | | `accept()` to handler start |
 
 use std::sync::Arc;
-use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socket2::Socket;
 
 use crate::listener::ListenerInfo;
+use crate::periodic::Periodic;
 use crate::server::Shared;
 use crate::stats::{AcceptErrorKind, Stats};
 use crate::sys;
@@ -38,11 +37,12 @@ use crate::sys;
 /// The dispatch-latency histogram's name.
 pub const DISPATCH_LATENCY: &str = "synack_dispatch_latency_seconds";
 
-/// The publisher thread.
+/// The publisher thread; it publishes once more when stopped.
 #[derive(Debug)]
 pub(crate) struct Publisher {
-    stop: Sender<()>,
-    thread: Option<JoinHandle<()>>,
+    periodic: Periodic,
+    shared: Arc<Shared>,
+    listeners: Arc<[(ListenerInfo, Arc<Socket>)]>,
 }
 
 impl Publisher {
@@ -51,36 +51,20 @@ impl Publisher {
         listeners: Vec<(ListenerInfo, Arc<Socket>)>,
         interval: Duration,
     ) -> std::io::Result<Self> {
-        let (stop, rx) = channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("synack-metrics".into())
-            .spawn(move || {
-                loop {
-                    publish(&shared, &listeners);
-                    match rx.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        _ => break,
-                    }
-                }
-                publish(&shared, &listeners);
-            })?;
+        let listeners: Arc<[_]> = listeners.into();
+        publish(&shared, &listeners);
+        let (s, l) = (shared.clone(), listeners.clone());
+        let periodic = Periodic::spawn("synack-metrics", interval, move || publish(&s, &l))?;
         Ok(Publisher {
-            stop,
-            thread: Some(thread),
+            periodic,
+            shared,
+            listeners,
         })
     }
 
     pub fn stop(&mut self) {
-        let _ = self.stop.send(());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.stop();
+        self.periodic.stop();
+        publish(&self.shared, &self.listeners);
     }
 }
 

@@ -3,13 +3,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
+use crate::periodic::Periodic;
 use crate::sys;
 
 /// The most samples kept per listener (the oldest are dropped first).
@@ -36,65 +35,36 @@ pub(crate) struct QueueGauge {
 }
 
 /// The running sampler thread.
-#[derive(Debug)]
-pub(crate) struct Sampler {
-    stop: Sender<()>,
-    thread: Option<JoinHandle<()>>,
-}
+pub(crate) type Sampler = Periodic;
 
-impl Sampler {
-    /// Starts sampling `sockets` into `gauges` (same order) every `interval`.
-    pub fn spawn(
-        sockets: Vec<Arc<Socket>>,
-        gauges: Arc<[QueueGauge]>,
-        interval: Duration,
-        start: Instant,
-    ) -> std::io::Result<Self> {
-        let (stop, rx) = channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("synack-sampler".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
-                    let now = Instant::now();
-                    for (sock, g) in sockets.iter().zip(gauges.iter()) {
-                        let Ok(Some(q)) = sys::listen_queue(&**sock) else {
-                            continue;
-                        };
-                        g.samples.fetch_add(1, Relaxed);
-                        g.peak.fetch_max(q.len, Relaxed);
-                        if q.len >= q.max {
-                            g.full_ns.fetch_add(interval.as_nanos() as u64, Relaxed);
-                        }
-                        if let Ok(mut s) = g.series.lock() {
-                            if s.len() == MAX_SAMPLES {
-                                s.pop_front();
-                            }
-                            s.push_back(QueueSample {
-                                at: now.saturating_duration_since(start),
-                                len: q.len,
-                                max: q.max,
-                            });
-                        }
-                    }
+/// Starts sampling `sockets` into `gauges` (same order) every `interval`.
+pub(crate) fn spawn(
+    sockets: Vec<Arc<Socket>>,
+    gauges: Arc<[QueueGauge]>,
+    interval: Duration,
+    start: Instant,
+) -> std::io::Result<Sampler> {
+    Periodic::spawn("synack-sampler", interval, move || {
+        let now = Instant::now();
+        for (sock, g) in sockets.iter().zip(gauges.iter()) {
+            let Ok(Some(q)) = sys::listen_queue(&**sock) else {
+                continue;
+            };
+            g.samples.fetch_add(1, Relaxed);
+            g.peak.fetch_max(q.len, Relaxed);
+            if q.len >= q.max {
+                g.full_ns.fetch_add(interval.as_nanos() as u64, Relaxed);
+            }
+            if let Ok(mut s) = g.series.lock() {
+                if s.len() == MAX_SAMPLES {
+                    s.pop_front();
                 }
-            })?;
-        Ok(Sampler {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the thread and waits for it.
-    pub fn stop(&mut self) {
-        let _ = self.stop.send(());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+                s.push_back(QueueSample {
+                    at: now.saturating_duration_since(start),
+                    len: q.len,
+                    max: q.max,
+                });
+            }
         }
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    })
 }

@@ -13,8 +13,4 @@ pub mod record;
 pub mod report;
 pub mod sweep;
 pub mod tune;
-#[cfg(target_os = "linux")]
-pub mod watch;
-#[cfg(not(target_os = "linux"))]
-#[path = "watch_other.rs"]
 pub mod watch;

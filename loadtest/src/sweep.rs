@@ -14,7 +14,7 @@ use crate::flood::{self, Output};
 use crate::plan::{Load, Plan};
 use crate::report::charts::{self, Series};
 use crate::report::html::{self, Page};
-use crate::report::{FloodReport, Percentiles};
+use crate::report::{FloodReport, Percentiles, fmt_rate as rate};
 
 /// The sweep JSON schema identifier.
 pub const SCHEMA: &str = "synack-load/sweep/1";
@@ -210,14 +210,6 @@ impl SweepReport {
             last_good_rate: last_good,
             steps,
         }
-    }
-}
-
-fn rate(r: f64) -> String {
-    if r >= 1000.0 {
-        format!("{:.1}k/s", r / 1000.0)
-    } else {
-        format!("{r:.0}/s")
     }
 }
 

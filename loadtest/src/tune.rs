@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use crate::cli::{ConnArgs, ServiceDist, TuneArgs};
 use crate::plan::{CloseMode, Load, Plan};
 use crate::report::charts::{self, Series};
+use crate::report::fmt_rate as rate;
 use crate::report::html::{self, Page};
 use crate::sweep::{self, Step};
 
@@ -125,14 +126,6 @@ impl ServiceClock {
     pub fn mean(&self) -> Option<Duration> {
         let n = self.count.load(Relaxed);
         (n > 0).then(|| Duration::from_nanos(self.total_ns.load(Relaxed) / n))
-    }
-}
-
-fn rate(r: f64) -> String {
-    if r >= 1000.0 {
-        format!("{:.1}k/s", r / 1000.0)
-    } else {
-        format!("{r:.0}/s")
     }
 }
 

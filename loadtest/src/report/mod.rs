@@ -162,6 +162,15 @@ pub struct FloodReport {
     pub notes: Vec<String>,
 }
 
+/// A rate per second, short: `850/s`, `2.5k/s`.
+pub fn fmt_rate(r: f64) -> String {
+    if r >= 1000.0 {
+        format!("{:.1}k/s", r / 1000.0)
+    } else {
+        format!("{r:.0}/s")
+    }
+}
+
 /// A histogram as log-spaced `(upper bound, count)` buckets, empty buckets left out.
 pub fn log_buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
     if h.is_empty() {

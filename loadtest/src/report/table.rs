@@ -2,16 +2,8 @@
 
 use std::fmt::Write;
 
-use super::FloodReport;
+use super::{FloodReport, fmt_rate as rate};
 use crate::outcome::Outcome;
-
-fn rate(r: f64) -> String {
-    if r >= 10_000.0 {
-        format!("{:.1}k/s", r / 1000.0)
-    } else {
-        format!("{r:.0}/s")
-    }
-}
 
 /// Renders a report as the table printed at the end of a flood.
 pub fn render(r: &FloodReport) -> String {
