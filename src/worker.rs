@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -15,7 +16,6 @@ use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::connection::{ConnInfo, Connection};
@@ -102,16 +102,23 @@ struct Ctx<H> {
     dispatch_hist: Option<metrics::Histogram>,
 }
 
-/// Counts a handler as aborted unless it ran to the end.
-struct AbortGuard<'a> {
-    stats: &'a WorkerStats,
+/// Counts a handler as aborted unless it ran to the end. It is made before the task is
+/// spawned, so a task cancelled before its first poll counts too.
+struct AbortGuard<H> {
+    ctx: Rc<Ctx<H>>,
     done: bool,
 }
 
-impl Drop for AbortGuard<'_> {
+impl<H> AbortGuard<H> {
+    fn stats(&self) -> &WorkerStats {
+        &self.ctx.shared.workers[self.ctx.index].stats
+    }
+}
+
+impl<H> Drop for AbortGuard<H> {
     fn drop(&mut self) {
         if !self.done {
-            self.stats.aborted.fetch_add(1, Relaxed);
+            self.stats().aborted.fetch_add(1, Relaxed);
         }
     }
 }
@@ -204,14 +211,16 @@ where
     tracing::debug!(target: "synack::worker", worker = ctx.index, "worker stopped");
 }
 
-async fn serve_one<H, Fut>(acc: Accepted, ctx: Rc<Ctx<H>>)
+/// Sets a connection up and starts its handler. The setup is synchronous, so that nothing of
+/// it (the accepted-socket record, the addresses) lives on in the task's state: the task holds
+/// the handler's future, the span and a few pointers.
+fn serve_one<H, Fut>(acc: Accepted, ctx: Rc<Ctx<H>>) -> impl Future<Output = ()> + 'static
 where
     H: Fn(Connection) -> Fut + Send + Sync + 'static,
     Fut: Future + 'static,
     Fut::Output: HandlerOutput,
 {
     let stats = &ctx.shared.workers[ctx.index].stats;
-    let mut guard = AbortGuard { stats, done: false };
     listener::configure_accepted(&acc.stream, &ctx.opts);
     let local_addr = match acc.local {
         Some(a) => a,
@@ -238,52 +247,90 @@ where
     let span = tracing::debug_span!(target: "synack::conn", "conn", id = info.id,
         peer = %info.peer_addr, listener = info.listener, worker = info.worker);
     tracing::debug!(target: "synack::conn", parent: &span, "connection dispatched");
-    let mut conn = Connection::new(acc.stream, info, acc.slot);
     if let Some(clock) = ctx.shared.probe {
         let header = ProbeHeader {
             accept_ns: clock.ns(acc.accepted_at),
             dispatch_ns: clock.ns(dispatched_at),
         };
-        if let Err(e) = conn.write_all(&header.encode()).await {
+        // 24 bytes into a fresh socket's empty send buffer: written at once.
+        if let Err(e) = (&acc.stream).write_all(&header.encode()) {
             tracing::debug!(target: "synack::conn", parent: &span, error = %e, "cannot write the probe header");
         }
     }
-    let outcome = match span
-        .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(conn))))
-    {
-        Ok(fut) => {
-            let mut fut = std::pin::pin!(fut);
-            std::future::poll_fn(|cx| {
-                let _entered = span.enter();
-                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-                    Ok(Poll::Pending) => Poll::Pending,
-                    Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-                    Err(panic) => Poll::Ready(Err(panic)),
-                }
-            })
-            .await
-        }
-        Err(panic) => Err(panic),
+    let conn = Connection::new(acc.stream, info, acc.slot);
+    let started =
+        span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(conn))));
+    let guard = AbortGuard { ctx, done: false };
+    let (fut, early_panic) = match started {
+        Ok(f) => (Some(f), None),
+        Err(p) => (None, Some(p)),
     };
-    match outcome {
-        Ok(out) => {
-            if let Some(e) = out.error() {
-                stats.handler_errors.fetch_add(1, Relaxed);
-                tracing::debug!(target: "synack::conn", parent: &span, error = %e, "handler returned an error");
+    Supervised {
+        fut,
+        early_panic,
+        span,
+        guard,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A handler's future run to its end, its panics caught and how it ended counted. A plain
+    /// struct rather than an `async fn`, so the handler's future is stored once in the task.
+    struct Supervised<H, Fut> {
+        #[pin]
+        fut: Option<Fut>,
+        early_panic: Option<Box<dyn std::any::Any + Send>>,
+        span: tracing::Span,
+        guard: AbortGuard<H>,
+    }
+}
+
+impl<H, Fut> Future for Supervised<H, Fut>
+where
+    Fut: Future,
+    Fut::Output: HandlerOutput,
+{
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let outcome = match this.fut.as_pin_mut() {
+            Some(fut) => {
+                let _entered = this.span.enter();
+                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(out)) => Ok(out),
+                    Err(panic) => Err(panic),
+                }
+            }
+            None => Err(this
+                .early_panic
+                .take()
+                .unwrap_or_else(|| Box::new("handler polled after it ended"))),
+        };
+        let span = &*this.span;
+        let stats = this.guard.stats();
+        match outcome {
+            Ok(out) => {
+                if let Some(e) = out.error() {
+                    stats.handler_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(target: "synack::conn", parent: span, error = %e, "handler returned an error");
+                }
+            }
+            Err(panic) => {
+                stats.panics.fetch_add(1, Relaxed);
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                tracing::warn!(target: "synack::conn", parent: span, panic = %msg,
+                    "handler panicked; connection closed, worker continues");
             }
         }
-        Err(panic) => {
-            stats.panics.fetch_add(1, Relaxed);
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            tracing::warn!(target: "synack::conn", parent: &span, panic = %msg,
-                "handler panicked; connection closed, worker continues");
-        }
+        tracing::debug!(target: "synack::conn", parent: span, "connection done");
+        stats.completed.fetch_add(1, Relaxed);
+        this.guard.done = true;
+        Poll::Ready(())
     }
-    tracing::debug!(target: "synack::conn", parent: &span, "connection done");
-    stats.completed.fetch_add(1, Relaxed);
-    guard.done = true;
 }
