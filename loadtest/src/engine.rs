@@ -488,49 +488,40 @@ impl<'a> Thread<'a> {
         self.advance(slot);
     }
 
-    /// Moves an established attempt to its next phase (send, read, hold) or ends it.
+    /// Moves an established attempt to its next phase (send, read, hold) or ends it. Each
+    /// phase is entered once, with its own deadline.
     fn advance(&mut self, slot: usize) {
         let now = Instant::now();
         let plan = self.plan;
         let Some(a) = self.slots[slot].as_mut() else {
             return;
         };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&a.sock);
-        let seq = a.seq;
-        if a.sent < plan.send {
-            if a.phase != Phase::Sending {
-                a.phase = Phase::Sending;
-                self.timers.push(Reverse((
-                    now + plan.read_timeout,
-                    slot,
-                    seq,
-                    Phase::Sending,
-                )));
-            }
-            return self.send(slot);
-        }
-        if (plan.read.is_some() || plan.probe) && !a.read_done {
-            if a.phase != Phase::Reading {
-                a.phase = Phase::Reading;
-                self.timers.push(Reverse((
-                    now + plan.read_timeout,
-                    slot,
-                    seq,
-                    Phase::Reading,
-                )));
-            }
-            return self.read(slot);
-        }
-        if let Some(hold) = plan.hold
-            && a.phase != Phase::Holding
-        {
-            a.phase = Phase::Holding;
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        let next = if a.sent < plan.send {
+            Some((Phase::Sending, plan.read_timeout))
+        } else if (plan.read.is_some() || plan.probe) && !a.read_done {
+            Some((Phase::Reading, plan.read_timeout))
+        } else {
+            plan.hold
+                .filter(|_| a.phase != Phase::Holding)
+                .map(|h| (Phase::Holding, h))
+        };
+        let Some((phase, within)) = next else {
+            return self.finish(slot, Outcome::Ok, None);
+        };
+        if a.phase != phase {
+            a.phase = phase;
             self.timers
-                .push(Reverse((now + hold, slot, seq, Phase::Holding)));
-            return;
+                .push(Reverse((now + within, slot, a.seq, phase)));
+            if phase == Phase::Holding {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&a.sock);
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
         }
-        self.finish(slot, Outcome::Ok, None);
+        match phase {
+            Phase::Sending => self.send(slot),
+            Phase::Reading => self.read(slot),
+            Phase::Holding | Phase::Connecting => {}
+        }
     }
 
     fn send(&mut self, slot: usize) {
