@@ -75,8 +75,8 @@ enum Io {
     Raw(std::net::TcpStream),
     /// Registered.
     Tokio(TcpStream),
-    /// Only while moving between the two.
-    Moving,
+    /// The registration failed and took the socket with it.
+    Closed,
 }
 
 impl Connection {
@@ -110,12 +110,13 @@ impl Connection {
         Closing(self._slot.shared().closing.subscribe())
     }
 
-    /// The socket, to read or set options (`SockRef::from` on it gives socket2's API).
-    pub fn sock_ref(&self) -> SockRef<'_> {
+    /// The socket, to read or set options through socket2's API; `None` only after the
+    /// socket could not be registered with the worker's reactor (it is closed then).
+    pub fn sock_ref(&self) -> Option<SockRef<'_>> {
         match &self.io {
-            Io::Raw(s) => SockRef::from(s),
-            Io::Tokio(s) => SockRef::from(s),
-            Io::Moving => unreachable!("a connection is never left between states"),
+            Io::Raw(s) => Some(SockRef::from(s)),
+            Io::Tokio(s) => Some(SockRef::from(s)),
+            Io::Closed => None,
         }
     }
 
@@ -125,28 +126,22 @@ impl Connection {
         self.register()?;
         match &mut self.io {
             Io::Tokio(s) => Ok(s),
-            _ => unreachable!("registered just above"),
+            _ => Err(closed()),
         }
     }
 
+    /// Registers a raw socket with the worker's reactor (a no-op once registered). If that
+    /// fails, tokio has consumed the socket and the connection stays closed.
     fn register(&mut self) -> io::Result<()> {
-        if let Io::Raw(_) = self.io {
-            let Io::Raw(std) = std::mem::replace(&mut self.io, Io::Moving) else {
-                unreachable!("matched just above")
-            };
-            match TcpStream::from_std(std) {
-                Ok(t) => self.io = Io::Tokio(t),
-                Err(e) => {
-                    // from_std consumed the socket: the connection is unusable.
-                    return Err(e);
-                }
-            }
+        match std::mem::replace(&mut self.io, Io::Closed) {
+            Io::Raw(std) => self.io = Io::Tokio(TcpStream::from_std(std)?),
+            other => self.io = other,
         }
         Ok(())
     }
 }
 
-fn moving() -> io::Error {
+fn closed() -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
         "the connection could not be registered with the worker's reactor",
@@ -174,7 +169,7 @@ impl AsyncRead for Connection {
         }
         match &mut this.io {
             Io::Tokio(t) => Pin::new(t).poll_read(cx, buf),
-            _ => Poll::Ready(Err(moving())),
+            _ => Poll::Ready(Err(closed())),
         }
     }
 }
@@ -197,7 +192,7 @@ impl AsyncWrite for Connection {
         }
         match &mut this.io {
             Io::Tokio(t) => Pin::new(t).poll_write(cx, buf),
-            _ => Poll::Ready(Err(moving())),
+            _ => Poll::Ready(Err(closed())),
         }
     }
 
@@ -212,7 +207,7 @@ impl AsyncWrite for Connection {
         match &mut self.get_mut().io {
             Io::Raw(s) => Poll::Ready(s.shutdown(std::net::Shutdown::Write)),
             Io::Tokio(t) => Pin::new(t).poll_shutdown(cx),
-            Io::Moving => Poll::Ready(Err(moving())),
+            Io::Closed => Poll::Ready(Err(closed())),
         }
     }
 
@@ -233,7 +228,7 @@ impl AsyncWrite for Connection {
         }
         match &mut this.io {
             Io::Tokio(t) => Pin::new(t).poll_write_vectored(cx, bufs),
-            _ => Poll::Ready(Err(moving())),
+            _ => Poll::Ready(Err(closed())),
         }
     }
 

@@ -157,7 +157,7 @@ fn connection_options_reach_accepted_sockets() {
         .recv_buffer_size(256 * 1024)
         .workers(1)
         .serve(|mut conn: synack::Connection| async move {
-            let s = conn.sock_ref();
+            let s = conn.sock_ref().expect("an open socket");
             let line = format!(
                 "nodelay={} keepalive={} idle={} rcvbuf={}",
                 s.tcp_nodelay()?,
@@ -183,7 +183,7 @@ fn connection_options_reach_accepted_sockets() {
         .nodelay(false)
         .workers(1)
         .serve(|mut conn: synack::Connection| async move {
-            let nd = conn.sock_ref().tcp_nodelay()?;
+            let nd = conn.sock_ref().expect("an open socket").tcp_nodelay()?;
             conn.write_all(format!("nodelay={nd}").as_bytes()).await
         })
         .unwrap();
