@@ -19,7 +19,10 @@ use synack_load::engine;
 use synack_load::plan::{CloseMode, Load, Plan};
 
 const PAYLOAD: &[u8] = b"8 bytes\n";
-const KINDS: [&str; 4] = ["floor", "synack", "synack-batch", "tokio"];
+#[cfg(not(feature = "actix"))]
+const KINDS: &[&str] = &["floor", "synack", "synack-batch", "tokio"];
+#[cfg(feature = "actix")]
+const KINDS: &[&str] = &["floor", "synack", "synack-batch", "tokio", "actix"];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -100,6 +103,12 @@ fn child(kind: &str, cpu: Option<usize>) {
         }
         "tokio" => {
             let addr = tokio_server(hold);
+            writeln!(out, "READY {addr}").unwrap();
+            Box::new(|| "-".into())
+        }
+        #[cfg(feature = "actix")]
+        "actix" => {
+            let addr = actix_server();
             writeln!(out, "READY {addr}").unwrap();
             Box::new(|| "-".into())
         }
@@ -184,6 +193,29 @@ fn tokio_server(hold: bool) -> SocketAddr {
         });
     });
     rx.recv().unwrap()
+}
+
+/// actix-server 2 with one worker: a service per connection writing the payload.
+#[cfg(feature = "actix")]
+fn actix_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            actix_server::Server::build()
+                .listen("greeting", listener, || {
+                    actix_service::fn_service(|mut s: actix_rt::net::TcpStream| async move {
+                        tokio::io::AsyncWriteExt::write_all(&mut s, PAYLOAD).await
+                    })
+                })
+                .unwrap()
+                .workers(1)
+                .run()
+                .await
+                .unwrap();
+        });
+    });
+    addr
 }
 
 // ---------------------------------------------------------------- the generator (parent side)
@@ -327,7 +359,7 @@ fn parent(memory: bool, seconds: u64, runs: usize) {
         }
     }
     let mut rows = Vec::new();
-    for (i, kind) in KINDS.into_iter().enumerate() {
+    for (i, kind) in KINDS.iter().copied().enumerate() {
         let rate = median(samples[i].0.clone());
         let cpu_us = median(samples[i].1.clone());
         // Phase 2: a fixed 10k/s for time to first byte and dispatch latency.
