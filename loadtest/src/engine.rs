@@ -280,7 +280,7 @@ impl<'a> Thread<'a> {
             if now >= end_issuing {
                 self.issuing = false;
             }
-            let next_start = self.issue(now);
+            let mut next_start = self.issue(now);
             self.expire_timers(now);
             if !self.issuing && self.live == 0 {
                 break;
@@ -317,6 +317,13 @@ impl<'a> Thread<'a> {
             }
             for ev in events.iter() {
                 self.on_event(ev.token().0, ev.is_error());
+                // Open loop: a start that falls due while a long batch of events is handled
+                // goes out now, not after the batch.
+                if matches!(self.plan.load, Load::Open { .. })
+                    && next_start.is_some_and(|t| Instant::now() >= t)
+                {
+                    next_start = self.issue(Instant::now());
+                }
             }
         }
         self.flush_interval();
