@@ -237,9 +237,8 @@ impl Acceptor {
             {
                 return self.exit();
             }
-            if self.at_limit && !self.try_unpark() {
-                // Stays parked: the next slot freed wakes us.
-            } else if self.at_limit {
+            // At the limit: park (the next slot freed wakes us), unless a slot freed meanwhile.
+            if self.at_limit && self.try_unpark() {
                 continue;
             }
             let more = !self.at_limit
