@@ -38,6 +38,8 @@ pub struct BacklogResult {
     pub p99_at_max_clean_us: Option<u64>,
     /// The deepest accept queue seen at that rate.
     pub peak_queue_at_max_clean: Option<u32>,
+    /// The deepest accept queue seen at the target rate (the first step at or above it).
+    pub peak_queue_at_target: Option<u32>,
     /// What clients saw past it, in words.
     pub past_it: Option<String>,
 }
@@ -101,8 +103,10 @@ pub fn start_server(
             let served = served.clone();
             async move {
                 let t = std::time::Instant::now();
-                tokio::time::sleep(service_time(mean, dist)).await;
-                served.add(t.elapsed());
+                let want = service_time(mean, dist);
+                // Sleep short by the timer's usual overshoot, so the mean comes out as asked.
+                tokio::time::sleep(want.saturating_sub(served.overshoot())).await;
+                served.add(want, t.elapsed());
                 conn.write_all(b"ok\n").await
             }
         })
@@ -114,12 +118,24 @@ pub fn start_server(
 pub struct ServiceClock {
     total_ns: AtomicU64,
     count: AtomicU64,
+    /// Running mean of (slept - asked), ns: what the timer adds to a sleep.
+    overshoot_ns: AtomicU64,
 }
 
 impl ServiceClock {
-    fn add(&self, d: Duration) {
-        self.total_ns.fetch_add(d.as_nanos() as u64, Relaxed);
+    fn overshoot(&self) -> Duration {
+        Duration::from_nanos(self.overshoot_ns.load(Relaxed))
+    }
+
+    fn add(&self, asked: Duration, took: Duration) {
+        self.total_ns.fetch_add(took.as_nanos() as u64, Relaxed);
         self.count.fetch_add(1, Relaxed);
+        // An exponential moving average (1/64) of how far past the asked time sleeps end,
+        // counted from what was really slept.
+        let slept = asked.saturating_sub(self.overshoot());
+        let over = took.saturating_sub(slept).as_nanos() as u64;
+        let old = self.overshoot_ns.load(Relaxed);
+        self.overshoot_ns.store(old - old / 64 + over / 64, Relaxed);
     }
 
     /// The mean service time so far.
@@ -242,6 +258,10 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
             max_clean_rate: clean.map(|s| s.rate),
             p99_at_max_clean_us: clean.map(|s| s.connect.p99),
             peak_queue_at_max_clean: clean.and_then(|s| s.peak_queue),
+            peak_queue_at_target: steps
+                .iter()
+                .find(|s| s.rate >= target_rate * 0.999)
+                .and_then(|s| s.peak_queue),
             past_it: past,
             steps,
         });
@@ -305,7 +325,7 @@ fn reasoning(
         (Some(m), Some(_)) if !m.is_zero() => {
             let c = slots as f64 / m.as_secs_f64();
             out.push(format!(
-                "the handler's service time measured {:.2} ms on average (timers round sleeps up): capacity ~{}.",
+                "the handler's service time measured {:.2} ms on average (its sleeps are shortened by the timer's measured overshoot): capacity ~{}.",
                 m.as_secs_f64() * 1e3,
                 rate(c)
             ));
@@ -322,13 +342,13 @@ fn reasoning(
         results
             .iter()
             .find(|r| r.backlog == b)
-            .and_then(|r| r.peak_queue_at_max_clean)
+            .and_then(|r| r.peak_queue_at_target)
     };
     match recommended {
         Some(b) => out.push(format!(
             "recommended backlog: {b}, the smallest tried with zero drops at {} plus bursts of {burst} \
              and its deepest queue within {:.0}% headroom. Queue needed ~ arrival rate x longest accept stall + burst \
-             = {:.0}/s x {:.2} ms + {burst} ~ {needed:.0} (deepest queue measured: {}).",
+             = {:.0}/s x {:.2} ms + {burst} ~ {needed:.0} (deepest queue measured there: {}).",
             rate(target),
             headroom * 100.0,
             target,
