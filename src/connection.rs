@@ -148,6 +148,36 @@ fn closed() -> io::Error {
     )
 }
 
+impl Connection {
+    /// Tries `op` straight on a raw (unregistered) socket. `Some` when it completed (or failed
+    /// for good); `None` when the socket is registered (now, because `op` would block, or
+    /// before) and the caller must go through tokio.
+    fn optimistic<T>(
+        &mut self,
+        op: impl FnOnce(&mut std::net::TcpStream) -> io::Result<T>,
+    ) -> Option<io::Result<T>> {
+        let Io::Raw(s) = &mut self.io else {
+            return None;
+        };
+        match op(s) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            done => return Some(done),
+        }
+        self.register().err().map(Err)
+    }
+
+    fn registered(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+        match &mut self.io {
+            Io::Tokio(t) => Ok(Pin::new(t)),
+            _ => Err(closed()),
+        }
+    }
+}
+
 impl AsyncRead for Connection {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -155,22 +185,10 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Io::Raw(s) = &mut this.io {
-            match s.read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-            this.register()?;
+        if let Some(done) = this.optimistic(|s| s.read(buf.initialize_unfilled())) {
+            return Poll::Ready(done.map(|n| buf.advance(n)));
         }
-        match &mut this.io {
-            Io::Tokio(t) => Pin::new(t).poll_read(cx, buf),
-            _ => Poll::Ready(Err(closed())),
-        }
+        this.registered()?.poll_read(cx, buf)
     }
 }
 
@@ -181,19 +199,10 @@ impl AsyncWrite for Connection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Io::Raw(s) = &mut this.io {
-            match s.write(buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-            this.register()?;
+        if let Some(done) = this.optimistic(|s| s.write(buf)) {
+            return Poll::Ready(done);
         }
-        match &mut this.io {
-            Io::Tokio(t) => Pin::new(t).poll_write(cx, buf),
-            _ => Poll::Ready(Err(closed())),
-        }
+        this.registered()?.poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -217,19 +226,10 @@ impl AsyncWrite for Connection {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Io::Raw(s) = &mut this.io {
-            match s.write_vectored(bufs) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-            this.register()?;
+        if let Some(done) = this.optimistic(|s| s.write_vectored(bufs)) {
+            return Poll::Ready(done);
         }
-        match &mut this.io {
-            Io::Tokio(t) => Pin::new(t).poll_write_vectored(cx, bufs),
-            _ => Poll::Ready(Err(closed())),
-        }
+        this.registered()?.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
