@@ -31,7 +31,7 @@ use socket2::Socket;
 use crate::listener::ListenerInfo;
 use crate::periodic::Periodic;
 use crate::server::Shared;
-use crate::stats::{AcceptErrorKind, Stats};
+use crate::stats::AcceptErrorKind;
 use crate::sys;
 
 /// The dispatch-latency histogram's name.
@@ -69,14 +69,7 @@ impl Publisher {
 }
 
 fn publish(shared: &Shared, listeners: &[(ListenerInfo, Arc<Socket>)]) {
-    let acceptors: Vec<_> = shared.acceptors.iter().map(|a| &a.stats).collect();
-    let workers: Vec<_> = shared.workers.iter().map(|w| &w.stats).collect();
-    let open = shared
-        .workers
-        .iter()
-        .map(|w| w.open.load(std::sync::atomic::Ordering::Relaxed))
-        .collect();
-    let s = Stats::merge(&acceptors, &workers, open);
+    let s = shared.merged_stats();
     metrics::counter!("synack_connections_accepted_total").absolute(s.accepted);
     metrics::counter!("synack_connections_rejected_total").absolute(s.rejected);
     metrics::counter!("synack_connections_shed_total").absolute(s.shed);

@@ -40,6 +40,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Every acceptor's and worker's counters and histograms merged (no listener view).
+    pub fn merged_stats(&self) -> Stats {
+        let acceptors: Vec<_> = self.acceptors.iter().map(|a| &a.stats).collect();
+        let workers: Vec<_> = self.workers.iter().map(|w| &w.stats).collect();
+        let open = self.workers.iter().map(|w| w.open.load(Relaxed)).collect();
+        Stats::merge(&acceptors, &workers, open)
+    }
+
     /// A connection on `worker` ended.
     pub fn release(&self, worker: usize) {
         self.workers[worker].open.fetch_sub(1, Relaxed);
@@ -143,15 +151,7 @@ impl Server {
     /// A snapshot of the statistics, merged from every acceptor and worker, with the kernel's
     /// current view of each listener's accept queue.
     pub fn stats(&self) -> Stats {
-        let acceptors: Vec<_> = self.shared.acceptors.iter().map(|a| &a.stats).collect();
-        let workers: Vec<_> = self.shared.workers.iter().map(|w| &w.stats).collect();
-        let open = self
-            .shared
-            .workers
-            .iter()
-            .map(|w| w.open.load(Relaxed))
-            .collect();
-        let mut s = Stats::merge(&acceptors, &workers, open);
+        let mut s = self.shared.merged_stats();
         s.paused = self.paused.load(Relaxed);
         s.max_connections = self.shared.limit.max();
         s.listeners = self

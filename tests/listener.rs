@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -102,25 +101,11 @@ fn bind_in_use_names_the_address_and_cause() {
     assert!(msg.contains("already in use"), "{msg}");
 }
 
-/// Captures what the library logs on this thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn backlog_above_somaxconn_is_capped_reported_and_warned() {
     let somaxconn = synack::sys::somaxconn().expect("somaxconn is readable on Linux");
     let asked = somaxconn + 1000;
-    let logs = Captured::default();
+    let logs = common::Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
@@ -143,7 +128,7 @@ fn backlog_above_somaxconn_is_capped_reported_and_warned() {
         server.stats().listeners[0].effective_backlog,
         Some(somaxconn)
     );
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("WARN"), "{text}");
     assert!(text.contains("net.core.somaxconn"), "{text}");
 }
@@ -205,7 +190,7 @@ fn defer_accept_and_fastopen_are_set_on_the_listener() {
     assert_eq!(synack::sys::fastopen(&fd).unwrap(), 16);
     // With TCP_DEFER_ACCEPT the connection reaches the handler once the client speaks.
     let mut c = common::connect(server.local_addr());
-    c.write_all(b"x").unwrap();
+    std::io::Write::write_all(&mut c, b"x").unwrap();
     assert_eq!(common::read_n(&mut c, 2), b"hi");
 }
 

@@ -3,29 +3,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::{fetch, wait_for};
 use synack::Server;
 use tokio::io::AsyncWriteExt;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn each_connection_gets_a_debug_span_and_nothing_louder() {
-    let logs = Captured::default();
+    let logs = common::Captured::default();
     let writer = logs.clone();
     tracing_subscriber::fmt()
         .with_env_filter("info,synack=debug")
@@ -43,7 +27,7 @@ fn each_connection_gets_a_debug_span_and_nothing_louder() {
         .unwrap();
     assert_eq!(fetch(server.local_addr()), "hi");
     wait_for("the handler to finish", || server.stats().completed == 1);
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let peer_line = text
         .lines()
         .find(|l| l.contains("connection dispatched"))

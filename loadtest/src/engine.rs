@@ -559,23 +559,21 @@ impl<'a> Thread<'a> {
         };
         if probe && a.header_got < probe::LEN {
             loop {
-                match (&a.sock).read(&mut a.header[a.header_got..]) {
-                    Ok(0) => {
+                match read_some(&a.sock, &mut a.header[a.header_got..]) {
+                    ReadStep::Eof => {
                         self.rec.other("closed before the probe header");
                         self.progress.errors.fetch_add(1, Relaxed);
                         return self.drop_attempt(slot);
                     }
-                    Ok(n) => {
+                    ReadStep::Data(n) => {
                         a.header_got += n;
                         let seen = a.header_got.min(probe::MAGIC.len());
                         if a.header_got == probe::LEN || a.header[..seen] != probe::MAGIC[..seen] {
                             break;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let n = errno(&e);
+                    ReadStep::Wait => return,
+                    ReadStep::Failed(n) => {
                         return self.finish(slot, Outcome::from_errno(n), Some(n));
                     }
                 }
@@ -606,9 +604,9 @@ impl<'a> Thread<'a> {
             }
         }
         loop {
-            match (&a.sock).read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => {
+            match read_some(&a.sock, &mut self.buf) {
+                ReadStep::Eof => break,
+                ReadStep::Data(n) => {
                     if a.got == 0 {
                         let now = Instant::now();
                         record_us(
@@ -625,12 +623,8 @@ impl<'a> Thread<'a> {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let n = errno(&e);
-                    return self.finish(slot, Outcome::from_errno(n), Some(n));
-                }
+                ReadStep::Wait => return,
+                ReadStep::Failed(n) => return self.finish(slot, Outcome::from_errno(n), Some(n)),
             }
         }
         a.read_done = true;
@@ -713,6 +707,29 @@ impl<'a> Thread<'a> {
             second: self.interval_no,
             connect: h,
         });
+    }
+}
+
+/// What one non-blocking read gave.
+enum ReadStep {
+    Data(usize),
+    Eof,
+    /// Nothing more for now: wait for readiness.
+    Wait,
+    /// Failed with this errno.
+    Failed(i32),
+}
+
+/// Reads once (retrying on `EINTR`).
+fn read_some(sock: &Socket, buf: &mut [u8]) -> ReadStep {
+    loop {
+        return match (&*sock).read(buf) {
+            Ok(0) => ReadStep::Eof,
+            Ok(n) => ReadStep::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadStep::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => ReadStep::Failed(errno(&e)),
+        };
     }
 }
 

@@ -57,3 +57,24 @@ pub async fn hi(mut conn: synack::Connection) -> std::io::Result<()> {
 pub fn poke(s: &mut TcpStream) {
     let _ = s.write_all(b"x");
 }
+
+/// A writer that keeps what the library logs, for a tracing subscriber in tests.
+#[derive(Clone, Default)]
+pub struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
