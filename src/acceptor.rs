@@ -1,7 +1,13 @@
-//! The acceptor: a dedicated thread that takes connections off the kernel's accept queue.
+//! The acceptor: takes connections off the kernel's accept queue.
 //!
-//! Each acceptor runs a `mio::Poll` over its listeners and a `mio::Waker` for control (pause,
-//! resume, stop, a slot freed in the connection limit). On readiness it accepts until
+//! By default each acceptor is a dedicated thread running a `mio::Poll` over its listeners and
+//! a `mio::Waker` for control (pause, resume, stop, a slot freed in the connection limit); it
+//! hands what it accepts to the workers. With
+//! [`accept_in_workers`](crate::ServerBuilder::accept_in_workers) each worker is its own
+//! acceptor instead, the same loop run as a task on the worker's reactor ([`task`]), so a
+//! connection reaches its handler without crossing threads. Both drive one [`AcceptCore`].
+//!
+//! On readiness an acceptor accepts until
 //! `WouldBlock`, at most `accept_batch` per listener per round so one listener cannot starve
 //! another, taking a slot in the connection limit before each `accept()` (Tomcat's order).
 //!
@@ -30,6 +36,8 @@ use crate::server::Shared;
 use crate::stats::{AcceptErrorKind, AcceptorStats};
 use crate::sys;
 use crate::worker::{Accepted, WorkerMsg};
+
+pub(crate) mod task;
 
 const WAKER: Token = Token(usize::MAX);
 
@@ -73,13 +81,36 @@ pub(crate) enum Control {
     Stop { drain: bool, deadline: Instant },
 }
 
+/// How an acceptor is woken for an order or a freed slot.
+#[derive(Debug)]
+pub(crate) enum Wake {
+    /// A dedicated acceptor thread, asleep in `mio::Poll`.
+    Poll(Waker),
+    /// An accept task on a worker's runtime.
+    Task(Arc<tokio::sync::Notify>),
+}
+
+impl Wake {
+    pub fn wake(&self) {
+        match self {
+            Wake::Poll(w) => {
+                if let Err(e) = w.wake() {
+                    tracing::error!(target: "synack::acceptor", error = %e, "cannot wake an acceptor");
+                }
+            }
+            // A permit is stored when the task is not waiting, so no wakeup is lost.
+            Wake::Task(n) => n.notify_one(),
+        }
+    }
+}
+
 /// An acceptor's state seen by the server and by the connection slots.
 #[derive(Debug)]
 pub(crate) struct AcceptorShared {
     pub stats: AcceptorStats,
     /// Set while the acceptor sleeps waiting for a free slot.
     pub parked: AtomicBool,
-    pub waker: Waker,
+    pub waker: Wake,
 }
 
 /// What an acceptor leaves behind when it exits.
@@ -90,16 +121,27 @@ pub(crate) struct AcceptorExit {
     pub left_in_queue: u64,
 }
 
-struct Entry {
-    index: usize,
-    sock: Arc<Socket>,
-    fd: RawFd,
-    addr: SocketAddr,
+/// One listener as an acceptor sees it.
+pub(crate) struct Entry {
+    pub index: usize,
+    pub sock: Arc<Socket>,
+    pub fd: RawFd,
+    pub addr: SocketAddr,
     specific: Option<SocketAddr>,
-    registered: bool,
-    ready: bool,
-    backoff_until: Option<Instant>,
+    /// Whether the driver is watching it for readiness.
+    pub registered: bool,
+    /// Whether an `accept()` may find a connection (no `WouldBlock` seen since the last
+    /// readiness).
+    pub ready: bool,
+    pub backoff_until: Option<Instant>,
     backoff: Duration,
+}
+
+impl Entry {
+    /// Whether the accept loop should call `accept()` on it now.
+    pub fn acceptable(&self) -> bool {
+        self.registered && self.ready && self.backoff_until.is_none()
+    }
 }
 
 /// A warning that is logged at most once a second, with the count of those held back.
@@ -124,19 +166,24 @@ impl RateLimited {
     }
 }
 
-/// One acceptor thread's state.
-pub(crate) struct Acceptor {
-    id: usize,
-    poll: Poll,
-    entries: Vec<Entry>,
+/// Where an acceptor's connections go.
+pub(crate) trait Dispatch {
+    /// The worker the next connection goes to.
+    fn pick(&mut self, shared: &Shared) -> usize;
+    /// Hands `acc` to worker `worker`.
+    fn deliver(&mut self, worker: usize, acc: Accepted);
+}
+
+/// The accept logic both drivers share: the connection limit, the accept bursts, error
+/// back-off and shedding, pause and drain. The driver waits for readiness, orders and time.
+pub(crate) struct AcceptCore {
+    pub id: usize,
+    pub entries: Vec<Entry>,
     shared: Arc<Shared>,
-    workers: Vec<UnboundedSender<WorkerMsg>>,
-    ctrl: Receiver<Control>,
     cfg: AcceptConfig,
     paused: bool,
-    at_limit: bool,
+    pub at_limit: bool,
     draining: Option<Instant>,
-    next_worker: usize,
     next_listener: usize,
     seq: u64,
     reserve: Option<File>,
@@ -144,16 +191,22 @@ pub(crate) struct Acceptor {
     limit_log: RateLimited,
 }
 
-impl Acceptor {
+/// What the driver should do after a turn of [`AcceptCore::turn`].
+pub(crate) enum Next {
+    /// Exit now, reporting this.
+    Exit(AcceptorExit),
+    /// Go on at once: a listener may still have connections waiting (its batch ran out).
+    Again,
+    /// Wait for readiness, an order or a freed slot, at most until this time (if any).
+    Wait(Option<Instant>),
+}
+
+impl AcceptCore {
     /// Prepares acceptor `id` over `listeners` (index, socket, address).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
-        poll: Poll,
         listeners: Vec<(usize, Arc<Socket>, SocketAddr)>,
         shared: Arc<Shared>,
-        workers: Vec<UnboundedSender<WorkerMsg>>,
-        ctrl: Receiver<Control>,
         cfg: AcceptConfig,
     ) -> Self {
         let entries = listeners
@@ -174,18 +227,14 @@ impl Acceptor {
             FdExhaustionPolicy::Shed => open_reserve(),
             FdExhaustionPolicy::Backoff => None,
         };
-        Acceptor {
+        AcceptCore {
             id,
-            poll,
             entries,
             shared,
-            workers,
-            ctrl,
             cfg,
             paused: false,
             at_limit: false,
             draining: None,
-            next_worker: 0,
             next_listener: 0,
             seq: 0,
             reserve,
@@ -194,7 +243,7 @@ impl Acceptor {
         }
     }
 
-    fn me(&self) -> &crate::acceptor::AcceptorShared {
+    fn me(&self) -> &AcceptorShared {
         &self.shared.acceptors[self.id]
     }
 
@@ -202,83 +251,66 @@ impl Acceptor {
         &self.shared.acceptors[self.id].stats
     }
 
-    /// The accept loop; returns when stopped.
-    pub fn run(mut self) -> AcceptorExit {
-        let mut events = Events::with_capacity(64);
-        tracing::debug!(target: "synack::acceptor", acceptor = self.id, listeners = self.entries.len(), "acceptor started");
-        loop {
-            if let Some(exit) = self.handle_control() {
-                return exit;
-            }
-            let now = Instant::now();
-            if self.at_limit && self.try_unpark() {
-                self.at_limit = false;
-                if let Some(held) = self.limit_log.allow(now) {
-                    tracing::info!(target: "synack::acceptor", acceptor = self.id, held_back = held,
-                        "connection limit has room again; accepting");
-                }
-                for e in &mut self.entries {
-                    e.ready = true;
-                }
-            }
-            for e in &mut self.entries {
-                if e.backoff_until.is_some_and(|t| t <= now) {
-                    e.backoff_until = None;
-                    e.ready = true;
-                }
-            }
-            let active = (!self.paused || self.draining.is_some()) && !self.at_limit;
-            self.sync_registrations(active);
-            if active {
-                self.accept_round();
-            }
-            if let Some(deadline) = self.draining
-                && (now >= deadline || self.drained())
-            {
-                return self.exit();
-            }
-            // At the limit: park (the next slot freed wakes us), unless a slot freed meanwhile.
-            if self.at_limit && self.try_unpark() {
-                continue;
-            }
-            let more = !self.at_limit
-                && self
-                    .entries
-                    .iter()
-                    .any(|e| e.registered && e.ready && e.backoff_until.is_none());
-            let timeout = self.poll_timeout(more);
-            if let Err(e) = self.poll.poll(&mut events, timeout)
-                && e.kind() != io::ErrorKind::Interrupted
-            {
-                tracing::error!(target: "synack::acceptor", acceptor = self.id, error = %e, "poll failed; acceptor exits");
-                return self.exit();
-            }
-            for ev in events.iter() {
-                if ev.token() != WAKER
-                    && let Some(e) = self.entries.get_mut(ev.token().0)
-                {
-                    e.ready = true;
-                }
-            }
-        }
+    /// Whether the listeners should be watched and accepted from now.
+    pub fn active(&self) -> bool {
+        (!self.paused || self.draining.is_some()) && !self.at_limit
     }
 
-    fn poll_timeout(&self, more: bool) -> Option<Duration> {
-        if more {
-            return Some(Duration::ZERO);
+    /// The part of a turn before the driver (de)registers its listeners: orders, a freed slot,
+    /// back-offs run out. `Some` when the acceptor should exit now.
+    pub fn begin_turn(&mut self, ctrl: &Receiver<Control>) -> Option<AcceptorExit> {
+        if let Some(exit) = self.handle_control(ctrl) {
+            return Some(exit);
         }
         let now = Instant::now();
+        if self.at_limit && self.try_unpark() {
+            self.at_limit = false;
+            if let Some(held) = self.limit_log.allow(now) {
+                tracing::info!(target: "synack::acceptor", acceptor = self.id, held_back = held,
+                    "connection limit has room again; accepting");
+            }
+            for e in &mut self.entries {
+                e.ready = true;
+            }
+        }
+        for e in &mut self.entries {
+            if e.backoff_until.is_some_and(|t| t <= now) {
+                e.backoff_until = None;
+                e.ready = true;
+            }
+        }
+        None
+    }
+
+    /// The rest of a turn, once the driver's registrations match [`active`](Self::active):
+    /// accepts what waits, then says what the driver should do next.
+    pub fn finish_turn(&mut self, dispatch: &mut impl Dispatch) -> Next {
+        if self.active() {
+            self.accept_round(dispatch);
+        }
+        if let Some(deadline) = self.draining
+            && (Instant::now() >= deadline || self.drained())
+        {
+            return Next::Exit(self.exit());
+        }
+        // At the limit: park (the next slot freed wakes us), unless a slot freed meanwhile.
+        if self.at_limit && self.try_unpark() {
+            return Next::Again;
+        }
+        if !self.at_limit && self.entries.iter().any(Entry::acceptable) {
+            return Next::Again;
+        }
         let mut until = self.entries.iter().filter_map(|e| e.backoff_until).min();
         if let Some(d) = self.draining {
             until = Some(until.map_or(d, |u| u.min(d)));
         }
-        until.map(|t| t.saturating_duration_since(now))
+        Next::Wait(until)
     }
 
     /// Processes pending orders; `Some` when the acceptor should exit now.
-    fn handle_control(&mut self) -> Option<AcceptorExit> {
+    fn handle_control(&mut self, ctrl: &Receiver<Control>) -> Option<AcceptorExit> {
         loop {
-            match self.ctrl.try_recv() {
+            match ctrl.try_recv() {
                 Ok(Control::Pause(ack)) => {
                     self.paused = true;
                     let _ = ack.send(());
@@ -316,15 +348,12 @@ impl Acceptor {
             .all(|e| !e.ready && e.backoff_until.is_none())
     }
 
-    fn exit(&mut self) -> AcceptorExit {
+    /// Counts what is left in the kernel queues. The driver stops watching the listeners.
+    pub fn exit(&mut self) -> AcceptorExit {
         let mut left = 0u64;
-        for e in &mut self.entries {
+        for e in &self.entries {
             if let Ok(Some(q)) = sys::listen_queue(&*e.sock) {
                 left += u64::from(q.len);
-            }
-            if e.registered {
-                let _ = self.poll.registry().deregister(&mut SourceFd(&e.fd));
-                e.registered = false;
             }
         }
         tracing::debug!(target: "synack::acceptor", acceptor = self.id, left_in_queue = left, "acceptor stopped");
@@ -345,43 +374,22 @@ impl Acceptor {
         }
     }
 
-    fn sync_registrations(&mut self, active: bool) {
-        for (i, e) in self.entries.iter_mut().enumerate() {
-            let want = active && e.backoff_until.is_none();
-            if want == e.registered {
-                continue;
-            }
-            let reg = self.poll.registry();
-            let res = if want {
-                reg.register(&mut SourceFd(&e.fd), Token(i), Interest::READABLE)
-            } else {
-                reg.deregister(&mut SourceFd(&e.fd))
-            };
-            match res {
-                Ok(()) => {
-                    e.registered = want;
-                    if want {
-                        e.ready = true;
-                    }
-                }
-                Err(err) => {
-                    tracing::error!(target: "synack::acceptor", addr = %e.addr, error = %err,
-                        "cannot (de)register listener with the poll; retrying after back-off");
-                    e.backoff_until = Some(Instant::now() + e.backoff);
-                }
-            }
-        }
+    /// A listener the driver could not (de)register: retried after its back-off.
+    pub fn registration_failed(&mut self, i: usize, err: &io::Error) {
+        let e = &mut self.entries[i];
+        tracing::error!(target: "synack::acceptor", addr = %e.addr, error = %err,
+            "cannot (de)register listener with the poll; retrying after back-off");
+        e.backoff_until = Some(Instant::now() + e.backoff);
     }
 
-    fn accept_round(&mut self) {
+    fn accept_round(&mut self, dispatch: &mut impl Dispatch) {
         let n = self.entries.len();
         let start = self.next_listener;
         self.next_listener = (start + 1) % n.max(1);
         for k in 0..n {
             let i = (start + k) % n;
-            let e = &self.entries[i];
-            if e.registered && e.ready && e.backoff_until.is_none() {
-                self.accept_burst(i);
+            if self.entries[i].acceptable() {
+                self.accept_burst(i, dispatch);
             }
             if self.at_limit {
                 break;
@@ -390,7 +398,7 @@ impl Acceptor {
     }
 
     /// Accepts up to `batch` connections from listener `i`.
-    fn accept_burst(&mut self, i: usize) {
+    fn accept_burst(&mut self, i: usize, dispatch: &mut impl Dispatch) {
         let mut accepted = 0u64;
         while accepted < self.cfg.batch as u64 {
             let have_slot = self.shared.limit.try_acquire();
@@ -404,7 +412,7 @@ impl Acceptor {
                     accepted += 1;
                     self.entries[i].backoff = self.cfg.backoff_min;
                     if have_slot {
-                        self.dispatch(i, stream, peer, accepted_at);
+                        self.dispatch(i, stream, peer, accepted_at, dispatch);
                     } else {
                         // Counted before the RST, so whoever sees the reset sees the count.
                         self.stats().rejected.fetch_add(1, Relaxed);
@@ -508,34 +516,15 @@ impl Acceptor {
         self.reserve.is_some() || shed > 0
     }
 
-    fn pick_worker(&mut self) -> usize {
-        let n = self.workers.len();
-        if n == 1 {
-            return 0;
-        }
-        let start = self.next_worker;
-        self.next_worker = (start + 1) % n;
-        let mut best = start;
-        let mut best_load = self.shared.workers[start].open.load(Relaxed);
-        for k in 1..n {
-            let w = (start + k) % n;
-            let load = self.shared.workers[w].open.load(Relaxed);
-            if load < best_load {
-                best = w;
-                best_load = load;
-            }
-        }
-        best
-    }
-
     fn dispatch(
         &mut self,
         i: usize,
         stream: std::net::TcpStream,
         peer: SocketAddr,
         accepted_at: Instant,
+        dispatch: &mut impl Dispatch,
     ) {
-        let w = self.pick_worker();
+        let w = dispatch.pick(&self.shared);
         self.shared.workers[w].open.fetch_add(1, Relaxed);
         let id = self.seq * self.shared.acceptors.len() as u64 + self.id as u64;
         self.seq += 1;
@@ -555,8 +544,136 @@ impl Acceptor {
         if self.draining.is_some() {
             stats.drained.fetch_add(1, Relaxed);
         }
-        if self.workers[w].send(WorkerMsg::Conn(acc)).is_err() {
-            tracing::error!(target: "synack::acceptor", worker = w, "worker is gone; connection dropped");
+        dispatch.deliver(w, acc);
+    }
+}
+
+/// A dedicated acceptor thread's dispatch: the least-loaded worker, over its channel.
+struct ToWorkers {
+    senders: Vec<UnboundedSender<WorkerMsg>>,
+    next: usize,
+}
+
+impl Dispatch for ToWorkers {
+    fn pick(&mut self, shared: &Shared) -> usize {
+        let n = self.senders.len();
+        if n == 1 {
+            return 0;
+        }
+        let start = self.next;
+        self.next = (start + 1) % n;
+        let mut best = start;
+        let mut best_load = shared.workers[start].open.load(Relaxed);
+        for k in 1..n {
+            let w = (start + k) % n;
+            let load = shared.workers[w].open.load(Relaxed);
+            if load < best_load {
+                best = w;
+                best_load = load;
+            }
+        }
+        best
+    }
+
+    fn deliver(&mut self, worker: usize, acc: Accepted) {
+        if self.senders[worker].send(WorkerMsg::Conn(acc)).is_err() {
+            tracing::error!(target: "synack::acceptor", worker, "worker is gone; connection dropped");
+        }
+    }
+}
+
+/// A dedicated acceptor thread: an [`AcceptCore`] driven by a `mio::Poll`.
+pub(crate) struct Acceptor {
+    core: AcceptCore,
+    poll: Poll,
+    ctrl: Receiver<Control>,
+    dispatch: ToWorkers,
+}
+
+impl Acceptor {
+    /// Prepares acceptor `id` over `listeners` (index, socket, address).
+    pub fn new(
+        core: AcceptCore,
+        poll: Poll,
+        workers: Vec<UnboundedSender<WorkerMsg>>,
+        ctrl: Receiver<Control>,
+    ) -> Self {
+        Acceptor {
+            core,
+            poll,
+            ctrl,
+            dispatch: ToWorkers {
+                senders: workers,
+                next: 0,
+            },
+        }
+    }
+
+    /// The accept loop; returns when stopped.
+    pub fn run(mut self) -> AcceptorExit {
+        let mut events = Events::with_capacity(64);
+        let id = self.core.id;
+        tracing::debug!(target: "synack::acceptor", acceptor = id, listeners = self.core.entries.len(), "acceptor started");
+        loop {
+            if let Some(exit) = self.core.begin_turn(&self.ctrl) {
+                return self.exit(exit);
+            }
+            self.sync_registrations();
+            let timeout = match self.core.finish_turn(&mut self.dispatch) {
+                Next::Exit(exit) => return self.exit(exit),
+                Next::Again => Some(Duration::ZERO),
+                Next::Wait(until) => until.map(|t| t.saturating_duration_since(Instant::now())),
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(target: "synack::acceptor", acceptor = id, error = %e, "poll failed; acceptor exits");
+                let exit = self.core.exit();
+                return self.exit(exit);
+            }
+            for ev in events.iter() {
+                if ev.token() != WAKER
+                    && let Some(e) = self.core.entries.get_mut(ev.token().0)
+                {
+                    e.ready = true;
+                }
+            }
+        }
+    }
+
+    fn exit(&mut self, exit: AcceptorExit) -> AcceptorExit {
+        for e in &mut self.core.entries {
+            if e.registered {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&e.fd));
+                e.registered = false;
+            }
+        }
+        exit
+    }
+
+    fn sync_registrations(&mut self) {
+        let active = self.core.active();
+        for i in 0..self.core.entries.len() {
+            let e = &mut self.core.entries[i];
+            let want = active && e.backoff_until.is_none();
+            if want == e.registered {
+                continue;
+            }
+            let reg = self.poll.registry();
+            let res = if want {
+                reg.register(&mut SourceFd(&e.fd), Token(i), Interest::READABLE)
+            } else {
+                reg.deregister(&mut SourceFd(&e.fd))
+            };
+            match res {
+                Ok(()) => {
+                    e.registered = want;
+                    if want {
+                        e.ready = true;
+                    }
+                }
+                Err(err) => self.core.registration_failed(i, &err),
+            }
         }
     }
 }

@@ -9,16 +9,18 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Token, Waker};
 use socket2::Socket;
 
-use crate::acceptor::{AcceptConfig, Acceptor, AcceptorShared, FdExhaustionPolicy};
+use crate::acceptor::{
+    AcceptConfig, AcceptCore, Acceptor, AcceptorShared, FdExhaustionPolicy, Wake,
+};
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::limit::{Limit, OverloadPolicy};
 use crate::listener::{self, Keepalive, ListenOptions, Listener};
 use crate::probe::MonoClock;
 use crate::sampler::{self, QueueGauge};
-use crate::server::{AcceptorHandle, Server, Shared};
+use crate::server::{AcceptorDone, AcceptorHandle, Server, Shared};
 use crate::stats::AcceptorStats;
-use crate::worker::{self, HandlerOutput, WorkerShared};
+use crate::worker::{self, AcceptTask, HandlerOutput, WorkerShared};
 
 /// The most acceptor or worker threads one server may ask for.
 pub const MAX_THREADS: usize = 4096;
@@ -49,6 +51,7 @@ pub struct ServerBuilder {
     queue_sampling: Option<Duration>,
     metrics: Option<Duration>,
     sched_batch: bool,
+    accept_in_workers: bool,
 }
 
 impl Default for ServerBuilder {
@@ -80,6 +83,7 @@ impl ServerBuilder {
             queue_sampling: None,
             metrics: None,
             sched_batch: false,
+            accept_in_workers: false,
         }
     }
 
@@ -251,6 +255,23 @@ impl ServerBuilder {
         self
     }
 
+    /// Accepts on the workers themselves instead of on dedicated acceptor threads: each worker
+    /// runs the accept loop as a task on its own runtime (the listeners registered with its
+    /// reactor) and runs the handlers of what it accepts, so a connection reaches its handler
+    /// without crossing threads. Everything else is as with acceptor threads: the connection
+    /// limit and its [`OverloadPolicy`], the accept batch (after a full batch the worker runs
+    /// its handlers before accepting more), error back-off and shedding, pause, drain on
+    /// shutdown, the statistics (one acceptor per worker). Cheaper per connection (no handoff),
+    /// but a worker busy in a handler accepts nothing meanwhile, and with several workers on
+    /// one socket every worker is woken for each new connection; with
+    /// [`reuse_port`](Self::reuse_port) each worker gets a socket of its own instead (the
+    /// kernel then spreads connections by hash, whatever each worker's load).
+    /// [`acceptors`](Self::acceptors) must stay 1. Default off.
+    pub fn accept_in_workers(mut self, on: bool) -> Self {
+        self.accept_in_workers = on;
+        self
+    }
+
     /// Samples each listener's accept queue (`TCP_INFO`) every `interval` on a thread of its
     /// own; [`Stats::listeners`](crate::Stats::listeners) then carries the peak depth and the
     /// time spent full, and [`Server::queue_samples`](crate::Server::queue_samples) the series.
@@ -297,6 +318,13 @@ impl ServerBuilder {
                 ));
             }
         }
+        if self.accept_in_workers && self.acceptors != 1 {
+            return Err(Error::invalid(
+                "acceptors",
+                self.acceptors,
+                "1 (the default) when accepting in the workers: every worker is then an acceptor",
+            ));
+        }
         if self.accept.batch == 0 {
             return Err(Error::invalid(
                 "accept_batch",
@@ -333,14 +361,16 @@ impl ServerBuilder {
         Ok(workers)
     }
 
-    fn open_listeners(&mut self) -> Result<Vec<Listener>, Error> {
-        let split = self.opts.reuse_port && self.acceptors > 1;
+    /// Opens every listener; with `reuse_port`, one socket per address for each of the
+    /// `acceptors` acceptors.
+    fn open_listeners(&mut self, acceptors: usize) -> Result<Vec<Listener>, Error> {
+        let split = self.opts.reuse_port && acceptors > 1;
         let mut out = Vec::new();
         for bind in std::mem::take(&mut self.binds) {
             match bind {
                 Bind::Addr(addr) if split => {
                     let mut addr = addr;
-                    for k in 0..self.acceptors {
+                    for k in 0..acceptors {
                         let l = listener::open(addr, &self.opts, out.len(), Some(k))?;
                         addr = l.info.local_addr;
                         out.push(l);
@@ -375,17 +405,30 @@ impl ServerBuilder {
             return Err(Error::NoListener);
         }
         let n_workers = self.validate()?;
-        let listeners = self.open_listeners()?;
-        let mut polls = Vec::with_capacity(self.acceptors);
-        let mut acceptor_shared = Vec::with_capacity(self.acceptors);
-        for k in 0..self.acceptors {
-            let start = |source| Error::Start {
-                what: format!("the poll of acceptor {k}"),
-                source,
+        let n_acceptors = if self.accept_in_workers {
+            n_workers
+        } else {
+            self.acceptors
+        };
+        let listeners = self.open_listeners(n_acceptors)?;
+        let mut polls = Vec::with_capacity(n_acceptors);
+        let mut notifies = Vec::new();
+        let mut acceptor_shared = Vec::with_capacity(n_acceptors);
+        for k in 0..n_acceptors {
+            let waker = if self.accept_in_workers {
+                let notify = Arc::new(tokio::sync::Notify::new());
+                notifies.push(notify.clone());
+                Wake::Task(notify)
+            } else {
+                let start = |source| Error::Start {
+                    what: format!("the poll of acceptor {k}"),
+                    source,
+                };
+                let poll = Poll::new().map_err(start)?;
+                let waker = Waker::new(poll.registry(), Token(usize::MAX)).map_err(start)?;
+                polls.push(poll);
+                Wake::Poll(waker)
             };
-            let poll = Poll::new().map_err(start)?;
-            let waker = Waker::new(poll.registry(), Token(usize::MAX)).map_err(start)?;
-            polls.push(poll);
             acceptor_shared.push(AcceptorShared {
                 stats: AcceptorStats::new(),
                 parked: AtomicBool::new(false),
@@ -443,34 +486,54 @@ impl ServerBuilder {
         }
         let handler = Arc::new(handler);
         let opts = Arc::new(self.opts.clone());
+        // The listeners of acceptor `k`, and the server's end of its orders.
+        let mut acceptor_parts = (0..n_acceptors).map(|k| {
+            let mine = listeners
+                .iter()
+                .filter(|l| l.info.acceptor.is_none_or(|a| a == k))
+                .map(|l| (l.info.index, l.sock.clone(), l.info.local_addr))
+                .collect();
+            let core = AcceptCore::new(k, mine, shared.clone(), self.accept.clone());
+            let (tx, rx) = std::sync::mpsc::channel();
+            (core, tx, rx)
+        });
         for i in 0..n_workers {
+            let mine = if self.accept_in_workers {
+                acceptor_parts.next()
+            } else {
+                None
+            };
+            let accept = match mine {
+                Some((core, ctrl_tx, ctrl)) => {
+                    let (done, done_rx) = std::sync::mpsc::channel();
+                    server.acceptors.push(AcceptorHandle {
+                        ctrl: ctrl_tx,
+                        done: Some(AcceptorDone::Task(Mutex::new(done_rx))),
+                    });
+                    Some(AcceptTask {
+                        notify: notifies[core.id].clone(),
+                        core,
+                        ctrl,
+                        done,
+                    })
+                }
+                None => None,
+            };
             let w = worker::spawn(
                 i,
                 shared.clone(),
                 handler.clone(),
                 opts.clone(),
                 self.sched_batch,
+                accept,
             )?;
             server.workers.push(w);
         }
         let senders: Vec<_> = server.workers.iter().map(|w| w.tx.clone()).collect();
         let sched_batch = self.sched_batch;
-        for (k, poll) in polls.into_iter().enumerate() {
-            let mine = listeners
-                .iter()
-                .filter(|l| l.info.acceptor.is_none_or(|a| a == k))
-                .map(|l| (l.info.index, l.sock.clone(), l.info.local_addr))
-                .collect();
-            let (tx, rx) = std::sync::mpsc::channel();
-            let acceptor = Acceptor::new(
-                k,
-                poll,
-                mine,
-                shared.clone(),
-                senders.clone(),
-                rx,
-                self.accept.clone(),
-            );
+        for (poll, (core, ctrl_tx, ctrl)) in polls.into_iter().zip(acceptor_parts) {
+            let k = core.id;
+            let acceptor = Acceptor::new(core, poll, senders.clone(), ctrl);
             let thread = std::thread::Builder::new()
                 .name(format!("synack-acceptor-{k}"))
                 .spawn(move || {
@@ -484,12 +547,12 @@ impl ServerBuilder {
                     source,
                 })?;
             server.acceptors.push(AcceptorHandle {
-                ctrl: tx,
-                thread: Some(thread),
+                ctrl: ctrl_tx,
+                done: Some(AcceptorDone::Thread(thread)),
             });
         }
         tracing::info!(target: "synack::server", listeners = server.listeners.len(),
-            acceptors = self.acceptors, workers = n_workers, max_connections = self.max_connections,
+            acceptors = n_acceptors, accept_in_workers = self.accept_in_workers, workers = n_workers, max_connections = self.max_connections,
             "server started");
         Ok(server)
     }

@@ -100,6 +100,8 @@ pub struct ServerConfig {
     pub probe: Option<bool>,
     /// Run acceptor and worker threads under SCHED_BATCH (default false).
     pub sched_batch: Option<bool>,
+    /// Accept on the workers' runtimes instead of on acceptor threads (default false).
+    pub accept_in_workers: Option<bool>,
     /// Accept-queue sampling interval ("10ms"; default off).
     #[serde(with = "humantime_serde")]
     pub queue_sampling: Option<Duration>,
@@ -190,7 +192,8 @@ impl ServerConfig {
             accept_batch,
             probe,
             queue_sampling,
-            sched_batch
+            sched_batch,
+            accept_in_workers
         );
         if let Some(k) = &self.keepalive {
             b = b.keepalive(Keepalive {

@@ -59,7 +59,7 @@ impl Shared {
         self.limit.release();
         for a in self.acceptors.iter() {
             if a.parked.load(SeqCst) && a.parked.swap(false, SeqCst) {
-                let _ = a.waker.wake();
+                a.waker.wake();
             }
         }
         if self.shutting_down.load(Relaxed) {
@@ -69,11 +69,21 @@ impl Shared {
     }
 }
 
-/// The server's end of an acceptor thread.
+/// The server's end of an acceptor.
 #[derive(Debug)]
 pub(crate) struct AcceptorHandle {
     pub ctrl: Sender<Control>,
-    pub thread: Option<JoinHandle<AcceptorExit>>,
+    pub done: Option<AcceptorDone>,
+}
+
+/// How the server learns that an acceptor has exited.
+#[derive(Debug)]
+pub(crate) enum AcceptorDone {
+    /// A dedicated thread: joined.
+    Thread(JoinHandle<AcceptorExit>),
+    /// A task on a worker: it reports on this channel (closed unreported if its worker died).
+    /// In a mutex only so that the server stays `Sync`.
+    Task(Mutex<std::sync::mpsc::Receiver<AcceptorExit>>),
 }
 
 /// What a graceful shutdown did.
@@ -194,7 +204,7 @@ impl Server {
         let mut asked = 0;
         for (i, a) in self.acceptors.iter().enumerate() {
             if a.ctrl.send(Control::Pause(tx.clone())).is_ok() {
-                let _ = self.shared.acceptors[i].waker.wake();
+                self.shared.acceptors[i].waker.wake();
                 asked += 1;
             }
         }
@@ -223,7 +233,7 @@ impl Server {
     fn control(&self, msg: impl Fn() -> Control) {
         for (i, a) in self.acceptors.iter().enumerate() {
             if a.ctrl.send(msg()).is_ok() {
-                let _ = self.shared.acceptors[i].waker.wake();
+                self.shared.acceptors[i].waker.wake();
             }
         }
     }
@@ -306,13 +316,24 @@ impl Server {
         self.control(|| Control::Stop { drain, deadline });
         let mut left = 0;
         for a in &mut self.acceptors {
-            if let Some(t) = a.thread.take() {
-                match t.join() {
+            match a.done.take() {
+                Some(AcceptorDone::Thread(t)) => match t.join() {
                     Ok(exit) => left += exit.left_in_queue,
                     Err(_) => {
                         tracing::error!(target: "synack::server", "an acceptor thread panicked")
                     }
-                }
+                },
+                Some(AcceptorDone::Task(rx)) => match rx
+                    .into_inner()
+                    .map_err(drop)
+                    .and_then(|rx| rx.recv().map_err(drop))
+                {
+                    Ok(exit) => left += exit.left_in_queue,
+                    Err(_) => {
+                        tracing::error!(target: "synack::server", "an accept task ended without reporting (its worker is gone)")
+                    }
+                },
+                None => {}
             }
         }
         self.acceptors.clear();
@@ -366,3 +387,10 @@ pub async fn shutdown_signal() -> Result<&'static str, crate::Error> {
         _ = term.recv() => "SIGTERM",
     })
 }
+
+// A server handle is shared across threads (in an `Arc`, or a `Weak` inside a route): keep it
+// `Send + Sync`.
+const _: () = {
+    fn send_sync<T: Send + Sync>() {}
+    let _ = send_sync::<Server>;
+};

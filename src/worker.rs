@@ -1,5 +1,7 @@
 //! Workers: each a thread running a tokio current-thread runtime (as actix-server does), fed
 //! accepted sockets over a channel by the acceptors, running the user's handler per connection.
+//! With [`accept_in_workers`](crate::ServerBuilder::accept_in_workers) each worker also runs
+//! its own acceptor as a task, and hands its connections to itself.
 //!
 //! Handlers run on a `LocalSet`, so their futures need not be `Send`. A panicking handler is
 //! caught and counted; its connection is closed, its slot freed, and the worker goes on.
@@ -18,6 +20,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+use crate::acceptor::{self, AcceptCore, AcceptorExit, Control, Dispatch};
 use crate::connection::{ConnInfo, Connection};
 use crate::error::Error;
 use crate::limit::Slot;
@@ -123,6 +126,33 @@ impl<H> Drop for AbortGuard<H> {
     }
 }
 
+/// An acceptor a worker runs as a task of its own.
+pub(crate) struct AcceptTask {
+    pub core: AcceptCore,
+    pub ctrl: std::sync::mpsc::Receiver<Control>,
+    pub notify: Arc<tokio::sync::Notify>,
+    /// Where the task reports how it ended.
+    pub done: std::sync::mpsc::Sender<AcceptorExit>,
+}
+
+/// An accept task's dispatch: every connection to its own worker, spawned at once.
+struct Local<H>(Rc<Ctx<H>>);
+
+impl<H, Fut> Dispatch for Local<H>
+where
+    H: Fn(Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future + 'static,
+    Fut::Output: HandlerOutput,
+{
+    fn pick(&mut self, _shared: &Shared) -> usize {
+        self.0.index
+    }
+
+    fn deliver(&mut self, _worker: usize, acc: Accepted) {
+        tokio::task::spawn_local(serve_one(acc, self.0.clone()));
+    }
+}
+
 /// Puts the calling thread under `SCHED_BATCH`, or says why not.
 pub(crate) fn enter_sched_batch() {
     if let Err(e) = crate::sys::set_sched_batch() {
@@ -137,6 +167,7 @@ pub(crate) fn spawn<H, Fut>(
     handler: Arc<H>,
     opts: Arc<ListenOptions>,
     sched_batch: bool,
+    accept: Option<AcceptTask>,
 ) -> Result<WorkerHandle, Error>
 where
     H: Fn(Connection) -> Fut + Send + Sync + 'static,
@@ -167,7 +198,7 @@ where
             if sched_batch {
                 enter_sched_batch();
             }
-            run(rt, rx, ctx)
+            run(rt, rx, ctx, accept)
         })
         .map_err(|source| Error::Start {
             what: format!("worker thread {index}"),
@@ -179,8 +210,12 @@ where
     })
 }
 
-fn run<H, Fut>(rt: tokio::runtime::Runtime, mut rx: UnboundedReceiver<WorkerMsg>, ctx: Ctx<H>)
-where
+fn run<H, Fut>(
+    rt: tokio::runtime::Runtime,
+    mut rx: UnboundedReceiver<WorkerMsg>,
+    ctx: Ctx<H>,
+    accept: Option<AcceptTask>,
+) where
     H: Fn(Connection) -> Fut + Send + Sync + 'static,
     Fut: Future + 'static,
     Fut::Output: HandlerOutput,
@@ -188,6 +223,13 @@ where
     let ctx = Rc::new(ctx);
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
+        if let Some(a) = accept {
+            let dispatch = Local(ctx.clone());
+            tokio::task::spawn_local(async move {
+                let exit = acceptor::task::run(a.core, a.ctrl, a.notify, dispatch).await;
+                let _ = a.done.send(exit);
+            });
+        }
         while let Some(msg) = rx.recv().await {
             match msg {
                 WorkerMsg::Conn(acc) => {

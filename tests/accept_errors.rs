@@ -32,10 +32,12 @@ fn fd_exhaustion_child() {
         "shed" => FdExhaustionPolicy::Shed,
         _ => FdExhaustionPolicy::Backoff,
     };
+    let in_workers = std::env::var("SYNACK_IN_WORKERS").is_ok_and(|v| v == "1");
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
         .workers(1)
+        .accept_in_workers(in_workers)
         .fd_exhaustion_policy(policy)
         .serve(hi_and_hold)
         .unwrap();
@@ -74,7 +76,7 @@ struct ChildServer {
 }
 
 impl ChildServer {
-    fn start(policy: &str) -> Self {
+    fn start(policy: &str, in_workers: bool) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -84,6 +86,7 @@ impl ChildServer {
                 "--test-threads=1",
             ])
             .env("SYNACK_FD_POLICY", policy)
+            .env("SYNACK_IN_WORKERS", if in_workers { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -137,7 +140,16 @@ fn read_line(out: &mut BufReader<ChildStdout>) -> String {
 
 #[test]
 fn backoff_keeps_errors_few_and_recovers() {
-    let mut server = ChildServer::start("backoff");
+    backoff_case(false);
+}
+
+#[test]
+fn backoff_keeps_errors_few_and_recovers_accepting_in_workers() {
+    backoff_case(true);
+}
+
+fn backoff_case(in_workers: bool) {
+    let mut server = ChildServer::start("backoff", in_workers);
     let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(server.addr)).collect();
     wait_for("the child to run out of descriptors", || {
         server.stats()["fd_errors"] >= 1
@@ -166,7 +178,16 @@ fn backoff_keeps_errors_few_and_recovers() {
 
 #[test]
 fn shed_resets_clients_fast_and_recovers() {
-    let mut server = ChildServer::start("shed");
+    shed_case(false);
+}
+
+#[test]
+fn shed_resets_clients_fast_and_recovers_accepting_in_workers() {
+    shed_case(true);
+}
+
+fn shed_case(in_workers: bool) {
+    let mut server = ChildServer::start("shed", in_workers);
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(server.addr)).collect();
     wait_for("every connection served or shed", || {
         let s = server.stats();

@@ -7,9 +7,19 @@ use synack::Server;
 
 #[test]
 fn paused_server_leaves_clients_in_the_queue_until_resumed() {
+    pause_and_resume(false);
+}
+
+#[test]
+fn paused_server_leaves_clients_in_the_queue_until_resumed_accepting_in_workers() {
+    pause_and_resume(true);
+}
+
+fn pause_and_resume(in_workers: bool) {
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
+        .accept_in_workers(in_workers)
         .workers(1)
         .serve(hi)
         .unwrap();
@@ -29,11 +39,21 @@ fn paused_server_leaves_clients_in_the_queue_until_resumed() {
 
 #[test]
 fn accepts_at_most_a_batch_per_wakeup() {
+    batch_bound(false);
+}
+
+#[test]
+fn accepts_at_most_a_batch_per_wakeup_accepting_in_workers() {
+    batch_bound(true);
+}
+
+fn batch_bound(in_workers: bool) {
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
         .bind("127.0.0.1:0")
         .unwrap()
+        .accept_in_workers(in_workers)
         .accept_batch(4)
         .workers(1)
         .serve(hi)
@@ -68,4 +88,85 @@ fn accepts_at_most_a_batch_per_wakeup() {
         "{} batches",
         s.accept_batch.len()
     );
+}
+
+/// Each connection's acceptor and worker, as its handler sees them.
+async fn whose(mut conn: synack::Connection) -> std::io::Result<()> {
+    let i = *conn.info();
+    let line = format!("{} {}", i.acceptor, i.worker);
+    tokio::io::AsyncWriteExt::write_all(&mut conn, line.as_bytes()).await?;
+    // Held until the client closes, so the next connection is not served by a free worker
+    // that merely happened to win.
+    let mut buf = [0u8; 16];
+    while tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await? != 0 {}
+    Ok(())
+}
+
+#[test]
+fn accepting_in_workers_makes_every_worker_an_acceptor_of_its_own_connections() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(2)
+        .accept_in_workers(true)
+        .serve(whose)
+        .unwrap();
+    let addr = server.local_addr();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let mut c = connect(addr);
+        let mut buf = [0u8; 3];
+        std::io::Read::read_exact(&mut c, &mut buf).unwrap();
+        let s = String::from_utf8(buf.to_vec()).unwrap();
+        let (a, w) = s.split_once(' ').unwrap();
+        assert_eq!(a, w, "a connection crossed from acceptor {a} to worker {w}");
+        seen.insert(w.to_string());
+        clients.push(c);
+    }
+    let s = server.stats();
+    assert_eq!(s.accepted, 40);
+    assert_eq!(s.open, 40);
+    // Both workers watch the one socket; which wins each connection is the kernel's choice,
+    // so only the total is certain.
+    eprintln!("workers that accepted: {seen:?}");
+    drop(clients);
+    wait_for("every connection closed", || server.stats().open == 0);
+}
+
+#[test]
+fn accepting_in_workers_with_reuse_port_gives_each_worker_a_socket() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(2)
+        .reuse_port(true)
+        .accept_in_workers(true)
+        .serve(whose)
+        .unwrap();
+    let ls = server.listeners();
+    assert_eq!(ls.len(), 2);
+    assert_eq!(ls[0].local_addr, ls[1].local_addr);
+    assert_eq!(ls[0].acceptor, Some(0));
+    assert_eq!(ls[1].acceptor, Some(1));
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = connect(server.local_addr());
+        assert!(matches!(&read_n(&mut c, 3)[..], b"0 0" | b"1 1"));
+        clients.push(c);
+    }
+    assert_eq!(server.stats().accepted, 20);
+}
+
+#[test]
+fn accepting_in_workers_takes_one_acceptor_setting() {
+    let e = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .acceptors(2)
+        .accept_in_workers(true)
+        .serve(hi)
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("acceptors") && msg.contains('2'), "{msg}");
 }

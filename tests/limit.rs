@@ -10,9 +10,19 @@ use synack::{OverloadPolicy, Server};
 
 #[test]
 fn at_the_limit_new_clients_wait_in_the_kernel_queue() {
+    queue_at_the_limit(false);
+}
+
+#[test]
+fn at_the_limit_new_clients_wait_in_the_kernel_queue_accepting_in_workers() {
+    queue_at_the_limit(true);
+}
+
+fn queue_at_the_limit(in_workers: bool) {
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
+        .accept_in_workers(in_workers)
         .max_connections(2)
         .workers(1)
         .serve(hi_and_hold)
@@ -56,9 +66,19 @@ fn at_the_limit_new_clients_wait_in_the_kernel_queue() {
 
 #[test]
 fn reject_policy_resets_clients_past_the_limit() {
+    reject_past_the_limit(false);
+}
+
+#[test]
+fn reject_policy_resets_clients_past_the_limit_accepting_in_workers() {
+    reject_past_the_limit(true);
+}
+
+fn reject_past_the_limit(in_workers: bool) {
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
+        .accept_in_workers(in_workers)
         .max_connections(1)
         .overload_policy(OverloadPolicy::Reject)
         .workers(1)

@@ -11,9 +11,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[test]
 fn shutdown_drains_the_kernel_queue_into_handlers() {
+    drain_on_shutdown(false);
+}
+
+#[test]
+fn shutdown_drains_the_kernel_queue_into_handlers_accepting_in_workers() {
+    drain_on_shutdown(true);
+}
+
+fn drain_on_shutdown(in_workers: bool) {
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
+        .accept_in_workers(in_workers)
         .workers(1)
         .serve(hi)
         .unwrap();

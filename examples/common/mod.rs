@@ -36,6 +36,9 @@ pub struct ServerFlags {
     /// Run acceptor and worker threads under SCHED_BATCH (fewer context switches).
     #[arg(long)]
     pub sched_batch: bool,
+    /// Accept on the workers' own runtimes instead of on acceptor threads (no handoff).
+    #[arg(long)]
+    pub accept_in_workers: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (built with --features prometheus);
     /// `--metrics` alone binds 127.0.0.1:9090.
     #[cfg(feature = "prometheus")]
@@ -82,6 +85,9 @@ impl ServerFlags {
         }
         if self.sched_batch {
             b = b.sched_batch(true);
+        }
+        if self.accept_in_workers {
+            b = b.accept_in_workers(true);
         }
         for a in &self.addrs {
             b = b.bind(a.as_str())?;

@@ -20,9 +20,22 @@ use synack_load::plan::{CloseMode, Load, Plan};
 
 const PAYLOAD: &[u8] = b"8 bytes\n";
 #[cfg(not(feature = "actix"))]
-const KINDS: &[&str] = &["floor", "synack", "synack-batch", "tokio"];
+const KINDS: &[&str] = &[
+    "floor",
+    "synack",
+    "synack-batch",
+    "synack-inworker",
+    "tokio",
+];
 #[cfg(feature = "actix")]
-const KINDS: &[&str] = &["floor", "synack", "synack-batch", "tokio", "actix"];
+const KINDS: &[&str] = &[
+    "floor",
+    "synack",
+    "synack-batch",
+    "synack-inworker",
+    "tokio",
+    "actix",
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -63,9 +76,11 @@ fn child(kind: &str, cpu: Option<usize>) {
         None => (kind, false),
     };
     // "synack-batch": the same server with sched_batch(true).
-    let (kind, batch) = match kind {
-        "synack-batch" => ("synack", true),
-        k => (k, false),
+    // "synack-inworker": the same server accepting on its worker (no acceptor thread).
+    let (kind, batch, in_worker) = match kind {
+        "synack-batch" => ("synack", true, false),
+        "synack-inworker" => ("synack", false, true),
+        k => (k, false, false),
     };
     let stats: Box<dyn Fn() -> String> = match kind {
         "floor" => {
@@ -82,6 +97,7 @@ fn child(kind: &str, cpu: Option<usize>) {
                 .acceptors(1)
                 .max_connections(100_000)
                 .sched_batch(batch)
+                .accept_in_workers(in_worker)
                 .serve(move |mut c: synack::Connection| async move {
                     tokio::io::AsyncWriteExt::write_all(&mut c, PAYLOAD).await?;
                     if hold {

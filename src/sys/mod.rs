@@ -100,6 +100,13 @@ pub(crate) fn accept(sock: &socket2::Socket) -> io::Result<(std::net::TcpStream,
 /// listener, so that setting them once on the listener is enough (true on Linux).
 pub(crate) const ACCEPTED_INHERITS_OPTIONS: bool = imp::ACCEPTED_INHERITS_OPTIONS;
 
+/// Registers a listening socket with the current tokio runtime's reactor, for readability.
+pub(crate) fn register_listener(
+    sock: std::sync::Arc<socket2::Socket>,
+) -> io::Result<tokio::io::unix::AsyncFd<std::sync::Arc<socket2::Socket>>> {
+    unix::register_listener(sock)
+}
+
 /// The process's open-file limit: `(soft, hard)`.
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
     unix::nofile_limit()

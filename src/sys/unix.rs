@@ -1,6 +1,20 @@
-//! What every Unix offers alike: the open-file limit and the monotonic clock.
+//! What every Unix offers alike: the open-file limit, the monotonic clock, and registering a
+//! listener with a tokio reactor.
 
 use std::io;
+use std::sync::Arc;
+
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// Registers a listening socket with the current tokio runtime's reactor, for readability.
+pub(super) fn register_listener(sock: Arc<Socket>) -> io::Result<AsyncFd<Arc<Socket>>> {
+    // SAFETY: the descriptor belongs to the `Socket`, which the `Arc` keeps open and
+    // unchanged for as long as the `AsyncFd` holds its clone.
+    unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
 
 #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every Unix
 pub(super) fn nofile_limit() -> io::Result<(u64, u64)> {

@@ -1,0 +1,101 @@
+//! An acceptor run as a task on a worker's own runtime (the
+//! [`accept_in_workers`](crate::ServerBuilder::accept_in_workers) mode).
+//!
+//! The listeners are registered with the worker's tokio reactor; the task waits for any of
+//! them to be readable, for an order or a freed slot (a [`Notify`]), or for a back-off or drain
+//! deadline, then runs the same [`AcceptCore`] turn as a dedicated acceptor thread. What it
+//! accepts is spawned on the same thread, so a connection reaches its handler without a
+//! channel, a wakeup or a context switch. After a full batch it yields, so the handlers it
+//! just spawned run before it accepts more.
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::task::Poll;
+
+use socket2::Socket;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use super::{AcceptCore, AcceptorExit, Control, Dispatch, Next};
+
+/// Runs the accept loop until it is stopped; returns what it left in the kernel queues.
+pub(crate) async fn run(
+    mut core: AcceptCore,
+    ctrl: Receiver<Control>,
+    notify: Arc<Notify>,
+    mut dispatch: impl Dispatch,
+) -> AcceptorExit {
+    tracing::debug!(target: "synack::acceptor", acceptor = core.id, listeners = core.entries.len(),
+        "accept task started on its worker");
+    // Registered with the reactor once, kept for the task's life; `Entry::registered` says
+    // whether the task is watching it now.
+    let mut fds: Vec<Option<AsyncFd<Arc<Socket>>>> = core.entries.iter().map(|_| None).collect();
+    loop {
+        if let Some(exit) = core.begin_turn(&ctrl) {
+            return exit;
+        }
+        let active = core.active();
+        for (i, fd) in fds.iter_mut().enumerate() {
+            let want = active && core.entries[i].backoff_until.is_none();
+            if want == core.entries[i].registered {
+                continue;
+            }
+            if want && fd.is_none() {
+                let sock = core.entries[i].sock.clone();
+                match crate::sys::register_listener(sock) {
+                    Ok(f) => *fd = Some(f),
+                    Err(err) => {
+                        core.registration_failed(i, &err);
+                        continue;
+                    }
+                }
+            }
+            let e = &mut core.entries[i];
+            e.registered = want;
+            if want {
+                e.ready = true;
+            }
+        }
+        let until = match core.finish_turn(&mut dispatch) {
+            Next::Exit(exit) => return exit,
+            Next::Again => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Next::Wait(until) => until,
+        };
+        let mut notified = pin!(notify.notified());
+        let mut sleep = pin!(until.map(|t| tokio::time::sleep_until(t.into())));
+        poll_fn(|cx| {
+            let mut woke = notified.as_mut().poll(cx).is_ready();
+            if let Some(s) = sleep.as_mut().as_pin_mut() {
+                woke |= s.poll(cx).is_ready();
+            }
+            for (i, fd) in fds.iter().enumerate() {
+                let e = &mut core.entries[i];
+                let Some(fd) = fd else { continue };
+                if !e.registered || e.ready || e.backoff_until.is_some() {
+                    continue;
+                }
+                match fd.poll_read_ready(cx) {
+                    Poll::Ready(Ok(mut guard)) => {
+                        // Cleared before accepting: a connection arriving after the clear
+                        // sets readiness again; one before it is taken by the accepts to come.
+                        guard.clear_ready();
+                        e.ready = true;
+                        woke = true;
+                    }
+                    Poll::Ready(Err(err)) => {
+                        core.registration_failed(i, &err);
+                        woke = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if woke { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await;
+    }
+}
