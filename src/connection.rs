@@ -88,6 +88,25 @@ impl Connection {
         }
     }
 
+    /// Marks when the handler was started.
+    pub(crate) fn set_dispatched_at(&mut self, at: Instant) {
+        self.info.dispatched_at = at;
+    }
+
+    /// Writes `buf` to the socket at once, before the handler has it; an error if it does not
+    /// all fit (into a fresh socket's empty send buffer, a short header does).
+    pub(crate) fn write_now(&self, buf: &[u8]) -> io::Result<()> {
+        let n = match &self.io {
+            Io::Raw(s) => (&*s).write(buf)?,
+            Io::Tokio(s) => s.try_write(buf)?,
+            Io::Closed => return Err(io::ErrorKind::NotConnected.into()),
+        };
+        if n < buf.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+        }
+        Ok(())
+    }
+
     /// What synack knows about this connection.
     pub fn info(&self) -> &ConnInfo {
         &self.info

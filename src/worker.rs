@@ -6,9 +6,9 @@
 //! Handlers run on a `LocalSet`, so their futures need not be `Send`. A panicking handler is
 //! caught and counted; its connection is closed, its slot freed, and the worker goes on.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -18,6 +18,7 @@ use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::acceptor::{self, AcceptCore, AcceptorExit, Control, Dispatch};
@@ -135,23 +136,25 @@ pub(crate) struct AcceptTask {
     pub done: std::sync::mpsc::Sender<AcceptorExit>,
 }
 
-/// An accept task's dispatch: every connection to its own worker, spawned at once.
-struct Local<H>(Rc<Ctx<H>>);
+/// An accept loop's dispatch on its own worker: every connection into the worker's inbox,
+/// which the worker's loop empties right after polling the accept loop.
+struct Local {
+    worker: usize,
+    inbox: Rc<RefCell<Vec<Accepted>>>,
+}
 
-impl<H, Fut> Dispatch for Local<H>
-where
-    H: Fn(Connection) -> Fut + Send + Sync + 'static,
-    Fut: Future + 'static,
-    Fut::Output: HandlerOutput,
-{
+impl Dispatch for Local {
     fn pick(&mut self, _shared: &Shared) -> usize {
-        self.0.index
+        self.worker
     }
 
     fn deliver(&mut self, _worker: usize, acc: Accepted) {
-        tokio::task::spawn_local(serve_one(acc, self.0.clone()));
+        self.inbox.borrow_mut().push(acc);
     }
 }
+
+/// The most new connections a worker takes from its channel before running its handlers.
+const RECV_BATCH: usize = 64;
 
 /// Puts the calling thread under `SCHED_BATCH`, or says why not.
 pub(crate) fn enter_sched_batch() {
@@ -223,23 +226,60 @@ fn run<H, Fut>(
     let ctx = Rc::new(ctx);
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
-        if let Some(a) = accept {
-            let dispatch = Local(ctx.clone());
-            tokio::task::spawn_local(async move {
+        // Accepting in this worker: the accept loop is polled by the worker's loop itself, so
+        // what it accepts goes to the handlers without a channel or a wakeup.
+        let inbox = Rc::new(RefCell::new(Vec::new()));
+        let mut accept_loop = accept.map(|a| {
+            let dispatch = Local {
+                worker: ctx.index,
+                inbox: inbox.clone(),
+            };
+            Box::pin(async move {
                 let exit = acceptor::task::run(a.core, a.ctrl, a.notify, dispatch).await;
                 let _ = a.done.send(exit);
-            });
-        }
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                WorkerMsg::Conn(acc) => {
-                    tokio::task::spawn_local(serve_one(acc, ctx.clone()));
-                }
-                WorkerMsg::Stop => break,
+            })
+        });
+        // The worker's connections, each a future polled only when woken: one allocation per
+        // connection and no task of its own (tokio tasks cost an aligned allocation, a
+        // registration in the runtime's task list and several moves of the future).
+        let mut conns = FuturesUnordered::new();
+        std::future::poll_fn(|cx| {
+            if let Some(a) = &mut accept_loop
+                && a.as_mut().poll(cx).is_ready()
+            {
+                accept_loop = None;
             }
-        }
+            for acc in inbox.borrow_mut().drain(..) {
+                conns.push(serve_one(acc, ctx.clone()));
+            }
+            // New connections from acceptor threads, a bounded number per turn so running
+            // handlers keep up.
+            let mut taken = 0;
+            loop {
+                if taken == RECV_BATCH {
+                    cx.waker().wake_by_ref();
+                    break;
+                }
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(WorkerMsg::Conn(acc))) => {
+                        conns.push(serve_one(acc, ctx.clone()));
+                        taken += 1;
+                    }
+                    Poll::Ready(Some(WorkerMsg::Stop)) | Poll::Ready(None) => {
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            // Every handler that was woken; the set yields by itself after a round.
+            while let Poll::Ready(Some(())) = conns.poll_next_unpin(cx) {}
+            Poll::Pending
+        })
+        .await;
+        // Cancels every handler still running: their guards count them as aborted.
+        drop(conns);
     });
-    // Cancels every handler still running: their guards count them as aborted.
+    // Cancels the tasks the handlers spawned.
     drop(local);
     rx.close();
     let stats = &ctx.shared.workers[ctx.index].stats;
@@ -253,28 +293,23 @@ fn run<H, Fut>(
     tracing::debug!(target: "synack::worker", worker = ctx.index, "worker stopped");
 }
 
-/// Sets a connection up and starts its handler. The setup is synchronous, so that nothing of
-/// it (the accepted-socket record, the addresses) lives on in the task's state: the task holds
-/// the handler's future, the span and a few pointers.
+/// Sets a connection up for its handler. The setup is synchronous, so that nothing of it (the
+/// accepted-socket record, the addresses) lives on in the task's state: the task holds the
+/// connection, then the handler's future in its place, the span and a few pointers. The
+/// handler is started at the task's first poll, which is also when dispatch latency is taken:
+/// `accept()` to the handler's start, whatever queue (the acceptor's channel, the worker's
+/// run queue) lies between.
 fn serve_one<H, Fut>(acc: Accepted, ctx: Rc<Ctx<H>>) -> impl Future<Output = ()> + 'static
 where
     H: Fn(Connection) -> Fut + Send + Sync + 'static,
     Fut: Future + 'static,
     Fut::Output: HandlerOutput,
 {
-    let stats = &ctx.shared.workers[ctx.index].stats;
     listener::configure_accepted(&acc.stream, &ctx.opts);
     let local_addr = match acc.local {
         Some(a) => a,
         None => acc.stream.local_addr().unwrap_or(acc.peer),
     };
-    let dispatched_at = Instant::now();
-    let waited = dispatched_at.saturating_duration_since(acc.accepted_at);
-    stats.record_dispatch(waited);
-    #[cfg(feature = "metrics")]
-    if let Some(h) = &ctx.dispatch_hist {
-        h.record(waited.as_secs_f64());
-    }
     let info = ConnInfo {
         id: acc.id,
         peer_addr: acc.peer,
@@ -283,72 +318,111 @@ where
         acceptor: acc.acceptor,
         worker: ctx.index,
         accepted_at: acc.accepted_at,
-        dispatched_at,
+        // Set when the handler starts.
+        dispatched_at: acc.accepted_at,
     };
     // One span per connection around its handler; nothing is built when debug is off.
     let span = tracing::debug_span!(target: "synack::conn", "conn", id = info.id,
         peer = %info.peer_addr, listener = info.listener, worker = info.worker);
-    tracing::debug!(target: "synack::conn", parent: &span, "connection dispatched");
-    if let Some(clock) = ctx.shared.probe {
-        let header = ProbeHeader {
-            accept_ns: clock.ns(acc.accepted_at),
-            dispatch_ns: clock.ns(dispatched_at),
-        };
-        // 24 bytes into a fresh socket's empty send buffer: written at once.
-        if let Err(e) = (&acc.stream).write_all(&header.encode()) {
-            tracing::debug!(target: "synack::conn", parent: &span, error = %e, "cannot write the probe header");
-        }
-    }
-    let conn = Connection::new(acc.stream, info, acc.slot);
-    let started =
-        span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(conn))));
-    let guard = AbortGuard { ctx, done: false };
-    let (fut, early_panic) = match started {
-        Ok(f) => (Some(f), None),
-        Err(p) => (None, Some(p)),
-    };
     Supervised {
-        fut,
-        early_panic,
+        stage: Stage::Waiting {
+            conn: Some(Connection::new(acc.stream, info, acc.slot)),
+        },
         span,
-        guard,
+        guard: AbortGuard { ctx, done: false },
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A handler's future run to its end, its panics caught and how it ended counted. A plain
-    /// struct rather than an `async fn`, so the handler's future is stored once in the task.
+    /// Where a connection's task is.
+    #[project = StageProj]
+    enum Stage<Fut> {
+        /// Set up, its handler not started yet.
+        Waiting { conn: Option<Connection> },
+        /// The handler's future.
+        Running { #[pin] fut: Fut },
+        /// Ended (only seen if polled again).
+        Ended,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's handler run to its end, its panics caught and how it ended counted. A
+    /// plain struct rather than an `async fn`, so the handler's future is stored once in the
+    /// task, in the place the connection waited in.
     struct Supervised<H, Fut> {
         #[pin]
-        fut: Option<Fut>,
-        early_panic: Option<Box<dyn std::any::Any + Send>>,
+        stage: Stage<Fut>,
         span: tracing::Span,
         guard: AbortGuard<H>,
     }
 }
 
+/// Starts the handler on `conn`: records the dispatch, writes the probe header, calls the
+/// handler inside the span, its panic caught.
+fn start<H, Fut>(
+    mut conn: Connection,
+    ctx: &Ctx<H>,
+    span: &tracing::Span,
+) -> std::thread::Result<Fut>
+where
+    H: Fn(Connection) -> Fut,
+{
+    let stats = &ctx.shared.workers[ctx.index].stats;
+    let dispatched_at = Instant::now();
+    let accepted_at = conn.info().accepted_at;
+    conn.set_dispatched_at(dispatched_at);
+    let waited = dispatched_at.saturating_duration_since(accepted_at);
+    stats.record_dispatch(waited);
+    #[cfg(feature = "metrics")]
+    if let Some(h) = &ctx.dispatch_hist {
+        h.record(waited.as_secs_f64());
+    }
+    tracing::debug!(target: "synack::conn", parent: span, "connection dispatched");
+    if let Some(clock) = ctx.shared.probe {
+        let header = ProbeHeader {
+            accept_ns: clock.ns(accepted_at),
+            dispatch_ns: clock.ns(dispatched_at),
+        };
+        // 24 bytes into a fresh socket's empty send buffer: written at once.
+        if let Err(e) = conn.write_now(&header.encode()) {
+            tracing::debug!(target: "synack::conn", parent: span, error = %e, "cannot write the probe header");
+        }
+    }
+    span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(conn))))
+}
+
 impl<H, Fut> Future for Supervised<H, Fut>
 where
+    H: Fn(Connection) -> Fut,
     Fut: Future,
     Fut::Output: HandlerOutput,
 {
     type Output = ();
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        let this = self.project();
-        let outcome = match this.fut.as_pin_mut() {
-            Some(fut) => {
-                let _entered = this.span.enter();
-                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-                    Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(out)) => Ok(out),
-                    Err(panic) => Err(panic),
+        let mut this = self.project();
+        let outcome = loop {
+            match this.stage.as_mut().project() {
+                StageProj::Waiting { conn } => {
+                    let Some(conn) = conn.take() else {
+                        break Err(Box::new("connection lost before its handler started") as _);
+                    };
+                    match start(conn, &this.guard.ctx, this.span) {
+                        Ok(fut) => this.stage.set(Stage::Running { fut }),
+                        Err(panic) => break Err(panic),
+                    }
                 }
+                StageProj::Running { fut } => {
+                    let _entered = this.span.enter();
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(out)) => break Ok(out),
+                        Err(panic) => break Err(panic),
+                    }
+                }
+                StageProj::Ended => return Poll::Ready(()),
             }
-            None => Err(this
-                .early_panic
-                .take()
-                .unwrap_or_else(|| Box::new("handler polled after it ended"))),
         };
         let span = &*this.span;
         let stats = this.guard.stats();
@@ -373,6 +447,9 @@ where
         tracing::debug!(target: "synack::conn", parent: span, "connection done");
         stats.completed.fetch_add(1, Relaxed);
         this.guard.done = true;
+        // Counted before the connection (in the handler's future) is dropped and its slot
+        // freed: whoever sees the slot free sees the handler counted.
+        this.stage.set(Stage::Ended);
         Poll::Ready(())
     }
 }
