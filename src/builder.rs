@@ -25,6 +25,9 @@ use crate::worker::{self, AcceptTask, HandlerOutput, WorkerShared};
 /// The most acceptor or worker threads one server may ask for.
 pub const MAX_THREADS: usize = 4096;
 
+/// The default [accept batch](ServerBuilder::accept_batch) when accepting in the workers.
+pub const IN_WORKER_ACCEPT_BATCH: usize = 4;
+
 /// Tomcat's default `maxConnections` (NIO connector).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 
@@ -52,6 +55,7 @@ pub struct ServerBuilder {
     metrics: Option<Duration>,
     sched_batch: bool,
     accept_in_workers: bool,
+    accept_batch: Option<usize>,
 }
 
 impl Default for ServerBuilder {
@@ -64,7 +68,7 @@ impl ServerBuilder {
     /// A builder with the defaults: backlog 1024, 8192 connections, one worker per core, one
     /// acceptor, `SO_REUSEADDR` and `TCP_NODELAY` on, [`OverloadPolicy::Queue`],
     /// [`FdExhaustionPolicy::Backoff`] from 5 ms to 1 s, at most 64 accepts per listener per
-    /// wakeup.
+    /// wakeup (4 when accepting in the workers).
     pub fn new() -> Self {
         ServerBuilder {
             binds: Vec::new(),
@@ -84,6 +88,7 @@ impl ServerBuilder {
             metrics: None,
             sched_batch: false,
             accept_in_workers: false,
+            accept_batch: None,
         }
     }
 
@@ -224,9 +229,13 @@ impl ServerBuilder {
     }
 
     /// The most connections accepted from one listener per wakeup before the others get a
-    /// turn. At least 1. Default 64.
+    /// turn (and, when [accepting in the workers](Self::accept_in_workers), before the
+    /// worker runs the handlers of what it accepted). At least 1. Default 64 with acceptor
+    /// threads, [`IN_WORKER_ACCEPT_BATCH`] in the workers: there every connection accepted in
+    /// a batch waits for the handlers of those before it, while the rest wait in the kernel
+    /// queue, where the backlog applies.
     pub fn accept_batch(mut self, n: usize) -> Self {
-        self.accept.batch = n;
+        self.accept_batch = Some(n);
         self
     }
 
@@ -325,7 +334,7 @@ impl ServerBuilder {
                 "1 (the default) when accepting in the workers: every worker is then an acceptor",
             ));
         }
-        if self.accept.batch == 0 {
+        if self.accept_batch == Some(0) {
             return Err(Error::invalid(
                 "accept_batch",
                 0,
@@ -409,6 +418,11 @@ impl ServerBuilder {
             n_workers
         } else {
             self.acceptors
+        };
+        self.accept.batch = match self.accept_batch {
+            Some(n) => n,
+            None if self.accept_in_workers => IN_WORKER_ACCEPT_BATCH,
+            None => self.accept.batch,
         };
         let listeners = self.open_listeners(n_acceptors)?;
         let mut polls = Vec::with_capacity(n_acceptors);

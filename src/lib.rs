@@ -56,7 +56,7 @@ pub mod sys;
 pub mod worker;
 
 pub use acceptor::FdExhaustionPolicy;
-pub use builder::{DEFAULT_MAX_CONNECTIONS, MAX_THREADS, ServerBuilder};
+pub use builder::{DEFAULT_MAX_CONNECTIONS, IN_WORKER_ACCEPT_BATCH, MAX_THREADS, ServerBuilder};
 #[cfg(feature = "config")]
 pub use config::ServerConfig;
 pub use connection::{Closing, ConnInfo, Connection};

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench -p synack-loadtest --bench compare              # the table (about a minute)
 //! cargo bench -p synack-loadtest --bench compare -- --memory  # also RSS per held connection
+//! cargo bench -p synack-loadtest --bench compare -- --only synack-inworker --runs 5
 //! ```
 //!
 //! Each connection: connect, the server writes 8 bytes and closes, the client reads them and
@@ -53,7 +54,28 @@ fn main() {
             .and_then(|i| args.get(i + 1)?.parse().ok())
             .unwrap_or(default)
     };
+    // `--only floor,synack-inworker`: a subset of the servers (the floor is always run, as
+    // the ratios are to it).
+    let kinds: Vec<&str> = match args.iter().position(|a| a == "--only") {
+        Some(i) => {
+            let want: Vec<&str> = args.get(i + 1).map_or(vec![], |v| v.split(',').collect());
+            if let Some(bad) = want.iter().find(|k| !KINDS.contains(k)) {
+                eprintln!(
+                    "compare: --only: unknown server {bad:?}; known: {}",
+                    KINDS.join(", ")
+                );
+                std::process::exit(2);
+            }
+            KINDS
+                .iter()
+                .copied()
+                .filter(|k| *k == "floor" || want.contains(k))
+                .collect()
+        }
+        None => KINDS.to_vec(),
+    };
     parent(
+        &kinds,
         memory,
         num("--seconds", 3),
         num("--runs", 3).max(1) as usize,
@@ -352,7 +374,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn parent(memory: bool, seconds: u64, runs: usize) {
+fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
     // Counted before pinning: the mask narrows what available_parallelism sees.
     let cpus = num_cpus();
     if cpus > 1 {
@@ -366,16 +388,16 @@ fn parent(memory: bool, seconds: u64, runs: usize) {
         "phase 1: closed loop, 64 in flight, {seconds} s, {runs} runs interleaved (medians); phase 2: open loop 10k/s, 3 s\n"
     );
     // Phase 1: as fast as the generator goes, the servers taking turns so drift hits all.
-    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = KINDS.iter().map(|_| (vec![], vec![])).collect();
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = kinds.iter().map(|_| (vec![], vec![])).collect();
     for _ in 0..runs {
-        for (i, kind) in KINDS.iter().enumerate() {
+        for (i, kind) in kinds.iter().enumerate() {
             let (rate, cpu) = phase1(kind, cpus, seconds);
             samples[i].0.push(rate);
             samples[i].1.push(cpu);
         }
     }
     let mut rows = Vec::new();
-    for (i, kind) in KINDS.iter().copied().enumerate() {
+    for (i, kind) in kinds.iter().copied().enumerate() {
         let rate = median(samples[i].0.clone());
         let cpu_us = median(samples[i].1.clone());
         // Phase 2: a fixed 10k/s for time to first byte and dispatch latency.
@@ -410,7 +432,7 @@ fn parent(memory: bool, seconds: u64, runs: usize) {
     }
     let floor = rows[0].2;
     println!(
-        "{:<13} {:>9} {:>12} {:>9} {:>16} {:>16} {:>12}",
+        "{:<16} {:>8} {:>12} {:>9} {:>16} {:>16} {:>12}",
         "server",
         "conn/s",
         "CPU us/conn",
@@ -421,7 +443,7 @@ fn parent(memory: bool, seconds: u64, runs: usize) {
     );
     for (kind, rate, cpu, dispatch, fb50, fb99, lag) in &rows {
         println!(
-            "{:<13} {:>9.0} {:>12.1} {:>8.2}x {:>16} {:>16} {:>12}",
+            "{:<16} {:>8.0} {:>12.1} {:>8.2}x {:>16} {:>16} {:>12}",
             kind,
             rate,
             cpu,
