@@ -387,6 +387,8 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
     println!(
         "phase 1: closed loop, 64 in flight, {seconds} s, {runs} runs interleaved (medians); phase 2: open loop 10k/s, 3 s\n"
     );
+    // Before any flood (whose kernel clean-up lingers): what the machine leaves a pacer.
+    let (p50, p99) = ideal_pacer_lag(10_000.0, Duration::from_secs(3));
     // Phase 1: as fast as the generator goes, the servers taking turns so drift hits all.
     let mut samples: Vec<(Vec<f64>, Vec<f64>)> = kinds.iter().map(|_| (vec![], vec![])).collect();
     for _ in 0..runs {
@@ -400,8 +402,10 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
     for (i, kind) in kinds.iter().copied().enumerate() {
         let rate = median(samples[i].0.clone());
         let cpu_us = median(samples[i].1.clone());
-        // Phase 2: a fixed 10k/s for time to first byte and dispatch latency.
+        // Phase 2: a fixed 10k/s for time to first byte and dispatch latency, after the
+        // kernel has settled from the last flood.
         let mut s = ChildServer::start(kind, cpus);
+        std::thread::sleep(Duration::from_secs(1));
         let run2 = engine::run(
             &plan(
                 s.addr,
@@ -453,6 +457,12 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
             lag
         );
     }
+    println!(
+        "\ngen lag: the generator's start minus its schedule at 10k/s. This machine's own floor \
+         for it, a pacer that only spins and does nothing else, on the generator's CPU before \
+         the floods: p50 {p50} us, p99 {p99} us."
+    );
+    generators(cpus, seconds);
     if memory {
         println!("\nmemory: 15,000 idle connections held (--hold), resident set growth");
         for kind in ["synack", "tokio"] {
@@ -484,5 +494,105 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
             let _ = holder.join();
             drop(s);
         }
+    }
+}
+
+/// The lag an ideal pacer would see here: starts due every `1/rate` s, the thread doing nothing
+/// but spin on the clock; returns p50 and p99 of (observed - due) in us. What the machine
+/// (interrupts, the hypervisor, other threads) takes from any generator's pacing.
+fn ideal_pacer_lag(rate: f64, duration: Duration) -> (u64, u64) {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let t0 = std::time::Instant::now();
+    let step = Duration::from_secs_f64(1.0 / rate);
+    let mut due = t0 + step;
+    while due < t0 + duration {
+        let mut now = std::time::Instant::now();
+        while now < due {
+            now = std::time::Instant::now();
+        }
+        h.saturating_record(now.duration_since(due).as_micros() as u64);
+        due += step;
+    }
+    (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+}
+
+/// Connections the kernel completed passively (server side) so far: what a generator opened.
+fn passive_opens() -> u64 {
+    synack::sys::tcp_counters()
+        .ok()
+        .flatten()
+        .and_then(|c| c.get("Tcp.PassiveOpens").copied())
+        .unwrap_or(0)
+}
+
+/// Opens per second over a window while a generator runs (skipping its first second).
+fn opens_rate(window: Duration) -> f64 {
+    std::thread::sleep(Duration::from_secs(1));
+    let a = passive_opens();
+    std::thread::sleep(window);
+    (passive_opens() - a) as f64 / window.as_secs_f64()
+}
+
+/// One-thread generators side by side against the floor server, interleaved: synack-load's
+/// engine and, when found, tcpkali (`TCPKALI=/path/to/tcpkali`, or `tcpkali` on the PATH),
+/// both pinned to CPU 1, 64 connections in flight, each closed as soon as it is established.
+fn generators(cpus: usize, seconds: u64) {
+    let tcpkali = std::env::var("TCPKALI").unwrap_or_else(|_| "tcpkali".into());
+    let found = Command::new(&tcpkali)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    println!(
+        "\ngenerators, one thread each on CPU 1, 64 in flight, connect then close at once, \
+         against the floor server; opens/s from the kernel's Tcp.PassiveOpens over {seconds} s"
+    );
+    let server = ChildServer::start("floor", cpus);
+    let window = Duration::from_secs(seconds);
+    let (mut ours, mut theirs) = (vec![], vec![]);
+    for _ in 0..3 {
+        let addr = server.addr;
+        let run = std::thread::spawn(move || {
+            let mut p = plan(
+                addr,
+                Load::Closed { concurrency: 64 },
+                window + Duration::from_secs(2),
+                None,
+            );
+            p.read = None;
+            engine::run(&p, |_, _, _| {}).unwrap()
+        });
+        ours.push(opens_rate(window));
+        let _ = run.join();
+        std::thread::sleep(Duration::from_millis(500));
+        if found {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", if cpus > 1 { "1" } else { "0" }, &tcpkali]);
+            cmd.args(["-w", "1", "-c", "64", "--connect-rate", "1m"]);
+            cmd.args(["--channel-lifetime", "0", "-T"]);
+            cmd.arg(format!("{}s", seconds + 3));
+            cmd.arg(addr.to_string());
+            let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+            if let Ok(mut child) = child {
+                theirs.push(opens_rate(window));
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let ours = median(ours);
+    println!("synack-load      {ours:>8.0} opens/s (median of 3)");
+    if theirs.is_empty() {
+        println!(
+            "tcpkali          not found (set TCPKALI=/path/to/tcpkali, or put it on the PATH)"
+        );
+    } else {
+        let theirs = median(theirs);
+        println!(
+            "tcpkali          {theirs:>8.0} opens/s (median of 3): synack-load opens {:.2}x",
+            ours / theirs
+        );
     }
 }
