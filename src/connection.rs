@@ -25,13 +25,15 @@ pub struct ConnInfo {
     pub local_addr: SocketAddr,
     /// Index of the listener that accepted it (see [`Server::listeners`](crate::Server::listeners)).
     pub listener: usize,
-    /// The acceptor thread that accepted it.
+    /// The acceptor that accepted it (with
+    /// [`accept_in_workers`](crate::ServerBuilder::accept_in_workers), its worker's index).
     pub acceptor: usize,
     /// The worker that runs its handler.
     pub worker: usize,
     /// When `accept()` returned it.
     pub accepted_at: Instant,
-    /// When its handler was started on the worker.
+    /// When its handler was started on the worker (its first poll); `accepted_at` to this is
+    /// the dispatch latency.
     pub dispatched_at: Instant,
 }
 

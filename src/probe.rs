@@ -7,7 +7,7 @@
 //! | 0..6 | magic `SYNACK` (ASCII) |
 //! | 6..8 | version, big-endian `u16` (1) |
 //! | 8..16 | `CLOCK_MONOTONIC` nanoseconds when `accept()` returned, big-endian `u64` |
-//! | 16..24 | `CLOCK_MONOTONIC` nanoseconds when the handler was dispatched, big-endian `u64` |
+//! | 16..24 | `CLOCK_MONOTONIC` nanoseconds when the handler started (its first poll), big-endian `u64` |
 //!
 //! `CLOCK_MONOTONIC` is one clock for every process on a host, so the client can compare these
 //! with its own connect and first-byte times.
@@ -26,7 +26,7 @@ pub const LEN: usize = 24;
 pub struct ProbeHeader {
     /// `CLOCK_MONOTONIC` ns when `accept()` returned the connection.
     pub accept_ns: u64,
-    /// `CLOCK_MONOTONIC` ns when its handler was dispatched on a worker.
+    /// `CLOCK_MONOTONIC` ns when its handler started on a worker (its first poll).
     pub dispatch_ns: u64,
 }
 
