@@ -4,8 +4,8 @@
 //! a `mio::Waker` for control (pause, resume, stop, a slot freed in the connection limit); it
 //! hands what it accepts to the workers. With
 //! [`accept_in_workers`](crate::ServerBuilder::accept_in_workers) each worker is its own
-//! acceptor instead, the same loop run as a task on the worker's reactor ([`task`]), so a
-//! connection reaches its handler without crossing threads. Both drive one [`AcceptCore`].
+//! acceptor instead, the same loop run as a task on the worker's reactor (`task.rs`), so a
+//! connection reaches its handler without crossing threads. Both drive one `AcceptCore`.
 //!
 //! On readiness an acceptor accepts until
 //! `WouldBlock`, at most `accept_batch` per listener per round so one listener cannot starve
