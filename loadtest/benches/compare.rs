@@ -369,6 +369,42 @@ fn phase1(kind: &str, cpus: usize, seconds: u64) -> (f64, f64) {
     (rate, cpu_us)
 }
 
+/// Phase 2 once, after the kernel has settled from the last flood: dispatch p50/p99 (synack),
+/// time to first byte p50/p99 and the generator's lag p99, in us.
+fn phase2(kind: &str, cpus: usize) -> [u64; 5] {
+    let mut s = ChildServer::start(kind, cpus);
+    std::thread::sleep(Duration::from_secs(1));
+    let run = engine::run(
+        &plan(
+            s.addr,
+            Load::Open {
+                from: 10_000.0,
+                to: 10_000.0,
+                burst: 0,
+            },
+            Duration::from_secs(3),
+            None,
+        ),
+        |_, _, _| {},
+    )
+    .unwrap();
+    let r = s.report();
+    drop(s);
+    let (d50, d99) = r
+        .dispatch
+        .split_once('/')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .unwrap_or((0, 0));
+    let fb = &run.rec.first_byte;
+    [
+        d50,
+        d99,
+        fb.value_at_quantile(0.5),
+        fb.value_at_quantile(0.99),
+        run.rec.start_lag.value_at_quantile(0.99),
+    ]
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -385,7 +421,7 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
     }
     println!("compare: {cpus} CPUs; servers pinned to CPU 0, the generator (1 thread) to CPU 1");
     println!(
-        "phase 1: closed loop, 64 in flight, {seconds} s, {runs} runs interleaved (medians); phase 2: open loop 10k/s, 3 s\n"
+        "phase 1: closed loop, 64 in flight, {seconds} s; phase 2: open loop 10k/s, 3 s; {runs} runs of each, interleaved (medians)\n"
     );
     // Before any flood (whose kernel clean-up lingers): what the machine leaves a pacer.
     let (p50, p99) = ideal_pacer_lag(10_000.0, Duration::from_secs(3));
@@ -398,41 +434,25 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
             samples[i].1.push(cpu);
         }
     }
+    // Phase 2: a fixed 10k/s for time to first byte and dispatch latency, the servers taking
+    // turns again; each percentile is the median over the runs, as tails move a lot here.
+    let mut tails: Vec<Vec<[u64; 5]>> = kinds.iter().map(|_| vec![]).collect();
+    for _ in 0..runs {
+        for (i, kind) in kinds.iter().enumerate() {
+            tails[i].push(phase2(kind, cpus));
+        }
+    }
     let mut rows = Vec::new();
     for (i, kind) in kinds.iter().copied().enumerate() {
         let rate = median(samples[i].0.clone());
         let cpu_us = median(samples[i].1.clone());
-        // Phase 2: a fixed 10k/s for time to first byte and dispatch latency, after the
-        // kernel has settled from the last flood.
-        let mut s = ChildServer::start(kind, cpus);
-        std::thread::sleep(Duration::from_secs(1));
-        let run2 = engine::run(
-            &plan(
-                s.addr,
-                Load::Open {
-                    from: 10_000.0,
-                    to: 10_000.0,
-                    burst: 0,
-                },
-                Duration::from_secs(3),
-                None,
-            ),
-            |_, _, _| {},
-        )
-        .unwrap();
-        let r2 = s.report();
-        drop(s);
-        let fb = &run2.rec.first_byte;
-        rows.push((
-            kind,
-            rate,
-            cpu_us,
-            r2.dispatch,
-            fb.value_at_quantile(0.5),
-            fb.value_at_quantile(0.99),
-            run2.rec.start_lag.value_at_quantile(0.99),
-        ));
-        std::thread::sleep(Duration::from_millis(300));
+        let m = |k: usize| median(tails[i].iter().map(|t| t[k] as f64).collect()) as u64;
+        let dispatch = if kind.starts_with("synack") {
+            format!("{}/{} us", m(0), m(1))
+        } else {
+            "-".to_string()
+        };
+        rows.push((kind, rate, cpu_us, dispatch, m(2), m(3), m(4)));
     }
     let floor = rows[0].2;
     println!(
@@ -452,7 +472,7 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
             rate,
             cpu,
             cpu / floor,
-            format!("{dispatch} us").replace("- us", "-"),
+            dispatch,
             format!("{fb50}/{fb99}"),
             lag
         );
