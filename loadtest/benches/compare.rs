@@ -482,7 +482,7 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
          for it, a pacer that only spins and does nothing else, on the generator's CPU before \
          the floods: p50 {p50} us, p99 {p99} us."
     );
-    generators(cpus, seconds);
+    generators(cpus, seconds, runs);
     if memory {
         println!("\nmemory: 15,000 idle connections held (--hold), resident set growth");
         for kind in ["synack", "tokio"] {
@@ -556,7 +556,7 @@ fn opens_rate(window: Duration) -> f64 {
 /// One-thread generators side by side against the floor server, interleaved: synack-load's
 /// engine and, when found, tcpkali (`TCPKALI=/path/to/tcpkali`, or `tcpkali` on the PATH),
 /// both pinned to CPU 1, 64 connections in flight, each closed as soon as it is established.
-fn generators(cpus: usize, seconds: u64) {
+fn generators(cpus: usize, seconds: u64, runs: usize) {
     let tcpkali = std::env::var("TCPKALI").unwrap_or_else(|_| "tcpkali".into());
     let found = Command::new(&tcpkali)
         .arg("--version")
@@ -569,10 +569,9 @@ fn generators(cpus: usize, seconds: u64) {
          against the floor server; opens/s from the kernel's Tcp.PassiveOpens over {seconds} s"
     );
     let server = ChildServer::start("floor", cpus);
+    let addr = server.addr;
     let window = Duration::from_secs(seconds);
-    let (mut ours, mut theirs) = (vec![], vec![]);
-    for _ in 0..3 {
-        let addr = server.addr;
+    let run_ours = || {
         let run = std::thread::spawn(move || {
             let mut p = plan(
                 addr,
@@ -583,35 +582,54 @@ fn generators(cpus: usize, seconds: u64) {
             p.read = None;
             engine::run(&p, |_, _, _| {}).unwrap()
         });
-        ours.push(opens_rate(window));
+        let rate = opens_rate(window);
         let _ = run.join();
+        rate
+    };
+    let run_theirs = || {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", if cpus > 1 { "1" } else { "0" }, &tcpkali]);
+        cmd.args(["-w", "1", "-c", "64", "--connect-rate", "1m"]);
+        cmd.args(["--channel-lifetime", "0", "-T"]);
+        cmd.arg(format!("{}s", seconds + 3));
+        cmd.arg(addr.to_string());
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let rate = opens_rate(window);
+        let _ = child.kill();
+        let _ = child.wait();
+        Some(rate)
+    };
+    let (mut ours, mut theirs) = (vec![], vec![]);
+    // Interleaved, the order alternating, so drift on this shared machine hits both.
+    for round in 0..runs {
+        if found && round % 2 == 1 {
+            theirs.extend(run_theirs());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ours.push(run_ours());
         std::thread::sleep(Duration::from_millis(500));
-        if found {
-            let mut cmd = Command::new("taskset");
-            cmd.args(["-c", if cpus > 1 { "1" } else { "0" }, &tcpkali]);
-            cmd.args(["-w", "1", "-c", "64", "--connect-rate", "1m"]);
-            cmd.args(["--channel-lifetime", "0", "-T"]);
-            cmd.arg(format!("{}s", seconds + 3));
-            cmd.arg(addr.to_string());
-            let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
-            if let Ok(mut child) = child {
-                theirs.push(opens_rate(window));
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if found && round % 2 == 0 {
+            theirs.extend(run_theirs());
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    drop(server);
     let ours = median(ours);
-    println!("synack-load      {ours:>8.0} opens/s (median of 3)");
+    println!("synack-load      {ours:>8.0} opens/s (median of {runs})");
     if theirs.is_empty() {
         println!(
             "tcpkali          not found (set TCPKALI=/path/to/tcpkali, or put it on the PATH)"
         );
     } else {
+        let theirs_n = theirs.len();
         let theirs = median(theirs);
         println!(
-            "tcpkali          {theirs:>8.0} opens/s (median of 3): synack-load opens {:.2}x",
+            "tcpkali          {theirs:>8.0} opens/s (median of {}): synack-load opens {:.2}x",
+            theirs_n,
             ours / theirs
         );
     }
