@@ -48,10 +48,20 @@ fn drain_on_shutdown(in_workers: bool) {
 
 #[test]
 fn handlers_past_the_grace_period_are_aborted() {
+    abort_after_grace(false);
+}
+
+#[test]
+fn handlers_past_the_grace_period_are_aborted_accepting_in_workers() {
+    abort_after_grace(true);
+}
+
+fn abort_after_grace(in_workers: bool) {
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
         .workers(1)
+        .accept_in_workers(in_workers)
         .serve(|mut conn: synack::Connection| async move {
             conn.write_all(b"hi").await?;
             std::future::pending::<()>().await;

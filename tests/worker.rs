@@ -139,6 +139,60 @@ fn handler_errors_are_counted_and_futures_need_not_be_send() {
     assert_eq!(server.stats().handler_errors, 2);
 }
 
+/// Handlers share their worker's thread but not a task: each may spawn local tasks, yield, and
+/// wait on timers and on one another, and a stalled one does not stall the rest.
+fn handlers_interleave_on_one_worker(in_workers: bool) {
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .accept_in_workers(in_workers)
+        .serve(move |mut conn: synack::Connection| {
+            let mut gate = gate_rx.clone();
+            async move {
+                let id = conn.info().id;
+                if id == 0 {
+                    // The first connection waits until the test opens the gate.
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                // A task of its own on the worker's LocalSet; !Send is fine there.
+                let rc = Rc::new(id);
+                let echoed = tokio::task::spawn_local(async move { *rc }).await.unwrap();
+                conn.write_all(format!("{echoed}").as_bytes()).await
+            }
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let mut first = connect(addr);
+    wait_for("the first handler to start", || {
+        server.stats().accepted == 1
+    });
+    // Later connections are served while the first one waits.
+    for _ in 0..5 {
+        let got = fetch(addr);
+        assert!(got.parse::<u64>().unwrap() >= 1, "{got}");
+    }
+    gate_tx.send_replace(true);
+    let mut got = String::new();
+    first.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "0");
+    wait_for("every handler done", || server.stats().completed == 6);
+    assert_eq!(server.stats().handler_panics, 0);
+}
+
+#[test]
+fn handlers_interleave_on_one_worker_with_an_acceptor_thread() {
+    handlers_interleave_on_one_worker(false);
+}
+
+#[test]
+fn handlers_interleave_on_one_worker_accepting_in_workers() {
+    handlers_interleave_on_one_worker(true);
+}
+
 #[test]
 fn sched_batch_puts_the_workers_under_sched_batch() {
     // Field 41 of /proc/thread-self/stat is the scheduling policy (3 = SCHED_BATCH).
