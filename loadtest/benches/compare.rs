@@ -20,21 +20,14 @@ use synack_load::engine;
 use synack_load::plan::{CloseMode, Load, Plan};
 
 const PAYLOAD: &[u8] = b"8 bytes\n";
-#[cfg(not(feature = "actix"))]
+/// The servers compared, in table order; actix-server only when built with `--features actix`.
 const KINDS: &[&str] = &[
     "floor",
     "synack",
     "synack-batch",
     "synack-inworker",
     "tokio",
-];
-#[cfg(feature = "actix")]
-const KINDS: &[&str] = &[
-    "floor",
-    "synack",
-    "synack-batch",
-    "synack-inworker",
-    "tokio",
+    #[cfg(feature = "actix")]
     "actix",
 ];
 
