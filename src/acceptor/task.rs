@@ -32,6 +32,9 @@ pub(crate) async fn run(
     // Registered with the reactor once, kept for the task's life; `Entry::registered` says
     // whether the task is watching it now.
     let mut fds: Vec<Option<AsyncFd<Arc<Socket>>>> = core.entries.iter().map(|_| None).collect();
+    // One waiter kept registered across waits, renewed only once it fires (registering and
+    // removing a waiter each time would take the Notify's lock twice per wait).
+    let mut notified = pin!(notify.notified());
     loop {
         if let Some(exit) = core.begin_turn(&ctrl) {
             return exit;
@@ -66,10 +69,13 @@ pub(crate) async fn run(
             }
             Next::Wait(until) => until,
         };
-        let mut notified = pin!(notify.notified());
         let mut sleep = pin!(until.map(|t| tokio::time::sleep_until(t.into())));
         poll_fn(|cx| {
-            let mut woke = notified.as_mut().poll(cx).is_ready();
+            let mut woke = false;
+            if notified.as_mut().poll(cx).is_ready() {
+                notified.set(notify.notified());
+                woke = true;
+            }
             if let Some(s) = sleep.as_mut().as_pin_mut() {
                 woke |= s.poll(cx).is_ready();
             }
