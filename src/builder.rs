@@ -331,7 +331,7 @@ impl ServerBuilder {
             return Err(Error::invalid(
                 "acceptors",
                 self.acceptors,
-                "1 (the default) when accepting in the workers: every worker is then an acceptor",
+                "1 (the default) with accept_in_workers, where every worker is its own acceptor",
             ));
         }
         if self.accept_batch == Some(0) {
