@@ -107,7 +107,7 @@ fn child(kind: &str, cpu: Option<usize>) {
             let server = synack::Server::builder()
                 .bind("127.0.0.1:0")
                 .unwrap()
-                .backlog(4096)
+                .backlog(BACKLOG as u32)
                 .workers(1)
                 .acceptors(1)
                 .max_connections(100_000)
@@ -171,7 +171,9 @@ fn child(kind: &str, cpu: Option<usize>) {
 fn floor_server() -> SocketAddr {
     use mio::net::TcpListener;
     use mio::{Events, Interest, Poll, Token};
-    let mut listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let std_listener = listener(BACKLOG);
+    std_listener.set_nonblocking(true).unwrap();
+    let mut listener = TcpListener::from_std(std_listener);
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let mut poll = Poll::new().unwrap();
@@ -196,6 +198,20 @@ fn floor_server() -> SocketAddr {
 }
 
 /// A plain tokio accept loop on a current-thread runtime, a task per connection.
+/// Every server's listen backlog: the same for all, so that none drops SYNs another would
+/// have queued (mio's and std's own default is 128, tokio's 1024).
+const BACKLOG: i32 = 4096;
+
+/// A listening socket on 127.0.0.1 with `backlog`, for the baselines.
+fn listener(backlog: i32) -> std::net::TcpListener {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(backlog).unwrap();
+    s.into()
+}
+
 fn tokio_server(hold: bool) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -204,7 +220,9 @@ fn tokio_server(hold: bool) -> SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let std_listener = listener(BACKLOG);
+            std_listener.set_nonblocking(true).unwrap();
+            let l = tokio::net::TcpListener::from_std(std_listener).unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();
             loop {
                 if let Ok((mut s, _)) = l.accept().await {
@@ -229,7 +247,7 @@ fn tokio_server(hold: bool) -> SocketAddr {
 /// actix-server 2 with one worker: a service per connection writing the payload.
 #[cfg(feature = "actix")]
 fn actix_server() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = listener(BACKLOG);
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
