@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the per-connection hot path, so a regression shows in isolation:
 //! the connection limit, the statistics a worker records per connection, a snapshot merge, and
-//! one whole accept -> handler -> close round trip on loopback.
+//! one whole accept -> handler -> close round trip on loopback (through an acceptor thread, and
+//! accepting in the worker).
 //!
 //! ```text
 //! cargo bench --bench hot_path
@@ -49,24 +50,32 @@ fn stats(c: &mut Criterion) {
 }
 
 fn round_trip(c: &mut Criterion) {
-    let server = synack::Server::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .workers(1)
-        .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi").await })
-        .unwrap();
-    let addr = server.local_addr();
-    c.bench_function(
-        "loopback: connect, accept, handler writes 2 bytes, close",
-        |b| {
-            b.iter(|| {
-                let mut s = std::net::TcpStream::connect(addr).unwrap();
-                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
-                let mut buf = [0u8; 2];
-                s.read_exact(&mut buf).unwrap();
-            })
-        },
-    );
+    // The same round trip through an acceptor thread's handoff and through a worker that
+    // accepts for itself.
+    for (name, in_workers) in [
+        ("acceptor thread", false),
+        ("accepting in the worker", true),
+    ] {
+        let server = synack::Server::builder()
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .workers(1)
+            .accept_in_workers(in_workers)
+            .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi").await })
+            .unwrap();
+        let addr = server.local_addr();
+        c.bench_function(
+            &format!("loopback: connect, accept, handler writes 2 bytes, close ({name})"),
+            |b| {
+                b.iter(|| {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    let mut buf = [0u8; 2];
+                    s.read_exact(&mut buf).unwrap();
+                })
+            },
+        );
+    }
 }
 
 criterion_group! {
