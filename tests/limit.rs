@@ -101,3 +101,30 @@ fn reject_past_the_limit(in_workers: bool) {
     let mut c = connect(addr);
     assert_eq!(read_n(&mut c, 2), b"hi");
 }
+
+#[test]
+fn accepting_in_workers_a_slot_freed_on_one_worker_wakes_them_all() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .accept_in_workers(true)
+        .workers(2)
+        .max_connections(2)
+        .serve(hi_and_hold)
+        .unwrap();
+    let addr = server.local_addr();
+    let mut held: Vec<_> = (0..2).map(|_| connect(addr)).collect();
+    for c in &mut held {
+        assert_eq!(read_n(c, 2), b"hi");
+    }
+    let mut waiting = connect(addr);
+    wait_for("the third connection in the accept queue", || {
+        server.stats().listeners[0].queue_len == Some(1)
+    });
+    // Whichever worker held the freed slot, a parked worker takes the waiting connection.
+    drop(held.remove(0));
+    assert_eq!(read_n(&mut waiting, 2), b"hi");
+    let s = server.stats();
+    assert_eq!(s.accepted, 3);
+    assert!(s.limit_reached >= 1, "{s:?}");
+}
