@@ -58,15 +58,39 @@ pub struct TargetArgs {
     /// way to see the whole path (its statistics are printed after the run).
     #[arg(long, conflicts_with = "addr")]
     pub embedded: bool,
-    /// With --embedded: the server's listen backlog.
-    #[arg(long, value_name = "N", default_value_t = 1024, requires = "embedded")]
-    pub server_backlog: u32,
-    /// With --embedded: the server's worker threads.
-    #[arg(long, value_name = "N", default_value_t = 1, requires = "embedded")]
-    pub server_workers: usize,
-    /// With --embedded: the server's connection limit.
-    #[arg(long, value_name = "N", default_value_t = synack::DEFAULT_MAX_CONNECTIONS, requires = "embedded")]
-    pub server_max_connections: usize,
+    /// With --embedded: the server's listen backlog. [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub server_backlog: Option<u32>,
+    /// With --embedded: the server's worker threads. [default: 1]
+    #[arg(long, value_name = "N")]
+    pub server_workers: Option<usize>,
+    /// With --embedded: the server's connection limit. [default: 8192]
+    #[arg(long, value_name = "N")]
+    pub server_max_connections: Option<usize>,
+    /// With --embedded: the server's workers accept for themselves (no acceptor thread).
+    #[arg(long)]
+    pub server_accept_in_workers: bool,
+}
+
+impl TargetArgs {
+    /// The first `--server-*` flag given without `--embedded`, which they configure.
+    /// (clap's `requires` cannot say this: a flag's default counts as present.)
+    pub fn stray_server_flag(&self) -> Option<&'static str> {
+        if self.embedded {
+            return None;
+        }
+        [
+            ("--server-backlog", self.server_backlog.is_some()),
+            ("--server-workers", self.server_workers.is_some()),
+            (
+                "--server-max-connections",
+                self.server_max_connections.is_some(),
+            ),
+            ("--server-accept-in-workers", self.server_accept_in_workers),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
 }
 
 /// What each connection does, and how the generator runs.

@@ -6,15 +6,18 @@ use tokio::io::AsyncWriteExt;
 /// The greeting the embedded server writes (18 bytes).
 pub const GREETING: &[u8] = b"hello from synack\n";
 
-/// Starts a greeting server on 127.0.0.1 (a free port), writing the probe header if asked.
+/// Starts a greeting server on 127.0.0.1 (a free port), accepting on an acceptor thread or in
+/// its workers, writing the probe header if asked.
 pub fn start(
     backlog: u32,
     workers: usize,
     max_connections: usize,
+    accept_in_workers: bool,
     probe: bool,
 ) -> Result<Server, synack::Error> {
     Server::builder()
         .bind("127.0.0.1:0")?
+        .accept_in_workers(accept_in_workers)
         .probe(probe)
         .backlog(backlog)
         .workers(workers)

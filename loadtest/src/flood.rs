@@ -102,13 +102,21 @@ pub fn exit_code(e: &std::io::Error) -> i32 {
 /// Starts the embedded server the target flags ask for, if any; returns it and the address
 /// to flood.
 pub fn target(t: &TargetArgs, probe: bool) -> Result<(Option<synack::Server>, String), i32> {
+    if let Some(flag) = t.stray_server_flag() {
+        eprintln!(
+            "synack-load: {flag} configures the embedded server: use it with --embedded, or drop it"
+        );
+        return Err(2);
+    }
     if !t.embedded {
         return Ok((None, t.addr.clone().unwrap_or_default()));
     }
     match embedded::start(
-        t.server_backlog,
-        t.server_workers,
-        t.server_max_connections,
+        t.server_backlog.unwrap_or(1024),
+        t.server_workers.unwrap_or(1),
+        t.server_max_connections
+            .unwrap_or(synack::DEFAULT_MAX_CONNECTIONS),
+        t.server_accept_in_workers,
         probe,
     ) {
         Ok(s) => {

@@ -337,6 +337,14 @@ fn bad_input_is_refused_with_the_flag_and_exit_status_2() {
         ),
         (&["flood", "127.0.0.1:9", "--source", "::1"], "--source"),
         (&["flood", "127.0.0.1:9", "--threads", "0"], "--threads"),
+        (
+            &["flood", "127.0.0.1:9", "--server-workers", "2"],
+            "--server-workers",
+        ),
+        (
+            &["flood", "127.0.0.1:9", "--server-accept-in-workers"],
+            "--server-accept-in-workers",
+        ),
     ];
     for (args, needle) in cases {
         let out = bin().args(*args).output().unwrap();
