@@ -262,10 +262,9 @@ impl AcceptCore {
         if let Some(exit) = self.handle_control(ctrl) {
             return Some(exit);
         }
-        let now = Instant::now();
         if self.at_limit && self.try_unpark() {
             self.at_limit = false;
-            if let Some(held) = self.limit_log.allow(now) {
+            if let Some(held) = self.limit_log.allow(Instant::now()) {
                 tracing::info!(target: "synack::acceptor", acceptor = self.id, held_back = held,
                     "connection limit has room again; accepting");
             }
@@ -273,10 +272,14 @@ impl AcceptCore {
                 e.ready = true;
             }
         }
-        for e in &mut self.entries {
-            if e.backoff_until.is_some_and(|t| t <= now) {
-                e.backoff_until = None;
-                e.ready = true;
+        // The clock is read only when a back-off may have run out (not on the accept path).
+        if self.entries.iter().any(|e| e.backoff_until.is_some()) {
+            let now = Instant::now();
+            for e in &mut self.entries {
+                if e.backoff_until.is_some_and(|t| t <= now) {
+                    e.backoff_until = None;
+                    e.ready = true;
+                }
             }
         }
         None
@@ -371,6 +374,31 @@ impl AcceptCore {
             true
         } else {
             false
+        }
+    }
+
+    /// Brings what the driver watches in line with [`active`](Self::active): calls
+    /// `watch(i, entry, on)` for each listener to start (`on`) or stop watching, and marks a
+    /// listener watched again as possibly ready. A listener that cannot be watched is retried
+    /// after its back-off.
+    pub fn sync_watch(&mut self, mut watch: impl FnMut(usize, &Entry, bool) -> io::Result<()>) {
+        let active = self.active();
+        for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            let want = active && e.backoff_until.is_none();
+            if want == e.registered {
+                continue;
+            }
+            match watch(i, e, want) {
+                Ok(()) => {
+                    let e = &mut self.entries[i];
+                    e.registered = want;
+                    if want {
+                        e.ready = true;
+                    }
+                }
+                Err(err) => self.registration_failed(i, &err),
+            }
         }
     }
 
@@ -618,7 +646,14 @@ impl Acceptor {
             if let Some(exit) = self.core.begin_turn(&self.ctrl) {
                 return self.exit(exit);
             }
-            self.sync_registrations();
+            let registry = self.poll.registry();
+            self.core.sync_watch(|i, e, on| {
+                if on {
+                    registry.register(&mut SourceFd(&e.fd), Token(i), Interest::READABLE)
+                } else {
+                    registry.deregister(&mut SourceFd(&e.fd))
+                }
+            });
             let timeout = match self.core.finish_turn(&mut self.dispatch) {
                 Next::Exit(exit) => return self.exit(exit),
                 Next::Again => Some(Duration::ZERO),
@@ -649,32 +684,6 @@ impl Acceptor {
             }
         }
         exit
-    }
-
-    fn sync_registrations(&mut self) {
-        let active = self.core.active();
-        for i in 0..self.core.entries.len() {
-            let e = &mut self.core.entries[i];
-            let want = active && e.backoff_until.is_none();
-            if want == e.registered {
-                continue;
-            }
-            let reg = self.poll.registry();
-            let res = if want {
-                reg.register(&mut SourceFd(&e.fd), Token(i), Interest::READABLE)
-            } else {
-                reg.deregister(&mut SourceFd(&e.fd))
-            };
-            match res {
-                Ok(()) => {
-                    e.registered = want;
-                    if want {
-                        e.ready = true;
-                    }
-                }
-                Err(err) => self.core.registration_failed(i, &err),
-            }
-        }
     }
 }
 

@@ -25,6 +25,9 @@ use crate::worker::{self, AcceptTask, HandlerOutput, WorkerShared};
 /// The most acceptor or worker threads one server may ask for.
 pub const MAX_THREADS: usize = 4096;
 
+/// The default [accept batch](ServerBuilder::accept_batch) of acceptor threads.
+const THREAD_ACCEPT_BATCH: usize = 64;
+
 /// The default [accept batch](ServerBuilder::accept_batch) when accepting in the workers.
 pub const IN_WORKER_ACCEPT_BATCH: usize = 4;
 
@@ -77,7 +80,8 @@ impl ServerBuilder {
             workers: None,
             acceptors: 1,
             accept: AcceptConfig {
-                batch: 64,
+                // Set by `serve`, from `accept_batch` or the mode's default.
+                batch: THREAD_ACCEPT_BATCH,
                 backoff_min: Duration::from_millis(5),
                 backoff_max: Duration::from_secs(1),
                 overload: OverloadPolicy::Queue,
@@ -423,7 +427,7 @@ impl ServerBuilder {
         self.accept.batch = match self.accept_batch {
             Some(n) => n,
             None if self.accept_in_workers => IN_WORKER_ACCEPT_BATCH,
-            None => self.accept.batch,
+            None => THREAD_ACCEPT_BATCH,
         };
         let listeners = self.open_listeners(n_acceptors)?;
         let mut polls = Vec::with_capacity(n_acceptors);

@@ -227,28 +227,28 @@ fn run<H, Fut>(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
         // Accepting in this worker: the accept loop is polled by the worker's loop itself, so
-        // what it accepts goes to the handlers without a channel or a wakeup.
+        // what it accepts goes to the handlers without a channel or a wakeup. It sits in a set
+        // of its own, which polls it only when its listeners, orders or timers woke it, not on
+        // every handler's wakeup.
         let inbox = Rc::new(RefCell::new(Vec::new()));
-        let mut accept_loop = accept.map(|a| {
+        let mut accept_loop = FuturesUnordered::new();
+        if let Some(a) = accept {
             let dispatch = Local {
                 worker: ctx.index,
                 inbox: inbox.clone(),
             };
-            Box::pin(async move {
+            accept_loop.push(async move {
                 let exit = acceptor::task::run(a.core, a.ctrl, a.notify, dispatch).await;
                 let _ = a.done.send(exit);
-            })
-        });
+            });
+        }
         // The worker's connections, each a future polled only when woken: one allocation per
         // connection and no task of its own (tokio tasks cost an aligned allocation, a
         // registration in the runtime's task list and several moves of the future).
         let mut conns = FuturesUnordered::new();
         std::future::poll_fn(|cx| {
-            if let Some(a) = &mut accept_loop
-                && a.as_mut().poll(cx).is_ready()
-            {
-                accept_loop = None;
-            }
+            // Ready(None) once it has ended (or there is none): nothing more to do there.
+            let _ = accept_loop.poll_next_unpin(cx);
             for acc in inbox.borrow_mut().drain(..) {
                 conns.push(serve_one(acc, ctx.clone()));
             }

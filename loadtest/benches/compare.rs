@@ -380,9 +380,9 @@ fn phase1(kind: &str, cpus: usize, seconds: u64) -> (f64, f64) {
     (rate, cpu_us)
 }
 
-/// Phase 2 once, after the kernel has settled from the last flood: dispatch p50/p99 (synack),
-/// time to first byte p50/p99 and the generator's lag p99, in us.
-fn phase2(kind: &str, cpus: usize) -> [u64; 5] {
+/// Phase 2 once, after the kernel has settled from the last flood: dispatch p50/p99 (servers
+/// that report it), time to first byte p50/p99 and the generator's lag p99, in us.
+fn phase2(kind: &str, cpus: usize) -> (Option<[u64; 2]>, [u64; 3]) {
     let mut s = ChildServer::start(kind, cpus);
     std::thread::sleep(Duration::from_secs(1));
     let run = engine::run(
@@ -401,19 +401,26 @@ fn phase2(kind: &str, cpus: usize) -> [u64; 5] {
     .unwrap();
     let r = s.report();
     drop(s);
-    let (d50, d99) = r
+    // "p50/p99" from a synack child, "-" from the others.
+    let dispatch = r
         .dispatch
         .split_once('/')
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .unwrap_or((0, 0));
+        .and_then(|(a, b)| Some([a.parse().ok()?, b.parse().ok()?]));
     let fb = &run.rec.first_byte;
-    [
-        d50,
-        d99,
-        fb.value_at_quantile(0.5),
-        fb.value_at_quantile(0.99),
-        run.rec.start_lag.value_at_quantile(0.99),
-    ]
+    (
+        dispatch,
+        [
+            fb.value_at_quantile(0.5),
+            fb.value_at_quantile(0.99),
+            run.rec.start_lag.value_at_quantile(0.99),
+        ],
+    )
+}
+
+/// The median of each field over runs.
+fn medians<const N: usize>(runs: impl Iterator<Item = [u64; N]>) -> [u64; N] {
+    let runs: Vec<[u64; N]> = runs.collect();
+    std::array::from_fn(|k| median(runs.iter().map(|r| r[k] as f64).collect()) as u64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -447,7 +454,7 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
     }
     // Phase 2: a fixed 10k/s for time to first byte and dispatch latency, the servers taking
     // turns again; each percentile is the median over the runs, as tails move a lot here.
-    let mut tails: Vec<Vec<[u64; 5]>> = kinds.iter().map(|_| vec![]).collect();
+    let mut tails: Vec<Vec<_>> = kinds.iter().map(|_| vec![]).collect();
     for _ in 0..runs {
         for (i, kind) in kinds.iter().enumerate() {
             tails[i].push(phase2(kind, cpus));
@@ -457,13 +464,13 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
     for (i, kind) in kinds.iter().copied().enumerate() {
         let rate = median(samples[i].0.clone());
         let cpu_us = median(samples[i].1.clone());
-        let m = |k: usize| median(tails[i].iter().map(|t| t[k] as f64).collect()) as u64;
-        let dispatch = if kind.starts_with("synack") {
-            format!("{}/{} us", m(0), m(1))
-        } else {
-            "-".to_string()
-        };
-        rows.push((kind, rate, cpu_us, dispatch, m(2), m(3), m(4)));
+        let dispatch: Option<Vec<[u64; 2]>> = tails[i].iter().map(|t| t.0).collect();
+        let dispatch = dispatch.map_or("-".into(), |d| {
+            let [p50, p99] = medians(d.into_iter());
+            format!("{p50}/{p99} us")
+        });
+        let [fb50, fb99, lag99] = medians(tails[i].iter().map(|t| t.1));
+        rows.push((kind, rate, cpu_us, dispatch, fb50, fb99, lag99));
     }
     let floor = rows[0].2;
     println!(
@@ -532,7 +539,7 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
 /// but spin on the clock; returns p50 and p99 of (observed - due) in us. What the machine
 /// (interrupts, the hypervisor, other threads) takes from any generator's pacing.
 fn ideal_pacer_lag(rate: f64, duration: Duration) -> (u64, u64) {
-    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut h = synack_load::record::latency_histogram();
     let t0 = std::time::Instant::now();
     let step = Duration::from_secs_f64(1.0 / rate);
     let mut due = t0 + step;
@@ -541,7 +548,7 @@ fn ideal_pacer_lag(rate: f64, duration: Duration) -> (u64, u64) {
         while now < due {
             now = std::time::Instant::now();
         }
-        h.saturating_record(now.duration_since(due).as_micros() as u64);
+        synack_load::record::record_us(&mut h, now.duration_since(due));
         due += step;
     }
     (h.value_at_quantile(0.5), h.value_at_quantile(0.99))

@@ -39,28 +39,14 @@ pub(crate) async fn run(
         if let Some(exit) = core.begin_turn(&ctrl) {
             return exit;
         }
-        let active = core.active();
-        for (i, fd) in fds.iter_mut().enumerate() {
-            let want = active && core.entries[i].backoff_until.is_none();
-            if want == core.entries[i].registered {
-                continue;
+        // The reactor registration is made once and kept; stopping to watch a listener is
+        // just not polling it.
+        core.sync_watch(|i, e, on| {
+            if on && fds[i].is_none() {
+                fds[i] = Some(crate::sys::register_listener(e.sock.clone())?);
             }
-            if want && fd.is_none() {
-                let sock = core.entries[i].sock.clone();
-                match crate::sys::register_listener(sock) {
-                    Ok(f) => *fd = Some(f),
-                    Err(err) => {
-                        core.registration_failed(i, &err);
-                        continue;
-                    }
-                }
-            }
-            let e = &mut core.entries[i];
-            e.registered = want;
-            if want {
-                e.ready = true;
-            }
-        }
+            Ok(())
+        });
         let until = match core.finish_turn(&mut dispatch) {
             Next::Exit(exit) => return exit,
             Next::Again => {
