@@ -6,6 +6,7 @@
 //! cargo bench -p synack-loadtest --bench compare              # the table (about a minute)
 //! cargo bench -p synack-loadtest --bench compare -- --memory  # also RSS per held connection
 //! cargo bench -p synack-loadtest --bench compare -- --only synack-inworker --runs 5
+//! cargo bench -p synack-loadtest --bench compare -- --generators --runs 9   # generators only
 //! ```
 //!
 //! Each connection: connect, the server writes 8 bytes and closes, the client reads them and
@@ -67,6 +68,10 @@ fn main() {
         }
         None => KINDS.to_vec(),
     };
+    if args.iter().any(|a| a == "--generators") {
+        let cpus = setup();
+        return generators(cpus, num("--seconds", 3), num("--runs", 3).max(1) as usize);
+    }
     parent(
         &kinds,
         memory,
@@ -350,6 +355,7 @@ fn plan(addr: SocketAddr, load: Load, duration: Duration, hold: Option<Duration>
         read_timeout: Duration::from_secs(2),
         hold,
         close: CloseMode::Rst,
+        reuse_sockets: true,
         threads: 1,
         sources: vec![],
         connect_timeout: Duration::from_secs(3),
@@ -428,7 +434,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
+/// Pins the parent (the generator) to CPU 1 when there are two, raises its descriptor limit,
+/// and returns the CPU count.
+fn setup() -> usize {
     // Counted before pinning: the mask narrows what available_parallelism sees.
     let cpus = num_cpus();
     if cpus > 1 {
@@ -437,6 +445,11 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
     if let Ok((_, hard)) = synack::sys::nofile_limit() {
         let _ = synack::sys::set_nofile_limit(hard, hard);
     }
+    cpus
+}
+
+fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
+    let cpus = setup();
     println!("compare: {cpus} CPUs; servers pinned to CPU 0, the generator (1 thread) to CPU 1");
     println!(
         "phase 1: closed loop, 64 in flight, {seconds} s; phase 2: open loop 10k/s, 3 s; {runs} runs of each, interleaved (medians)\n"
@@ -571,9 +584,72 @@ fn opens_rate(window: Duration) -> f64 {
     (passive_opens() - a) as f64 / window.as_secs_f64()
 }
 
-/// One-thread generators side by side against the floor server, interleaved: synack-load's
-/// engine and, when found, tcpkali (`TCPKALI=/path/to/tcpkali`, or `tcpkali` on the PATH),
-/// both pinned to CPU 1, 64 connections in flight, each closed as soon as it is established.
+/// The generator floor: one thread, `in_flight` non-blocking connects through mio; each is
+/// reset as soon as it is established (at once when `connect` itself completes it, else when
+/// epoll reports it writable) and replaced. No timing, no records, no error kept: what one
+/// core opens when the generator does nothing else. With `reuse`, a connection is reset by
+/// `synack::sys::disconnect` and its socket connects again (as synack-load does by default);
+/// without, it is closed with `SO_LINGER` 0 and a new socket made. Stops at `until`.
+fn connect_loop(addr: SocketAddr, in_flight: usize, until: std::time::Instant, reuse: bool) {
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use socket2::{Domain, Socket, Type};
+    use std::os::fd::AsRawFd;
+    let mut poll = Poll::new().unwrap();
+    let target = addr.into();
+    let open = |poll: &Poll, slot: usize| -> Option<Socket> {
+        while std::time::Instant::now() < until {
+            let s = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None).ok()?;
+            let _ = s.set_linger(Some(Duration::ZERO));
+            match s.connect(&target) {
+                Ok(()) => continue, // established already: closed (RST) here
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                    let fd = s.as_raw_fd();
+                    poll.registry()
+                        .register(&mut SourceFd(&fd), Token(slot), Interest::WRITABLE)
+                        .ok()?;
+                    return Some(s);
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    let mut conns: Vec<Option<Socket>> = (0..in_flight).map(|i| open(&poll, i)).collect();
+    let mut events = Events::with_capacity(in_flight);
+    let mut again = Vec::with_capacity(in_flight);
+    while std::time::Instant::now() < until {
+        let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
+        again.clear();
+        for ev in events.iter() {
+            let slot = ev.token().0;
+            match &conns[slot] {
+                Some(s) if reuse && synack::sys::disconnect(s).is_ok() => again.push(slot),
+                _ => conns[slot] = None, // closed with RST (linger 0)
+            }
+        }
+        // Every slot reopened after the batch of resets (resetting all first measured faster
+        // than resetting and reopening one by one), and any whose connect failed.
+        for &slot in &again {
+            let Some(s) = &conns[slot] else { continue };
+            match s.connect(&target) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(_) => conns[slot] = None,
+            }
+        }
+        for (slot, conn) in conns.iter_mut().enumerate() {
+            if conn.is_none() {
+                *conn = open(&poll, slot);
+            }
+        }
+    }
+}
+
+/// One-thread generators side by side against the floor server, interleaved: the bare connect
+/// loop above, synack-load's engine and, when found, tcpkali (`TCPKALI=/path/to/tcpkali`, or
+/// `tcpkali` on the PATH), all pinned to CPU 1, 64 connections in flight, each closed as soon
+/// as it is established.
 fn generators(cpus: usize, seconds: u64, runs: usize) {
     let tcpkali = std::env::var("TCPKALI").unwrap_or_else(|_| "tcpkali".into());
     let found = Command::new(&tcpkali)
@@ -583,13 +659,13 @@ fn generators(cpus: usize, seconds: u64, runs: usize) {
         .status()
         .is_ok();
     println!(
-        "\ngenerators, one thread each on CPU 1, 64 in flight, connect then close at once, \
+        "\ngenerators, one thread each on CPU 1, 64 in flight, connect then reset at once, \
          against the floor server; opens/s from the kernel's Tcp.PassiveOpens over {seconds} s"
     );
     let server = ChildServer::start("floor", cpus);
     let addr = server.addr;
     let window = Duration::from_secs(seconds);
-    let run_ours = || {
+    let run_ours = |reuse: bool| {
         let run = std::thread::spawn(move || {
             let mut p = plan(
                 addr,
@@ -598,8 +674,16 @@ fn generators(cpus: usize, seconds: u64, runs: usize) {
                 None,
             );
             p.read = None;
+            p.reuse_sockets = reuse;
             engine::run(&p, |_, _, _| {}).unwrap()
         });
+        let rate = opens_rate(window);
+        let _ = run.join();
+        rate
+    };
+    let run_floor = |reuse: bool| {
+        let until = std::time::Instant::now() + window + Duration::from_secs(2);
+        let run = std::thread::spawn(move || connect_loop(addr, 64, until, reuse));
         let rate = opens_rate(window);
         let _ = run.join();
         rate
@@ -621,34 +705,67 @@ fn generators(cpus: usize, seconds: u64, runs: usize) {
         let _ = child.wait();
         Some(rate)
     };
-    let (mut ours, mut theirs) = (vec![], vec![]);
-    // Interleaved, the order alternating, so drift on this shared machine hits both.
+    // The contenders, each run once per round; tcpkali only when found.
+    type Gen<'a> = (&'static str, Box<dyn Fn() -> Option<f64> + 'a>);
+    let mut gens: Vec<Gen> = vec![
+        (
+            "connect loop, new sockets",
+            Box::new(|| Some(run_floor(false))),
+        ),
+        ("connect loop, reused", Box::new(|| Some(run_floor(true)))),
+        (
+            "synack-load --fresh-sockets",
+            Box::new(|| Some(run_ours(false))),
+        ),
+        ("synack-load", Box::new(|| Some(run_ours(true)))),
+    ];
+    if found {
+        gens.push(("tcpkali", Box::new(run_theirs)));
+    }
+    let mut rates: Vec<Vec<f64>> = gens.iter().map(|_| vec![]).collect();
+    // Interleaved, the order reversed every other round, so drift on this shared machine hits
+    // all alike.
     for round in 0..runs {
-        if found && round % 2 == 1 {
-            theirs.extend(run_theirs());
-            std::thread::sleep(Duration::from_millis(500));
+        let mut order: Vec<usize> = (0..gens.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
         }
-        ours.push(run_ours());
-        std::thread::sleep(Duration::from_millis(500));
-        if found && round % 2 == 0 {
-            theirs.extend(run_theirs());
+        for i in order {
+            rates[i].extend((gens[i].1)());
             std::thread::sleep(Duration::from_millis(500));
         }
     }
     drop(server);
-    let ours = median(ours);
-    println!("synack-load      {ours:>8.0} opens/s (median of {runs})");
-    if theirs.is_empty() {
+    let medians: Vec<Option<f64>> = rates
+        .into_iter()
+        .map(|r| (!r.is_empty()).then(|| median(r)))
+        .collect();
+    let tcpkali = medians.get(4).copied().flatten();
+    for (i, (name, _)) in gens.iter().enumerate() {
+        let Some(rate) = medians[i] else {
+            println!("{name:<28} no run completed");
+            continue;
+        };
+        // Each generator against the loop that makes its sockets the same way.
+        let against = match i {
+            0 | 2 => medians[0],
+            1 | 3 => medians[1],
+            _ => None,
+        };
+        let mut line = format!("{name:<28} {rate:>8.0} opens/s");
+        if let (Some(f), true) = (against, i >= 2) {
+            line += &format!("   {:.2}x its connect loop", rate / f);
+        }
+        if let (Some(t), true) = (tcpkali, i < 4) {
+            line += &format!("   {:.2}x tcpkali", rate / t);
+        }
+        println!("{line}");
+    }
+    if tcpkali.is_none() {
         println!(
-            "tcpkali          not found (set TCPKALI=/path/to/tcpkali, or put it on the PATH)"
-        );
-    } else {
-        let theirs_n = theirs.len();
-        let theirs = median(theirs);
-        println!(
-            "tcpkali          {theirs:>8.0} opens/s (median of {}): synack-load opens {:.2}x",
-            theirs_n,
-            ours / theirs
+            "{:<28} not found (set TCPKALI=/path/to/tcpkali, or put it on the PATH)",
+            "tcpkali"
         );
     }
+    println!("(medians of {runs} rounds)");
 }

@@ -113,6 +113,12 @@ pub struct ConnArgs {
     /// How to close: rst (SO_LINGER 0) or fin.
     #[arg(long, value_enum, default_value = "rst")]
     pub close: CloseArg,
+    /// A new socket for every connection. By default, closing with rst reuses each socket for
+    /// a later connection (connect(AF_UNSPEC), Linux): the same RST on the wire and a new
+    /// local port, without a socket(), close() and epoll registration per connection, which
+    /// opens more per generator core. fin always closes and uses a new socket.
+    #[arg(long)]
+    pub fresh_sockets: bool,
     /// Generator threads, each its own event loop. [default: the number of cores]
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub threads: Option<u64>,
@@ -455,6 +461,7 @@ impl ConnArgs {
                 CloseArg::Rst => CloseMode::Rst,
                 CloseArg::Fin => CloseMode::Fin,
             },
+            reuse_sockets: !self.fresh_sockets,
             threads,
             sources,
             connect_timeout: self.connect_timeout,

@@ -97,6 +97,8 @@ enum Phase {
 
 struct Attempt {
     sock: Socket,
+    /// Whether `sock` is registered with the thread's poll (under its slot's token).
+    registered: bool,
     seq: u64,
     phase: Phase,
     started: Instant,
@@ -110,6 +112,13 @@ struct Attempt {
     dispatch_ns: u64,
 }
 
+/// A socket kept from a finished attempt, disconnected and ready to connect again; it stays
+/// with its slot, so a registration keeps the slot's token.
+struct Spare {
+    sock: Socket,
+    registered: bool,
+}
+
 struct Thread<'a> {
     plan: &'a Plan,
     t0: Instant,
@@ -118,6 +127,10 @@ struct Thread<'a> {
     domain: Domain,
     poll: Poll,
     slots: Vec<Option<Attempt>>,
+    /// Per slot: a socket to reuse (see [`Plan::reuse_sockets`]).
+    spares: Vec<Option<Spare>>,
+    /// Whether finished sockets are kept for reuse.
+    reuse: bool,
     free: Vec<usize>,
     live: usize,
     timers: BinaryHeap<Reverse<(Instant, usize, u64, Phase)>>,
@@ -247,6 +260,8 @@ impl<'a> Thread<'a> {
             domain: Domain::for_address(plan.target),
             poll,
             slots: Vec::new(),
+            spares: Vec::new(),
+            reuse: plan.uses_socket_reuse(),
             free: Vec::new(),
             live: 0,
             timers: BinaryHeap::new(),
@@ -371,37 +386,36 @@ impl<'a> Thread<'a> {
         if let Some(s) = sched {
             record_us(&mut self.rec.start_lag, now.saturating_duration_since(s));
         }
-        let sock = match synack::sys::tcp_socket(self.domain) {
-            Ok(s) => s,
-            Err(e) => return self.fail_unstarted(&e),
-        };
-        if self.plan.close == CloseMode::Rst {
-            let _ = sock.set_linger(Some(Duration::ZERO));
-        }
-        if !self.plan.sources.is_empty() {
-            let src = self.plan.sources[self.source % self.plan.sources.len()];
-            self.source += 1;
-            let _ = synack::sys::set_bind_address_no_port(&sock);
-            if let Err(e) = sock.bind(&SocketAddr::new(src, 0).into()) {
-                return self.fail_unstarted(&e);
-            }
-        }
-        let connected = match sock.connect(&self.target) {
-            Ok(()) => true,
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
-            Err(e) => return self.fail_unstarted(&e),
-        };
-        self.seq += 1;
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
                 self.slots.push(None);
+                self.spares.push(None);
                 self.slots.len() - 1
             }
         };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        let (sock, registered) = match self.spares[slot].take() {
+            Some(spare) => (spare.sock, spare.registered),
+            None => match self.new_socket() {
+                Ok(s) => (s, false),
+                Err(e) => {
+                    self.free.push(slot);
+                    return self.fail_unstarted(&e);
+                }
+            },
+        };
+        let connected = match sock.connect(&self.target) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+            Err(e) => {
+                self.free.push(slot);
+                return self.fail_unstarted(&e);
+            }
+        };
+        self.seq += 1;
         self.slots[slot] = Some(Attempt {
             sock,
+            registered,
             seq: self.seq,
             phase: Phase::Connecting,
             started: now,
@@ -415,22 +429,27 @@ impl<'a> Thread<'a> {
             dispatch_ns: 0,
         });
         self.live += 1;
+        if !registered {
+            // Readable too from the start when we will read: no re-registration later.
+            let interest = if self.plan.read.is_some() || self.plan.probe {
+                Interest::WRITABLE | Interest::READABLE
+            } else {
+                Interest::WRITABLE
+            };
+            let a = self.slots[slot].as_mut().expect("just set");
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&a.sock);
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(slot), interest)
+            {
+                return self.finish(slot, Outcome::from_errno(errno(&e)), Some(errno(&e)));
+            }
+            a.registered = true;
+        }
         if connected {
             self.established(slot, Instant::now());
             return;
-        }
-        // Readable too from the start when we will read: no re-registration later.
-        let interest = if self.plan.read.is_some() || self.plan.probe {
-            Interest::WRITABLE | Interest::READABLE
-        } else {
-            Interest::WRITABLE
-        };
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut SourceFd(&fd), Token(slot), interest)
-        {
-            return self.finish(slot, Outcome::from_errno(errno(&e)), Some(errno(&e)));
         }
         self.timers.push(Reverse((
             now + self.plan.connect_timeout,
@@ -438,6 +457,21 @@ impl<'a> Thread<'a> {
             self.seq,
             Phase::Connecting,
         )));
+    }
+
+    /// A new socket with the plan's options, bound to the next source address if any.
+    fn new_socket(&mut self) -> io::Result<Socket> {
+        let sock = synack::sys::tcp_socket(self.domain)?;
+        if self.plan.close == CloseMode::Rst {
+            let _ = sock.set_linger(Some(Duration::ZERO));
+        }
+        if !self.plan.sources.is_empty() {
+            let src = self.plan.sources[self.source % self.plan.sources.len()];
+            self.source += 1;
+            let _ = synack::sys::set_bind_address_no_port(&sock);
+            sock.bind(&SocketAddr::new(src, 0).into())?;
+        }
+        Ok(sock)
     }
 
     fn fail_unstarted(&mut self, e: &io::Error) {
@@ -522,6 +556,7 @@ impl<'a> Thread<'a> {
             if phase == Phase::Holding {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&a.sock);
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                a.registered = false;
             }
         }
         match phase {
@@ -669,8 +704,16 @@ impl<'a> Thread<'a> {
     }
 
     fn finish(&mut self, slot: usize, outcome: Outcome, errno: Option<i32>) {
-        if self.slots[slot].take().is_none() {
+        let Some(a) = self.slots[slot].take() else {
             return;
+        };
+        // A connection that ended well is reset by a disconnect instead of a close, and its
+        // socket waits in the slot for the next attempt; anything else closes (with RST).
+        if self.reuse && outcome == Outcome::Ok && synack::sys::disconnect(&a.sock).is_ok() {
+            self.spares[slot] = Some(Spare {
+                sock: a.sock,
+                registered: a.registered,
+            });
         }
         self.free.push(slot);
         self.live -= 1;

@@ -57,6 +57,10 @@ pub struct Plan {
     pub hold: Option<Duration>,
     /// RST or FIN.
     pub close: CloseMode,
+    /// With [`CloseMode::Rst`]: end each connection with [`synack::sys::disconnect`] and
+    /// keep its socket for a later attempt (no socket(), close() and epoll registration per
+    /// connection) where the OS allows it. FIN closes always use a new socket.
+    pub reuse_sockets: bool,
     /// Generator threads, each its own event loop.
     pub threads: usize,
     /// Source addresses to spread connections over (empty: the kernel picks).
@@ -68,6 +72,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether the engine reuses sockets: asked for, RST closes, and the OS can disconnect.
+    pub fn uses_socket_reuse(&self) -> bool {
+        self.reuse_sockets && self.close == CloseMode::Rst && synack::sys::CAN_DISCONNECT
+    }
+
     /// When attempt `i` (0-based, over all threads) is scheduled, as an offset from the start;
     /// `None` when it falls past the duration or the connection bound. Open loop only.
     pub fn scheduled(&self, i: u64) -> Option<Duration> {
@@ -134,6 +143,7 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             hold: None,
             close: CloseMode::Rst,
+            reuse_sockets: true,
             threads: 1,
             sources: vec![],
             connect_timeout: Duration::from_secs(3),

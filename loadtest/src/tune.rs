@@ -152,6 +152,7 @@ fn base_plan(args: &TuneArgs, addr: &str) -> Result<Plan, crate::cli::UsageError
         read_timeout: Duration::from_secs(2),
         hold: None,
         close: crate::cli::CloseArg::Rst,
+        fresh_sockets: false,
         threads: Some(args.threads),
         source: None,
         connect_timeout: args.connect_timeout,

@@ -9,6 +9,8 @@ use socket2::{SockAddr, Socket};
 
 use super::TcpInfo;
 
+pub(super) const CAN_DISCONNECT: bool = true;
+
 pub(super) const ACCEPTED_INHERITS_OPTIONS: bool = true;
 
 pub(super) fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<Option<TcpInfo>> {
@@ -159,6 +161,28 @@ pub(super) fn tcp_socket(domain: socket2::Domain) -> io::Result<Socket> {
     )
 }
 
+pub(super) fn disconnect(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: all-zero is a valid `sockaddr` (plain integers); with `sa_family` AF_UNSPEC it
+    // is the address `connect(2)` documents for dissolving an association.
+    let mut unspec: libc::sockaddr = unsafe { std::mem::zeroed() };
+    unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: `unspec` is a valid sockaddr of the size passed, alive for the call; `fd` is a
+    // valid descriptor borrowed for the call.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &unspec,
+            size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // tcp_disconnect leaves ECONNRESET in sk_err: read it away (SO_ERROR clears it).
+    socket2::SockRef::from(&fd).take_error()?;
+    Ok(())
+}
+
 pub(super) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no such CPU"));
@@ -202,5 +226,33 @@ mod tests {
         assert_eq!(out.get("Tcp.ActiveOpens"), Some(&42));
         assert_eq!(out.get("Udp.InDatagrams"), Some(&7));
         assert_eq!(out.get("Tcp.MaxConn"), None);
+    }
+
+    /// A disconnected socket resets its peer, reports no stale error, and connects again from
+    /// a new local port, twice over.
+    #[test]
+    fn a_disconnected_socket_resets_its_peer_and_connects_again() {
+        use std::io::Read;
+        use std::net::{SocketAddr, TcpListener};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let mut ports = Vec::new();
+        for _ in 0..2 {
+            sock.connect(&addr.into()).unwrap();
+            let (mut server_side, peer) = listener.accept().unwrap();
+            assert_eq!(sock.local_addr().unwrap().as_socket(), Some(peer));
+            ports.push(peer.port());
+            crate::sys::disconnect(&sock).unwrap();
+            assert!(
+                sock.take_error().unwrap().is_none(),
+                "a stale error was left"
+            );
+            let mut buf = [0u8; 1];
+            let e = server_side.read(&mut buf).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        }
+        assert_ne!(ports[0], ports[1], "the local port was not released");
     }
 }

@@ -142,6 +142,19 @@ pub fn tcp_socket(domain: socket2::Domain) -> io::Result<socket2::Socket> {
     imp::tcp_socket(domain)
 }
 
+/// Ends a TCP connection and leaves the socket ready to connect again (Linux:
+/// `connect(AF_UNSPEC)`, i.e. `tcp_disconnect`). The peer gets an RST, as from a close with
+/// `SO_LINGER` 0; the local port is released (unless it was bound explicitly) and the next
+/// `connect` picks a new one; the socket keeps its descriptor, its options and its epoll
+/// registration. The pending error the disconnect leaves (`ECONNRESET`) is cleared, so the
+/// next connection does not report it. Unsupported elsewhere: close the socket instead.
+pub fn disconnect(sock: &impl AsFd) -> io::Result<()> {
+    imp::disconnect(sock.as_fd())
+}
+
+/// Whether [`disconnect`] is supported here (Linux).
+pub const CAN_DISCONNECT: bool = imp::CAN_DISCONNECT;
+
 /// CPU time (user + system) the whole process has used, from `getrusage(RUSAGE_SELF)`.
 pub fn process_cpu_time() -> io::Result<std::time::Duration> {
     unix::process_cpu_time()

@@ -9,6 +9,8 @@ use socket2::{SockAddr, Socket};
 
 use super::TcpInfo;
 
+pub(super) const CAN_DISCONNECT: bool = false;
+
 pub(super) const ACCEPTED_INHERITS_OPTIONS: bool = false;
 
 fn unsupported(what: &str) -> io::Error {
@@ -61,6 +63,10 @@ pub(super) fn tcp_socket(domain: socket2::Domain) -> io::Result<Socket> {
     let s = Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     s.set_nonblocking(true)?;
     Ok(s)
+}
+
+pub(super) fn disconnect(_fd: BorrowedFd<'_>) -> io::Result<()> {
+    Err(unsupported("reusing a TCP socket with connect(AF_UNSPEC)"))
 }
 
 pub(super) fn pin_to_cpu(_cpu: usize) -> io::Result<()> {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::RunResult;
 use crate::outcome::Outcome;
-use crate::plan::{Load, Plan};
+use crate::plan::{CloseMode, Load, Plan};
 use crate::record::MAX_RETRANS_BUCKET;
 use crate::watch::QueueWatch;
 
@@ -100,6 +100,10 @@ pub struct KernelDelta {
     pub counters: BTreeMap<String, i64>,
 }
 
+fn default_close() -> String {
+    "rst".into()
+}
+
 /// Everything a flood measured. Serialised as the `--json` output (schema [`SCHEMA`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FloodReport {
@@ -122,6 +126,13 @@ pub struct FloodReport {
     pub burst: u64,
     /// Generator threads.
     pub threads: usize,
+    /// How connections were closed: "rst" or "fin" (reports before this field: "rst").
+    #[serde(default = "default_close")]
+    pub close: String,
+    /// Whether sockets were reused after an RST (`--fresh-sockets` not given, RST closes,
+    /// Linux); reports before this field made a new socket for every connection.
+    #[serde(default)]
+    pub reuse_sockets: bool,
     /// `--duration`, seconds.
     pub duration_s: f64,
     /// `--connections`, if given.
@@ -281,6 +292,12 @@ impl FloodReport {
                 Load::Closed { .. } => 0,
             },
             threads: plan.threads,
+            close: match plan.close {
+                CloseMode::Rst => "rst",
+                CloseMode::Fin => "fin",
+            }
+            .into(),
+            reuse_sockets: plan.uses_socket_reuse(),
             duration_s: plan.duration.as_secs_f64(),
             connections_limit: plan.connections,
             elapsed_s: run.elapsed.as_secs_f64(),

@@ -21,9 +21,14 @@ pub fn render(r: &FloodReport) -> String {
         (_, _, Some(c)) => format!("closed loop, {c} in flight"),
         _ => "?".into(),
     };
+    let close = match (r.close.as_str(), r.reuse_sockets) {
+        ("rst", true) => "RST closes, sockets reused",
+        ("rst", false) => "RST closes, a new socket each",
+        _ => "FIN closes",
+    };
     let _ = writeln!(
         s,
-        "synack-load flood {} ({}): {load}, {} threads, {:.2} s",
+        "synack-load flood {} ({}): {load}, {} threads, {close}, {:.2} s",
         r.target, r.resolved, r.threads, r.elapsed_s
     );
     let _ = writeln!(
