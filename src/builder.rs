@@ -234,10 +234,11 @@ impl ServerBuilder {
 
     /// The most connections accepted from one listener per wakeup before the others get a
     /// turn (and, when [accepting in the workers](Self::accept_in_workers), before the
-    /// worker runs the handlers of what it accepted). At least 1. Default 64 with acceptor
-    /// threads, [`IN_WORKER_ACCEPT_BATCH`] in the workers: there every connection accepted in
-    /// a batch waits for the handlers of those before it, while the rest wait in the kernel
-    /// queue, where the backlog applies.
+    /// worker's other handlers do). At least 1. Default 64 with acceptor threads,
+    /// [`IN_WORKER_ACCEPT_BATCH`] in the workers: there each connection's handler is started
+    /// before the next `accept()`, so a batch holds up the worker's other handlers by that many
+    /// handler starts, while the rest of the queue waits in the kernel, where the backlog
+    /// applies.
     pub fn accept_batch(mut self, n: usize) -> Self {
         self.accept_batch = Some(n);
         self

@@ -14,7 +14,7 @@ use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -136,20 +136,20 @@ pub(crate) struct AcceptTask {
     pub done: std::sync::mpsc::Sender<AcceptorExit>,
 }
 
-/// An accept loop's dispatch on its own worker: every connection into the worker's inbox,
-/// which the worker's loop empties right after polling the accept loop.
-struct Local {
+/// An accept loop's dispatch on its own worker: `start` runs each connection's handler at
+/// once, before the next `accept()` of the batch.
+struct Local<F> {
     worker: usize,
-    inbox: Rc<RefCell<Vec<Accepted>>>,
+    start: F,
 }
 
-impl Dispatch for Local {
+impl<F: FnMut(Accepted)> Dispatch for Local<F> {
     fn pick(&mut self, _shared: &Shared) -> usize {
         self.worker
     }
 
     fn deliver(&mut self, _worker: usize, acc: Accepted) {
-        self.inbox.borrow_mut().push(acc);
+        (self.start)(acc);
     }
 }
 
@@ -226,32 +226,47 @@ fn run<H, Fut>(
     let ctx = Rc::new(ctx);
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
-        // Accepting in this worker: the accept loop is polled by the worker's loop itself, so
-        // what it accepts goes to the handlers without a channel or a wakeup. It sits in a set
-        // of its own, which polls it only when its listeners, orders or timers woke it, not on
-        // every handler's wakeup.
-        let inbox = Rc::new(RefCell::new(Vec::new()));
+        // The worker's connections, each a future polled only when woken: one allocation per
+        // connection and no task of its own (tokio tasks cost an aligned allocation, a
+        // registration in the runtime's task list and several moves of the future).
+        let conns = Rc::new(RefCell::new(FuturesUnordered::new()));
+        // The waker of the worker's own task, for handlers started by the accept loop.
+        let waker: Rc<RefCell<Option<Waker>>> = Rc::new(RefCell::new(None));
+        // Accepting in this worker: the accept loop is polled by the worker's loop itself, and
+        // each connection it accepts has its handler started (its first poll, with the
+        // worker's waker) before the next accept of the batch: no channel, no wakeup, and no
+        // connection waits for the accepts and handlers of the rest of its batch. The loop sits
+        // in a set of its own, which polls it only when its listeners, orders or timers woke
+        // it, not on every handler's wakeup.
         let mut accept_loop = FuturesUnordered::new();
         if let Some(a) = accept {
+            let (set, ctx, waker) = (conns.clone(), ctx.clone(), waker.clone());
             let dispatch = Local {
                 worker: ctx.index,
-                inbox: inbox.clone(),
+                start: move |acc| {
+                    let mut set = set.borrow_mut();
+                    set.push(serve_one(acc, ctx.clone()));
+                    if let Some(w) = waker.borrow().as_ref() {
+                        let mut cx = Context::from_waker(w);
+                        while let Poll::Ready(Some(())) = set.poll_next_unpin(&mut cx) {}
+                    }
+                },
             };
             accept_loop.push(async move {
                 let exit = acceptor::task::run(a.core, a.ctrl, a.notify, dispatch).await;
                 let _ = a.done.send(exit);
             });
         }
-        // The worker's connections, each a future polled only when woken: one allocation per
-        // connection and no task of its own (tokio tasks cost an aligned allocation, a
-        // registration in the runtime's task list and several moves of the future).
-        let mut conns = FuturesUnordered::new();
         std::future::poll_fn(|cx| {
+            {
+                let mut w = waker.borrow_mut();
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+            }
             // Ready(None) once it has ended (or there is none): nothing more to do there.
             let _ = accept_loop.poll_next_unpin(cx);
-            for acc in inbox.borrow_mut().drain(..) {
-                conns.push(serve_one(acc, ctx.clone()));
-            }
+            let mut conns = conns.borrow_mut();
             // New connections from acceptor threads, a bounded number per turn so running
             // handlers keep up.
             let mut taken = 0;
@@ -277,7 +292,7 @@ fn run<H, Fut>(
         })
         .await;
         // Cancels every handler still running: their guards count them as aborted.
-        drop(conns);
+        drop(std::mem::take(&mut *conns.borrow_mut()));
     });
     // Cancels the tasks the handlers spawned.
     drop(local);

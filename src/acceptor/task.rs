@@ -4,9 +4,10 @@
 //! The listeners are registered with the worker's tokio reactor; the task waits for any of
 //! them to be readable, for an order or a freed slot (a [`Notify`]), or for a back-off or drain
 //! deadline, then runs the same [`AcceptCore`] turn as a dedicated acceptor thread. What it
-//! accepts is spawned on the same thread, so a connection reaches its handler without a
-//! channel, a wakeup or a context switch. After a full batch it yields, so the handlers it
-//! just spawned run before it accepts more.
+//! accepts is started by the worker's dispatch at once, on the same thread, before the next
+//! accept: a connection reaches its handler without a channel, a wakeup or a context switch.
+//! After a full batch it yields, so the worker's other handlers and its reactor get a turn
+//! before it accepts more.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
