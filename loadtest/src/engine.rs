@@ -394,7 +394,7 @@ impl<'a> Thread<'a> {
                 self.slots.len() - 1
             }
         };
-        let (sock, registered) = match self.spares[slot].take() {
+        let (sock, mut registered) = match self.spares[slot].take() {
             Some(spare) => (spare.sock, spare.registered),
             None => match self.new_socket() {
                 Ok(s) => (s, false),
@@ -412,6 +412,24 @@ impl<'a> Thread<'a> {
                 return self.fail_unstarted(&e);
             }
         };
+        if !registered {
+            // Readable too from the start when we will read: no re-registration later.
+            let interest = if self.plan.read.is_some() || self.plan.probe {
+                Interest::WRITABLE | Interest::READABLE
+            } else {
+                Interest::WRITABLE
+            };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(slot), interest)
+            {
+                self.free.push(slot);
+                return self.fail_unstarted(&e);
+            }
+            registered = true;
+        }
         self.seq += 1;
         self.slots[slot] = Some(Attempt {
             sock,
@@ -429,24 +447,6 @@ impl<'a> Thread<'a> {
             dispatch_ns: 0,
         });
         self.live += 1;
-        if !registered {
-            // Readable too from the start when we will read: no re-registration later.
-            let interest = if self.plan.read.is_some() || self.plan.probe {
-                Interest::WRITABLE | Interest::READABLE
-            } else {
-                Interest::WRITABLE
-            };
-            let a = self.slots[slot].as_mut().expect("just set");
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&a.sock);
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(slot), interest)
-            {
-                return self.finish(slot, Outcome::from_errno(errno(&e)), Some(errno(&e)));
-            }
-            a.registered = true;
-        }
         if connected {
             self.established(slot, Instant::now());
             return;
