@@ -191,7 +191,7 @@ pub(crate) struct AcceptCore {
     limit_log: RateLimited,
 }
 
-/// What the driver should do after a turn of [`AcceptCore::turn`].
+/// What the driver should do after [`AcceptCore::finish_turn`].
 pub(crate) enum Next {
     /// Exit now, reporting this.
     Exit(AcceptorExit),

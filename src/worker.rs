@@ -462,8 +462,8 @@ where
         tracing::debug!(target: "synack::conn", parent: span, "connection done");
         stats.completed.fetch_add(1, Relaxed);
         this.guard.done = true;
-        // Counted before the connection (in the handler's future) is dropped and its slot
-        // freed: whoever sees the slot free sees the handler counted.
+        // Drops the handler's future, and the connection if the handler still held it (a
+        // handler that dropped it earlier freed its slot, and closed it, before this count).
         this.stage.set(Stage::Ended);
         Poll::Ready(())
     }

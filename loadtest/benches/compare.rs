@@ -593,13 +593,13 @@ fn opens_rate(window: Duration) -> f64 {
 fn connect_loop(addr: SocketAddr, in_flight: usize, until: std::time::Instant, reuse: bool) {
     use mio::unix::SourceFd;
     use mio::{Events, Interest, Poll, Token};
-    use socket2::{Domain, Socket, Type};
+    use socket2::{Domain, Socket};
     use std::os::fd::AsRawFd;
     let mut poll = Poll::new().unwrap();
     let target = addr.into();
     let open = |poll: &Poll, slot: usize| -> Option<Socket> {
         while std::time::Instant::now() < until {
-            let s = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None).ok()?;
+            let s = synack::sys::tcp_socket(Domain::for_address(addr)).ok()?;
             let _ = s.set_linger(Some(Duration::ZERO));
             match s.connect(&target) {
                 Ok(()) => continue, // established already: closed (RST) here
@@ -705,22 +705,41 @@ fn generators(cpus: usize, seconds: u64, runs: usize) {
         let _ = child.wait();
         Some(rate)
     };
-    // The contenders, each run once per round; tcpkali only when found.
-    type Gen<'a> = (&'static str, Box<dyn Fn() -> Option<f64> + 'a>);
-    let mut gens: Vec<Gen> = vec![
-        (
-            "connect loop, new sockets",
-            Box::new(|| Some(run_floor(false))),
-        ),
-        ("connect loop, reused", Box::new(|| Some(run_floor(true)))),
-        (
-            "synack-load --fresh-sockets",
-            Box::new(|| Some(run_ours(false))),
-        ),
-        ("synack-load", Box::new(|| Some(run_ours(true)))),
+    // The contenders, each run once per round (tcpkali only when found), each with the connect
+    // loop that makes its sockets the same way.
+    struct Gen<'a> {
+        name: &'static str,
+        run: Box<dyn Fn() -> Option<f64> + 'a>,
+        its_loop: Option<usize>,
+    }
+    let mut gens = vec![
+        Gen {
+            name: "connect loop, new sockets",
+            its_loop: None,
+            run: Box::new(|| Some(run_floor(false))),
+        },
+        Gen {
+            name: "connect loop, reused",
+            its_loop: None,
+            run: Box::new(|| Some(run_floor(true))),
+        },
+        Gen {
+            name: "synack-load --fresh-sockets",
+            its_loop: Some(0),
+            run: Box::new(|| Some(run_ours(false))),
+        },
+        Gen {
+            name: "synack-load",
+            its_loop: Some(1),
+            run: Box::new(|| Some(run_ours(true))),
+        },
     ];
     if found {
-        gens.push(("tcpkali", Box::new(run_theirs)));
+        gens.push(Gen {
+            name: "tcpkali",
+            its_loop: None,
+            run: Box::new(run_theirs),
+        });
     }
     let mut rates: Vec<Vec<f64>> = gens.iter().map(|_| vec![]).collect();
     // Interleaved, the order reversed every other round, so drift on this shared machine hits
@@ -731,7 +750,7 @@ fn generators(cpus: usize, seconds: u64, runs: usize) {
             order.reverse();
         }
         for i in order {
-            rates[i].extend((gens[i].1)());
+            rates[i].extend((gens[i].run)());
             std::thread::sleep(Duration::from_millis(500));
         }
     }
@@ -740,23 +759,21 @@ fn generators(cpus: usize, seconds: u64, runs: usize) {
         .into_iter()
         .map(|r| (!r.is_empty()).then(|| median(r)))
         .collect();
-    let tcpkali = medians.get(4).copied().flatten();
-    for (i, (name, _)) in gens.iter().enumerate() {
-        let Some(rate) = medians[i] else {
+    let tcpkali = gens
+        .iter()
+        .position(|g| g.name == "tcpkali")
+        .and_then(|i| medians[i]);
+    for (g, rate) in gens.iter().zip(&medians) {
+        let name = g.name;
+        let Some(rate) = rate else {
             println!("{name:<28} no run completed");
             continue;
         };
-        // Each generator against the loop that makes its sockets the same way.
-        let against = match i {
-            0 | 2 => medians[0],
-            1 | 3 => medians[1],
-            _ => None,
-        };
         let mut line = format!("{name:<28} {rate:>8.0} opens/s");
-        if let (Some(f), true) = (against, i >= 2) {
+        if let Some(f) = g.its_loop.and_then(|l| medians[l]) {
             line += &format!("   {:.2}x its connect loop", rate / f);
         }
-        if let (Some(t), true) = (tcpkali, i < 4) {
+        if let Some(t) = tcpkali.filter(|_| name != "tcpkali") {
             line += &format!("   {:.2}x tcpkali", rate / t);
         }
         println!("{line}");

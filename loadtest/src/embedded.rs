@@ -3,6 +3,11 @@
 use synack::Server;
 use tokio::io::AsyncWriteExt;
 
+/// The embedded server's listen backlog unless `--server-backlog` says otherwise.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+/// Its worker threads unless `--server-workers` says otherwise.
+pub const DEFAULT_WORKERS: usize = 1;
+
 /// The greeting the embedded server writes (18 bytes).
 pub const GREETING: &[u8] = b"hello from synack\n";
 

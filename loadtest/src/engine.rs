@@ -95,10 +95,10 @@ enum Phase {
     Holding,
 }
 
+/// One connection attempt. Its socket is registered with the thread's poll (under its slot's
+/// token) in every phase but `Holding`.
 struct Attempt {
     sock: Socket,
-    /// Whether `sock` is registered with the thread's poll (under its slot's token).
-    registered: bool,
     seq: u64,
     phase: Phase,
     started: Instant,
@@ -129,8 +129,6 @@ struct Thread<'a> {
     slots: Vec<Option<Attempt>>,
     /// Per slot: a socket to reuse (see [`Plan::reuse_sockets`]).
     spares: Vec<Option<Spare>>,
-    /// Whether finished sockets are kept for reuse.
-    reuse: bool,
     free: Vec<usize>,
     live: usize,
     timers: BinaryHeap<Reverse<(Instant, usize, u64, Phase)>>,
@@ -261,7 +259,6 @@ impl<'a> Thread<'a> {
             poll,
             slots: Vec::new(),
             spares: Vec::new(),
-            reuse: plan.uses_socket_reuse(),
             free: Vec::new(),
             live: 0,
             timers: BinaryHeap::new(),
@@ -394,7 +391,7 @@ impl<'a> Thread<'a> {
                 self.slots.len() - 1
             }
         };
-        let (sock, mut registered) = match self.spares[slot].take() {
+        let (sock, registered) = match self.spares[slot].take() {
             Some(spare) => (spare.sock, spare.registered),
             None => match self.new_socket() {
                 Ok(s) => (s, false),
@@ -428,12 +425,10 @@ impl<'a> Thread<'a> {
                 self.free.push(slot);
                 return self.fail_unstarted(&e);
             }
-            registered = true;
         }
         self.seq += 1;
         self.slots[slot] = Some(Attempt {
             sock,
-            registered,
             seq: self.seq,
             phase: Phase::Connecting,
             started: now,
@@ -556,7 +551,6 @@ impl<'a> Thread<'a> {
             if phase == Phase::Holding {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&a.sock);
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-                a.registered = false;
             }
         }
         match phase {
@@ -709,10 +703,13 @@ impl<'a> Thread<'a> {
         };
         // A connection that ended well is reset by a disconnect instead of a close, and its
         // socket waits in the slot for the next attempt; anything else closes (with RST).
-        if self.reuse && outcome == Outcome::Ok && synack::sys::disconnect(&a.sock).is_ok() {
+        if outcome == Outcome::Ok
+            && self.plan.uses_socket_reuse()
+            && synack::sys::disconnect(&a.sock).is_ok()
+        {
             self.spares[slot] = Some(Spare {
+                registered: a.phase != Phase::Holding,
                 sock: a.sock,
-                registered: a.registered,
             });
         }
         self.free.push(slot);

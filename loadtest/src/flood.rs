@@ -112,8 +112,8 @@ pub fn target(t: &TargetArgs, probe: bool) -> Result<(Option<synack::Server>, St
         return Ok((None, t.addr.clone().unwrap_or_default()));
     }
     match embedded::start(
-        t.server_backlog.unwrap_or(1024),
-        t.server_workers.unwrap_or(1),
+        t.server_backlog.unwrap_or(embedded::DEFAULT_BACKLOG),
+        t.server_workers.unwrap_or(embedded::DEFAULT_WORKERS),
         t.server_max_connections
             .unwrap_or(synack::DEFAULT_MAX_CONNECTIONS),
         t.server_accept_in_workers,
