@@ -360,6 +360,9 @@ fn plan(addr: SocketAddr, load: Load, duration: Duration, hold: Option<Duration>
         sources: vec![],
         connect_timeout: Duration::from_secs(3),
         probe: false,
+        // The memory phase holds 15,000: the limit must allow them (checked where it runs).
+        max_in_flight: synack_load::plan::fd_budget(1, 0).map_or(1 << 20, |b| b as usize),
+        lag_limit: Duration::from_millis(1),
     }
 }
 

@@ -141,6 +141,15 @@ pub struct ConnArgs {
     /// With --watch-listener: the sampling interval.
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
     pub watch_interval: Duration,
+    /// The most attempts in flight at once, over all threads (each holds a descriptor). Past
+    /// it, a generator behind its schedule waits for attempts to end instead of running out of
+    /// descriptors. [default: what the open-file limit allows]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub max_in_flight: Option<u64>,
+    /// Open loop: a start-lag p99 (steady attempts, bursts apart) above this means the
+    /// generator did not keep the schedule, and the run says so.
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_duration)]
+    pub lag_limit: Duration,
 }
 
 /// `synack-load flood`.
@@ -423,13 +432,15 @@ impl FloodArgs {
 }
 
 impl ConnArgs {
-    /// Checks the flags together, resolves the target, and builds a plan.
+    /// Checks the flags together, resolves the target, and builds a plan. `other_fds`: the
+    /// descriptors the process needs besides the attempts meanwhile (an embedded server's).
     pub fn plan(
         &self,
         addr: &str,
         load: Load,
         duration: Duration,
         connections: Option<u64>,
+        other_fds: u64,
     ) -> Result<Plan, UsageError> {
         let target = resolve(addr)?;
         let threads = match self.threads {
@@ -447,7 +458,51 @@ impl ConnArgs {
                 "--source {bad}: the source addresses must be of the target's family ({target})"
             )));
         }
+        if let Some(bad) = sources.iter().find(|s| !crate::watch::is_local(**s)) {
+            return Err(UsageError(format!(
+                "--source {bad}: not an address of this host; give addresses this host has (such as 127.0.0.2-127.0.0.9)"
+            )));
+        }
+        let budget = crate::plan::fd_budget(threads, other_fds);
+        let limit_text = || {
+            let (_, hard) = synack::sys::nofile_limit().unwrap_or((0, 0));
+            format!(
+                "the open-file limit (hard {hard}) leaves room for {} attempts in flight",
+                budget.unwrap_or(0)
+            )
+        };
+        let max_in_flight = match (self.max_in_flight, budget) {
+            (Some(m), Some(b)) if m > b => {
+                return Err(UsageError(format!(
+                    "--max-in-flight {m}: {}; give at most that, or raise the hard limit (ulimit -Hn)",
+                    limit_text()
+                )));
+            }
+            (Some(m), _) => m as usize,
+            (None, Some(b)) if b == 0 => {
+                return Err(UsageError(format!(
+                    "{}: raise the hard limit (ulimit -Hn)",
+                    limit_text()
+                )));
+            }
+            (None, Some(b)) => b as usize,
+            (None, None) => 1 << 20,
+        };
+        if let Load::Closed { concurrency } = load
+            && concurrency > max_in_flight
+        {
+            return Err(UsageError(format!(
+                "--concurrency {concurrency}: more than the {max_in_flight} attempts allowed in flight ({}); lower it, or raise the hard limit (ulimit -Hn)",
+                if self.max_in_flight.is_some() {
+                    "--max-in-flight".to_string()
+                } else {
+                    limit_text()
+                }
+            )));
+        }
         Ok(Plan {
+            max_in_flight,
+            lag_limit: self.lag_limit,
             target_text: addr.to_string(),
             target,
             load,

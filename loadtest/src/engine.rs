@@ -1,10 +1,18 @@
 //! The generator: one mio event loop per thread, each running attempts through
 //! connect -> send -> read -> hold -> close.
 //!
-//! Open loop: attempt `i` belongs to thread `i % threads` and starts at its scheduled time; a
-//! late generator starts overdue attempts at once, and latency is also measured from the
-//! schedule, so a stall cannot hide (wrk2's correction of coordinated omission). Closed loop:
-//! each thread keeps its share of `--concurrency` in flight.
+//! Open loop: attempt `i` belongs to thread `i % threads` and starts at its scheduled time;
+//! latency is also measured from the schedule, so a stall cannot hide (wrk2's correction of
+//! coordinated omission). Closed loop: each thread keeps its share of `--concurrency` in flight.
+//!
+//! Past its capacity the generator degrades instead of collapsing. Each turn of the loop
+//! first handles what the kernel reported for attempts already started (deadlines, then
+//! events), and only then starts new ones: at most [`START_BATCH`] per turn, and never more
+//! than the thread's share of [`Plan::max_in_flight`] at once. A late generator keeps the
+//! schedule as a schedule: overdue attempts start in order as soon as it can, their lag counted;
+//! those still unstarted when the duration ends are classed `not_started`. At a deadline the
+//! kernel is asked (`SO_ERROR`, `TCP_INFO`) before anything is blamed on the server: an attempt
+//! the kernel had established is the generator's lateness (`late`), not a timeout.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -29,9 +37,19 @@ use crate::record::{
     MAX_RETRANS_BUCKET, Recorder, decompose, latency_histogram, record_signed_ns, record_us,
 };
 
-/// Connects faster than this cannot have retransmitted their SYN (Linux's initial SYN RTO is
-/// 1 s; this leaves room for an RTO lowered by a BPF program or route setting down to 200 ms).
+/// Connects faster than this cannot have retransmitted their SYN: Linux's first SYN
+/// retransmission waits the initial RTO, 1 s (`TCP_TIMEOUT_INIT`), and only a BPF program
+/// (`BPF_SOCK_OPS_TIMEOUT_INIT`) can lower it; this leaves room down to 150 ms.
 const RETRANS_POSSIBLE: Duration = Duration::from_millis(150);
+
+/// The most attempts a thread starts in one turn of its loop, so that a generator behind its
+/// schedule still turns back to the events of the attempts it has started.
+pub const START_BATCH: usize = 64;
+
+/// After a start failed before the attempt existed (no descriptor, no port, no route), the
+/// closed loop waits this long before it tries again, doubling up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(1);
+const RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// Counters every thread updates, read by the live view.
 #[derive(Debug, Default)]
@@ -46,6 +64,10 @@ pub struct Progress {
     pub finished: AtomicU64,
     /// Closed loop: attempts handed out, against `--connections`.
     pub issued: AtomicU64,
+    /// Attempts the generator was late for (see [`Outcome::Late`]).
+    pub late: AtomicU64,
+    /// Open loop: attempts never started (see [`Outcome::NotStarted`]).
+    pub not_started: AtomicU64,
     /// Set when the run must stop at once (for example, no probe header where one was asked).
     pub fatal: Mutex<Option<String>>,
     /// Whether `fatal` is set (checked on every loop turn without the lock).
@@ -85,6 +107,8 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// From the start to the last connection established (the span the achieved rate uses).
     pub active: Duration,
+    /// Each generator thread's CPU time over the run (`/proc/self/task/*/stat`), where known.
+    pub thread_cpu: Vec<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -119,6 +143,17 @@ struct Spare {
     registered: bool,
 }
 
+/// When a thread's loop should look at its starts again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Nothing to start until an attempt ends (or never again).
+    Idle,
+    /// The next start falls due then.
+    At(Instant),
+    /// Starts are overdue: behind schedule.
+    Now,
+}
+
 struct Thread<'a> {
     plan: &'a Plan,
     t0: Instant,
@@ -140,7 +175,12 @@ struct Thread<'a> {
     progress: &'a Progress,
     next_i: u64,
     quota: usize,
+    /// This thread's share of [`Plan::max_in_flight`].
+    in_flight_max: usize,
     issuing: bool,
+    /// Closed loop: no start before this (a back-off after a start failed).
+    retry_at: Option<Instant>,
+    retry_wait: Duration,
     source: usize,
     buf: Vec<u8>,
     payload: Vec<u8>,
@@ -159,6 +199,7 @@ pub fn run(
     let t0 = Instant::now() + Duration::from_millis(20);
     let started_at = SystemTime::now() + Duration::from_millis(20);
     let mut handles = Vec::with_capacity(plan.threads);
+    let cpu_before = generator_cpu();
     for index in 0..plan.threads {
         let plan = plan.clone();
         let progress = progress.clone();
@@ -175,6 +216,8 @@ pub fn run(
     }
     drop(tx);
     let (intervals, so_far) = collect(&rx, t0, &progress, &mut tick);
+    // The threads are still there (not yet joined): read their CPU time now.
+    let cpu_after = generator_cpu();
     let mut rec = Recorder::default();
     let mut last = None;
     for h in handles {
@@ -189,13 +232,35 @@ pub fn run(
         return Err(io::Error::other(msg));
     }
     let end = Instant::now();
+    let thread_cpu = cpu_after
+        .iter()
+        .map(|(name, after)| {
+            let before = cpu_before.iter().find(|(n, _)| n == name).map(|(_, c)| *c);
+            after.saturating_sub(before.unwrap_or_default())
+        })
+        .collect();
     Ok(RunResult {
         rec,
         intervals,
         started_at,
         elapsed: end.saturating_duration_since(t0),
         active: last.map_or(Duration::ZERO, |l| l.saturating_duration_since(t0)),
+        thread_cpu,
     })
+}
+
+/// The CPU time of this process's generator threads (named `synack-load-N`) by name.
+pub fn generator_cpu() -> Vec<(String, Duration)> {
+    let mut v: Vec<(String, Duration)> = synack::sys::thread_cpu_times()
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.name.starts_with("synack-load-"))
+        .map(|t| (t.name, t.cpu))
+        .collect();
+    v.sort();
+    v
 }
 
 type Collected = (BTreeMap<u64, Histogram<u64>>, Histogram<u64>);
@@ -244,10 +309,9 @@ impl<'a> Thread<'a> {
         intervals: Sender<Interval>,
         progress: &'a Progress,
     ) -> Self {
+        let share = |n: usize| n / plan.threads + usize::from(index < n % plan.threads);
         let quota = match plan.load {
-            Load::Closed { concurrency } => {
-                concurrency / plan.threads + usize::from(index < concurrency % plan.threads)
-            }
+            Load::Closed { concurrency } => share(concurrency),
             Load::Open { .. } => 0,
         };
         Thread {
@@ -270,7 +334,10 @@ impl<'a> Thread<'a> {
             progress,
             next_i: index as u64,
             quota,
+            in_flight_max: share(plan.max_in_flight).max(1),
             issuing: true,
+            retry_at: None,
+            retry_wait: RETRY_FIRST,
             source: index,
             buf: vec![0; 64 * 1024],
             payload: vec![b'x'; plan.send],
@@ -286,14 +353,16 @@ impl<'a> Thread<'a> {
         while Instant::now() < self.t0 {
             std::thread::sleep(self.t0.saturating_duration_since(Instant::now()));
         }
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             self.roll_interval(now);
-            if now >= end_issuing {
-                self.issuing = false;
+            if now >= end_issuing && self.issuing {
+                self.stop_issuing();
             }
-            let mut next_start = self.issue(now);
+            // The work of attempts already started comes first: their deadlines, then (below,
+            // after the poll) their events; new starts last, bounded.
             self.expire_timers(now);
+            let mut next = self.issue(now);
             if !self.issuing && self.live == 0 {
                 break;
             }
@@ -306,83 +375,171 @@ impl<'a> Thread<'a> {
                 break;
             }
             let mut wake = hard_end.min(self.t0 + Duration::from_secs(self.interval_no + 1));
-            if let Some(t) = next_start {
+            if let Next::At(t) = next {
                 wake = wake.min(t);
+            }
+            if self.issuing {
+                wake = wake.min(end_issuing);
             }
             if let Some(Reverse((t, _, _, _))) = self.timers.peek() {
                 wake = wake.min(*t);
             }
             let wait = wake.saturating_duration_since(Instant::now());
             // epoll waits in whole milliseconds, rounded up: sleep short of the deadline and
-            // spin the last millisecond, so starts are not late by up to 1 ms.
-            let timeout = if wait > Duration::from_millis(2) {
-                wait - Duration::from_millis(1)
-            } else {
+            // spin the last millisecond, so starts are not late by up to 1 ms. Behind schedule
+            // (`Next::Now`), only look for events.
+            let timeout = if matches!(next, Next::Now) || wait <= Duration::from_millis(2) {
                 Duration::ZERO
+            } else {
+                wait - Duration::from_millis(1)
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
-                eprintln!("synack-load: poll failed: {e}");
+                self.progress
+                    .fail(format!("the generator's poll failed: {e}"));
                 self.abandon_all();
                 break;
             }
+            let turn = Instant::now();
+            // Deadlines that passed while the thread was away are judged before the events
+            // that came meanwhile: an attempt the kernel established in time but the generator
+            // saw too late is the generator's lateness, and `expire_timers` says so.
+            self.expire_timers(turn);
+            let mut started = 0;
             for ev in events.iter() {
                 self.on_event(ev.token().0, ev.is_error());
-                // Open loop: a start that falls due while a long batch of events is handled
-                // goes out now, not after the batch.
-                if matches!(self.plan.load, Load::Open { .. })
-                    && next_start.is_some_and(|t| Instant::now() >= t)
+                // Open loop, on schedule: a start that falls due while a long batch of events
+                // is handled goes out now, not after the batch.
+                if let Next::At(t) = next
+                    && started < START_BATCH
+                    && Instant::now() >= t
                 {
-                    next_start = self.issue(Instant::now());
+                    started += 1;
+                    next = match self.issue_one_due() {
+                        // One went out; the next may be due already.
+                        Next::Now => Next::At(Instant::now()),
+                        other => other,
+                    };
                 }
             }
+            now = Instant::now();
+            record_us(&mut self.rec.turn, now.saturating_duration_since(turn));
         }
         self.flush_interval();
     }
 
-    /// Starts what is due; returns when the next open-loop start is due.
-    fn issue(&mut self, now: Instant) -> Option<Instant> {
-        if !self.issuing {
-            return None;
-        }
-        match self.plan.load {
-            Load::Open { .. } => loop {
-                let Some(offset) = self.plan.scheduled(self.next_i) else {
-                    self.issuing = false;
-                    return None;
-                };
-                let at = self.t0 + offset;
-                if at > now {
-                    return Some(at);
-                }
-                self.next_i += self.plan.threads as u64;
-                self.start(Some(at));
-            },
-            Load::Closed { .. } => {
-                while self.live < self.quota {
-                    let n = self.progress.issued.fetch_add(1, Relaxed);
-                    if self.plan.connections.is_some_and(|max| n >= max) {
-                        self.issuing = false;
-                        break;
-                    }
-                    self.start(None);
-                }
-                if self.quota == 0 {
-                    self.issuing = false;
-                }
-                None
+    /// The duration is over: no more starts. Open loop: the schedule's attempts this thread
+    /// has not started are counted `not_started`.
+    fn stop_issuing(&mut self) {
+        self.issuing = false;
+        if matches!(self.plan.load, Load::Open { .. }) {
+            let planned = self.plan.planned().unwrap_or(0);
+            let threads = self.plan.threads as u64;
+            let left = planned.saturating_sub(self.next_i).div_ceil(threads);
+            if left > 0 {
+                self.next_i += left * threads;
+                self.rec.outcomes[Outcome::NotStarted.slot()] += left;
+                self.progress.not_started.fetch_add(left, Relaxed);
             }
         }
     }
 
-    fn start(&mut self, sched: Option<Instant>) {
+    /// Starts what is due, at most [`START_BATCH`] and never past the thread's in-flight
+    /// bound; says when to look again.
+    fn issue(&mut self, now: Instant) -> Next {
+        if !self.issuing {
+            return Next::Idle;
+        }
+        match self.plan.load {
+            Load::Open { .. } => {
+                for _ in 0..START_BATCH {
+                    match self.issue_one(now) {
+                        Next::Now => {}
+                        other => return other,
+                    }
+                }
+                // More are due: behind schedule.
+                Next::Now
+            }
+            Load::Closed { .. } => {
+                if self.retry_at.is_some_and(|t| now < t) {
+                    return self.retry_at.map_or(Next::Idle, Next::At);
+                }
+                self.retry_at = None;
+                let mut n = 0;
+                while self.live < self.quota.min(self.in_flight_max) && n < START_BATCH {
+                    let k = self.progress.issued.fetch_add(1, Relaxed);
+                    if self.plan.connections.is_some_and(|max| k >= max) {
+                        self.issuing = false;
+                        return Next::Idle;
+                    }
+                    n += 1;
+                    if !self.start(None) {
+                        // Failed before it existed (it is counted): try again after a pause,
+                        // doubling, so a start that cannot work does not spin the thread.
+                        let at = Instant::now() + self.retry_wait;
+                        self.retry_wait = (self.retry_wait * 2).min(RETRY_MAX);
+                        self.retry_at = Some(at);
+                        return Next::At(at);
+                    }
+                    self.retry_wait = RETRY_FIRST;
+                }
+                if self.quota == 0 {
+                    self.issuing = false;
+                    return Next::Idle;
+                }
+                if self.live < self.quota.min(self.in_flight_max) {
+                    Next::Now
+                } else {
+                    Next::Idle
+                }
+            }
+        }
+    }
+
+    /// Open loop: starts the next attempt if it is due and a slot is free.
+    fn issue_one(&mut self, now: Instant) -> Next {
+        let Some(offset) = self.plan.scheduled(self.next_i) else {
+            self.issuing = false;
+            return Next::Idle;
+        };
+        let at = self.t0 + offset;
+        if at > now {
+            return Next::At(at);
+        }
+        if self.live >= self.in_flight_max {
+            // Wait for an attempt to end: events, not a spin.
+            return Next::Idle;
+        }
+        let i = self.next_i;
+        self.next_i += self.plan.threads as u64;
+        self.start_scheduled(i, at);
+        Next::Now
+    }
+
+    fn issue_one_due(&mut self) -> Next {
+        if !self.issuing || !matches!(self.plan.load, Load::Open { .. }) {
+            return Next::Idle;
+        }
+        self.issue_one(Instant::now())
+    }
+
+    fn start_scheduled(&mut self, i: u64, at: Instant) {
+        let now = Instant::now();
+        let lag = now.saturating_duration_since(at);
+        record_us(&mut self.rec.start_lag, lag);
+        if !self.plan.is_burst(i) {
+            record_us(&mut self.rec.steady_lag, lag);
+        }
+        self.start(Some(at));
+    }
+
+    /// Starts one attempt; false when it failed before it existed (counted by its errno).
+    fn start(&mut self, sched: Option<Instant>) -> bool {
         let now = Instant::now();
         self.rec.attempts += 1;
         self.progress.attempts.fetch_add(1, Relaxed);
-        if let Some(s) = sched {
-            record_us(&mut self.rec.start_lag, now.saturating_duration_since(s));
-        }
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -397,7 +554,8 @@ impl<'a> Thread<'a> {
                 Ok(s) => (s, false),
                 Err(e) => {
                     self.free.push(slot);
-                    return self.fail_unstarted(&e);
+                    self.fail_unstarted(&e);
+                    return false;
                 }
             },
         };
@@ -406,7 +564,8 @@ impl<'a> Thread<'a> {
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
             Err(e) => {
                 self.free.push(slot);
-                return self.fail_unstarted(&e);
+                self.fail_unstarted(&e);
+                return false;
             }
         };
         if !registered {
@@ -423,7 +582,8 @@ impl<'a> Thread<'a> {
                 .register(&mut SourceFd(&fd), Token(slot), interest)
             {
                 self.free.push(slot);
-                return self.fail_unstarted(&e);
+                self.fail_unstarted(&e);
+                return false;
             }
         }
         self.seq += 1;
@@ -442,9 +602,10 @@ impl<'a> Thread<'a> {
             dispatch_ns: 0,
         });
         self.live += 1;
+        self.rec.peak_in_flight = self.rec.peak_in_flight.max(self.live as u64);
         if connected {
             self.established(slot, Instant::now());
-            return;
+            return true;
         }
         self.timers.push(Reverse((
             now + self.plan.connect_timeout,
@@ -452,6 +613,7 @@ impl<'a> Thread<'a> {
             self.seq,
             Phase::Connecting,
         )));
+        true
     }
 
     /// A new socket with the plan's options, bound to the next source address if any.
@@ -520,6 +682,8 @@ impl<'a> Thread<'a> {
             self.rec.retrans[0] += 1;
         } else if let Ok(Some(info)) = synack::sys::tcp_info(&a.sock) {
             self.rec.retrans[(info.total_retrans as usize).min(MAX_RETRANS_BUCKET)] += 1;
+        } else {
+            self.rec.retrans_unknown += 1;
         }
         self.advance(slot);
     }
@@ -634,6 +798,11 @@ impl<'a> Thread<'a> {
         }
         loop {
             match read_some(&a.sock, &mut self.buf) {
+                // The server closed before a byte of its answer: it took the connection (a
+                // FIN comes only from an accepted socket) but did not answer.
+                ReadStep::Eof if a.got == 0 && want > 0 => {
+                    return self.finish(slot, Outcome::NoAnswer, None);
+                }
                 ReadStep::Eof => break,
                 ReadStep::Data(n) => {
                     if a.got == 0 {
@@ -681,20 +850,66 @@ impl<'a> Thread<'a> {
             if a.seq != seq || a.phase != phase {
                 continue;
             }
-            match phase {
-                Phase::Connecting => self.finish(slot, Outcome::Timeout, None),
-                Phase::Sending => self.finish(slot, Outcome::Unserved, None),
-                Phase::Reading => {
-                    let o = if a.got == 0 {
-                        Outcome::Unserved
-                    } else {
-                        Outcome::Ok
-                    };
-                    self.finish(slot, o, None);
-                }
-                Phase::Holding => self.finish(slot, Outcome::Ok, None),
-            }
+            self.judge_at_deadline(slot);
         }
+    }
+
+    /// An attempt reached its phase's deadline: ask the kernel what really happened before
+    /// classing it, so the server is blamed only for what it did.
+    fn judge_at_deadline(&mut self, slot: usize) {
+        let Some(a) = self.slots[slot].as_ref() else {
+            return;
+        };
+        match a.phase {
+            Phase::Connecting => {
+                // An error the generator has not read yet (an RST, an ICMP error) is the
+                // attempt's true ending.
+                if let Ok(Some(e)) = a.sock.take_error() {
+                    let n = errno(&e);
+                    return self.finish(slot, Outcome::from_errno(n), Some(n));
+                }
+                match synack::sys::tcp_info(&a.sock) {
+                    Ok(Some(info)) if info.state == synack::sys::TCP_ESTABLISHED => {
+                        self.late(slot);
+                    }
+                    Ok(Some(info)) => {
+                        if info.state == synack::sys::TCP_SYN_SENT && info.total_retrans > 0 {
+                            self.rec.timeout_retransmitted += 1;
+                        }
+                        self.finish(slot, Outcome::Timeout, None);
+                    }
+                    // Where TCP_INFO is unknown, an unanswered connect is all there is to say.
+                    _ => self.finish(slot, Outcome::Timeout, None),
+                }
+            }
+            Phase::Sending => self.finish(slot, Outcome::Unserved, None),
+            Phase::Reading => {
+                // What the kernel holds for us is what the server sent in time; the generator
+                // looks at it now.
+                let waiting = peek_waiting(&a.sock);
+                let o = if a.got > 0 {
+                    Outcome::Ok
+                } else if waiting == Some(0) {
+                    // The server closed without a byte: it took the connection, no answer.
+                    Outcome::NoAnswer
+                } else if waiting.is_some() {
+                    return self.late(slot);
+                } else if a.header_got >= probe::LEN {
+                    // The probe header proves the server accepted it; its answer never came.
+                    Outcome::NoAnswer
+                } else {
+                    Outcome::Unserved
+                };
+                self.finish(slot, o, None);
+            }
+            Phase::Holding => self.finish(slot, Outcome::Ok, None),
+        }
+    }
+
+    /// Classes an attempt as the generator's lateness.
+    fn late(&mut self, slot: usize) {
+        self.progress.late.fetch_add(1, Relaxed);
+        self.finish(slot, Outcome::Late, None);
     }
 
     fn finish(&mut self, slot: usize, outcome: Outcome, errno: Option<i32>) {
@@ -721,10 +936,12 @@ impl<'a> Thread<'a> {
         self.progress.finished.fetch_add(1, Relaxed);
     }
 
+    /// The run stops early (a fatal error, or past the hard end): every attempt still in
+    /// flight is judged as at its deadline, by what the kernel says of it.
     fn abandon_all(&mut self) {
         for slot in 0..self.slots.len() {
             if self.slots[slot].is_some() {
-                self.finish(slot, Outcome::Timeout, None);
+                self.judge_at_deadline(slot);
             }
         }
     }
@@ -771,6 +988,13 @@ fn read_some(sock: &Socket, buf: &mut [u8]) -> ReadStep {
             Err(e) => ReadStep::Failed(errno(&e)),
         };
     }
+}
+
+/// What waits to be read, without taking it: `Some(0)` for an end of stream, `Some(n)` for
+/// data, `None` for nothing yet.
+fn peek_waiting(sock: &Socket) -> Option<usize> {
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    sock.peek(&mut b).ok()
 }
 
 fn errno(e: &io::Error) -> i32 {

@@ -58,8 +58,26 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
             let est = p.established.load(std::sync::atomic::Ordering::Relaxed);
             let done = p.finished.load(std::sync::atomic::Ordering::Relaxed);
             let errors = p.errors.load(std::sync::atomic::Ordering::Relaxed);
+            let late = p.late.load(std::sync::atomic::Ordering::Relaxed);
+            let not_started = p.not_started.load(std::sync::atomic::Ordering::Relaxed);
+            // Open loop: how far the starts trail the schedule right now.
+            let behind = offered
+                .map(|_| {
+                    plan.scheduled_before(elapsed.min(plan.duration))
+                        .saturating_sub(attempts)
+                })
+                .unwrap_or(0);
+            // More than 10 ms of the schedule behind is not a jitter.
+            let far_behind = offered.is_some_and(|o| behind as f64 > o * 0.01 + 64.0);
+            let bound = if late > 0 || not_started > 0 || far_behind {
+                format!(
+                    "  GENERATOR-BOUND: behind {behind}, late {late}, not started {not_started}"
+                )
+            } else {
+                String::new()
+            };
             b.set_message(format!(
-                "{:>5.1}s  offered {}  achieved {:.0}/s  in flight {}  errors {}  connect p50 {} us p99 {} us",
+                "{:>5.1}s  offered {}  achieved {:.0}/s  in flight {}  errors {}  connect p50 {} us p99 {} us{bound}",
                 secs,
                 offered.map_or_else(|| "closed loop".to_string(), |o| format!("{o:.0}/s")),
                 est as f64 / secs,
@@ -77,7 +95,13 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
     let after = report::kernel_snapshot();
     let mut rep = FloodReport::build(plan, &run, before, after, notes);
     if let Some(w) = watcher {
-        rep.listener_queue = Some(w.finish()?);
+        // A watch that failed at the end loses its series, not the flood's report.
+        match w.finish() {
+            Ok(q) => rep.listener_queue = Some(q),
+            Err(e) => rep
+                .notes
+                .push(format!("the listener watch (inet_diag) failed: {e}")),
+        }
     }
     if let Some(path) = &out.json {
         let text = serde_json::to_string_pretty(&rep).map_err(std::io::Error::other)?;
@@ -134,16 +158,25 @@ pub fn target(t: &TargetArgs, probe: bool) -> Result<(Option<synack::Server>, St
     }
 }
 
+/// The descriptors an embedded server may hold while a flood runs: one per connection it may
+/// keep open, and a few of its own.
+pub fn embedded_fds(server: Option<&synack::Server>) -> u64 {
+    server.map_or(0, |s| s.stats().max_connections as u64 + 32)
+}
+
 /// `synack-load flood`: returns the exit status.
 pub fn command(args: &FloodArgs) -> i32 {
     let (server, addr) = match target(&args.target, args.conn.probe) {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let plan = match args
-        .conn
-        .plan(&addr, args.load(), args.duration, args.connections)
-    {
+    let plan = match args.conn.plan(
+        &addr,
+        args.load(),
+        args.duration,
+        args.connections,
+        embedded_fds(server.as_ref()),
+    ) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("synack-load: {e}");

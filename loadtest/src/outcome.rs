@@ -20,17 +20,26 @@ pub enum Outcome {
     PortsExhausted,
     /// `EMFILE` / `ENFILE`: the generator ran out of file descriptors.
     FdLimit,
-    /// Established, but no first byte came within `--read-timeout`: the server never accepted
-    /// it (with syncookies, a client whose final ACK was dropped by a full accept queue believes
-    /// it is connected), or it accepted and never answered.
+    /// Established, but no first byte came within `--read-timeout`, and nothing showed that
+    /// the server took the connection from its queue.
     Unserved,
+    /// The server took the connection (its probe header came, or it closed the connection)
+    /// but no byte of its answer came within `--read-timeout`.
+    NoAnswer,
+    /// The generator's own lateness: at the attempt's deadline the kernel had done its part
+    /// (the connection was established, or the answer was waiting to be read), but the
+    /// generator had not got to it.
+    Late,
+    /// The schedule asked for the attempt but the generator never started it before the end
+    /// of the run (open loop): it could not keep up.
+    NotStarted,
     /// Any other error (the errno is reported).
     Other,
 }
 
 impl Outcome {
     /// Every class, in report order.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Ok,
         Outcome::Refused,
         Outcome::Timeout,
@@ -39,6 +48,9 @@ impl Outcome {
         Outcome::PortsExhausted,
         Outcome::FdLimit,
         Outcome::Unserved,
+        Outcome::NoAnswer,
+        Outcome::Late,
+        Outcome::NotStarted,
         Outcome::Other,
     ];
 
@@ -66,6 +78,9 @@ impl Outcome {
             Outcome::PortsExhausted => "ports_exhausted",
             Outcome::FdLimit => "fd_limit",
             Outcome::Unserved => "unserved",
+            Outcome::NoAnswer => "no_answer",
+            Outcome::Late => "late",
+            Outcome::NotStarted => "not_started",
             Outcome::Other => "other",
         }
     }
@@ -78,7 +93,7 @@ impl Outcome {
                 "an RST answered the SYN: nothing listens on that port, or the server's queue is full with tcp_abort_on_overflow=1"
             }
             Outcome::Timeout => {
-                "the SYN was never answered: the accept queue is full (SYNs dropped), a firewall drops them, or the host is wrong"
+                "the SYN went unanswered until --connect-timeout (the kernel still in SYN_SENT at the deadline)"
             }
             Outcome::Unreachable => {
                 "no route to the host or network (an ICMP error or a local route)"
@@ -93,8 +108,26 @@ impl Outcome {
             Outcome::Unserved => {
                 "connected but no first byte within --read-timeout: the server never took it from its queue, or never answered"
             }
+            Outcome::NoAnswer => {
+                "the server took it (probe header, or it closed) but sent no answer within --read-timeout"
+            }
+            Outcome::Late => {
+                "the generator's lateness: the kernel had established it (or the answer waited) but the generator got to it after its deadline"
+            }
+            Outcome::NotStarted => {
+                "the generator's shortfall: scheduled, but never started before the end of the run"
+            }
             Outcome::Other => "another error (see the errno list)",
         }
+    }
+
+    /// Whether the class describes the generator (its host's limits, its own lateness) rather
+    /// than the server.
+    pub fn is_generators(self) -> bool {
+        matches!(
+            self,
+            Outcome::FdLimit | Outcome::PortsExhausted | Outcome::Late | Outcome::NotStarted
+        )
     }
 
     pub(crate) fn slot(self) -> usize {

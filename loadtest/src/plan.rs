@@ -69,6 +69,25 @@ pub struct Plan {
     pub connect_timeout: Duration,
     /// Read the synack probe header first and split each connection at the server's accept.
     pub probe: bool,
+    /// The most attempts in flight at once, over all threads (each holds a descriptor): past
+    /// it, the generator waits for attempts to end before it starts more. Derived from the
+    /// open-file limit unless `--max-in-flight` sets it (see [`fd_budget`]).
+    pub max_in_flight: usize,
+    /// Open loop: a start-lag p99 above this means the generator did not keep the schedule.
+    pub lag_limit: Duration,
+}
+
+/// Descriptors kept back from the open-file limit for everything but attempts: stdio, each
+/// thread's epoll, the netlink watch, `/proc` reads, a report file.
+pub const FD_RESERVE: u64 = 64;
+
+/// How many attempts the open-file limit lets a run hold at once: the hard limit (a flood
+/// raises its soft limit to it) less [`FD_RESERVE`], two per thread, and `other` descriptors
+/// the process needs meanwhile (an embedded server's connections). `None` when the limit is
+/// unknown.
+pub fn fd_budget(threads: usize, other: u64) -> Option<u64> {
+    let (_, hard) = synack::sys::nofile_limit().ok()?;
+    Some(hard.saturating_sub(FD_RESERVE + 2 * threads as u64 + other))
 }
 
 impl Plan {
@@ -80,6 +99,11 @@ impl Plan {
     /// When attempt `i` (0-based, over all threads) is scheduled, as an offset from the start;
     /// `None` when it falls past the duration or the connection bound. Open loop only.
     pub fn scheduled(&self, i: u64) -> Option<Duration> {
+        self.slot(i).map(|(t, _)| t)
+    }
+
+    /// Attempt `i`'s scheduled offset, and whether it belongs to a burst.
+    fn slot(&self, i: u64) -> Option<(Duration, bool)> {
         if self.connections.is_some_and(|n| i >= n) {
             return None;
         }
@@ -88,15 +112,23 @@ impl Plan {
         };
         let d = self.duration.as_secs_f64();
         if burst > 0 {
-            // Every second: `burst` attempts at its start, then `from` spread over it.
-            let per_sec = burst + from.round().max(1.0) as u64;
-            let (k, j) = (i / per_sec, i % per_sec);
+            // Every whole second k: `burst` attempts at k; besides, the steady attempts n at
+            // n / from. Before second k come C(k) = k * burst + ceil(k * from) attempts.
+            let before = |k: u64| k * burst + (k as f64 * from).ceil() as u64;
+            let mut k = (i as f64 / (burst as f64 + from)) as u64;
+            while k > 0 && before(k) > i {
+                k -= 1;
+            }
+            while before(k + 1) <= i {
+                k += 1;
+            }
+            let j = i - before(k);
             let t = if j < burst {
                 k as f64
             } else {
-                k as f64 + (j - burst) as f64 / from.round().max(1.0)
+                ((k as f64 * from).ceil() + (j - burst) as f64) / from
             };
-            return (t < d).then(|| Duration::from_secs_f64(t));
+            return (t < d).then(|| (Duration::from_secs_f64(t), j < burst));
         }
         let i = i as f64;
         // Attempts started by time t: N(t) = from*t + (to-from)*t^2/(2d). Solve N(t) = i.
@@ -106,20 +138,57 @@ impl Plan {
             let k = (to - from) / d;
             (-from + (from * from + 2.0 * k * i).sqrt()) / k
         };
-        (t < d).then(|| Duration::from_secs_f64(t))
+        (t < d).then(|| (Duration::from_secs_f64(t), false))
     }
 
-    /// The mean offered rate over the run (open loop).
-    pub fn offered_rate(&self) -> Option<f64> {
-        match self.load {
-            Load::Open { from, to, burst } => Some((from + to) / 2.0 + burst as f64),
-            Load::Closed { .. } => None,
+    /// Whether attempt `i` is one of a second's burst (open loop with `burst`).
+    pub fn is_burst(&self, i: u64) -> bool {
+        self.slot(i).is_some_and(|(_, burst)| burst)
+    }
+
+    /// How many attempts the schedule holds before `t` from the start (open loop; all of
+    /// them for `t` at or past the duration).
+    pub fn scheduled_before(&self, t: Duration) -> u64 {
+        if !matches!(self.load, Load::Open { .. }) {
+            return 0;
         }
+        // The schedule is monotonic: the first index scheduled at or past `t` (or past the end).
+        let at_or_past = |i: u64| self.scheduled(i).is_none_or(|s| s >= t);
+        let mut hi = 1u64;
+        while !at_or_past(hi) {
+            hi *= 2;
+        }
+        let mut lo = 0u64;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if at_or_past(mid) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
+    /// How many attempts the whole schedule holds (open loop), `--connections` included.
+    pub fn planned(&self) -> Option<u64> {
+        matches!(self.load, Load::Open { .. }).then(|| self.scheduled_before(Duration::MAX))
+    }
+
+    /// The mean offered rate over the run (open loop): the attempts the schedule holds over
+    /// the duration, so bursts count as often as they really come.
+    pub fn offered_rate(&self) -> Option<f64> {
+        let d = self.duration.as_secs_f64();
+        self.planned()
+            .map(|n| if d > 0.0 { n as f64 / d } else { 0.0 })
     }
 
     /// The longest an attempt can last once started: the bound on the run's tail.
     pub fn attempt_budget(&self) -> Duration {
         let mut b = self.connect_timeout;
+        if self.send > 0 {
+            b += self.read_timeout;
+        }
         if self.read.is_some() || self.probe {
             b += self.read_timeout;
         }
@@ -148,6 +217,8 @@ mod tests {
             sources: vec![],
             connect_timeout: Duration::from_secs(3),
             probe: false,
+            max_in_flight: 1000,
+            lag_limit: Duration::from_millis(1),
         }
     }
 
@@ -194,6 +265,70 @@ mod tests {
         }
         assert_eq!(p.scheduled(150), None);
         assert_eq!(p.offered_rate(), Some(15.0));
+        assert!(p.is_burst(0) && p.is_burst(4) && !p.is_burst(5) && p.is_burst(15));
+    }
+
+    #[test]
+    fn bursts_over_a_part_second_count_in_the_offered_rate() {
+        // tune's default step: 1.5 s with bursts: two bursts (at 0 s and 1 s), not 1.5.
+        let mut p = plan(Load::Open {
+            from: 1000.0,
+            to: 1000.0,
+            burst: 200,
+        });
+        p.duration = Duration::from_millis(1500);
+        assert_eq!(p.planned(), Some(1500 + 400));
+        let r = p.offered_rate().unwrap();
+        assert!((r - 1900.0 / 1.5).abs() < 1e-9, "{r}");
+    }
+
+    #[test]
+    fn fractional_rates_with_bursts_are_kept() {
+        // 0.4/s steady plus 2 each second over 10 s: 20 burst attempts and 4 steady ones.
+        let p = plan(Load::Open {
+            from: 0.4,
+            to: 0.4,
+            burst: 2,
+        });
+        assert_eq!(p.planned(), Some(24));
+        let times: Vec<f64> = (0..24)
+            .map(|i| p.scheduled(i).unwrap().as_secs_f64())
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        let steady: Vec<f64> = (0..24)
+            .filter(|&i| !p.is_burst(i))
+            .map(|i| p.scheduled(i).unwrap().as_secs_f64())
+            .collect();
+        assert_eq!(steady, vec![0.0, 2.5, 5.0, 7.5]);
+        // 1.5/s: no rounding to 2.
+        let q = plan(Load::Open {
+            from: 1.5,
+            to: 1.5,
+            burst: 1,
+        });
+        assert_eq!(q.planned(), Some(10 + 15));
+    }
+
+    #[test]
+    fn scheduled_before_counts_the_prefix() {
+        let p = plan(Load::Open {
+            from: 100.0,
+            to: 100.0,
+            burst: 0,
+        });
+        assert_eq!(p.scheduled_before(Duration::ZERO), 0);
+        assert_eq!(p.scheduled_before(Duration::from_millis(5)), 1);
+        assert_eq!(p.scheduled_before(Duration::from_secs(1)), 100);
+        assert_eq!(p.planned(), Some(1000));
+    }
+
+    #[test]
+    fn the_budget_covers_every_phase() {
+        let mut p = plan(Load::Closed { concurrency: 1 });
+        p.send = 10;
+        p.read = Some(1);
+        p.hold = Some(Duration::from_secs(5));
+        assert_eq!(p.attempt_budget(), Duration::from_secs(3 + 1 + 1 + 5));
     }
 
     #[test]

@@ -32,10 +32,22 @@ pub struct Recorder {
     pub rest: Histogram<u64>,
     /// Generator lateness: actual start minus scheduled start (open loop), us.
     pub start_lag: Histogram<u64>,
+    /// The same, for the attempts that are not part of a burst (open loop with bursts), us.
+    pub steady_lag: Histogram<u64>,
+    /// The longest turn of a generator thread's event loop (from poll's return to its next
+    /// call), us: while a turn lasts, no event is seen.
+    pub turn: Histogram<u64>,
     /// Connections by `tcpi_total_retrans` at establishment (last bucket: that many or more).
     pub retrans: [u64; MAX_RETRANS_BUCKET + 1],
+    /// Established connections whose `TCP_INFO` could not be read (in no retransmission
+    /// bucket).
+    pub retrans_unknown: u64,
+    /// Timeouts whose SYN the kernel had retransmitted at least once (`TCP_INFO` at expiry).
+    pub timeout_retransmitted: u64,
     /// Attempts started.
     pub attempts: u64,
+    /// The most attempts this thread had in flight at once.
+    pub peak_in_flight: u64,
     /// Attempts that got a connection.
     pub established: u64,
     /// Attempts by how they ended.
@@ -51,11 +63,16 @@ impl Default for Recorder {
             from_schedule: latency_histogram(),
             first_byte: latency_histogram(),
             start_lag: latency_histogram(),
+            steady_lag: latency_histogram(),
+            turn: latency_histogram(),
             queue_wait: latency_histogram(),
             dispatch: latency_histogram(),
             rest: latency_histogram(),
             retrans: [0; MAX_RETRANS_BUCKET + 1],
+            retrans_unknown: 0,
+            timeout_retransmitted: 0,
             attempts: 0,
+            peak_in_flight: 0,
             established: 0,
             outcomes: [0; Outcome::ALL.len()],
             other_errors: BTreeMap::new(),
@@ -93,13 +110,19 @@ impl Recorder {
         let _ = self.from_schedule.add(&other.from_schedule);
         let _ = self.first_byte.add(&other.first_byte);
         let _ = self.start_lag.add(&other.start_lag);
+        let _ = self.steady_lag.add(&other.steady_lag);
+        let _ = self.turn.add(&other.turn);
         let _ = self.queue_wait.add(&other.queue_wait);
         let _ = self.dispatch.add(&other.dispatch);
         let _ = self.rest.add(&other.rest);
         for (a, b) in self.retrans.iter_mut().zip(other.retrans) {
             *a += b;
         }
+        self.retrans_unknown += other.retrans_unknown;
+        self.timeout_retransmitted += other.timeout_retransmitted;
         self.attempts += other.attempts;
+        // Threads reach their peaks at different moments: the sum bounds the run's peak.
+        self.peak_in_flight += other.peak_in_flight;
         self.established += other.established;
         for (a, b) in self.outcomes.iter_mut().zip(other.outcomes) {
             *a += b;

@@ -378,6 +378,7 @@ pub fn command(args: &SweepArgs) -> i32 {
         },
         args.step_duration,
         None,
+        flood::embedded_fds(server.as_ref()),
     ) {
         Ok(p) => p,
         Err(e) => {

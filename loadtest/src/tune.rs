@@ -159,6 +159,8 @@ fn base_plan(args: &TuneArgs, addr: &str) -> Result<Plan, crate::cli::UsageError
         probe: true,
         watch_listener: true,
         watch_interval: Duration::from_millis(2),
+        max_in_flight: None,
+        lag_limit: Duration::from_millis(1),
     };
     let mut p = conn.plan(
         addr,
@@ -169,6 +171,7 @@ fn base_plan(args: &TuneArgs, addr: &str) -> Result<Plan, crate::cli::UsageError
         },
         args.step_duration,
         None,
+        args.max_connections as u64 + 32,
     )?;
     p.close = CloseMode::Rst;
     Ok(p)

@@ -42,6 +42,44 @@ pub(super) fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<Option<TcpInfo>> {
     }))
 }
 
+pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
+    // SAFETY: sysconf only reads a configuration value.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let tick = if tick > 0 { tick as u64 } else { 100 };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let entry = entry?;
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread may end between the listing and the read: skip it.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((name, ticks)) = parse_task_stat(&stat) {
+            out.push(super::ThreadCpu {
+                tid,
+                name,
+                cpu: std::time::Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / tick),
+            });
+        }
+    }
+    Ok(Some(out))
+}
+
+/// `pid (comm) state ... utime stime ...`: the name and utime + stime in clock ticks. The name
+/// may hold spaces and parentheses, so the fields are counted from the last `)`.
+fn parse_task_stat(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_string();
+    // After the name: state (field 3) ... utime (14), stime (15).
+    let mut rest = stat.get(close + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = rest.next()?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    Some((name, utime + stime))
+}
+
 pub(super) fn somaxconn() -> Option<u32> {
     std::fs::read_to_string("/proc/sys/net/core/somaxconn")
         .ok()?
@@ -217,6 +255,21 @@ pub(super) fn resident_bytes() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_a_task_stat_line() {
+        let line = "4242 (synack-load-0) R 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20 0 1 0 99 0 0";
+        assert_eq!(
+            super::parse_task_stat(line),
+            Some(("synack-load-0".to_string(), 281))
+        );
+        // A name with a space and a parenthesis.
+        let odd = "7 (a b) c) S 1 2 3 4 5 6 7 8 9 10 3 4 0 0";
+        assert_eq!(super::parse_task_stat(odd), Some(("a b) c".to_string(), 7)));
+        let me = std::thread::current();
+        let all = super::thread_cpu_times().unwrap().unwrap();
+        assert!(!all.is_empty(), "{me:?}: no threads listed");
+    }
+
     #[test]
     fn parses_proc_counter_pairs() {
         let text =

@@ -45,6 +45,28 @@ pub struct TcpInfo {
     pub rtt_us: u32,
 }
 
+/// `tcpi_state` of an established connection.
+pub const TCP_ESTABLISHED: u8 = 1;
+/// `tcpi_state` of a connection whose SYN is not answered yet.
+pub const TCP_SYN_SENT: u8 = 2;
+
+/// One thread of this process and the CPU time it has used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadCpu {
+    /// The kernel's thread id.
+    pub tid: u32,
+    /// The thread's name (Linux keeps the first 15 bytes).
+    pub name: String,
+    /// User plus system time.
+    pub cpu: std::time::Duration,
+}
+
+/// The CPU time of every thread of this process (Linux: `/proc/self/task/*/stat`); `Ok(None)`
+/// where the OS does not publish it.
+pub fn thread_cpu_times() -> io::Result<Option<Vec<ThreadCpu>>> {
+    imp::thread_cpu_times()
+}
+
 /// Reads the accept queue of a listening socket (Linux: `TCP_INFO`).
 ///
 /// Returns `Ok(None)` where the operating system does not report it.

@@ -18,7 +18,7 @@ use crate::record::MAX_RETRANS_BUCKET;
 use crate::watch::QueueWatch;
 
 /// The JSON schema identifier; bumped on any incompatible change. See `loadtest/SCHEMA.md`.
-pub const SCHEMA: &str = "synack-load/flood/1";
+pub const SCHEMA: &str = "synack-load/flood/2";
 
 /// The kernel counters reported, as `/proc/net/{netstat,snmp}` name them.
 pub const KERNEL_COUNTERS: [&str; 8] = [
@@ -100,6 +100,44 @@ pub struct KernelDelta {
     pub counters: BTreeMap<String, i64>,
 }
 
+/// Whether the generator delivered the load asked, with the figures that say so. Every
+/// figure here is the generator's own, not the server's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorReport {
+    /// True when the generator started what was asked, on schedule, and saw every attempt
+    /// through in time: the run measured the server, not the generator.
+    pub delivered: bool,
+    /// Why not, in words, each with its evidence (empty when delivered).
+    pub reasons: Vec<String>,
+    /// Open loop: attempts the schedule held.
+    pub scheduled: Option<u64>,
+    /// Attempts started.
+    pub started: u64,
+    /// Open loop: scheduled attempts never started.
+    pub not_started: u64,
+    /// Attempts the generator got to after their deadline (outcome `late`).
+    pub late: u64,
+    /// Open loop: the mean offered rate, per second.
+    pub offered_rate: Option<f64>,
+    /// Attempts started per second over the duration.
+    pub started_rate: f64,
+    /// Open loop: start-lag p99 of the steady attempts (bursts apart), us.
+    pub start_lag_p99_us: Option<u64>,
+    /// The start-lag p99 above which the schedule counts as not kept, us (`--lag-limit`).
+    pub lag_limit_us: u64,
+    /// The in-flight bound, over all threads (`--max-in-flight`, or from the descriptor limit).
+    pub max_in_flight: usize,
+    /// The most attempts in flight at once (the threads' peaks summed: an upper bound).
+    pub peak_in_flight: u64,
+    /// The process's open-file limit (soft) at the end of the run.
+    pub fd_limit: Option<u64>,
+    /// Each generator thread's CPU time over the run as a share of the run's elapsed time
+    /// (`/proc/self/task/*/stat`); empty where unknown.
+    pub thread_busy: Vec<f64>,
+    /// The longest turn of a generator thread's loop, us: no event was seen meanwhile.
+    pub turn_max_us: u64,
+}
+
 fn default_close() -> String {
     "rst".into()
 }
@@ -169,6 +207,15 @@ pub struct FloodReport {
     pub sysctls: BTreeMap<String, String>,
     /// With `--watch-listener`: the target listener's accept queue over the run (inet_diag).
     pub listener_queue: Option<QueueWatch>,
+    /// Established connections whose SYN retransmissions could not be read (`TCP_INFO`
+    /// failed): in no `syn_retransmits` bucket.
+    #[serde(default)]
+    pub syn_retransmits_unknown: u64,
+    /// Timeouts whose SYN the kernel had retransmitted (`TCP_INFO` at the deadline).
+    #[serde(default)]
+    pub timeouts_retransmitted: u64,
+    /// Whether the generator delivered the load asked.
+    pub generator: GeneratorReport,
     /// Observations worth a sentence (limits hit, what retransmits mean, ...).
     pub notes: Vec<String>,
 }
@@ -239,9 +286,16 @@ impl FloodReport {
                 latency_us.insert("rest".into(), Percentiles::of(&rec.rest));
             }
         }
+        let burst = match plan.load {
+            Load::Open { burst, .. } => burst,
+            Load::Closed { .. } => 0,
+        };
         if mode == "open" {
             latency_us.insert("from_schedule".into(), Percentiles::of(&rec.from_schedule));
             latency_us.insert("start_lag".into(), Percentiles::of(&rec.start_lag));
+            if burst > 0 {
+                latency_us.insert("start_lag_steady".into(), Percentiles::of(&rec.steady_lag));
+            }
         }
         let syn_retransmits = rec
             .retrans
@@ -278,7 +332,8 @@ impl FloodReport {
             0.0
         };
         let sysctls = read_sysctls();
-        notes.extend(explain(rec, &sysctls));
+        let generator = judge_generator(plan, run);
+        notes.extend(explain(rec, &sysctls, kernel.as_ref(), &generator));
         FloodReport {
             schema: SCHEMA.into(),
             target: plan.target_text.clone(),
@@ -287,10 +342,7 @@ impl FloodReport {
             rate_from,
             rate_to,
             concurrency,
-            burst: match plan.load {
-                Load::Open { burst, .. } => burst,
-                Load::Closed { .. } => 0,
-            },
+            burst,
             threads: plan.threads,
             close: match plan.close {
                 CloseMode::Rst => "rst",
@@ -313,8 +365,24 @@ impl FloodReport {
             kernel,
             sysctls,
             listener_queue: None,
+            syn_retransmits_unknown: rec.retrans_unknown,
+            timeouts_retransmitted: rec.timeout_retransmitted,
+            generator,
             notes,
         }
+    }
+
+    /// Attempts the run classified: those started and, open loop, those never started. The
+    /// outcomes sum to this.
+    pub fn classified(&self) -> u64 {
+        self.attempts + self.outcome(Outcome::NotStarted)
+    }
+
+    /// A host-wide kernel counter's change over the run.
+    pub fn kernel_delta(&self, name: &str) -> Option<i64> {
+        self.kernel
+            .as_ref()
+            .and_then(|k| k.counters.get(name).copied())
     }
 
     /// The count of one outcome class.
@@ -323,38 +391,216 @@ impl FloodReport {
     }
 }
 
-fn explain(rec: &crate::record::Recorder, sysctls: &BTreeMap<String, String>) -> Vec<String> {
+/// A start that stayed behind its schedule by more than this in a burst means the burst was
+/// not delivered as one.
+pub const BURST_SPREAD_LIMIT_US: u64 = 100_000;
+
+/// Judges the generator: did it deliver the load asked?
+pub fn judge_generator(plan: &Plan, run: &RunResult) -> GeneratorReport {
+    let rec = &run.rec;
+    let mut reasons = Vec::new();
+    let scheduled = plan.planned();
+    let not_started = rec.count(Outcome::NotStarted);
+    let late = rec.count(Outcome::Late);
+    let d = plan.duration.as_secs_f64();
+    let started_rate = if d > 0.0 {
+        rec.attempts as f64 / d
+    } else {
+        0.0
+    };
+    let offered_rate = plan.offered_rate();
+    let open = matches!(plan.load, Load::Open { .. });
+    let burst = match plan.load {
+        Load::Open { burst, .. } => burst,
+        Load::Closed { .. } => 0,
+    };
+    if not_started > 0 {
+        reasons.push(format!(
+            "{not_started} of {} scheduled attempts were never started: it started {} of the {} asked",
+            scheduled.unwrap_or(0),
+            fmt_rate(started_rate),
+            offered_rate.map_or_else(|| "?".into(), fmt_rate),
+        ));
+    }
+    if late > 0 {
+        reasons.push(format!(
+            "{late} attempts were late: at their deadline the kernel had established them (or held their answer), but the generator had not got to them"
+        ));
+    }
+    let lag_hist = if burst > 0 {
+        &rec.steady_lag
+    } else {
+        &rec.start_lag
+    };
+    let start_lag_p99_us = (open && !lag_hist.is_empty()).then(|| lag_hist.value_at_quantile(0.99));
+    let lag_limit_us = plan.lag_limit.as_micros() as u64;
+    if let Some(p99) = start_lag_p99_us
+        && p99 > lag_limit_us
+    {
+        reasons.push(format!(
+            "start lag p99 {p99} us is above the {lag_limit_us} us limit (--lag-limit): the schedule was not kept"
+        ));
+    }
+    if burst > 0 && !rec.start_lag.is_empty() && rec.start_lag.max() > BURST_SPREAD_LIMIT_US {
+        reasons.push(format!(
+            "bursts were not started together: a start came {} ms after its second began (limit {} ms)",
+            rec.start_lag.max() / 1000,
+            BURST_SPREAD_LIMIT_US / 1000
+        ));
+    }
+    for (o, what) in [
+        (Outcome::FdLimit, "descriptors (EMFILE/ENFILE)"),
+        (
+            Outcome::PortsExhausted,
+            "local ports or source addresses (EADDRNOTAVAIL)",
+        ),
+    ] {
+        let n = rec.count(o);
+        if n > 0 {
+            reasons.push(format!(
+                "{n} attempts could not start: the generator ran out of {what}"
+            ));
+        }
+    }
+    if open && rec.peak_in_flight >= plan.max_in_flight as u64 && (not_started > 0 || late > 0) {
+        reasons.push(format!(
+            "the in-flight bound ({}, --max-in-flight) was reached: starts waited for attempts to end",
+            plan.max_in_flight
+        ));
+    }
+    let elapsed = run.elapsed.as_secs_f64();
+    let thread_busy: Vec<f64> = if elapsed > 0.0 {
+        run.thread_cpu
+            .iter()
+            .map(|c| c.as_secs_f64() / elapsed)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !reasons.is_empty() && !thread_busy.is_empty() {
+        let busy: Vec<String> = thread_busy
+            .iter()
+            .map(|b| format!("{:.0}%", b * 100.0))
+            .collect();
+        reasons.push(format!(
+            "generator threads' CPU over the run: {} (/proc/self/task)",
+            busy.join(", ")
+        ));
+    }
+    GeneratorReport {
+        delivered: reasons.is_empty(),
+        reasons,
+        scheduled,
+        started: rec.attempts,
+        not_started,
+        late,
+        offered_rate,
+        started_rate,
+        start_lag_p99_us,
+        lag_limit_us,
+        max_in_flight: plan.max_in_flight,
+        peak_in_flight: rec.peak_in_flight,
+        fd_limit: synack::sys::nofile_limit().ok().map(|(soft, _)| soft),
+        thread_busy,
+        turn_max_us: if rec.turn.is_empty() {
+            0
+        } else {
+            rec.turn.max()
+        },
+    }
+}
+
+/// What the host-wide counters say of drops at a listen queue: the sentence of evidence.
+fn queue_evidence(kernel: Option<&KernelDelta>) -> (bool, String) {
+    let Some(k) = kernel else {
+        return (false, "the kernel's counters are not available here".into());
+    };
+    let get = |n: &str| k.counters.get(n).copied().unwrap_or(0);
+    let (over, drops) = (get("TcpExt.ListenOverflows"), get("TcpExt.ListenDrops"));
+    if over > 0 || drops > 0 {
+        (
+            true,
+            format!(
+                "the kernel counted {over:+} ListenOverflows and {drops:+} ListenDrops (host-wide: any listener here): a full accept queue drops SYNs and final ACKs"
+            ),
+        )
+    } else {
+        (
+            false,
+            "the kernel counted no listen overflow or drop (host-wide), so no accept queue here overflowed".into(),
+        )
+    }
+}
+
+fn explain(
+    rec: &crate::record::Recorder,
+    sysctls: &BTreeMap<String, String>,
+    kernel: Option<&KernelDelta>,
+    generator: &GeneratorReport,
+) -> Vec<String> {
     let mut notes = Vec::new();
+    let (overflowed, evidence) = queue_evidence(kernel);
     let retrans: u64 = rec.retrans[1..].iter().sum();
     if retrans > 0 {
         let linear = sysctls
             .get("net.ipv4.tcp_syn_linear_timeouts")
             .map_or("unknown".to_string(), |v| v.clone());
         notes.push(format!(
-            "{retrans} connections needed SYN retransmissions: their SYN (or final ACK) was dropped, \
-             typically by a full accept queue. Each retry waits about 1 s (tcp_syn_linear_timeouts={linear}: \
-             that many retries at 1 s, then doubling), hence connect times near 1 s, 2 s, 3 s."
+            "{retrans} connections needed SYN retransmissions (TCP_INFO at establishment): a SYN or its SYN-ACK was lost; {evidence}. \
+             Each retry waits about 1 s (tcp_syn_linear_timeouts={linear}: that many retries at 1 s, then doubling), hence connect times near 1 s, 2 s, 3 s."
+        ));
+    }
+    let timeouts = rec.count(Outcome::Timeout);
+    if timeouts > 0 {
+        let why = if rec.timeout_retransmitted > 0 || overflowed {
+            format!(
+                "{} of them had retransmitted their SYN (TCP_INFO at the deadline); {evidence}",
+                rec.timeout_retransmitted
+            )
+        } else {
+            format!(
+                "none had retransmitted its SYN (TCP_INFO at the deadline) and {evidence}: the deadline (--connect-timeout) may be shorter than the first retransmission (1 s), or the SYNs went where nothing answers"
+            )
+        };
+        notes.push(format!(
+            "{timeouts} attempts timed out, the kernel still waiting for a SYN-ACK at the deadline: {why}"
         ));
     }
     if rec.count(Outcome::FdLimit) > 0 {
         let (soft, _) = synack::sys::nofile_limit().unwrap_or((0, 0));
         notes.push(format!(
-            "the generator's open-file limit ({soft}) was the bottleneck: lower --concurrency or --hold, or raise the hard limit"
+            "the generator's open-file limit ({soft}) was reached (EMFILE/ENFILE), with at most {} attempts in flight: lower --max-in-flight, --concurrency or --hold, or raise the hard limit",
+            generator.max_in_flight
         ));
     }
     if rec.count(Outcome::PortsExhausted) > 0 {
         notes.push(
-            "local ports ran out for this destination: spread over source addresses with --source 127.0.0.2-127.0.0.9, \
+            "local ports ran out for this destination (EADDRNOTAVAIL): spread over source addresses with --source 127.0.0.2-127.0.0.9, \
              or close with RST (--close rst) so ports do not wait in TIME_WAIT"
                 .into(),
         );
     }
     if rec.count(Outcome::Unserved) > 0 {
-        notes.push(
-            "unserved connections completed the handshake but got no byte in time: with syncookies on, a client \
-             whose final ACK was dropped by a full accept queue believes it is connected while the server never saw it"
-                .into(),
-        );
+        let why = if overflowed {
+            format!(
+                "{evidence}; with syncookies on, a client whose final ACK was dropped believes it is connected while the server never saw it"
+            )
+        } else {
+            format!(
+                "{evidence}: the server held them in its accept queue (paused, at its connection limit, or slow to accept) or accepted them and did not answer"
+            )
+        };
+        notes.push(format!(
+            "{} connections completed the handshake but got no byte in time: {why}",
+            rec.count(Outcome::Unserved)
+        ));
+    }
+    if !generator.delivered {
+        notes.push(format!(
+            "the generator did not deliver the load asked, so this run measured the generator as much as the server: {}. \
+             Add --threads, lower the rate, or run the generator on another host",
+            generator.reasons.join("; ")
+        ));
     }
     notes
 }

@@ -51,6 +51,36 @@ pub fn render(r: &FloodReport) -> String {
             let _ = writeln!(s, "  rate: achieved {}", rate(r.achieved_rate));
         }
     }
+    let g = &r.generator;
+    let busy: Vec<String> = g
+        .thread_busy
+        .iter()
+        .map(|b| format!("{:.0}%", b * 100.0))
+        .collect();
+    let _ = writeln!(
+        s,
+        "  generator: {}   started {}/s{}   in flight peak {} of {}{}{}",
+        if g.delivered {
+            "delivered the load asked"
+        } else {
+            "GENERATOR-BOUND (did not deliver the load asked)"
+        },
+        rate(g.started_rate).trim_end_matches("/s"),
+        g.start_lag_p99_us
+            .map_or_else(String::new, |l| format!("   start lag p99 {l} us")),
+        g.peak_in_flight,
+        g.max_in_flight,
+        g.fd_limit
+            .map_or_else(String::new, |f| format!(" (open-file limit {f})")),
+        if busy.is_empty() {
+            String::new()
+        } else {
+            format!("   threads busy {}", busy.join(" "))
+        }
+    );
+    for reason in &g.reasons {
+        let _ = writeln!(s, "    - {reason}");
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -62,6 +92,7 @@ pub fn render(r: &FloodReport) -> String {
         ("from_schedule", "from schedule"),
         ("first_byte", "first byte"),
         ("start_lag", "start lag"),
+        ("start_lag_steady", "  steady"),
         ("handshake", "probe: handshake"),
         ("queue_wait", "  accept queue"),
         ("dispatch", "  dispatch"),
@@ -91,19 +122,34 @@ pub fn render(r: &FloodReport) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "  SYN retransmits per connection: {}",
+        "  SYN retransmits per connection: {}{}",
         if retrans.is_empty() {
             "none measured".to_string()
         } else {
             retrans.join("   ")
+        },
+        if r.syn_retransmits_unknown > 0 {
+            format!(
+                "   unknown (TCP_INFO failed): {}",
+                r.syn_retransmits_unknown
+            )
+        } else {
+            String::new()
         }
     );
     let _ = writeln!(s);
-    let _ = writeln!(s, "  outcomes");
+    let _ = writeln!(s, "  outcomes ([gen]: the generator's, not the server's)");
     for o in Outcome::ALL {
         let n = r.outcome(o);
         if n > 0 || o == Outcome::Ok {
-            let _ = writeln!(s, "    {:<16} {:>9}   {}", o.name(), n, o.meaning());
+            let _ = writeln!(
+                s,
+                "    {:<16} {:>9} {:>5} {}",
+                o.name(),
+                n,
+                if o.is_generators() { "[gen]" } else { "" },
+                o.meaning()
+            );
         }
     }
     for (msg, n) in &r.other_errors {
