@@ -52,7 +52,9 @@ pub(crate) fn spawn(
             };
             g.samples.fetch_add(1, Relaxed);
             g.peak.fetch_max(q.len, Relaxed);
-            if q.len >= q.max {
+            // Linux refuses a connection at `len > backlog` (sk_acceptq_is_full): a queue
+            // holds backlog + 1 before it is full.
+            if q.len > q.max {
                 g.full_ns.fetch_add(interval.as_nanos() as u64, Relaxed);
             }
             if let Ok(mut s) = g.series.lock() {

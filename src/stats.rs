@@ -230,7 +230,8 @@ pub struct ListenerStats {
     pub effective_backlog: Option<u32>,
     /// With queue sampling on: the deepest queue seen.
     pub peak_queue_len: Option<u32>,
-    /// With queue sampling on: time the queue was seen full (length at the effective backlog).
+    /// With queue sampling on: time the queue was seen full (past the effective backlog, where
+    /// Linux refuses the next connection).
     pub time_full: Duration,
     /// With queue sampling on: samples taken.
     pub queue_samples: u64,

@@ -107,7 +107,7 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// From the start to the last connection established (the span the achieved rate uses).
     pub active: Duration,
-    /// Each generator thread's CPU time over the run (`/proc/self/task/*/stat`), where known.
+    /// Each generator thread's CPU time over the run (`/proc/thread-self/stat`), where known.
     pub thread_cpu: Vec<Duration>,
 }
 
@@ -199,7 +199,6 @@ pub fn run(
     let t0 = Instant::now() + Duration::from_millis(20);
     let started_at = SystemTime::now() + Duration::from_millis(20);
     let mut handles = Vec::with_capacity(plan.threads);
-    let cpu_before = generator_cpu();
     for index in 0..plan.threads {
         let plan = plan.clone();
         let progress = progress.clone();
@@ -208,37 +207,33 @@ pub fn run(
         let h = std::thread::Builder::new()
             .name(format!("synack-load-{index}"))
             .spawn(move || {
+                let cpu = || synack::sys::current_thread_cpu().ok().flatten();
+                let before = cpu();
                 let mut t = Thread::new(&plan, index, t0, poll, tx, &progress);
                 t.run();
-                (t.rec, t.last_established)
+                let used = cpu().zip(before).map(|(a, b)| a.saturating_sub(b));
+                (t.rec, t.last_established, used)
             })?;
         handles.push(h);
     }
     drop(tx);
     let (intervals, so_far) = collect(&rx, t0, &progress, &mut tick);
-    // The threads are still there (not yet joined): read their CPU time now.
-    let cpu_after = generator_cpu();
     let mut rec = Recorder::default();
     let mut last = None;
+    let mut thread_cpu = Vec::new();
     for h in handles {
-        let (r, l) = h
+        let (r, l, cpu) = h
             .join()
             .map_err(|_| io::Error::other("a generator thread panicked"))?;
         rec.merge(&r);
         last = last.max(l);
+        thread_cpu.extend(cpu);
     }
     drop(so_far);
     if let Some(msg) = progress.fatal.lock().ok().and_then(|f| f.clone()) {
         return Err(io::Error::other(msg));
     }
     let end = Instant::now();
-    let thread_cpu = cpu_after
-        .iter()
-        .map(|(name, after)| {
-            let before = cpu_before.iter().find(|(n, _)| n == name).map(|(_, c)| *c);
-            after.saturating_sub(before.unwrap_or_default())
-        })
-        .collect();
     Ok(RunResult {
         rec,
         intervals,
@@ -999,4 +994,160 @@ fn peek_waiting(sock: &Socket) -> Option<usize> {
 
 fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::plan::CloseMode;
+
+    fn plan(target: SocketAddr, read: Option<usize>) -> Plan {
+        Plan {
+            target_text: target.to_string(),
+            target,
+            load: Load::Closed { concurrency: 1 },
+            duration: Duration::from_secs(1),
+            connections: None,
+            send: 0,
+            read,
+            read_timeout: Duration::from_millis(50),
+            hold: None,
+            close: CloseMode::Rst,
+            reuse_sockets: false,
+            threads: 1,
+            sources: vec![],
+            connect_timeout: Duration::from_millis(50),
+            probe: false,
+            max_in_flight: 16,
+            lag_limit: Duration::from_millis(1),
+        }
+    }
+
+    fn thread<'a>(plan: &'a Plan, progress: &'a Progress) -> Thread<'a> {
+        let (tx, rx) = channel();
+        // The receiver may go: interval sends then fail, which the engine ignores.
+        drop(rx);
+        Thread::new(plan, 0, Instant::now(), Poll::new().unwrap(), tx, progress)
+    }
+
+    /// Polls until the slot's attempt is past connecting (bounded: 5 s).
+    fn poll_until_established(t: &mut Thread<'_>) {
+        let mut events = Events::with_capacity(8);
+        let before = t.rec.established;
+        for _ in 0..500 {
+            if t.rec.established > before {
+                return;
+            }
+            t.poll
+                .poll(&mut events, Some(Duration::from_millis(10)))
+                .unwrap();
+            for ev in events.iter() {
+                t.on_event(ev.token().0, ev.is_error());
+            }
+        }
+        panic!("not established");
+    }
+
+    #[test]
+    fn a_connection_the_kernel_established_but_the_engine_never_polled_is_late() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let plan = plan(listener.local_addr().unwrap(), None);
+        let progress = Progress::default();
+        let mut t = thread(&plan, &progress);
+        let mut stalled = 0;
+        // connect() on loopback usually returns EINPROGRESS with the handshake done by the
+        // time it returns; then only the event says so, and the engine, stalled here, never
+        // reads it before the deadline.
+        for _ in 0..20 {
+            assert!(t.start(None));
+            if t.live == 1 {
+                stalled += 1;
+                let slot = t.slots.iter().position(Option::is_some).unwrap();
+                let sock = &t.slots[slot].as_ref().unwrap().sock;
+                for _ in 0..500 {
+                    let state = synack::sys::tcp_info(sock).unwrap().unwrap().state;
+                    if state == synack::sys::TCP_ESTABLISHED {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                std::thread::sleep(plan.connect_timeout + Duration::from_millis(10));
+                t.expire_timers(Instant::now());
+                assert_eq!(t.live, 0);
+            }
+            let _ = listener.accept();
+        }
+        assert!(stalled > 0, "every connect completed at once");
+        assert_eq!(t.rec.count(Outcome::Late), stalled);
+        assert_eq!(t.rec.count(Outcome::Timeout), 0);
+        assert_eq!(progress.late.load(Relaxed), stalled);
+    }
+
+    #[test]
+    fn an_answer_waiting_at_the_read_deadline_is_late_not_unserved() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let plan = plan(listener.local_addr().unwrap(), Some(2));
+        let progress = Progress::default();
+        let mut t = thread(&plan, &progress);
+        assert!(t.start(None));
+        poll_until_established(&mut t);
+        let (mut peer, _) = listener.accept().unwrap();
+        // The server answers in time; the engine stalls past the deadline without looking.
+        peer.write_all(b"hi").unwrap();
+        std::thread::sleep(plan.read_timeout + Duration::from_millis(10));
+        t.expire_timers(Instant::now());
+        assert_eq!(t.rec.count(Outcome::Late), 1);
+        assert_eq!(t.rec.count(Outcome::Unserved), 0);
+        // And one that got nothing is unserved.
+        assert!(t.start(None));
+        poll_until_established(&mut t);
+        std::thread::sleep(plan.read_timeout + Duration::from_millis(10));
+        t.expire_timers(Instant::now());
+        assert_eq!(t.rec.count(Outcome::Unserved), 1);
+    }
+
+    #[test]
+    fn a_syn_a_full_queue_dropped_is_a_timeout() {
+        // Backlog 0 holds one connection: with it there, the kernel drops further SYNs.
+        let l = socket2::Socket::new(Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        l.listen(0).unwrap();
+        let addr = l.local_addr().unwrap().as_socket().unwrap();
+        let _first = std::net::TcpStream::connect(addr).unwrap();
+        let plan = plan(addr, None);
+        let progress = Progress::default();
+        let mut t = thread(&plan, &progress);
+        assert!(t.start(None));
+        assert_eq!(t.live, 1);
+        std::thread::sleep(plan.connect_timeout + Duration::from_millis(10));
+        t.expire_timers(Instant::now());
+        assert_eq!(t.rec.count(Outcome::Timeout), 1);
+        assert_eq!(t.rec.count(Outcome::Late), 0);
+        // 50 ms is well before the first SYN retransmission (1 s).
+        assert_eq!(t.rec.timeout_retransmitted, 0);
+    }
+
+    #[test]
+    fn a_closed_loop_backs_off_after_a_start_that_cannot_work() {
+        // Multicast: the kernel refuses a TCP connect at once (ENETUNREACH), no packet sent.
+        let plan = plan("224.0.0.1:80".parse().unwrap(), None);
+        let progress = Progress::default();
+        let mut t = thread(&plan, &progress);
+        t.quota = 4;
+        let now = Instant::now();
+        assert!(matches!(t.issue(now), Next::At(_)));
+        assert_eq!(
+            t.rec.count(Outcome::Unreachable),
+            1,
+            "one try, then a pause"
+        );
+        // Within the pause, nothing is tried.
+        assert!(matches!(t.issue(now), Next::At(_)));
+        assert_eq!(t.rec.attempts, 1);
+        assert_eq!(t.retry_wait, RETRY_FIRST * 2);
+    }
 }

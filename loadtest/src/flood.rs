@@ -51,8 +51,21 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
         None => None,
     };
     let before = report::kernel_snapshot();
+    let mut cpu_seen: (Duration, Vec<(String, Duration)>) = (Duration::ZERO, Vec::new());
     let run = engine::run(plan, |elapsed: Duration, p: &Progress, so_far| {
         if let Some(b) = &bar {
+            // The generator threads' CPU over the last second (/proc/self/task/*/stat).
+            let now_cpu = engine::generator_cpu();
+            let span = elapsed.saturating_sub(cpu_seen.0).as_secs_f64().max(1e-3);
+            let busy: Vec<String> = now_cpu
+                .iter()
+                .map(|(name, c)| {
+                    let was = cpu_seen.1.iter().find(|(n, _)| n == name).map(|(_, c)| *c);
+                    let used = c.saturating_sub(was.unwrap_or_default()).as_secs_f64();
+                    format!("{:.0}%", 100.0 * used / span)
+                })
+                .collect();
+            cpu_seen = (elapsed, now_cpu);
             let secs = elapsed.as_secs_f64().max(1e-3);
             let attempts = p.attempts.load(std::sync::atomic::Ordering::Relaxed);
             let est = p.established.load(std::sync::atomic::Ordering::Relaxed);
@@ -77,7 +90,7 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
                 String::new()
             };
             b.set_message(format!(
-                "{:>5.1}s  offered {}  achieved {:.0}/s  in flight {}  errors {}  connect p50 {} us p99 {} us{bound}",
+                "{:>5.1}s  offered {}  achieved {:.0}/s  in flight {}  errors {}  connect p50 {} us p99 {} us  gen CPU {}{bound}",
                 secs,
                 offered.map_or_else(|| "closed loop".to_string(), |o| format!("{o:.0}/s")),
                 est as f64 / secs,
@@ -85,6 +98,7 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
                 errors,
                 so_far.value_at_quantile(0.5),
                 so_far.value_at_quantile(0.99),
+                busy.join(" "),
             ));
             b.tick();
         }

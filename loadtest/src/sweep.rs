@@ -1,7 +1,8 @@
 //! `synack-load sweep`: one bounded open-loop flood per offered rate, a table per step, and the
 //! saturation point: the first step where the queue overflows (listen overflows, SYN
-//! retransmissions, timeouts, unserved or refused connections) or connect p99 leaves the
-//! sub-millisecond band.
+//! retransmissions, timeouts, unserved or refused connections) or the p99 of connect, or of
+//! latency from the schedule, leaves the sub-millisecond band. A step the generator could not
+//! deliver is `generator_bound`: neither clean nor saturated, never the saturation point.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,13 +12,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::SweepArgs;
 use crate::flood::{self, Output};
+use crate::outcome::Outcome;
 use crate::plan::{Load, Plan};
 use crate::report::charts::{self, Series};
 use crate::report::html::{self, Page};
 use crate::report::{FloodReport, Percentiles, fmt_rate as rate};
 
 /// The sweep JSON schema identifier.
-pub const SCHEMA: &str = "synack-load/sweep/1";
+pub const SCHEMA: &str = "synack-load/sweep/2";
+
+/// What a step says of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The generator delivered the load and the server absorbed it.
+    Clean,
+    /// The generator delivered the load and the server did not absorb it.
+    Saturated,
+    /// The generator did not deliver the load asked: the step says nothing of the server.
+    GeneratorBound,
+}
+
+impl Verdict {
+    /// The name used in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Clean => "clean",
+            Verdict::Saturated => "saturated",
+            Verdict::GeneratorBound => "generator-bound",
+        }
+    }
+}
 
 /// One step of a sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,36 +67,75 @@ pub struct Step {
     pub unserved: u64,
     /// Attempts refused or reset.
     pub refused_or_reset: u64,
-    /// `TcpExt.ListenOverflows` change (host-wide).
+    /// `TcpExt.ListenOverflows` change (host-wide: every listener here counts).
     pub overflows: Option<i64>,
+    /// With --watch-listener: the SYNs and final ACKs the target listener itself dropped
+    /// (its `sk_drops`).
+    #[serde(default)]
+    pub listener_drops: Option<u64>,
     /// With --watch-listener: the deepest accept queue seen.
     pub peak_queue: Option<u32>,
     /// With --watch-listener: the effective backlog.
     pub effective_backlog: Option<u32>,
-    /// Whether the step counts as saturated.
+    /// Whether the step counts as saturated (`verdict` is `saturated`).
     pub saturated: bool,
-    /// Why, in words.
+    /// Clean, saturated, or generator-bound.
+    pub verdict: Verdict,
+    /// Why, in words (for a generator-bound step: why the generator fell short).
     pub reasons: Vec<String>,
     /// The step's whole flood report.
     pub flood: FloodReport,
 }
 
-/// Judges a flood: saturated or not, and why.
-pub fn judge(rep: &FloodReport, p99_limit: Duration) -> (bool, Vec<String>) {
+/// Judges a flood: clean, saturated or generator-bound, and why. `p99_limit` applies to
+/// connect latency and to latency from the schedule (which a late generator cannot hide).
+pub fn judge(rep: &FloodReport, p99_limit: Duration) -> (Verdict, Vec<String>) {
+    let why = server_signs(rep, p99_limit);
+    if !rep.generator.delivered {
+        let mut reasons = rep.generator.reasons.clone();
+        if !why.is_empty() {
+            // Said, but not judged: part of it may be the generator's own doing.
+            reasons.push(format!("the server meanwhile showed: {}", why.join(", ")));
+        }
+        return (Verdict::GeneratorBound, reasons);
+    }
+    if why.is_empty() {
+        (Verdict::Clean, why)
+    } else {
+        (Verdict::Saturated, why)
+    }
+}
+
+/// What in a flood says the server did not absorb it.
+fn server_signs(rep: &FloodReport, p99_limit: Duration) -> Vec<String> {
     let mut why = Vec::new();
-    let overflows = rep
-        .kernel
-        .as_ref()
-        .and_then(|k| k.counters.get("TcpExt.ListenOverflows").copied())
-        .unwrap_or(0);
-    // The counter is host-wide: when the watched listener's queue never reached its backlog,
-    // the overflows were some other listener's.
-    let ours = rep
-        .listener_queue
-        .as_ref()
-        .is_none_or(|q| q.peak >= q.effective_backlog);
-    if overflows > 0 && ours {
-        why.push(format!("{overflows} listen overflows"));
+    let overflows = rep.kernel_delta("TcpExt.ListenOverflows").unwrap_or(0);
+    match rep.listener_queue.as_ref() {
+        // The listener's own drop count is the evidence when the watch has it.
+        Some(q) if q.drops.is_some() => {
+            let d = q.drops.unwrap_or(0);
+            if d > 0 {
+                why.push(format!(
+                    "{d} SYNs/ACKs dropped by the listener (its sk_drops; peak queue {} of {})",
+                    q.peak, q.effective_backlog
+                ));
+            }
+        }
+        // Without it, the sampled queue is only a lower bound of how full it got: the
+        // host-wide counter stands, labelled as such.
+        Some(q) => {
+            if overflows > 0 {
+                why.push(format!(
+                    "{overflows} listen overflows (host-wide; the listener's sampled peak {} of {})",
+                    q.peak, q.effective_backlog
+                ));
+            }
+        }
+        None => {
+            if overflows > 0 {
+                why.push(format!("{overflows} listen overflows (host-wide)"));
+            }
+        }
     }
     let retrans: u64 = rep
         .syn_retransmits
@@ -82,33 +146,36 @@ pub fn judge(rep: &FloodReport, p99_limit: Duration) -> (bool, Vec<String>) {
     if retrans > 0 {
         why.push(format!("{retrans} SYN-retransmitted connections"));
     }
-    for (class, what) in [
-        ("timeout", "timeouts"),
-        ("unserved", "unserved"),
-        ("refused", "refused"),
-        ("reset", "reset"),
+    for (o, what) in [
+        (Outcome::Timeout, "timeouts"),
+        (Outcome::Unserved, "unserved"),
+        (Outcome::NoAnswer, "not answered"),
+        (Outcome::Refused, "refused"),
+        (Outcome::Reset, "reset"),
     ] {
-        let n = rep.outcomes.get(class).copied().unwrap_or(0);
+        let n = rep.outcome(o);
         if n > 0 {
             why.push(format!("{n} {what}"));
         }
     }
-    if let Some(c) = rep.latency_us.get("connect")
-        && c.count > 0
-        && c.p99 as u128 >= p99_limit.as_micros()
-    {
-        why.push(format!(
-            "connect p99 {} us >= {} us",
-            c.p99,
-            p99_limit.as_micros()
-        ));
+    for (name, label) in [("connect", "connect"), ("from_schedule", "from-schedule")] {
+        if let Some(c) = rep.latency_us.get(name)
+            && c.count > 0
+            && c.p99 as u128 >= p99_limit.as_micros()
+        {
+            why.push(format!(
+                "{label} p99 {} us >= {} us",
+                c.p99,
+                p99_limit.as_micros()
+            ));
+        }
     }
-    (!why.is_empty(), why)
+    why
 }
 
 /// Summarises a step's flood.
 pub fn step(rep: FloodReport, rate: f64, burst: u64, p99_limit: Duration) -> Step {
-    let (saturated, reasons) = judge(&rep, p99_limit);
+    let (verdict, reasons) = judge(&rep, p99_limit);
     let q = rep.latency_us.get("queue_wait");
     Step {
         rate,
@@ -123,17 +190,15 @@ pub fn step(rep: FloodReport, rate: f64, burst: u64, p99_limit: Duration) -> Ste
             .filter(|b| b.retransmits > 0)
             .map(|b| b.connections)
             .sum(),
-        timeouts: rep.outcomes.get("timeout").copied().unwrap_or(0),
-        unserved: rep.outcomes.get("unserved").copied().unwrap_or(0),
-        refused_or_reset: rep.outcomes.get("refused").copied().unwrap_or(0)
-            + rep.outcomes.get("reset").copied().unwrap_or(0),
-        overflows: rep
-            .kernel
-            .as_ref()
-            .and_then(|k| k.counters.get("TcpExt.ListenOverflows").copied()),
+        timeouts: rep.outcome(Outcome::Timeout),
+        unserved: rep.outcome(Outcome::Unserved) + rep.outcome(Outcome::NoAnswer),
+        refused_or_reset: rep.outcome(Outcome::Refused) + rep.outcome(Outcome::Reset),
+        overflows: rep.kernel_delta("TcpExt.ListenOverflows"),
+        listener_drops: rep.listener_queue.as_ref().and_then(|q| q.drops),
         peak_queue: rep.listener_queue.as_ref().map(|q| q.peak),
         effective_backlog: rep.listener_queue.as_ref().map(|q| q.effective_backlog),
-        saturated,
+        saturated: verdict == Verdict::Saturated,
+        verdict,
         reasons,
         flood: rep,
     }
@@ -184,6 +249,9 @@ pub struct SweepReport {
     pub saturation_reasons: Vec<String>,
     /// The last step before it that was clean.
     pub last_good_rate: Option<f64>,
+    /// The first step the generator could not deliver, if any: no verdict from there on.
+    #[serde(default)]
+    pub generator_bound_from: Option<f64>,
 }
 
 impl SweepReport {
@@ -194,12 +262,17 @@ impl SweepReport {
         p99_limit: Duration,
         steps: Vec<Step>,
     ) -> Self {
-        let first = steps.iter().position(|s| s.saturated);
-        let last_good = match first {
-            Some(0) => None,
-            Some(i) => Some(steps[i - 1].rate),
-            None => steps.last().map(|s| s.rate),
-        };
+        let first = steps.iter().position(|s| s.verdict == Verdict::Saturated);
+        // The last clean step below the saturation point (or of the whole sweep).
+        let last_good = steps[..first.unwrap_or(steps.len())]
+            .iter()
+            .rev()
+            .find(|s| s.verdict == Verdict::Clean)
+            .map(|s| s.rate);
+        let generator_bound_from = steps
+            .iter()
+            .find(|s| s.verdict == Verdict::GeneratorBound)
+            .map(|s| s.rate);
         SweepReport {
             schema: SCHEMA.into(),
             target: target.into(),
@@ -208,6 +281,7 @@ impl SweepReport {
             saturation_rate: first.map(|i| steps[i].rate),
             saturation_reasons: first.map(|i| steps[i].reasons.clone()).unwrap_or_default(),
             last_good_rate: last_good,
+            generator_bound_from,
             steps,
         }
     }
@@ -222,12 +296,13 @@ pub fn render_steps(steps: &[Step]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "  {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6}  verdict",
+        "  {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6}  verdict",
         "offered",
         "achieved",
         "p50 us",
         "p99 us",
         "p99.9",
+        "sched p99",
         "qwait p99",
         "retrans",
         "timeouts",
@@ -241,25 +316,39 @@ pub fn render_steps(steps: &[Step]) -> String {
         } else {
             rate(st.rate)
         };
+        // Whose overflow figure: the listener's own drops where watched, else host-wide.
+        let overflows = match st.listener_drops {
+            Some(d) => format!("{d}"),
+            None => st.overflows.map_or_else(|| "-".into(), |o| format!("{o}*")),
+        };
         let _ = writeln!(
             s,
-            "  {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6}  {}",
+            "  {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6}  {}",
             offered,
             rate(st.achieved_rate),
             st.connect.p50,
             st.connect.p99,
             st.connect.p999,
+            opt(st.flood.latency_us.get("from_schedule").map(|p| p.p99)),
             opt(st.queue_wait_p99),
             st.retransmitted,
             st.timeouts,
             st.unserved,
-            opt(st.overflows),
+            overflows,
             opt(st.peak_queue),
-            if st.saturated {
-                format!("SATURATED: {}", st.reasons.join(", "))
-            } else {
-                "ok".into()
+            match st.verdict {
+                Verdict::Clean => "ok".to_string(),
+                Verdict::Saturated => format!("SATURATED: {}", st.reasons.join(", ")),
+                Verdict::GeneratorBound => {
+                    format!("GENERATOR-BOUND (no verdict): {}", st.reasons.join("; "))
+                }
             }
+        );
+    }
+    if steps.iter().any(|st| st.listener_drops.is_none()) {
+        let _ = writeln!(
+            s,
+            "  overflows: * = TcpExt.ListenOverflows, host-wide (every listener here); without a * the listener's own drops (--watch-listener)"
         );
     }
     s
@@ -275,6 +364,13 @@ pub fn render(r: &SweepReport) -> String {
     );
     s.push_str(&render_steps(&r.steps));
     s.push('\n');
+    if let Some(g) = r.generator_bound_from {
+        let _ = writeln!(
+            s,
+            "  from {} the generator could not deliver the load asked: those steps judge nothing (add --threads, lower the rates, or run the generator on another host)",
+            rate(g)
+        );
+    }
     match (r.saturation_rate, r.last_good_rate) {
         (Some(sat), good) => {
             let _ = writeln!(
@@ -288,12 +384,14 @@ pub fn render(r: &SweepReport) -> String {
         (None, Some(good)) => {
             let _ = writeln!(
                 s,
-                "  no saturation up to {} (p99 connect under {} us, no overflows, retransmissions or timeouts)",
+                "  no saturation up to {} (p99 connect and from-schedule under {} us, no overflows, retransmissions or timeouts)",
                 rate(good),
                 r.p99_limit_us
             );
         }
-        (None, None) => {}
+        (None, None) => {
+            let _ = writeln!(s, "  no step was delivered clean: no verdict on the server");
+        }
     }
     s
 }
@@ -326,7 +424,11 @@ pub fn write_html(dir: &Path, r: &SweepReport) -> std::io::Result<std::path::Pat
             },
         ],
     )?);
-    let worst = r.steps.iter().find(|s| s.saturated).or(r.steps.last());
+    let worst = r
+        .steps
+        .iter()
+        .find(|s| s.verdict != Verdict::Clean)
+        .or(r.steps.last());
     if let Some(w) = worst {
         page.h2(&format!("the step at {}", rate(w.rate)));
         html::flood_charts(&mut page, &w.flood)?;
@@ -337,6 +439,12 @@ pub fn write_html(dir: &Path, r: &SweepReport) -> std::io::Result<std::path::Pat
 /// The rates a sweep's flags ask for.
 pub fn rates(args: &SweepArgs) -> Result<Vec<f64>, String> {
     if !args.rates.is_empty() {
+        if let Some(w) = args.rates.windows(2).find(|w| w[1] <= w[0]) {
+            return Err(format!(
+                "--rates: {} then {}: give the rates rising, each above the last (the saturation point is the first step that saturates)",
+                w[0], w[1]
+            ));
+        }
         return Ok(args.rates.clone());
     }
     match (args.from, args.to) {
@@ -344,7 +452,10 @@ pub fn rates(args: &SweepArgs) -> Result<Vec<f64>, String> {
             if b < a {
                 return Err(format!("--from {a} --to {b}: the sweep must not go down"));
             }
-            let n = args.steps.max(1);
+            let n = args.steps;
+            if n == 0 {
+                return Err("--steps 0: give at least 1 step".into());
+            }
             if n == 1 {
                 return Ok(vec![a]);
             }
@@ -415,8 +526,10 @@ pub fn command(args: &SweepArgs) -> i32 {
         print!("\n{}", crate::embedded::summary(&s));
     }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&rep).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, text + "\n") {
+        let written = serde_json::to_string_pretty(&rep)
+            .map_err(std::io::Error::other)
+            .and_then(|text| std::fs::write(path, text + "\n"));
+        if let Err(e) = written {
             eprintln!("synack-load sweep: {}: {e}", path.display());
             return 1;
         }
@@ -431,4 +544,196 @@ pub fn command(args: &SweepArgs) -> i32 {
         }
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::engine::RunResult;
+    use crate::plan::{CloseMode, Plan};
+    use crate::record::{Recorder, record_us};
+    use crate::watch::QueueWatch;
+
+    fn plan(rate: f64) -> Plan {
+        Plan {
+            target_text: "127.0.0.1:1".into(),
+            target: "127.0.0.1:1".parse().unwrap(),
+            load: Load::Open {
+                from: rate,
+                to: rate,
+                burst: 0,
+            },
+            duration: Duration::from_secs(1),
+            connections: None,
+            send: 0,
+            read: None,
+            read_timeout: Duration::from_secs(1),
+            hold: None,
+            close: CloseMode::Rst,
+            reuse_sockets: true,
+            threads: 1,
+            sources: vec![],
+            connect_timeout: Duration::from_secs(3),
+            probe: false,
+            max_in_flight: 1000,
+            lag_limit: Duration::from_millis(1),
+        }
+    }
+
+    /// A flood that started `started` of 1000 scheduled attempts, each connecting in
+    /// `connect_us` and `lag_us` late; `overflows` host-wide.
+    fn report(started: u64, connect_us: u64, lag_us: u64, overflows: i64) -> FloodReport {
+        let p = plan(1000.0);
+        let mut rec = Recorder::default();
+        for _ in 0..started {
+            rec.attempts += 1;
+            rec.established += 1;
+            rec.retrans[0] += 1;
+            rec.outcome(Outcome::Ok, None);
+            record_us(&mut rec.connect, Duration::from_micros(connect_us));
+            record_us(&mut rec.start_lag, Duration::from_micros(lag_us));
+            record_us(
+                &mut rec.from_schedule,
+                Duration::from_micros(connect_us + lag_us),
+            );
+        }
+        rec.outcomes[Outcome::NotStarted.slot()] += 1000 - started;
+        let run = RunResult {
+            rec,
+            intervals: BTreeMap::new(),
+            started_at: SystemTime::now(),
+            elapsed: Duration::from_secs(1),
+            active: Duration::from_secs(1),
+            thread_cpu: vec![Duration::from_millis(990)],
+        };
+        let counters = |o: i64| {
+            Some(BTreeMap::from([(
+                "TcpExt.ListenOverflows".to_string(),
+                o as u64,
+            )]))
+        };
+        FloodReport::build(&p, &run, counters(0), counters(overflows), Vec::new())
+    }
+
+    const LIMIT: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_delivered_quiet_step_is_clean() {
+        let (v, why) = judge(&report(1000, 50, 5, 0), LIMIT);
+        assert_eq!(v, Verdict::Clean, "{why:?}");
+    }
+
+    #[test]
+    fn a_step_with_unstarted_attempts_is_generator_bound_whatever_the_server_showed() {
+        let (v, why) = judge(&report(600, 50, 5, 7), LIMIT);
+        assert_eq!(v, Verdict::GeneratorBound);
+        assert!(
+            why[0].contains("400 of 1000 scheduled attempts were never started"),
+            "{why:?}"
+        );
+        assert!(
+            why.iter().any(|w| w.contains("99%")),
+            "the CPU evidence: {why:?}"
+        );
+        assert!(
+            why.last()
+                .unwrap()
+                .contains("the server meanwhile showed: 7 listen overflows (host-wide)"),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn a_late_generator_is_generator_bound_and_its_lag_counts_in_from_schedule() {
+        // Lag above the lag limit: the generator did not keep the schedule.
+        let (v, why) = judge(&report(1000, 50, 5000, 0), LIMIT);
+        assert_eq!(v, Verdict::GeneratorBound, "{why:?}");
+        assert!(why[0].contains("start lag p99"), "{why:?}");
+        // Within the lag limit, the p99 limit still applies to latency from the schedule.
+        let mut rep = report(1000, 400, 700, 0);
+        rep.generator.delivered = true;
+        let (v, why) = judge(&rep, LIMIT);
+        assert_eq!(v, Verdict::Saturated);
+        assert_eq!(
+            why,
+            vec!["from-schedule p99 1100 us >= 1000 us".to_string()]
+        );
+    }
+
+    #[test]
+    fn overflows_are_labelled_host_wide_or_taken_from_the_listener() {
+        let (v, why) = judge(&report(1000, 50, 5, 3), LIMIT);
+        assert_eq!(v, Verdict::Saturated);
+        assert_eq!(why, vec!["3 listen overflows (host-wide)".to_string()]);
+        let mut rep = report(1000, 50, 5, 3);
+        let watch = QueueWatch {
+            sockets: 1,
+            effective_backlog: 16,
+            peak: 4,
+            samples: 10,
+            full_samples: 0,
+            interval_ms: 10.0,
+            series: vec![],
+            drops: Some(0),
+        };
+        // The listener's own count says it dropped nothing: the overflows were elsewhere.
+        rep.listener_queue = Some(watch.clone());
+        assert_eq!(judge(&rep, LIMIT).0, Verdict::Clean);
+        // A sampled peak below the backlog does not discard overflows the listener counted.
+        rep.listener_queue = Some(QueueWatch {
+            drops: Some(2),
+            ..watch.clone()
+        });
+        let (v, why) = judge(&rep, LIMIT);
+        assert_eq!(v, Verdict::Saturated);
+        assert!(
+            why[0].starts_with("2 SYNs/ACKs dropped by the listener"),
+            "{why:?}"
+        );
+        // Without the listener's count, the host-wide figure stands, labelled.
+        rep.listener_queue = Some(QueueWatch {
+            drops: None,
+            ..watch
+        });
+        let (v, why) = judge(&rep, LIMIT);
+        assert_eq!(v, Verdict::Saturated);
+        assert!(
+            why[0].contains("(host-wide; the listener's sampled peak 4 of 16)"),
+            "{why:?}"
+        );
+    }
+
+    fn step_of(rep: FloodReport, rate: f64) -> Step {
+        step(rep, rate, 0, LIMIT)
+    }
+
+    #[test]
+    fn the_saturation_point_skips_generator_bound_steps() {
+        let steps = vec![
+            step_of(report(1000, 50, 5, 0), 1000.0),
+            step_of(report(1000, 50, 5, 0), 2000.0),
+            step_of(report(500, 50, 5, 0), 3000.0),
+        ];
+        let r = SweepReport::new("x", Duration::from_secs(1), LIMIT, steps);
+        assert_eq!(r.saturation_rate, None);
+        assert_eq!(r.last_good_rate, Some(2000.0));
+        assert_eq!(r.generator_bound_from, Some(3000.0));
+        let text = render(&r);
+        assert!(
+            text.contains("from 3.0k/s the generator could not deliver"),
+            "{text}"
+        );
+        assert!(text.contains("GENERATOR-BOUND (no verdict)"), "{text}");
+        let steps = vec![
+            step_of(report(1000, 50, 5, 0), 1000.0),
+            step_of(report(500, 50, 5, 0), 2000.0),
+            step_of(report(1000, 50, 5, 9), 3000.0),
+        ];
+        let r = SweepReport::new("x", Duration::from_secs(1), LIMIT, steps);
+        assert_eq!(r.saturation_rate, Some(3000.0));
+        assert_eq!(r.last_good_rate, Some(1000.0));
+    }
 }

@@ -18,10 +18,10 @@ use crate::plan::{CloseMode, Load, Plan};
 use crate::report::charts::{self, Series};
 use crate::report::fmt_rate as rate;
 use crate::report::html::{self, Page};
-use crate::sweep::{self, Step};
+use crate::sweep::{self, Step, Verdict};
 
 /// The tune JSON schema identifier.
-pub const SCHEMA: &str = "synack-load/tune/1";
+pub const SCHEMA: &str = "synack-load/tune/2";
 
 /// The results for one backlog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,40 @@ pub struct BacklogResult {
     pub peak_queue_at_target: Option<u32>,
     /// What clients saw past it, in words.
     pub past_it: Option<String>,
+    /// The first rate the generator could not deliver for this backlog, if any: its steps
+    /// from there on judge nothing.
+    #[serde(default)]
+    pub generator_bound_at: Option<f64>,
+    /// Why the generator fell short there.
+    #[serde(default)]
+    pub generator_reasons: Vec<String>,
+}
+
+/// How a tune failed: bad input (exit 2) or a run that could not be done (exit 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TuneError {
+    /// A flag's value cannot work.
+    Usage(String),
+    /// The server or the generator failed.
+    Run(String),
+}
+
+impl TuneError {
+    /// The exit status.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            TuneError::Usage(_) => 2,
+            TuneError::Run(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for TuneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TuneError::Usage(m) | TuneError::Run(m) => f.write_str(m),
+        }
+    }
 }
 
 /// What tune found and recommends.
@@ -71,6 +105,10 @@ pub struct TuneReport {
     pub recommended_backlog: Option<u32>,
     /// The reasoning, in one or two lines.
     pub reasoning: Vec<String>,
+    /// True when the generator could not deliver the target load to some backlog, so no
+    /// recommendation could be made (the command then exits 1).
+    #[serde(default)]
+    pub generator_bound: bool,
 }
 
 fn service_time(mean: Duration, dist: ServiceDist) -> Duration {
@@ -178,47 +216,36 @@ fn base_plan(args: &TuneArgs, addr: &str) -> Result<Plan, crate::cli::UsageError
 }
 
 /// Runs the whole tune; `progress` gets a line per step.
-pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport, String> {
-    if args.backlogs.is_empty() || args.backlogs.contains(&0) {
-        return Err(format!(
-            "--backlogs {:?}: give backlogs of at least 1",
-            args.backlogs
-        ));
-    }
-    if args.load.is_empty() || args.load.iter().any(|f| !(*f > 0.0 && f.is_finite())) {
-        return Err(format!(
-            "--load {:?}: give fractions of the capacity above 0, such as 0.25,0.5,0.75",
-            args.load
-        ));
-    }
-    if !(0.0..1.0).contains(&args.headroom) {
-        return Err(format!(
-            "--headroom {}: give a fraction from 0 (none) to below 1",
-            args.headroom
-        ));
-    }
-    if args.max_connections == 0 || args.workers == 0 {
-        return Err("--max-connections and --workers must be at least 1".into());
-    }
+pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport, TuneError> {
+    check(args).map_err(TuneError::Usage)?;
     let capacity = args.max_connections as f64 / args.service_time.as_secs_f64();
     let target_rate = args.rate.unwrap_or(capacity * 0.5);
-    let mut loads = args.load.clone();
-    loads.sort_by(f64::total_cmp);
+    // The --load fractions, and always the target itself: the recommendation is judged there.
+    let mut rates: Vec<f64> = args
+        .load
+        .iter()
+        .map(|f| (capacity * f).round().max(1.0))
+        .collect();
+    rates.push(target_rate);
+    rates.sort_by(f64::total_cmp);
+    rates.dedup_by(|a, b| (*a - *b).abs() < 0.5);
     let mut backlogs = args.backlogs.clone();
     backlogs.sort_unstable();
     backlogs.dedup();
     let mut results = Vec::new();
     let served = Arc::new(ServiceClock::default());
     for &backlog in &backlogs {
-        let server = start_server(args, backlog, served.clone()).map_err(|e| e.to_string())?;
+        let server = start_server(args, backlog, served.clone()).map_err(|e| match e {
+            synack::Error::InvalidConfig { .. } => TuneError::Usage(e.to_string()),
+            _ => TuneError::Run(e.to_string()),
+        })?;
         let addr = server.local_addr().to_string();
-        let base = base_plan(args, &addr).map_err(|e| e.to_string())?;
+        let base = base_plan(args, &addr).map_err(|e| TuneError::Usage(e.to_string()))?;
         let mut steps: Vec<Step> = Vec::new();
-        for (i, f) in loads.iter().enumerate() {
+        for (i, &r) in rates.iter().enumerate() {
             if i > 0 {
                 std::thread::sleep(Duration::from_millis(300));
             }
-            let r = (capacity * f).round().max(1.0);
             let st = sweep::run_step(
                 &base,
                 r,
@@ -227,24 +254,27 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
                 base.probe.then_some(Duration::from_millis(2)),
                 Duration::from_secs(3600),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TuneError::Run(e.to_string()))?;
             progress(&format!(
                 "backlog {backlog}: {} + bursts of {}: {}",
                 rate(r),
                 args.burst,
-                if st.saturated {
-                    format!("drops ({})", st.reasons.join(", "))
-                } else {
-                    format!("clean, connect p99 {} us", st.connect.p99)
+                match st.verdict {
+                    Verdict::Saturated => format!("drops ({})", st.reasons.join(", ")),
+                    Verdict::Clean => format!("clean, connect p99 {} us", st.connect.p99),
+                    Verdict::GeneratorBound => {
+                        format!("generator-bound, no verdict ({})", st.reasons.join("; "))
+                    }
                 }
             ));
-            let saturated = st.saturated;
+            let stop = st.verdict != Verdict::Clean;
             steps.push(st);
-            if saturated {
+            if stop {
                 break;
             }
         }
-        let clean = steps.iter().rev().find(|s| !s.saturated);
+        let clean = steps.iter().rev().find(|s| s.verdict == Verdict::Clean);
+        let bound = steps.iter().find(|s| s.verdict == Verdict::GeneratorBound);
         let past = steps.iter().find(|s| s.saturated).map(|s| {
             let attempts = s.flood.attempts.max(1) as f64;
             format!(
@@ -267,6 +297,8 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
                 .find(|s| s.rate >= target_rate * 0.999)
                 .and_then(|s| s.peak_queue),
             past_it: past,
+            generator_bound_at: bound.map(|s| s.rate),
+            generator_reasons: bound.map(|s| s.reasons.clone()).unwrap_or_default(),
             steps,
         });
         server.shutdown_blocking(Duration::from_millis(500));
@@ -278,11 +310,24 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
             return false;
         };
         let limit = b.effective_backlog.unwrap_or(b.backlog) as f64 * (1.0 - args.headroom);
-        !st.saturated && st.peak_queue.is_some_and(|p| p as f64 <= limit)
+        st.verdict == Verdict::Clean && st.peak_queue.is_some_and(|p| p as f64 <= limit)
     };
-    let recommended = results.iter().find(|b| fits(b)).map(|b| b.backlog);
+    // A backlog the generator could not test at the target leaves the answer unknown: no
+    // recommendation stands on it.
+    let unjudged: Vec<&BacklogResult> = results
+        .iter()
+        .filter(|b| {
+            b.generator_bound_at
+                .is_some_and(|r| r <= target_rate * 1.001)
+        })
+        .collect();
+    let recommended = if unjudged.is_empty() {
+        results.iter().find(|b| fits(b)).map(|b| b.backlog)
+    } else {
+        None
+    };
     let measured_service = served.mean();
-    let reasoning = reasoning(
+    let mut reasoning = reasoning(
         args.headroom,
         args.max_connections,
         measured_service,
@@ -293,6 +338,18 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
         capacity,
         somaxconn,
     );
+    let generator_bound = !unjudged.is_empty();
+    if let Some(b) = unjudged.first() {
+        reasoning = vec![format!(
+            "no recommendation: the generator could not deliver {} plus bursts of {} to backlog {} ({}), so what the server absorbs there was not measured. \
+             Give the generator more: --threads (now {}), a lower --rate or --burst, or run synack-load from another host.",
+            rate(target_rate),
+            args.burst,
+            b.backlog,
+            b.generator_reasons.join("; "),
+            args.threads
+        )];
+    }
     Ok(TuneReport {
         schema: SCHEMA.into(),
         service_time_us: args.service_time.as_micros() as u64,
@@ -309,7 +366,37 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
         backlogs: results,
         recommended_backlog: recommended,
         reasoning,
+        generator_bound,
     })
+}
+
+/// The flags' values, checked together before anything runs.
+fn check(args: &TuneArgs) -> Result<(), String> {
+    if args.backlogs.is_empty() || args.backlogs.contains(&0) {
+        return Err(format!(
+            "--backlogs {:?}: give backlogs of at least 1",
+            args.backlogs
+        ));
+    }
+    if args.load.is_empty() || args.load.iter().any(|f| !(*f > 0.0 && f.is_finite())) {
+        return Err(format!(
+            "--load {:?}: give fractions of the capacity above 0, such as 0.25,0.5,0.75",
+            args.load
+        ));
+    }
+    if !(0.0..1.0).contains(&args.headroom) {
+        return Err(format!(
+            "--headroom {}: give a fraction from 0 (none) to below 1",
+            args.headroom
+        ));
+    }
+    if args.max_connections == 0 || args.workers == 0 {
+        return Err("--max-connections and --workers must be at least 1".into());
+    }
+    if args.service_time.is_zero() {
+        return Err("--service-time must be above zero".into());
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -359,11 +446,19 @@ fn reasoning(
             stall_s * 1e3,
             peak(b).map_or_else(|| "unknown".into(), |p| p.to_string())
         )),
-        None => out.push(format!(
-            "no backlog tried absorbs {} with bursts of {burst} without drops and {:.0}% headroom (queue needed ~ {needed:.0}): \
-             past the server's capacity (~{}) the queue only grows; raise --max-connections or workers, or try larger backlogs.",
+        None if target >= capacity => out.push(format!(
+            "no backlog tried absorbs {} with bursts of {burst} without drops and {:.0}% headroom: \
+             that is at or past the server's capacity (~{}), where the queue only grows whatever its size; raise --max-connections or workers, or lower --rate.",
             rate(target),
             headroom * 100.0,
+            rate(capacity)
+        )),
+        None => out.push(format!(
+            "no backlog tried absorbs {} with bursts of {burst} without drops and {:.0}% headroom (queue needed ~ {needed:.0}, the largest backlog tried {}): \
+             below the capacity (~{}) a larger backlog absorbs the bursts; try larger --backlogs (and raise net.core.somaxconn to match), or a smaller --burst.",
+            rate(target),
+            headroom * 100.0,
+            results.iter().map(|r| r.backlog).max().unwrap_or(0),
             rate(capacity)
         )),
     }
@@ -412,9 +507,11 @@ pub fn render(r: &TuneReport) -> String {
                 .map_or_else(|| "-".into(), |u| format!("{:.1} ms", u as f64 / 1000.0)),
             b.peak_queue_at_max_clean
                 .map_or_else(|| "-".into(), |q| q.to_string()),
-            b.past_it
-                .clone()
-                .unwrap_or_else(|| "no drops at any rate tried".into())
+            match (&b.past_it, b.generator_bound_at) {
+                (Some(p), _) => p.clone(),
+                (None, Some(g)) => format!("generator-bound from {}: no verdict there", rate(g)),
+                (None, None) => "no drops at any rate tried".into(),
+            }
         );
     }
     let _ = writeln!(s);
@@ -472,13 +569,15 @@ pub fn command(args: &TuneArgs) -> i32 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("synack-load tune: {e}");
-            return 2;
+            return e.exit_code();
         }
     };
     print!("{}", render(&rep));
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&rep).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, text + "\n") {
+        let written = serde_json::to_string_pretty(&rep)
+            .map_err(std::io::Error::other)
+            .and_then(|text| std::fs::write(path, text + "\n"));
+        if let Err(e) = written {
             eprintln!("synack-load tune: {}: {e}", path.display());
             return 1;
         }
@@ -492,5 +591,6 @@ pub fn command(args: &TuneArgs) -> i32 {
             }
         }
     }
-    0
+    // The run could not do what was asked: say so in the status too.
+    if rep.generator_bound { 1 } else { 0 }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{Diag, Watcher};
+pub use linux::{Diag, ListenerSample, Watcher};
 
 /// The most samples kept.
 pub const MAX_SAMPLES: usize = 100_000;
@@ -35,12 +35,18 @@ pub struct QueueWatch {
     pub peak: u32,
     /// Readings taken.
     pub samples: usize,
-    /// Readings with the queue at or past the effective backlog.
+    /// Readings with the queue full: past the effective backlog (Linux drops at
+    /// `len > backlog`).
     pub full_samples: usize,
     /// Sampling interval, milliseconds.
     pub interval_ms: f64,
     /// The readings, oldest first.
     pub series: Vec<QueuePoint>,
+    /// SYNs and final ACKs this listener dropped over the watch (its `sk_drops`, which the
+    /// kernel bumps on every listen overflow): this listener's own count, unlike the host-wide
+    /// `TcpExt.ListenOverflows`. `None` where the kernel does not report it.
+    #[serde(default)]
+    pub drops: Option<u64>,
 }
 
 /// Whether `ip` is an address of this host (the only place its listeners can be read).

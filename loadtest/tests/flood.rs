@@ -3,8 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,46 +11,8 @@ use std::time::Duration;
 use synack_load::report::{FloodReport, SCHEMA, hlog};
 use tokio::io::AsyncWriteExt;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_synack-load"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("synack-load-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-/// Runs `synack-load flood ADDR args... --json F --quiet`; returns the output and the report.
-fn flood(addr: &str, args: &[&str], name: &str) -> (Output, FloodReport) {
-    let json = tmp(&format!("{name}.json"));
-    let out = bin()
-        .args(["flood", addr, "--quiet", "--json", json.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "synack-load failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let text = std::fs::read_to_string(&json).unwrap();
-    let rep: FloodReport = serde_json::from_str(&text).unwrap();
-    (out, rep)
-}
-
-fn greeting_server() -> synack::Server {
-    synack::Server::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .workers(1)
-        .serve(|mut c: synack::Connection| async move {
-            c.write_all(b"hi").await?;
-            c.shutdown().await
-        })
-        .unwrap()
-}
+mod common;
+use common::{bin, flood, greeting_server, skip_or_fail, tmp, wait_for};
 
 #[test]
 fn every_attempt_is_accounted_for_in_table_json_and_hlog() {
@@ -269,7 +230,7 @@ fn source_addresses_spread_the_connections() {
     );
     assert_eq!(rep.established, 40);
     let want: HashSet<IpAddr> = (2..=5).map(|i| IpAddr::from([127, 0, 0, i])).collect();
-    common_wait(|| *peers.lock().unwrap() == want);
+    wait_for(|| *peers.lock().unwrap() == want);
 }
 
 /// Sockets reused after an RST (the default) and fresh ones give the same accounting: every
@@ -332,17 +293,7 @@ fn reused_and_fresh_sockets_account_for_every_connection_alike() {
     // Reused sockets connect from new local ports: 8 sockets made 200 connections per case
     // from far more than 8 addresses (the kernel may come round to a port again, so not
     // every one is asked to be new).
-    common_wait(|| peers.lock().unwrap().len() >= total / 2);
-}
-
-fn common_wait(mut cond: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("condition not reached");
+    wait_for(|| peers.lock().unwrap().len() >= total / 2);
 }
 
 #[test]
@@ -373,10 +324,10 @@ fn hold_keeps_connections_open_for_the_server() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    common_wait(|| server.stats().open == 10);
+    wait_for(|| server.stats().open == 10);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    common_wait(|| server.stats().open == 0);
+    wait_for(|| server.stats().open == 0);
 }
 
 #[test]
@@ -470,10 +421,10 @@ fn ip(args: &[&str]) -> Result<(), String> {
 fn an_unreachable_route_in_a_namespace_gives_unreachable() {
     let name = format!("synack-load-test-{}", std::process::id());
     if let Err(why) = ip(&["netns", "add", &name]) {
-        eprintln!(
-            "SKIPPED an_unreachable_route_in_a_namespace_gives_unreachable: needs root and iproute2 ({why})"
+        return skip_or_fail(
+            "an_unreachable_route_in_a_namespace_gives_unreachable",
+            &format!("needs root and iproute2 ({why})"),
         );
-        return;
     }
     let ns = Netns(name);
     ip(&["-n", &ns.0, "link", "set", "lo", "up"]).unwrap();
@@ -502,6 +453,32 @@ fn an_unreachable_route_in_a_namespace_gives_unreachable() {
     );
     let rep: FloodReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(rep.outcomes["unreachable"], 5, "{rep:#?}");
+    // Without --connections, a closed loop whose every start fails at once still ends at
+    // --duration (it used to spin forever), with each attempt classified.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_synack-load")])
+        .args([
+            "flood",
+            "192.0.2.1:80",
+            "--quiet",
+            "--duration",
+            "300ms",
+            "--concurrency",
+            "5",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: FloodReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(rep.outcomes["unreachable"] >= 1, "{rep:#?}");
+    assert_eq!(rep.outcomes.values().sum::<u64>(), rep.attempts);
+    assert_eq!(rep.outcomes["unreachable"], rep.attempts);
 }
 
 #[test]

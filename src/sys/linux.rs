@@ -42,10 +42,23 @@ pub(super) fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<Option<TcpInfo>> {
     }))
 }
 
-pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
+fn clock_tick() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let tick = if tick > 0 { tick as u64 } else { 100 };
+    if tick > 0 { tick as u64 } else { 100 }
+}
+
+fn ticks(n: u64, tick: u64) -> std::time::Duration {
+    std::time::Duration::from_nanos(n.saturating_mul(1_000_000_000) / tick)
+}
+
+pub(super) fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+    Ok(parse_task_stat(&stat).map(|(_, n)| ticks(n, clock_tick())))
+}
+
+pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
+    let tick = clock_tick();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc/self/task")? {
         let entry = entry?;
@@ -56,11 +69,11 @@ pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        if let Some((name, ticks)) = parse_task_stat(&stat) {
+        if let Some((name, n)) = parse_task_stat(&stat) {
             out.push(super::ThreadCpu {
                 tid,
                 name,
-                cpu: std::time::Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / tick),
+                cpu: ticks(n, tick),
             });
         }
     }
@@ -268,6 +281,7 @@ mod tests {
         let me = std::thread::current();
         let all = super::thread_cpu_times().unwrap().unwrap();
         assert!(!all.is_empty(), "{me:?}: no threads listed");
+        assert!(super::current_thread_cpu().unwrap().is_some());
     }
 
     #[test]

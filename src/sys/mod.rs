@@ -67,6 +67,12 @@ pub fn thread_cpu_times() -> io::Result<Option<Vec<ThreadCpu>>> {
     imp::thread_cpu_times()
 }
 
+/// The CPU time the calling thread has used (Linux: `/proc/thread-self/stat`); `Ok(None)`
+/// where the OS does not publish it.
+pub fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
+    imp::current_thread_cpu()
+}
+
 /// Reads the accept queue of a listening socket (Linux: `TCP_INFO`).
 ///
 /// Returns `Ok(None)` where the operating system does not report it.

@@ -132,7 +132,7 @@ pub struct GeneratorReport {
     /// The process's open-file limit (soft) at the end of the run.
     pub fd_limit: Option<u64>,
     /// Each generator thread's CPU time over the run as a share of the run's elapsed time
-    /// (`/proc/self/task/*/stat`); empty where unknown.
+    /// (`/proc/thread-self/stat` read by each thread); empty where unknown.
     pub thread_busy: Vec<f64>,
     /// The longest turn of a generator thread's loop, us: no event was seen meanwhile.
     pub turn_max_us: u64,
@@ -483,7 +483,7 @@ pub fn judge_generator(plan: &Plan, run: &RunResult) -> GeneratorReport {
             .map(|b| format!("{:.0}%", b * 100.0))
             .collect();
         reasons.push(format!(
-            "generator threads' CPU over the run: {} (/proc/self/task)",
+            "generator threads' CPU over the run: {} (/proc/thread-self/stat)",
             busy.join(", ")
         ));
     }

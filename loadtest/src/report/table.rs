@@ -159,14 +159,18 @@ pub fn render(r: &FloodReport) -> String {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "  listener accept queue (inet_diag, {} socket{}, every {:.0} ms): effective backlog {}, peak {}, full in {} of {} samples",
+            "  listener accept queue (inet_diag, {} socket{}, every {:.0} ms): effective backlog {}, peak {}, full in {} of {} samples, {}",
             q.sockets,
             if q.sockets == 1 { "" } else { "s" },
             q.interval_ms,
             q.effective_backlog,
             q.peak,
             q.full_samples,
-            q.samples
+            q.samples,
+            q.drops.map_or_else(
+                || "its drops unknown".to_string(),
+                |d| format!("{d} SYNs/ACKs dropped by this listener (its sk_drops)")
+            )
         );
     }
     if let Some(k) = &r.kernel {
