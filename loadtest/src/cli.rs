@@ -299,6 +299,10 @@ pub struct TuneArgs {
     /// Generator threads.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_positive)]
     pub threads: u64,
+    /// A step whose start-lag p99 (bursts apart) is above this was not delivered by the
+    /// generator, and no recommendation stands on it.
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_duration)]
+    pub lag_limit: Duration,
     /// Also write the results as JSON (schema synack-load/tune/1).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

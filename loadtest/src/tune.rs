@@ -198,7 +198,7 @@ fn base_plan(args: &TuneArgs, addr: &str) -> Result<Plan, crate::cli::UsageError
         watch_listener: true,
         watch_interval: Duration::from_millis(2),
         max_in_flight: None,
-        lag_limit: Duration::from_millis(1),
+        lag_limit: args.lag_limit,
     };
     let mut p = conn.plan(
         addr,
