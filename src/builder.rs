@@ -10,7 +10,8 @@ use mio::{Poll, Token, Waker};
 use socket2::Socket;
 
 use crate::acceptor::{
-    AcceptConfig, AcceptCore, Acceptor, AcceptorShared, FdExhaustionPolicy, Wake,
+    AcceptConfig, AcceptCore, Acceptor, AcceptorExit, AcceptorShared, FdExhaustionPolicy, Wake,
+    acceptor_died,
 };
 use crate::connection::Connection;
 use crate::error::Error;
@@ -19,7 +20,6 @@ use crate::listener::{self, Keepalive, ListenOptions, Listener};
 use crate::probe::MonoClock;
 use crate::sampler::{self, QueueGauge};
 use crate::server::{AcceptorDone, AcceptorHandle, Server, Shared};
-use crate::stats::AcceptorStats;
 use crate::worker::{self, AcceptTask, HandlerOutput, WorkerShared};
 
 /// The most acceptor or worker threads one server may ask for.
@@ -449,11 +449,7 @@ impl ServerBuilder {
                 polls.push(poll);
                 Wake::Poll(waker)
             };
-            acceptor_shared.push(AcceptorShared {
-                stats: AcceptorStats::new(),
-                parked: AtomicBool::new(false),
-                waker,
-            });
+            acceptor_shared.push(AcceptorShared::new(waker));
         }
         let shared = Arc::new(Shared {
             limit: Limit::new(self.max_connections),
@@ -511,7 +507,10 @@ impl ServerBuilder {
             let mine = listeners
                 .iter()
                 .filter(|l| l.info.acceptor.is_none_or(|a| a == k))
-                .map(|l| (l.info.index, l.sock.clone(), l.info.local_addr))
+                .map(|l| {
+                    let own = l.info.acceptor.is_some();
+                    (l.info.index, l.sock.clone(), l.info.local_addr, own)
+                })
                 .collect();
             let core = AcceptCore::new(k, mine, shared.clone(), self.accept.clone());
             let (tx, rx) = std::sync::mpsc::channel();
@@ -553,6 +552,8 @@ impl ServerBuilder {
         let sched_batch = self.sched_batch;
         for (poll, (core, ctrl_tx, ctrl)) in polls.into_iter().zip(acceptor_parts) {
             let k = core.id;
+            let listeners = core.listeners();
+            let shared = shared.clone();
             let acceptor = Acceptor::new(core, poll, senders.clone(), ctrl);
             let thread = std::thread::Builder::new()
                 .name(format!("synack-acceptor-{k}"))
@@ -560,7 +561,16 @@ impl ServerBuilder {
                     if sched_batch {
                         crate::worker::enter_sched_batch();
                     }
-                    acceptor.run()
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| acceptor.run()))
+                    {
+                        Ok(exit) => exit,
+                        Err(panic) => {
+                            let why = format!("panicked: {}", worker::panic_message(&*panic));
+                            worker::forget_panic(panic);
+                            acceptor_died(&shared, k, &listeners, &why);
+                            AcceptorExit::default()
+                        }
+                    }
                 })
                 .map_err(|source| Error::Start {
                     what: format!("acceptor thread {k}"),

@@ -12,13 +12,16 @@
 //! | `synack_connections_rejected_total` | counter | | reset at the connection limit (`Reject`) |
 //! | `synack_connections_shed_total` | counter | | reset when descriptors ran out (`Shed`) |
 //! | `synack_connections_completed_total` | counter | | handlers that returned or panicked |
-//! | `synack_connections_aborted_total` | counter | | handlers cancelled at shutdown |
+//! | `synack_connections_aborted_total` | counter | | handlers cancelled (at shutdown, or with a worker that died) |
+//! | `synack_connections_lost_total` | counter | | accepted, then closed unserved: their worker had died |
 //! | `synack_handler_panics_total` | counter | | handlers that panicked |
 //! | `synack_handler_errors_total` | counter | | handlers that returned an error |
 //! | `synack_limit_reached_total` | counter | | times accepting stopped at the connection limit |
 //! | `synack_accept_errors_total` | counter | `kind` | failed `accept()` calls by kind (`process_fd_limit`, ...) |
 //! | `synack_connections_open` | gauge | | connections open now |
 //! | `synack_connections_max` | gauge | | the connection limit |
+//! | `synack_workers_alive` | gauge | | worker threads alive (see [`Stats::workers_alive`](crate::Stats::workers_alive)) |
+//! | `synack_acceptors_alive` | gauge | | acceptors alive |
 //! | `synack_accept_queue_depth` | gauge | `listener`, `index` | connections waiting in the kernel accept queue |
 //! | `synack_listen_backlog_effective` | gauge | `listener`, `index` | the backlog the kernel granted |
 //! | `synack_dispatch_latency_seconds` | histogram | | `accept()` to handler start |
@@ -75,6 +78,7 @@ fn publish(shared: &Shared, listeners: &[(ListenerInfo, Arc<Socket>)]) {
     metrics::counter!("synack_connections_shed_total").absolute(s.shed);
     metrics::counter!("synack_connections_completed_total").absolute(s.completed);
     metrics::counter!("synack_connections_aborted_total").absolute(s.aborted);
+    metrics::counter!("synack_connections_lost_total").absolute(s.lost);
     metrics::counter!("synack_handler_panics_total").absolute(s.handler_panics);
     metrics::counter!("synack_handler_errors_total").absolute(s.handler_errors);
     metrics::counter!("synack_limit_reached_total").absolute(s.limit_reached);
@@ -84,6 +88,9 @@ fn publish(shared: &Shared, listeners: &[(ListenerInfo, Arc<Socket>)]) {
     }
     metrics::gauge!("synack_connections_open").set(s.open as f64);
     metrics::gauge!("synack_connections_max").set(shared.limit.max() as f64);
+    let alive = |v: &[bool]| v.iter().filter(|a| **a).count() as f64;
+    metrics::gauge!("synack_workers_alive").set(alive(&s.workers_alive));
+    metrics::gauge!("synack_acceptors_alive").set(alive(&s.acceptors_alive));
     for (info, sock) in listeners {
         let labels = [
             ("listener", info.local_addr.to_string()),

@@ -45,7 +45,14 @@ impl Shared {
         let acceptors: Vec<_> = self.acceptors.iter().map(|a| &a.stats).collect();
         let workers: Vec<_> = self.workers.iter().map(|w| &w.stats).collect();
         let open = self.workers.iter().map(|w| w.open.load(Relaxed)).collect();
-        Stats::merge(&acceptors, &workers, open)
+        let mut s = Stats::merge(&acceptors, &workers, open);
+        s.workers_alive = self.workers.iter().map(|w| w.alive.load(Relaxed)).collect();
+        s.acceptors_alive = self
+            .acceptors
+            .iter()
+            .map(|a| a.alive.load(Relaxed))
+            .collect();
+        s
     }
 
     /// A connection on `worker` ended.
