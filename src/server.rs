@@ -95,19 +95,32 @@ pub(crate) enum AcceptorDone {
 
 /// What a graceful shutdown did.
 ///
-/// Every connection accepted is accounted for: `open_at_start + drained == completed + aborted`.
+/// The figures are counted independently of one another: `open_at_start` from the open
+/// connections and the accepts, the rest from how each handler ended. When every connection is
+/// accounted for, `open_at_start + drained == completed + aborted + lost` (with no handler
+/// keeping its connection past its end) and [`unaccounted`](Self::unaccounted) is 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Connections open (accepted, handler not finished) when the shutdown began, including
-    /// any accepted before the acceptors saw the stop.
+    /// Connections open (accepted, not yet closed) when the shutdown began, plus those accepted
+    /// before the acceptors saw the stop. (A connection accepted at the very moment the shutdown
+    /// begins may be counted here or missed: the open and accepted counts are read one after
+    /// the other.)
     pub open_at_start: u64,
     /// Connections taken from the kernel accept queue during the shutdown and handed to handlers.
     pub drained: u64,
     /// Handlers that finished during the shutdown (panics and errors included).
     pub completed: u64,
-    /// Handlers cancelled when the grace period ran out.
+    /// Handlers cancelled when the grace period ran out (or with a worker that died).
     pub aborted: u64,
+    /// Connections accepted and closed during the shutdown without a handler, their worker
+    /// having died (see [`Stats::lost`]).
+    pub lost: u64,
+    /// Over the server's whole life, once its workers have stopped: connections accepted less
+    /// those completed, aborted, lost and still open. 0 when every connection is accounted
+    /// for; above 0, connections vanished uncounted; below 0, some were counted twice (or a
+    /// connection was kept, and counted open, after its handler completed).
+    pub unaccounted: i64,
     /// Connections still in the kernel accept queue when the listeners closed: the kernel
     /// resets them (read from `TCP_INFO`; 0 where unknown).
     pub left_in_queue: u64,
@@ -301,21 +314,28 @@ impl Server {
         }
         let after = self.stats();
         let drained = after.drained - before.drained;
-        let completed = after.completed - before.completed;
-        let aborted = after.aborted - before.aborted;
+        // Accepted since `before`: drained, or accepted before the acceptors saw the stop.
+        let accepted = after.accepted - before.accepted;
+        let ended = after.completed + after.aborted + after.lost + after.open;
         let report = ShutdownReport {
-            // Every connection that ended during the shutdown and was not drained was open
-            // when it began (or was accepted before the acceptors saw the stop): counted this
-            // way, the report balances exactly, with no race against the acceptors.
-            open_at_start: (completed + aborted).saturating_sub(drained),
+            open_at_start: open_now + accepted.saturating_sub(drained),
             drained,
-            completed,
-            aborted,
+            completed: after.completed - before.completed,
+            aborted: after.aborted - before.aborted,
+            lost: after.lost - before.lost,
+            unaccounted: i64::try_from(after.accepted).unwrap_or(i64::MAX)
+                - i64::try_from(ended).unwrap_or(i64::MAX),
             left_in_queue,
             elapsed: start.elapsed(),
         };
-        tracing::info!(target: "synack::server", drained = report.drained, completed = report.completed,
-            aborted = report.aborted, left_in_queue = report.left_in_queue, "shutdown complete");
+        if report.unaccounted != 0 {
+            tracing::error!(target: "synack::server", unaccounted = report.unaccounted,
+                accepted = after.accepted, completed = after.completed, aborted = after.aborted,
+                lost = after.lost, open = after.open, "connections unaccounted for");
+        }
+        tracing::info!(target: "synack::server", open_at_start = report.open_at_start,
+            drained = report.drained, completed = report.completed, aborted = report.aborted,
+            lost = report.lost, left_in_queue = report.left_in_queue, "shutdown complete");
         report
     }
 

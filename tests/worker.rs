@@ -173,6 +173,7 @@ fn handlers_whose_futures_panic_when_cancelled_are_all_counted_as_aborted() {
     assert_eq!(dropped.load(Ordering::SeqCst), 2);
     assert_eq!(report.open_at_start, 2, "{report:?}");
     assert_eq!(report.aborted, 2, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
     for c in &mut clients {
         let mut rest = Vec::new();
         let _ = c.read_to_end(&mut rest);

@@ -144,6 +144,7 @@ fn a_dead_worker_gets_no_more_connections_from_the_acceptor() {
     assert_eq!(s.acceptors_alive, vec![true], "{s:?}");
     let report = server.shutdown_blocking(std::time::Duration::from_secs(5));
     assert_eq!(report.aborted, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
 }
 
 #[test]
@@ -176,4 +177,5 @@ fn a_dead_in_worker_acceptor_gives_its_reuse_port_socket_up() {
     assert_eq!((s.aborted, s.lost), (1, 0), "{s:?}");
     let report = server.shutdown_blocking(std::time::Duration::from_secs(5));
     assert_eq!(report.aborted, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
 }

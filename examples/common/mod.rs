@@ -136,12 +136,14 @@ pub fn print_listeners(name: &str, server: &synack::Server) {
 pub fn run(server: synack::Server, grace: Duration) -> Result<(), synack::Error> {
     let report = server.run_until_signal(grace)?;
     println!(
-        "stopped: {} open at shutdown, {} drained from the queue, {} completed, {} aborted, {} left in the kernel queue",
+        "stopped: {} open at shutdown, {} drained from the queue, {} completed, {} aborted, {} lost, {} left in the kernel queue, {} unaccounted",
         report.open_at_start,
         report.drained,
         report.completed,
         report.aborted,
-        report.left_in_queue
+        report.lost,
+        report.left_in_queue,
+        report.unaccounted
     );
     Ok(())
 }
