@@ -160,13 +160,10 @@ pub(crate) fn acceptor_died(shared: &Shared, id: usize, listeners: &[Watched], w
     }
 }
 
-/// What an acceptor leaves behind when it exits.
+/// An acceptor's word that it has exited. (What is left in the kernel queues is read by the
+/// server once every acceptor has exited: several acceptors may share a listener.)
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct AcceptorExit {
-    /// Connections still in the kernel queues of its listeners when it stopped: the kernel
-    /// resets them when the listener closes.
-    pub left_in_queue: u64,
-}
+pub(crate) struct AcceptorExit;
 
 /// One listener as an acceptor sees it.
 pub(crate) struct Entry {
@@ -414,18 +411,10 @@ impl AcceptCore {
             .all(|e| !e.ready && e.backoff_until.is_none())
     }
 
-    /// Counts what is left in the kernel queues. The driver stops watching the listeners.
+    /// The acceptor stops. The driver stops watching the listeners.
     pub fn exit(&mut self) -> AcceptorExit {
-        let mut left = 0u64;
-        for e in &self.entries {
-            if let Ok(Some(q)) = sys::listen_queue(&*e.sock) {
-                left += u64::from(q.len);
-            }
-        }
-        tracing::debug!(target: "synack::acceptor", acceptor = self.id, left_in_queue = left, "acceptor stopped");
-        AcceptorExit {
-            left_in_queue: left,
-        }
+        tracing::debug!(target: "synack::acceptor", acceptor = self.id, "acceptor stopped");
+        AcceptorExit
     }
 
     /// Marks this acceptor parked and checks the limit once more (so a slot freed in between

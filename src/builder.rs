@@ -568,7 +568,7 @@ impl ServerBuilder {
                             let why = format!("panicked: {}", worker::panic_message(&*panic));
                             worker::forget_panic(panic);
                             acceptor_died(&shared, k, &listeners, &why);
-                            AcceptorExit::default()
+                            AcceptorExit
                         }
                     }
                 })

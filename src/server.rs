@@ -288,7 +288,15 @@ impl Server {
         self.shared.shutting_down.store(true, SeqCst);
         self.shared.closing.send_replace(true);
         tracing::info!(target: "synack::server", open = open_now, grace_ms = grace.as_millis() as u64, "shutting down");
-        let left_in_queue = self.stop_acceptors(true, deadline);
+        self.stop_acceptors(true, deadline);
+        // Each listener read once (several acceptors may share one), now that nothing accepts
+        // from it and before it closes: the kernel resets what it holds then.
+        let left_in_queue = self
+            .sockets
+            .iter()
+            .filter_map(|s| sys::listen_queue(&**s).ok().flatten())
+            .map(|q| u64::from(q.len))
+            .sum();
         if let Some(mut s) = self.sampler.take() {
             s.stop();
         }
@@ -339,13 +347,12 @@ impl Server {
         report
     }
 
-    fn stop_acceptors(&mut self, drain: bool, deadline: Instant) -> u64 {
+    fn stop_acceptors(&mut self, drain: bool, deadline: Instant) {
         self.control(|| Control::Stop { drain, deadline });
-        let mut left = 0;
         for a in &mut self.acceptors {
             match a.done.take() {
                 Some(AcceptorDone::Thread(t)) => match t.join() {
-                    Ok(exit) => left += exit.left_in_queue,
+                    Ok(AcceptorExit) => {}
                     Err(_) => {
                         tracing::error!(target: "synack::server", "an acceptor thread panicked")
                     }
@@ -355,7 +362,7 @@ impl Server {
                     .map_err(drop)
                     .and_then(|rx| rx.recv().map_err(drop))
                 {
-                    Ok(exit) => left += exit.left_in_queue,
+                    Ok(AcceptorExit) => {}
                     Err(_) => {
                         tracing::error!(target: "synack::server", "an accept task ended without reporting (its worker is gone)")
                     }
@@ -364,7 +371,6 @@ impl Server {
             }
         }
         self.acceptors.clear();
-        left
     }
 
     fn stop_workers(&mut self) {

@@ -5,7 +5,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{connect, hi, read_n, wait_for};
+use common::{connect, hi, hi_and_hold, read_n, wait_for};
 use synack::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -42,6 +42,49 @@ fn drain_on_shutdown(in_workers: bool) {
     assert_eq!(report.unaccounted, 0, "{report:?}");
     for c in &mut clients {
         assert_eq!(read_n(c, 2), b"hi");
+    }
+}
+
+#[test]
+fn what_is_left_in_a_shared_queue_is_counted_once_with_two_acceptors() {
+    left_in_a_shared_queue(false);
+}
+
+#[test]
+fn what_is_left_in_a_shared_queue_is_counted_once_accepting_in_two_workers() {
+    left_in_a_shared_queue(true);
+}
+
+/// Two acceptors on one socket (no `reuse_port`), at the connection limit: the connections
+/// waiting in its queue when the drain runs out are counted once, not once per acceptor.
+fn left_in_a_shared_queue(in_workers: bool) {
+    let builder = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .max_connections(1);
+    let builder = if in_workers {
+        builder.accept_in_workers(true).workers(2)
+    } else {
+        builder.acceptors(2).workers(1)
+    };
+    let server = builder.serve(hi_and_hold).unwrap();
+    let addr = server.local_addr();
+    let mut held = connect(addr);
+    assert_eq!(read_n(&mut held, 2), b"hi");
+    let mut waiting: Vec<_> = (0..5).map(|_| connect(addr)).collect();
+    wait_for("five connections queued at the limit", || {
+        server.stats().listeners[0].queue_len == Some(5)
+    });
+    // At the limit, the drain takes nothing: the grace runs out with the five still queued.
+    let report = server.shutdown_blocking(Duration::from_millis(100));
+    assert_eq!(report.left_in_queue, waiting.len() as u64, "{report:?}");
+    assert_eq!(report.open_at_start, 1, "{report:?}");
+    assert_eq!((report.drained, report.aborted), (0, 1), "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
+    // The kernel reset them when the listener closed.
+    for c in &mut waiting {
+        let e = c.read(&mut [0u8; 1]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
     }
 }
 
