@@ -26,7 +26,7 @@
 //! | `synack_listen_backlog_effective` | gauge | `listener`, `index` | the backlog the kernel granted |
 //! | `synack_dispatch_latency_seconds` | histogram | | `accept()` to handler start |
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use socket2::Socket;
@@ -40,12 +40,14 @@ use crate::sys;
 /// The dispatch-latency histogram's name.
 pub const DISPATCH_LATENCY: &str = "synack_dispatch_latency_seconds";
 
-/// The publisher thread; it publishes once more when stopped.
+/// The publisher thread; it publishes once more when stopped. It holds the listeners weakly:
+/// a graceful shutdown closes them as soon as the acceptors are done, while the publisher runs
+/// on through the grace period.
 #[derive(Debug)]
 pub(crate) struct Publisher {
     periodic: Periodic,
     shared: Arc<Shared>,
-    listeners: Arc<[(ListenerInfo, Arc<Socket>)]>,
+    listeners: Arc<[(ListenerInfo, Weak<Socket>)]>,
 }
 
 impl Publisher {
@@ -54,7 +56,10 @@ impl Publisher {
         listeners: Vec<(ListenerInfo, Arc<Socket>)>,
         interval: Duration,
     ) -> std::io::Result<Self> {
-        let listeners: Arc<[_]> = listeners.into();
+        let listeners: Arc<[_]> = listeners
+            .into_iter()
+            .map(|(info, sock)| (info, Arc::downgrade(&sock)))
+            .collect();
         publish(&shared, &listeners);
         let (s, l) = (shared.clone(), listeners.clone());
         let periodic = Periodic::spawn("synack-metrics", interval, move || publish(&s, &l))?;
@@ -71,7 +76,7 @@ impl Publisher {
     }
 }
 
-fn publish(shared: &Shared, listeners: &[(ListenerInfo, Arc<Socket>)]) {
+fn publish(shared: &Shared, listeners: &[(ListenerInfo, Weak<Socket>)]) {
     let s = shared.merged_stats();
     metrics::counter!("synack_connections_accepted_total").absolute(s.accepted);
     metrics::counter!("synack_connections_rejected_total").absolute(s.rejected);
@@ -96,7 +101,11 @@ fn publish(shared: &Shared, listeners: &[(ListenerInfo, Arc<Socket>)]) {
             ("listener", info.local_addr.to_string()),
             ("index", info.index.to_string()),
         ];
-        if let Ok(Some(q)) = sys::listen_queue(&**sock) {
+        // A listener already closed (by a shutdown) is left out.
+        let Some(sock) = sock.upgrade() else {
+            continue;
+        };
+        if let Ok(Some(q)) = sys::listen_queue(&*sock) {
             metrics::gauge!("synack_accept_queue_depth", &labels).set(q.len as f64);
             metrics::gauge!("synack_listen_backlog_effective", &labels).set(q.max as f64);
         } else if let Some(b) = info.effective_backlog {

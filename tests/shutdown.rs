@@ -185,3 +185,48 @@ fn dropping_the_server_stops_its_threads_and_closes_the_listener() {
     let e = std::net::TcpStream::connect(addr).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+/// With metrics on, the publisher runs through the grace period; the listener still closes as
+/// soon as the acceptors are done, so a client arriving then is refused at once instead of
+/// being queued and reset (uncounted) when the grace ends.
+#[cfg(feature = "metrics")]
+#[test]
+fn with_metrics_on_the_listener_closes_when_the_drain_ends() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .metrics(Duration::from_millis(1))
+        .serve(|mut conn: synack::Connection| async move {
+            conn.write_all(b"hi").await?;
+            let mut b = [0u8; 1];
+            conn.read_exact(&mut b).await?;
+            conn.write_all(b"done").await
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let mut c = connect(addr);
+    assert_eq!(read_n(&mut c, 2), b"hi");
+    let shutdown = std::thread::spawn(move || server.shutdown_blocking(Duration::from_secs(60)));
+    // The handler waits for our byte, so the grace period is on while this polls. Probes that
+    // connect before the listener closes are drained (or reset with it).
+    let mut refused = None;
+    wait_for(
+        "the listener to close during the grace period",
+        || match std::net::TcpStream::connect(addr) {
+            Ok(_) => false,
+            Err(e) => {
+                refused = Some(e.kind());
+                true
+            }
+        },
+    );
+    assert_eq!(refused, Some(std::io::ErrorKind::ConnectionRefused));
+    c.write_all(b"x").unwrap();
+    let mut rest = String::new();
+    c.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "done");
+    let report = shutdown.join().unwrap();
+    assert_eq!(report.aborted, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
+}
