@@ -113,6 +113,11 @@ pub(crate) struct AcceptorShared {
     pub parked: AtomicBool,
     /// False once the acceptor has died (its thread or its worker): see [`acceptor_died`].
     pub alive: AtomicBool,
+    /// Set by [`Server::pause`](crate::Server::pause) as it sends the order, cleared by
+    /// `resume`: an accept burst checks it before each `accept()`, so that a pause ordered by
+    /// a handler that the burst itself started (accepting in the workers) stops the burst at
+    /// once, without the pause waiting for this acceptor's answer.
+    pub pause_ordered: AtomicBool,
     pub waker: Wake,
 }
 
@@ -122,6 +127,7 @@ impl AcceptorShared {
             stats: AcceptorStats::new(),
             parked: AtomicBool::new(false),
             alive: AtomicBool::new(true),
+            pause_ordered: AtomicBool::new(false),
             waker,
         }
     }
@@ -481,6 +487,11 @@ impl AcceptCore {
     fn accept_burst(&mut self, i: usize, dispatch: &mut impl Dispatch) {
         let mut accepted = 0u64;
         while accepted < self.cfg.batch as u64 {
+            // A pause ordered since the turn began (by a handler this burst started, say):
+            // the order is in the channel, taken at the start of the next turn.
+            if self.draining.is_none() && self.me().pause_ordered.load(Relaxed) {
+                break;
+            }
             let have_slot = self.shared.limit.try_acquire();
             if !have_slot && self.cfg.overload == OverloadPolicy::Queue {
                 self.reach_limit();

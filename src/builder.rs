@@ -277,7 +277,8 @@ impl ServerBuilder {
     /// its handlers before accepting more), error back-off and shedding, pause, drain on
     /// shutdown, the statistics (one acceptor per worker). Cheaper per connection (no handoff),
     /// but a worker busy in a handler accepts nothing meanwhile (and [`Server::pause`] waits
-    /// for every worker to take the order), and with several workers on
+    /// for every worker to take the order, except when called from a handler, where it
+    /// cannot: see there), and with several workers on
     /// one socket every worker is woken for each new connection; with
     /// [`reuse_port`](Self::reuse_port) each worker gets a socket of its own instead (the
     /// kernel then spreads connections by hash, whatever each worker's load).

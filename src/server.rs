@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::acceptor::{AcceptorExit, AcceptorShared, Control};
+use crate::acceptor::{AcceptorExit, AcceptorShared, Control, Wake};
 use crate::builder::ServerBuilder;
 use crate::limit::Limit;
 use crate::listener::ListenerInfo;
@@ -219,13 +219,26 @@ impl Server {
     /// Stops accepting. New connections complete the handshake in the kernel and wait in the
     /// accept queue (up to the effective backlog). When this returns, no acceptor will call
     /// `accept()` again until [`Server::resume`].
+    ///
+    /// It may be called from a handler (a handle shared into the handler, as a `Weak<Server>`
+    /// for instance). With [`accept_in_workers`](crate::ServerBuilder::accept_in_workers),
+    /// called there it does not wait for the workers to take the order: the caller's own
+    /// worker cannot while its handler runs (waiting for it would deadlock the worker), nor
+    /// can another one whose handler is pausing too. The order takes effect instead at each
+    /// worker's next `accept()`, its own included (also within an accept batch that started
+    /// the handler); an `accept()` already under way on another worker may still complete.
     pub fn pause(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
+        let from_worker = crate::worker::on_worker_of(&self.shared);
         let mut asked = 0;
         for (i, a) in self.acceptors.iter().enumerate() {
             if a.ctrl.send(Control::Pause(tx.clone())).is_ok() {
-                self.shared.acceptors[i].waker.wake();
-                asked += 1;
+                let me = &self.shared.acceptors[i];
+                me.pause_ordered.store(true, SeqCst);
+                me.waker.wake();
+                if !(from_worker && matches!(me.waker, Wake::Task(_))) {
+                    asked += 1;
+                }
             }
         }
         drop(tx);
@@ -240,6 +253,9 @@ impl Server {
 
     /// Accepts again after [`Server::pause`].
     pub fn resume(&self) {
+        for a in self.shared.acceptors.iter() {
+            a.pause_ordered.store(false, SeqCst);
+        }
         self.control(|| Control::Resume);
         self.paused.store(false, Relaxed);
         tracing::info!(target: "synack::server", "accepting resumed");

@@ -163,6 +163,16 @@ impl<F: FnMut(Accepted)> Dispatch for Local<F> {
     }
 }
 
+thread_local! {
+    /// On a worker's thread: the server it belongs to (for [`on_worker_of`]).
+    static WORKER_OF: std::cell::Cell<*const Shared> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Whether the calling thread is one of the workers of the server `shared` belongs to.
+pub(crate) fn on_worker_of(shared: &Shared) -> bool {
+    WORKER_OF.with(|w| std::ptr::eq(w.get(), shared))
+}
+
 /// The most new connections a worker takes from its channel before running its handlers.
 const RECV_BATCH: usize = 64;
 
@@ -212,6 +222,7 @@ where
                 enter_sched_batch();
             }
             let shared = ctx.shared.clone();
+            WORKER_OF.with(|w| w.set(Arc::as_ptr(&shared)));
             // The listeners this worker accepts from, for its death notice.
             let listeners = accept.as_ref().map(|a| a.core.listeners());
             let mut rx = rx;

@@ -208,3 +208,61 @@ fn accepting_in_workers_each_handler_starts_before_the_next_accept() {
     }
     assert_eq!(*seen.lock().unwrap(), vec![3, 2, 1, 0]);
 }
+
+#[test]
+fn pause_called_from_a_handler_returns_accepting_in_workers() {
+    pause_from_a_handler(true);
+}
+
+#[test]
+fn pause_called_from_a_handler_returns_with_an_acceptor_thread() {
+    pause_from_a_handler(false);
+}
+
+/// The first handler pauses its own server through a handle shared into it; it must return
+/// (accepting in the workers, waiting for its own worker's answer would deadlock it), and the
+/// pause must hold: the next client waits in the queue until `resume`.
+fn pause_from_a_handler(in_workers: bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock, Weak};
+    let handle: Arc<OnceLock<Weak<Server>>> = Arc::default();
+    let first = Arc::new(AtomicBool::new(true));
+    let (h, f) = (handle.clone(), first.clone());
+    let server = Arc::new(
+        Server::builder()
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .workers(2)
+            .accept_in_workers(in_workers)
+            .serve(move |mut conn: synack::Connection| {
+                // Only the first handler takes the handle, and lets it go at once: the last
+                // handle dropped on a worker would stop the server from its own thread.
+                let server = f
+                    .swap(false, Ordering::SeqCst)
+                    .then(|| h.get().and_then(Weak::upgrade))
+                    .flatten();
+                async move {
+                    if let Some(s) = server {
+                        s.pause();
+                        drop(s);
+                        return tokio::io::AsyncWriteExt::write_all(&mut conn, b"paused").await;
+                    }
+                    hi(conn).await
+                }
+            })
+            .unwrap(),
+    );
+    handle.set(Arc::downgrade(&server)).unwrap();
+    let addr = server.local_addr();
+    let mut c = connect(addr);
+    assert_eq!(read_n(&mut c, 6), b"paused");
+    assert!(server.is_paused());
+    let mut waiting = connect(addr);
+    wait_for("the next connection in the accept queue", || {
+        server.stats().listeners[0].queue_len == Some(1)
+    });
+    assert_eq!(server.stats().accepted, 1);
+    server.resume();
+    assert_eq!(read_n(&mut waiting, 2), b"hi");
+    assert_eq!(server.stats().accepted, 2);
+}
