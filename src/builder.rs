@@ -189,7 +189,8 @@ impl ServerBuilder {
     }
 
     /// `TCP_DEFER_ACCEPT` (Linux): the kernel hands a connection to `accept` only once the
-    /// client has sent data, or after about this long (whole seconds). Default off.
+    /// client has sent data, or after about this long (whole seconds; a fraction is dropped).
+    /// At least 1 s: the kernel counts seconds, and 0 would turn it off. Default off.
     pub fn defer_accept(mut self, wait: Duration) -> Self {
         self.opts.defer_accept = Some(wait);
         self
@@ -214,7 +215,8 @@ impl ServerBuilder {
         self
     }
 
-    /// TCP keepalive on accepted connections. Default off.
+    /// TCP keepalive on accepted connections. The idle time and interval are whole seconds
+    /// (at least 1 s each), the retries at least 1. Default off.
     pub fn keepalive(mut self, keepalive: Keepalive) -> Self {
         self.opts.keepalive = Some(keepalive);
         self
@@ -355,6 +357,42 @@ impl ServerBuilder {
                 format!("{min:?}..{max:?}"),
                 "a minimum above zero and not above the maximum",
             ));
+        }
+        if let Some(d) = self.opts.defer_accept
+            && d < Duration::from_secs(1)
+        {
+            return Err(Error::invalid(
+                "defer_accept",
+                format!("{d:?}"),
+                "at least 1 s (TCP_DEFER_ACCEPT counts whole seconds, and 0 turns it off; leave \
+                 it unset for off)",
+            ));
+        }
+        if let Some(k) = self.opts.keepalive {
+            let seconds = "at least 1 s (TCP keepalive counts whole seconds)";
+            if k.idle < Duration::from_secs(1) {
+                return Err(Error::invalid(
+                    "keepalive.idle",
+                    format!("{:?}", k.idle),
+                    seconds,
+                ));
+            }
+            if let Some(i) = k.interval
+                && i < Duration::from_secs(1)
+            {
+                return Err(Error::invalid(
+                    "keepalive.interval",
+                    format!("{i:?}"),
+                    seconds,
+                ));
+            }
+            if k.retries == Some(0) {
+                return Err(Error::invalid(
+                    "keepalive.retries",
+                    0,
+                    "at least 1 probe (leave it unset for the OS default)",
+                ));
+            }
         }
         if let Some(i) = self.metrics
             && i < Duration::from_millis(1)

@@ -30,7 +30,7 @@ use crate::listener::Keepalive;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeepaliveConfig {
-    /// Idle time before the first probe ("60s").
+    /// Idle time before the first probe ("60s"; whole seconds, at least 1 s).
     #[serde(with = "humantime_serde")]
     pub idle: Duration,
     /// Time between probes; the OS default when left out.
@@ -77,7 +77,7 @@ pub struct ServerConfig {
     pub only_v6: Option<bool>,
     /// TCP_NODELAY on accepted connections (default true).
     pub nodelay: Option<bool>,
-    /// TCP_DEFER_ACCEPT ("5s"; default off).
+    /// TCP_DEFER_ACCEPT ("5s"; whole seconds, at least 1 s; default off).
     #[serde(with = "humantime_serde")]
     pub defer_accept: Option<Duration>,
     /// TCP_FASTOPEN queue length (default off).

@@ -93,6 +93,20 @@ fn unknown_keys_and_bad_values_name_the_key() {
         e.contains("key `bind`") && e.contains("no-such-host.invalid"),
         "{e}"
     );
+    let e = refused("defer_accept = \"500ms\"");
+    assert!(
+        e.contains("key `defer_accept`") && e.contains("500ms") && e.contains("at least 1 s"),
+        "{e}"
+    );
+    let e = refused("keepalive = { idle = \"200ms\" }");
+    assert!(
+        e.contains("key `keepalive.idle`") && e.contains("200ms") && e.contains("at least 1 s"),
+        "{e}"
+    );
+    let e = refused("keepalive = { idle = \"60s\", interval = \"0s\" }");
+    assert!(e.contains("key `keepalive.interval`"), "{e}");
+    let e = refused("keepalive = { idle = \"60s\", retries = 0 }");
+    assert!(e.contains("key `keepalive.retries`"), "{e}");
     let e = refused("backlog = ");
     assert!(e.contains("<string>"), "{e}");
     let err = ServerConfig::from_file("/nonexistent/synack.toml").unwrap_err();
@@ -100,4 +114,36 @@ fn unknown_keys_and_bad_values_name_the_key() {
         err.to_string().contains("/nonexistent/synack.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn sub_second_defer_accept_and_keepalive_are_refused_by_the_builder() {
+    let b = || synack::Server::builder().bind("127.0.0.1:0").unwrap();
+    let e = b()
+        .defer_accept(Duration::from_millis(999))
+        .check()
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidConfig { name: "defer_accept", value, .. } if value == "999ms"),
+        "{e}"
+    );
+    let e = b()
+        .keepalive(synack::Keepalive::after(Duration::from_millis(10)))
+        .check()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::InvalidConfig {
+                name: "keepalive.idle",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Whole seconds are taken.
+    b().defer_accept(Duration::from_secs(1)).check().unwrap();
+    b().keepalive(synack::Keepalive::after(Duration::from_secs(1)))
+        .check()
+        .unwrap();
 }
