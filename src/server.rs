@@ -295,15 +295,18 @@ impl Server {
     /// Shuts down gracefully: stops accepting, takes the connections already waiting in the
     /// kernel accept queues and hands them to handlers (instead of letting the close reset
     /// them), waits for handlers until `grace` has passed since the call, then cancels the
-    /// rest. Must not be called from inside a handler (it waits for the workers to exit).
+    /// rest. A `grace` too long to add to the clock (`Duration::MAX`) means a century, which
+    /// is to say: wait for every handler. Must not be called from inside a handler (it waits
+    /// for the workers to exit).
     pub fn shutdown_blocking(mut self, grace: Duration) -> ShutdownReport {
         let start = Instant::now();
-        let deadline = start + grace;
+        let deadline = deadline_after(start, grace);
         let before = self.stats();
         let open_now = before.open;
         self.shared.shutting_down.store(true, SeqCst);
         self.shared.closing.send_replace(true);
-        tracing::info!(target: "synack::server", open = open_now, grace_ms = grace.as_millis() as u64, "shutting down");
+        tracing::info!(target: "synack::server", open = open_now,
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "shutting down");
         self.stop_acceptors(true, deadline);
         // Each listener read once (several acceptors may share one), now that nothing accepts
         // from it and before it closes: the kernel resets what it holds then.
@@ -415,6 +418,16 @@ impl Server {
         tracing::info!(target: "synack::server", signal = sig, "signal received");
         Ok(self.shutdown_blocking(grace))
     }
+}
+
+/// `start + grace`, with `grace` capped at a century so that the sum cannot overflow (and a
+/// day from now should even a century not fit the platform's clock).
+fn deadline_after(start: Instant, grace: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start
+        .checked_add(grace.min(CENTURY))
+        .or_else(|| start.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(start)
 }
 
 impl Drop for Server {

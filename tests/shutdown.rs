@@ -131,15 +131,7 @@ async fn an_in_flight_handler_finishes_within_the_grace_period() {
         .bind("127.0.0.1:0")
         .unwrap()
         .workers(1)
-        .serve(|mut conn: synack::Connection| async move {
-            conn.write_all(b"hi").await?;
-            // Tells the client the shutdown has begun, then waits for it before finishing.
-            conn.closing().wait().await;
-            conn.write_all(b"closing").await?;
-            let mut b = [0u8; 1];
-            conn.read_exact(&mut b).await?;
-            conn.write_all(b"done").await
-        })
+        .serve(finishes_when_told)
         .unwrap();
     let addr = server.local_addr();
     let mut c = tokio::task::spawn_blocking(move || {
@@ -150,17 +142,10 @@ async fn an_in_flight_handler_finishes_within_the_grace_period() {
     .await
     .unwrap();
     let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(30)));
-    // The shutdown is under way, and the handler still runs.
-    let got = tokio::task::spawn_blocking(move || {
-        assert_eq!(read_n(&mut c, 7), b"closing");
-        c.write_all(b"x").unwrap();
-        let mut s = String::new();
-        c.read_to_string(&mut s).unwrap();
-        s
-    })
-    .await
-    .unwrap();
-    assert_eq!(got, "done");
+    // The handler sees the shutdown begin, and still finishes.
+    tokio::task::spawn_blocking(move || finish(&mut c))
+        .await
+        .unwrap();
     let report = shutdown.await.unwrap();
     // The one client this test connected, open at the start, finished in the grace period.
     assert_eq!(report.open_at_start, 1, "{report:?}");
@@ -229,4 +214,79 @@ fn with_metrics_on_the_listener_closes_when_the_drain_ends() {
     let report = shutdown.join().unwrap();
     assert_eq!(report.aborted, 0, "{report:?}");
     assert_eq!(report.unaccounted, 0, "{report:?}");
+}
+
+/// A handler that greets, says when the shutdown begins, then waits for a byte to finish.
+async fn finishes_when_told(mut conn: synack::Connection) -> std::io::Result<()> {
+    conn.write_all(b"hi").await?;
+    conn.closing().wait().await;
+    conn.write_all(b"closing").await?;
+    let mut b = [0u8; 1];
+    conn.read_exact(&mut b).await?;
+    conn.write_all(b"done").await
+}
+
+/// Tells a `finishes_when_told` handler to finish once the shutdown has begun.
+fn finish(c: &mut std::net::TcpStream) {
+    assert_eq!(read_n(c, 7), b"closing");
+    c.write_all(b"x").unwrap();
+    let mut rest = String::new();
+    c.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "done");
+}
+
+#[test]
+fn a_grace_of_duration_max_waits_for_the_handlers_without_panicking() {
+    for in_workers in [false, true] {
+        let server = Server::builder()
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .workers(1)
+            .accept_in_workers(in_workers)
+            .serve(finishes_when_told)
+            .unwrap();
+        let mut c = connect(server.local_addr());
+        assert_eq!(read_n(&mut c, 2), b"hi");
+        let shutdown = std::thread::spawn(move || server.shutdown_blocking(Duration::MAX));
+        finish(&mut c);
+        let report = shutdown
+            .join()
+            .expect("shutdown_blocking(Duration::MAX) panicked");
+        assert_eq!(
+            (report.open_at_start, report.completed),
+            (1, 1),
+            "{report:?}"
+        );
+        assert_eq!((report.aborted, report.unaccounted), (0, 0), "{report:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_async_shutdown_with_a_grace_of_duration_max_reports() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .serve(finishes_when_told)
+        .unwrap();
+    let addr = server.local_addr();
+    let mut c = tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        assert_eq!(read_n(&mut c, 2), b"hi");
+        c
+    })
+    .await
+    .unwrap();
+    let shutdown = tokio::spawn(server.shutdown(Duration::MAX));
+    tokio::task::spawn_blocking(move || finish(&mut c))
+        .await
+        .unwrap();
+    // A panic on the shutdown thread would have given the default report.
+    let report = shutdown.await.unwrap();
+    assert_eq!(
+        (report.open_at_start, report.completed),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!((report.aborted, report.unaccounted), (0, 0), "{report:?}");
 }
