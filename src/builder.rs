@@ -257,6 +257,10 @@ impl ServerBuilder {
     /// Writes the [probe header](crate::probe) (accept and dispatch times, 24 bytes) on every
     /// connection before its handler runs, for `synack-load flood --probe`. Default off: it
     /// changes what clients receive.
+    ///
+    /// Never turn it on for a public listener: every client receives the host's
+    /// `CLOCK_MONOTONIC` in nanoseconds (its uptime) and the server's accept and dispatch
+    /// timing. It is meant for a load test on one host.
     pub fn probe(mut self, on: bool) -> Self {
         self.probe = on;
         self

@@ -96,7 +96,8 @@ pub struct ServerConfig {
     pub accept_batch: Option<usize>,
     /// Back-off after resource-exhaustion accept errors (default 5ms..1s).
     pub accept_backoff: Option<BackoffConfig>,
-    /// Write the probe header (default false).
+    /// Write the probe header (default false; never on a public listener: it discloses the
+    /// host's uptime to every client).
     pub probe: Option<bool>,
     /// Run acceptor and worker threads under SCHED_BATCH (default false).
     pub sched_batch: Option<bool>,

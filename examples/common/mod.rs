@@ -8,8 +8,9 @@ use clap::Args;
 /// The address the examples listen on when neither --addr nor --config names one.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 
-/// Flags every example server takes. With --config, the file is the base and the flags given
-/// override it.
+/// Flags every example server takes: the common knobs (the rest through --config). With
+/// --config, the file is the base and the flags given override it; a flag left out (an on/off
+/// flag included) keeps the file's value.
 #[derive(Debug, Args)]
 pub struct ServerFlags {
     /// A TOML configuration file (every builder knob; see examples/synack.toml).
