@@ -22,7 +22,9 @@ struct Cli {
     /// connection's slot, as `synack-load tune` does).
     #[arg(long, default_value_t = 0)]
     service_us: u64,
-    /// Write the probe header first (for `synack-load flood --probe`).
+    /// Write the probe header first (for `synack-load flood --probe`). Left out, the config
+    /// file's `probe` applies. Never on a public listener: it tells every client the host's
+    /// uptime.
     #[arg(long)]
     probe: bool,
 }
@@ -39,15 +41,17 @@ fn main() {
 fn run(cli: Cli) -> Result<(), synack::Error> {
     let greeting: &'static [u8] = Box::leak(cli.greeting.into_bytes().into_boxed_slice());
     let service = std::time::Duration::from_micros(cli.service_us);
-    let server = cli.server.builder()?.probe(cli.probe).serve(
-        move |mut conn: synack::Connection| async move {
-            if !service.is_zero() {
-                tokio::time::sleep(service).await;
-            }
-            // Dropping the connection closes it (FIN); the greeting is already in the kernel.
-            conn.write_all(greeting).await
-        },
-    )?;
+    let mut builder = cli.server.builder()?;
+    if cli.probe {
+        builder = builder.probe(true);
+    }
+    let server = builder.serve(move |mut conn: synack::Connection| async move {
+        if !service.is_zero() {
+            tokio::time::sleep(service).await;
+        }
+        // Dropping the connection closes it (FIN); the greeting is already in the kernel.
+        conn.write_all(greeting).await
+    })?;
     common::print_listeners("greeting", &server);
     common::run(server, cli.server.grace())
 }

@@ -20,10 +20,11 @@ use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::SendError;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -110,16 +111,65 @@ pub(crate) struct AcceptorShared {
     pub stats: AcceptorStats,
     /// Set while the acceptor sleeps waiting for a free slot.
     pub parked: AtomicBool,
+    /// False once the acceptor has died (its thread or its worker): see [`acceptor_died`].
+    pub alive: AtomicBool,
+    /// Set by [`Server::pause`](crate::Server::pause) as it sends the order, cleared by
+    /// `resume`: an accept burst checks it before each `accept()`, so that a pause ordered by
+    /// a handler that the burst itself started (accepting in the workers) stops the burst at
+    /// once, without the pause waiting for this acceptor's answer.
+    pub pause_ordered: AtomicBool,
     pub waker: Wake,
 }
 
-/// What an acceptor leaves behind when it exits.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct AcceptorExit {
-    /// Connections still in the kernel queues of its listeners when it stopped: the kernel
-    /// resets them when the listener closes.
-    pub left_in_queue: u64,
+impl AcceptorShared {
+    pub fn new(waker: Wake) -> Self {
+        AcceptorShared {
+            stats: AcceptorStats::new(),
+            parked: AtomicBool::new(false),
+            alive: AtomicBool::new(true),
+            pause_ordered: AtomicBool::new(false),
+            waker,
+        }
+    }
 }
+
+/// A listener as the death notice of its acceptor needs it: held weakly, so that keeping one
+/// does not keep the listener open once the server has let go of it.
+pub(crate) struct Watched {
+    sock: Weak<Socket>,
+    addr: SocketAddr,
+    /// Whether this acceptor alone accepts from it (a `reuse_port` socket of its own).
+    own: bool,
+}
+
+/// Acceptor `id` has died (`why`): marks it dead and shuts down each of its listeners that no
+/// live acceptor accepts from any more (its own `reuse_port` socket; a shared one once every
+/// acceptor is dead), so that the kernel stops queueing connections nobody will accept: new
+/// clients are refused (or, with `reuse_port`, sent to the other sockets of the group), and
+/// those already in that queue are reset.
+pub(crate) fn acceptor_died(shared: &Shared, id: usize, listeners: &[Watched], why: &str) {
+    shared.acceptors[id].alive.store(false, SeqCst);
+    let none_left = shared.acceptors.iter().all(|a| !a.alive.load(SeqCst));
+    tracing::error!(target: "synack::acceptor", acceptor = id, reason = why, "acceptor died");
+    for l in listeners.iter().filter(|l| l.own || none_left) {
+        let Some(sock) = l.sock.upgrade() else {
+            continue;
+        };
+        let queued = sys::listen_queue(&*sock).ok().flatten().map(|q| q.len);
+        match sock.shutdown(std::net::Shutdown::Read) {
+            Ok(()) => tracing::error!(target: "synack::acceptor", acceptor = id, addr = %l.addr,
+                reset = ?queued, "no acceptor left on this listener: shut down (its queued connections reset, new ones refused)"),
+            Err(e) => tracing::error!(target: "synack::acceptor", acceptor = id, addr = %l.addr,
+                error = %e, queued = ?queued,
+                "no acceptor left on this listener, and it cannot be shut down: connections queue there unaccepted"),
+        }
+    }
+}
+
+/// An acceptor's word that it has exited. (What is left in the kernel queues is read by the
+/// server once every acceptor has exited: several acceptors may share a listener.)
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct AcceptorExit;
 
 /// One listener as an acceptor sees it.
 pub(crate) struct Entry {
@@ -128,6 +178,8 @@ pub(crate) struct Entry {
     pub fd: RawFd,
     pub addr: SocketAddr,
     specific: Option<SocketAddr>,
+    /// Whether this acceptor alone accepts from it (a `reuse_port` socket of its own).
+    own: bool,
     /// Whether the driver is watching it for readiness.
     pub registered: bool,
     /// Whether an `accept()` may find a connection (no `WouldBlock` seen since the last
@@ -171,7 +223,7 @@ pub(crate) trait Dispatch {
     /// The worker the next connection goes to.
     fn pick(&mut self, shared: &Shared) -> usize;
     /// Hands `acc` to worker `worker`.
-    fn deliver(&mut self, worker: usize, acc: Accepted);
+    fn deliver(&mut self, shared: &Shared, worker: usize, acc: Accepted);
 }
 
 /// The accept logic both drivers share: the connection limit, the accept bursts, error
@@ -202,21 +254,23 @@ pub(crate) enum Next {
 }
 
 impl AcceptCore {
-    /// Prepares acceptor `id` over `listeners` (index, socket, address).
+    /// Prepares acceptor `id` over `listeners` (index, socket, address, whether it is this
+    /// acceptor's alone).
     pub fn new(
         id: usize,
-        listeners: Vec<(usize, Arc<Socket>, SocketAddr)>,
+        listeners: Vec<(usize, Arc<Socket>, SocketAddr, bool)>,
         shared: Arc<Shared>,
         cfg: AcceptConfig,
     ) -> Self {
         let entries = listeners
             .into_iter()
-            .map(|(index, sock, addr)| Entry {
+            .map(|(index, sock, addr, own)| Entry {
                 index,
                 fd: sock.as_raw_fd(),
                 sock,
                 addr,
                 specific: (!addr.ip().is_unspecified()).then_some(addr),
+                own,
                 registered: false,
                 ready: true,
                 backoff_until: None,
@@ -241,6 +295,18 @@ impl AcceptCore {
             error_log: RateLimited::default(),
             limit_log: RateLimited::default(),
         }
+    }
+
+    /// Its listeners, for [`acceptor_died`].
+    pub fn listeners(&self) -> Vec<Watched> {
+        self.entries
+            .iter()
+            .map(|e| Watched {
+                sock: Arc::downgrade(&e.sock),
+                addr: e.addr,
+                own: e.own,
+            })
+            .collect()
     }
 
     fn me(&self) -> &AcceptorShared {
@@ -351,18 +417,10 @@ impl AcceptCore {
             .all(|e| !e.ready && e.backoff_until.is_none())
     }
 
-    /// Counts what is left in the kernel queues. The driver stops watching the listeners.
+    /// The acceptor stops. The driver stops watching the listeners.
     pub fn exit(&mut self) -> AcceptorExit {
-        let mut left = 0u64;
-        for e in &self.entries {
-            if let Ok(Some(q)) = sys::listen_queue(&*e.sock) {
-                left += u64::from(q.len);
-            }
-        }
-        tracing::debug!(target: "synack::acceptor", acceptor = self.id, left_in_queue = left, "acceptor stopped");
-        AcceptorExit {
-            left_in_queue: left,
-        }
+        tracing::debug!(target: "synack::acceptor", acceptor = self.id, "acceptor stopped");
+        AcceptorExit
     }
 
     /// Marks this acceptor parked and checks the limit once more (so a slot freed in between
@@ -429,6 +487,11 @@ impl AcceptCore {
     fn accept_burst(&mut self, i: usize, dispatch: &mut impl Dispatch) {
         let mut accepted = 0u64;
         while accepted < self.cfg.batch as u64 {
+            // A pause ordered since the turn began (by a handler this burst started, say):
+            // the order is in the channel, taken at the start of the next turn.
+            if self.draining.is_none() && self.me().pause_ordered.load(Relaxed) {
+                break;
+            }
             let have_slot = self.shared.limit.try_acquire();
             if !have_slot && self.cfg.overload == OverloadPolicy::Queue {
                 self.reach_limit();
@@ -572,40 +635,81 @@ impl AcceptCore {
         if self.draining.is_some() {
             stats.drained.fetch_add(1, Relaxed);
         }
-        dispatch.deliver(w, acc);
+        dispatch.deliver(&self.shared, w, acc);
     }
 }
 
-/// A dedicated acceptor thread's dispatch: the least-loaded worker, over its channel.
+/// A dedicated acceptor thread's dispatch: the least-loaded live worker, over its channel.
 struct ToWorkers {
     senders: Vec<UnboundedSender<WorkerMsg>>,
     next: usize,
+    lost_log: RateLimited,
+}
+
+impl ToWorkers {
+    /// The least-loaded worker still alive (round-robin among equals), if any.
+    fn least_loaded(&mut self, shared: &Shared) -> Option<usize> {
+        let n = self.senders.len();
+        let start = self.next;
+        self.next = (start + 1) % n;
+        let mut best: Option<(usize, u64)> = None;
+        for k in 0..n {
+            let w = (start + k) % n;
+            let me = &shared.workers[w];
+            if !me.alive.load(Relaxed) {
+                continue;
+            }
+            let load = me.open.load(Relaxed);
+            if best.is_none_or(|(_, b)| load < b) {
+                best = Some((w, load));
+            }
+        }
+        best.map(|(w, _)| w)
+    }
 }
 
 impl Dispatch for ToWorkers {
     fn pick(&mut self, shared: &Shared) -> usize {
-        let n = self.senders.len();
-        if n == 1 {
+        if self.senders.len() == 1 {
             return 0;
         }
-        let start = self.next;
-        self.next = (start + 1) % n;
-        let mut best = start;
-        let mut best_load = shared.workers[start].open.load(Relaxed);
-        for k in 1..n {
-            let w = (start + k) % n;
-            let load = shared.workers[w].open.load(Relaxed);
-            if load < best_load {
-                best = w;
-                best_load = load;
-            }
-        }
-        best
+        // With no worker alive, any: the delivery counts the connection as lost.
+        self.least_loaded(shared).unwrap_or(0)
     }
 
-    fn deliver(&mut self, worker: usize, acc: Accepted) {
-        if self.senders[worker].send(WorkerMsg::Conn(acc)).is_err() {
-            tracing::error!(target: "synack::acceptor", worker, "worker is gone; connection dropped");
+    fn deliver(&mut self, shared: &Shared, worker: usize, acc: Accepted) {
+        let mut w = worker;
+        let mut msg = WorkerMsg::Conn(acc);
+        loop {
+            match self.senders[w].send(msg) {
+                Ok(()) => return,
+                // The worker is gone (its thread died): marked so, and the connection goes to
+                // another one.
+                Err(SendError(back)) => {
+                    shared.workers[w].alive.store(false, SeqCst);
+                    msg = back;
+                }
+            }
+            let WorkerMsg::Conn(acc) = &mut msg else {
+                return;
+            };
+            match self.least_loaded(shared) {
+                Some(next) => {
+                    acc.slot.move_to(next);
+                    w = next;
+                }
+                None => {
+                    shared.acceptors[acc.acceptor]
+                        .stats
+                        .lost
+                        .fetch_add(1, Relaxed);
+                    if let Some(held) = self.lost_log.allow(Instant::now()) {
+                        tracing::error!(target: "synack::acceptor", acceptor = acc.acceptor, held_back = held,
+                            "no worker is alive; connection closed unserved");
+                    }
+                    return;
+                }
+            }
         }
     }
 }
@@ -633,6 +737,7 @@ impl Acceptor {
             dispatch: ToWorkers {
                 senders: workers,
                 next: 0,
+                lost_log: RateLimited::default(),
             },
         }
     }
@@ -664,7 +769,14 @@ impl Acceptor {
             {
                 tracing::error!(target: "synack::acceptor", acceptor = id, error = %e, "poll failed; acceptor exits");
                 let exit = self.core.exit();
-                return self.exit(exit);
+                let exit = self.exit(exit);
+                acceptor_died(
+                    &self.core.shared,
+                    id,
+                    &self.core.listeners(),
+                    "its poll failed",
+                );
+                return exit;
             }
             for ev in events.iter() {
                 if ev.token() != WAKER

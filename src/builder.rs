@@ -10,7 +10,8 @@ use mio::{Poll, Token, Waker};
 use socket2::Socket;
 
 use crate::acceptor::{
-    AcceptConfig, AcceptCore, Acceptor, AcceptorShared, FdExhaustionPolicy, Wake,
+    AcceptConfig, AcceptCore, Acceptor, AcceptorExit, AcceptorShared, FdExhaustionPolicy, Wake,
+    acceptor_died,
 };
 use crate::connection::Connection;
 use crate::error::Error;
@@ -19,7 +20,6 @@ use crate::listener::{self, Keepalive, ListenOptions, Listener};
 use crate::probe::MonoClock;
 use crate::sampler::{self, QueueGauge};
 use crate::server::{AcceptorDone, AcceptorHandle, Server, Shared};
-use crate::stats::AcceptorStats;
 use crate::worker::{self, AcceptTask, HandlerOutput, WorkerShared};
 
 /// The most acceptor or worker threads one server may ask for.
@@ -189,7 +189,8 @@ impl ServerBuilder {
     }
 
     /// `TCP_DEFER_ACCEPT` (Linux): the kernel hands a connection to `accept` only once the
-    /// client has sent data, or after about this long (whole seconds). Default off.
+    /// client has sent data, or after about this long (whole seconds; a fraction is dropped).
+    /// At least 1 s: the kernel counts seconds, and 0 would turn it off. Default off.
     pub fn defer_accept(mut self, wait: Duration) -> Self {
         self.opts.defer_accept = Some(wait);
         self
@@ -214,7 +215,8 @@ impl ServerBuilder {
         self
     }
 
-    /// TCP keepalive on accepted connections. Default off.
+    /// TCP keepalive on accepted connections. The idle time and interval are whole seconds
+    /// (at least 1 s each), the retries at least 1. Default off.
     pub fn keepalive(mut self, keepalive: Keepalive) -> Self {
         self.opts.keepalive = Some(keepalive);
         self
@@ -255,6 +257,10 @@ impl ServerBuilder {
     /// Writes the [probe header](crate::probe) (accept and dispatch times, 24 bytes) on every
     /// connection before its handler runs, for `synack-load flood --probe`. Default off: it
     /// changes what clients receive.
+    ///
+    /// Never turn it on for a public listener: every client receives the host's
+    /// `CLOCK_MONOTONIC` in nanoseconds (its uptime) and the server's accept and dispatch
+    /// timing. It is meant for a load test on one host.
     pub fn probe(mut self, on: bool) -> Self {
         self.probe = on;
         self
@@ -277,7 +283,8 @@ impl ServerBuilder {
     /// its handlers before accepting more), error back-off and shedding, pause, drain on
     /// shutdown, the statistics (one acceptor per worker). Cheaper per connection (no handoff),
     /// but a worker busy in a handler accepts nothing meanwhile (and [`Server::pause`] waits
-    /// for every worker to take the order), and with several workers on
+    /// for every worker to take the order, except when called from a handler, where it
+    /// cannot: see there), and with several workers on
     /// one socket every worker is woken for each new connection; with
     /// [`reuse_port`](Self::reuse_port) each worker gets a socket of its own instead (the
     /// kernel then spreads connections by hash, whatever each worker's load).
@@ -354,6 +361,42 @@ impl ServerBuilder {
                 format!("{min:?}..{max:?}"),
                 "a minimum above zero and not above the maximum",
             ));
+        }
+        if let Some(d) = self.opts.defer_accept
+            && d < Duration::from_secs(1)
+        {
+            return Err(Error::invalid(
+                "defer_accept",
+                format!("{d:?}"),
+                "at least 1 s (TCP_DEFER_ACCEPT counts whole seconds, and 0 turns it off; leave \
+                 it unset for off)",
+            ));
+        }
+        if let Some(k) = self.opts.keepalive {
+            let seconds = "at least 1 s (TCP keepalive counts whole seconds)";
+            if k.idle < Duration::from_secs(1) {
+                return Err(Error::invalid(
+                    "keepalive.idle",
+                    format!("{:?}", k.idle),
+                    seconds,
+                ));
+            }
+            if let Some(i) = k.interval
+                && i < Duration::from_secs(1)
+            {
+                return Err(Error::invalid(
+                    "keepalive.interval",
+                    format!("{i:?}"),
+                    seconds,
+                ));
+            }
+            if k.retries == Some(0) {
+                return Err(Error::invalid(
+                    "keepalive.retries",
+                    0,
+                    "at least 1 probe (leave it unset for the OS default)",
+                ));
+            }
         }
         if let Some(i) = self.metrics
             && i < Duration::from_millis(1)
@@ -449,11 +492,7 @@ impl ServerBuilder {
                 polls.push(poll);
                 Wake::Poll(waker)
             };
-            acceptor_shared.push(AcceptorShared {
-                stats: AcceptorStats::new(),
-                parked: AtomicBool::new(false),
-                waker,
-            });
+            acceptor_shared.push(AcceptorShared::new(waker));
         }
         let shared = Arc::new(Shared {
             limit: Limit::new(self.max_connections),
@@ -511,7 +550,10 @@ impl ServerBuilder {
             let mine = listeners
                 .iter()
                 .filter(|l| l.info.acceptor.is_none_or(|a| a == k))
-                .map(|l| (l.info.index, l.sock.clone(), l.info.local_addr))
+                .map(|l| {
+                    let own = l.info.acceptor.is_some();
+                    (l.info.index, l.sock.clone(), l.info.local_addr, own)
+                })
                 .collect();
             let core = AcceptCore::new(k, mine, shared.clone(), self.accept.clone());
             let (tx, rx) = std::sync::mpsc::channel();
@@ -553,6 +595,8 @@ impl ServerBuilder {
         let sched_batch = self.sched_batch;
         for (poll, (core, ctrl_tx, ctrl)) in polls.into_iter().zip(acceptor_parts) {
             let k = core.id;
+            let listeners = core.listeners();
+            let shared = shared.clone();
             let acceptor = Acceptor::new(core, poll, senders.clone(), ctrl);
             let thread = std::thread::Builder::new()
                 .name(format!("synack-acceptor-{k}"))
@@ -560,7 +604,16 @@ impl ServerBuilder {
                     if sched_batch {
                         crate::worker::enter_sched_batch();
                     }
-                    acceptor.run()
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| acceptor.run()))
+                    {
+                        Ok(exit) => exit,
+                        Err(panic) => {
+                            let why = format!("panicked: {}", worker::panic_message(&*panic));
+                            worker::forget_panic(panic);
+                            acceptor_died(&shared, k, &listeners, &why);
+                            AcceptorExit
+                        }
+                    }
                 })
                 .map_err(|source| Error::Start {
                     what: format!("acceptor thread {k}"),

@@ -30,7 +30,7 @@ use crate::listener::Keepalive;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeepaliveConfig {
-    /// Idle time before the first probe ("60s").
+    /// Idle time before the first probe ("60s"; whole seconds, at least 1 s).
     #[serde(with = "humantime_serde")]
     pub idle: Duration,
     /// Time between probes; the OS default when left out.
@@ -77,7 +77,7 @@ pub struct ServerConfig {
     pub only_v6: Option<bool>,
     /// TCP_NODELAY on accepted connections (default true).
     pub nodelay: Option<bool>,
-    /// TCP_DEFER_ACCEPT ("5s"; default off).
+    /// TCP_DEFER_ACCEPT ("5s"; whole seconds, at least 1 s; default off).
     #[serde(with = "humantime_serde")]
     pub defer_accept: Option<Duration>,
     /// TCP_FASTOPEN queue length (default off).
@@ -96,7 +96,8 @@ pub struct ServerConfig {
     pub accept_batch: Option<usize>,
     /// Back-off after resource-exhaustion accept errors (default 5ms..1s).
     pub accept_backoff: Option<BackoffConfig>,
-    /// Write the probe header (default false).
+    /// Write the probe header (default false; never on a public listener: it discloses the
+    /// host's uptime to every client).
     pub probe: Option<bool>,
     /// Run acceptor and worker threads under SCHED_BATCH (default false).
     pub sched_batch: Option<bool>,

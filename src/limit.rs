@@ -8,7 +8,7 @@
 //! exactly as Tomcat's acceptor blocks in `LimitLatch.countUpOrAwait()`. The slot freed wakes it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
 use crate::server::Shared;
 
@@ -90,6 +90,14 @@ impl Slot {
 }
 
 impl Slot {
+    /// Moves the slot to another worker (its connection is dispatched again, its first worker
+    /// having died).
+    pub(crate) fn move_to(&mut self, worker: usize) {
+        self.shared.workers[worker].open.fetch_add(1, Relaxed);
+        self.shared.workers[self.worker].open.fetch_sub(1, Relaxed);
+        self.worker = worker;
+    }
+
     /// The server state the slot belongs to.
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared

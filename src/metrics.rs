@@ -12,18 +12,21 @@
 //! | `synack_connections_rejected_total` | counter | | reset at the connection limit (`Reject`) |
 //! | `synack_connections_shed_total` | counter | | reset when descriptors ran out (`Shed`) |
 //! | `synack_connections_completed_total` | counter | | handlers that returned or panicked |
-//! | `synack_connections_aborted_total` | counter | | handlers cancelled at shutdown |
+//! | `synack_connections_aborted_total` | counter | | handlers cancelled (at shutdown, or with a worker that died) |
+//! | `synack_connections_lost_total` | counter | | accepted, then closed unserved: their worker had died |
 //! | `synack_handler_panics_total` | counter | | handlers that panicked |
 //! | `synack_handler_errors_total` | counter | | handlers that returned an error |
 //! | `synack_limit_reached_total` | counter | | times accepting stopped at the connection limit |
 //! | `synack_accept_errors_total` | counter | `kind` | failed `accept()` calls by kind (`process_fd_limit`, ...) |
 //! | `synack_connections_open` | gauge | | connections open now |
 //! | `synack_connections_max` | gauge | | the connection limit |
+//! | `synack_workers_alive` | gauge | | worker threads alive (see [`Stats::workers_alive`](crate::Stats::workers_alive)) |
+//! | `synack_acceptors_alive` | gauge | | acceptors alive |
 //! | `synack_accept_queue_depth` | gauge | `listener`, `index` | connections waiting in the kernel accept queue |
 //! | `synack_listen_backlog_effective` | gauge | `listener`, `index` | the backlog the kernel granted |
 //! | `synack_dispatch_latency_seconds` | histogram | | `accept()` to handler start |
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use socket2::Socket;
@@ -37,12 +40,14 @@ use crate::sys;
 /// The dispatch-latency histogram's name.
 pub const DISPATCH_LATENCY: &str = "synack_dispatch_latency_seconds";
 
-/// The publisher thread; it publishes once more when stopped.
+/// The publisher thread; it publishes once more when stopped. It holds the listeners weakly:
+/// a graceful shutdown closes them as soon as the acceptors are done, while the publisher runs
+/// on through the grace period.
 #[derive(Debug)]
 pub(crate) struct Publisher {
     periodic: Periodic,
     shared: Arc<Shared>,
-    listeners: Arc<[(ListenerInfo, Arc<Socket>)]>,
+    listeners: Arc<[(ListenerInfo, Weak<Socket>)]>,
 }
 
 impl Publisher {
@@ -51,7 +56,10 @@ impl Publisher {
         listeners: Vec<(ListenerInfo, Arc<Socket>)>,
         interval: Duration,
     ) -> std::io::Result<Self> {
-        let listeners: Arc<[_]> = listeners.into();
+        let listeners: Arc<[_]> = listeners
+            .into_iter()
+            .map(|(info, sock)| (info, Arc::downgrade(&sock)))
+            .collect();
         publish(&shared, &listeners);
         let (s, l) = (shared.clone(), listeners.clone());
         let periodic = Periodic::spawn("synack-metrics", interval, move || publish(&s, &l))?;
@@ -68,13 +76,14 @@ impl Publisher {
     }
 }
 
-fn publish(shared: &Shared, listeners: &[(ListenerInfo, Arc<Socket>)]) {
+fn publish(shared: &Shared, listeners: &[(ListenerInfo, Weak<Socket>)]) {
     let s = shared.merged_stats();
     metrics::counter!("synack_connections_accepted_total").absolute(s.accepted);
     metrics::counter!("synack_connections_rejected_total").absolute(s.rejected);
     metrics::counter!("synack_connections_shed_total").absolute(s.shed);
     metrics::counter!("synack_connections_completed_total").absolute(s.completed);
     metrics::counter!("synack_connections_aborted_total").absolute(s.aborted);
+    metrics::counter!("synack_connections_lost_total").absolute(s.lost);
     metrics::counter!("synack_handler_panics_total").absolute(s.handler_panics);
     metrics::counter!("synack_handler_errors_total").absolute(s.handler_errors);
     metrics::counter!("synack_limit_reached_total").absolute(s.limit_reached);
@@ -84,12 +93,19 @@ fn publish(shared: &Shared, listeners: &[(ListenerInfo, Arc<Socket>)]) {
     }
     metrics::gauge!("synack_connections_open").set(s.open as f64);
     metrics::gauge!("synack_connections_max").set(shared.limit.max() as f64);
+    let alive = |v: &[bool]| v.iter().filter(|a| **a).count() as f64;
+    metrics::gauge!("synack_workers_alive").set(alive(&s.workers_alive));
+    metrics::gauge!("synack_acceptors_alive").set(alive(&s.acceptors_alive));
     for (info, sock) in listeners {
         let labels = [
             ("listener", info.local_addr.to_string()),
             ("index", info.index.to_string()),
         ];
-        if let Ok(Some(q)) = sys::listen_queue(&**sock) {
+        // A listener already closed (by a shutdown) is left out.
+        let Some(sock) = sock.upgrade() else {
+            continue;
+        };
+        if let Ok(Some(q)) = sys::listen_queue(&*sock) {
             metrics::gauge!("synack_accept_queue_depth", &labels).set(q.len as f64);
             metrics::gauge!("synack_listen_backlog_effective", &labels).set(q.max as f64);
         } else if let Some(b) = info.effective_backlog {

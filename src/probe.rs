@@ -1,6 +1,8 @@
 //! The probe header: with [`ServerBuilder::probe`](crate::ServerBuilder::probe) on, the server
 //! writes 24 bytes on every connection before its handler runs, so a client on the same host
 //! (`synack-load flood --probe`) can split each connection's life at the server's `accept()`.
+//! Never on a public listener: the header gives every client the host's `CLOCK_MONOTONIC`
+//! (its uptime) and the server's timing.
 //!
 //! | bytes | content |
 //! |---|---|

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::acceptor::{AcceptorExit, AcceptorShared, Control};
+use crate::acceptor::{AcceptorExit, AcceptorShared, Control, Wake};
 use crate::builder::ServerBuilder;
 use crate::limit::Limit;
 use crate::listener::ListenerInfo;
@@ -45,7 +45,14 @@ impl Shared {
         let acceptors: Vec<_> = self.acceptors.iter().map(|a| &a.stats).collect();
         let workers: Vec<_> = self.workers.iter().map(|w| &w.stats).collect();
         let open = self.workers.iter().map(|w| w.open.load(Relaxed)).collect();
-        Stats::merge(&acceptors, &workers, open)
+        let mut s = Stats::merge(&acceptors, &workers, open);
+        s.workers_alive = self.workers.iter().map(|w| w.alive.load(Relaxed)).collect();
+        s.acceptors_alive = self
+            .acceptors
+            .iter()
+            .map(|a| a.alive.load(Relaxed))
+            .collect();
+        s
     }
 
     /// A connection on `worker` ended.
@@ -88,19 +95,32 @@ pub(crate) enum AcceptorDone {
 
 /// What a graceful shutdown did.
 ///
-/// Every connection accepted is accounted for: `open_at_start + drained == completed + aborted`.
+/// The figures are counted independently of one another: `open_at_start` from the open
+/// connections and the accepts, the rest from how each handler ended. When every connection is
+/// accounted for, `open_at_start + drained == completed + aborted + lost` (with no handler
+/// keeping its connection past its end) and [`unaccounted`](Self::unaccounted) is 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Connections open (accepted, handler not finished) when the shutdown began, including
-    /// any accepted before the acceptors saw the stop.
+    /// Connections open (accepted, not yet closed) when the shutdown began, plus those accepted
+    /// before the acceptors saw the stop. (A connection accepted at the very moment the shutdown
+    /// begins may be counted here or missed: the open and accepted counts are read one after
+    /// the other.)
     pub open_at_start: u64,
     /// Connections taken from the kernel accept queue during the shutdown and handed to handlers.
     pub drained: u64,
     /// Handlers that finished during the shutdown (panics and errors included).
     pub completed: u64,
-    /// Handlers cancelled when the grace period ran out.
+    /// Handlers cancelled when the grace period ran out (or with a worker that died).
     pub aborted: u64,
+    /// Connections accepted and closed during the shutdown without a handler, their worker
+    /// having died (see [`Stats::lost`]).
+    pub lost: u64,
+    /// Over the server's whole life, once its workers have stopped: connections accepted less
+    /// those completed, aborted, lost and still open. 0 when every connection is accounted
+    /// for; above 0, connections vanished uncounted; below 0, some were counted twice (or a
+    /// connection was kept, and counted open, after its handler completed).
+    pub unaccounted: i64,
     /// Connections still in the kernel accept queue when the listeners closed: the kernel
     /// resets them (read from `TCP_INFO`; 0 where unknown).
     pub left_in_queue: u64,
@@ -199,13 +219,26 @@ impl Server {
     /// Stops accepting. New connections complete the handshake in the kernel and wait in the
     /// accept queue (up to the effective backlog). When this returns, no acceptor will call
     /// `accept()` again until [`Server::resume`].
+    ///
+    /// It may be called from a handler (a handle shared into the handler, as a `Weak<Server>`
+    /// for instance). With [`accept_in_workers`](crate::ServerBuilder::accept_in_workers),
+    /// called there it does not wait for the workers to take the order: the caller's own
+    /// worker cannot while its handler runs (waiting for it would deadlock the worker), nor
+    /// can another one whose handler is pausing too. The order takes effect instead at each
+    /// worker's next `accept()`, its own included (also within an accept batch that started
+    /// the handler); an `accept()` already under way on another worker may still complete.
     pub fn pause(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
+        let from_worker = crate::worker::on_worker_of(&self.shared);
         let mut asked = 0;
         for (i, a) in self.acceptors.iter().enumerate() {
             if a.ctrl.send(Control::Pause(tx.clone())).is_ok() {
-                self.shared.acceptors[i].waker.wake();
-                asked += 1;
+                let me = &self.shared.acceptors[i];
+                me.pause_ordered.store(true, SeqCst);
+                me.waker.wake();
+                if !(from_worker && matches!(me.waker, Wake::Task(_))) {
+                    asked += 1;
+                }
             }
         }
         drop(tx);
@@ -220,6 +253,9 @@ impl Server {
 
     /// Accepts again after [`Server::pause`].
     pub fn resume(&self) {
+        for a in self.shared.acceptors.iter() {
+            a.pause_ordered.store(false, SeqCst);
+        }
         self.control(|| Control::Resume);
         self.paused.store(false, Relaxed);
         tracing::info!(target: "synack::server", "accepting resumed");
@@ -259,16 +295,27 @@ impl Server {
     /// Shuts down gracefully: stops accepting, takes the connections already waiting in the
     /// kernel accept queues and hands them to handlers (instead of letting the close reset
     /// them), waits for handlers until `grace` has passed since the call, then cancels the
-    /// rest. Must not be called from inside a handler (it waits for the workers to exit).
+    /// rest. A `grace` too long to add to the clock (`Duration::MAX`) means a century, which
+    /// is to say: wait for every handler. Must not be called from inside a handler (it waits
+    /// for the workers to exit).
     pub fn shutdown_blocking(mut self, grace: Duration) -> ShutdownReport {
         let start = Instant::now();
-        let deadline = start + grace;
+        let deadline = deadline_after(start, grace);
         let before = self.stats();
         let open_now = before.open;
         self.shared.shutting_down.store(true, SeqCst);
         self.shared.closing.send_replace(true);
-        tracing::info!(target: "synack::server", open = open_now, grace_ms = grace.as_millis() as u64, "shutting down");
-        let left_in_queue = self.stop_acceptors(true, deadline);
+        tracing::info!(target: "synack::server", open = open_now,
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "shutting down");
+        self.stop_acceptors(true, deadline);
+        // Each listener read once (several acceptors may share one), now that nothing accepts
+        // from it and before it closes: the kernel resets what it holds then.
+        let left_in_queue = self
+            .sockets
+            .iter()
+            .filter_map(|s| sys::listen_queue(&**s).ok().flatten())
+            .map(|q| u64::from(q.len))
+            .sum();
         if let Some(mut s) = self.sampler.take() {
             s.stop();
         }
@@ -294,31 +341,37 @@ impl Server {
         }
         let after = self.stats();
         let drained = after.drained - before.drained;
-        let completed = after.completed - before.completed;
-        let aborted = after.aborted - before.aborted;
+        // Accepted since `before`: drained, or accepted before the acceptors saw the stop.
+        let accepted = after.accepted - before.accepted;
+        let ended = after.completed + after.aborted + after.lost + after.open;
         let report = ShutdownReport {
-            // Every connection that ended during the shutdown and was not drained was open
-            // when it began (or was accepted before the acceptors saw the stop): counted this
-            // way, the report balances exactly, with no race against the acceptors.
-            open_at_start: (completed + aborted).saturating_sub(drained),
+            open_at_start: open_now + accepted.saturating_sub(drained),
             drained,
-            completed,
-            aborted,
+            completed: after.completed - before.completed,
+            aborted: after.aborted - before.aborted,
+            lost: after.lost - before.lost,
+            unaccounted: i64::try_from(after.accepted).unwrap_or(i64::MAX)
+                - i64::try_from(ended).unwrap_or(i64::MAX),
             left_in_queue,
             elapsed: start.elapsed(),
         };
-        tracing::info!(target: "synack::server", drained = report.drained, completed = report.completed,
-            aborted = report.aborted, left_in_queue = report.left_in_queue, "shutdown complete");
+        if report.unaccounted != 0 {
+            tracing::error!(target: "synack::server", unaccounted = report.unaccounted,
+                accepted = after.accepted, completed = after.completed, aborted = after.aborted,
+                lost = after.lost, open = after.open, "connections unaccounted for");
+        }
+        tracing::info!(target: "synack::server", open_at_start = report.open_at_start,
+            drained = report.drained, completed = report.completed, aborted = report.aborted,
+            lost = report.lost, left_in_queue = report.left_in_queue, "shutdown complete");
         report
     }
 
-    fn stop_acceptors(&mut self, drain: bool, deadline: Instant) -> u64 {
+    fn stop_acceptors(&mut self, drain: bool, deadline: Instant) {
         self.control(|| Control::Stop { drain, deadline });
-        let mut left = 0;
         for a in &mut self.acceptors {
             match a.done.take() {
                 Some(AcceptorDone::Thread(t)) => match t.join() {
-                    Ok(exit) => left += exit.left_in_queue,
+                    Ok(AcceptorExit) => {}
                     Err(_) => {
                         tracing::error!(target: "synack::server", "an acceptor thread panicked")
                     }
@@ -328,7 +381,7 @@ impl Server {
                     .map_err(drop)
                     .and_then(|rx| rx.recv().map_err(drop))
                 {
-                    Ok(exit) => left += exit.left_in_queue,
+                    Ok(AcceptorExit) => {}
                     Err(_) => {
                         tracing::error!(target: "synack::server", "an accept task ended without reporting (its worker is gone)")
                     }
@@ -337,7 +390,6 @@ impl Server {
             }
         }
         self.acceptors.clear();
-        left
     }
 
     fn stop_workers(&mut self) {
@@ -366,6 +418,16 @@ impl Server {
         tracing::info!(target: "synack::server", signal = sig, "signal received");
         Ok(self.shutdown_blocking(grace))
     }
+}
+
+/// `start + grace`, with `grace` capped at a century so that the sum cannot overflow (and a
+/// day from now should even a century not fit the platform's clock).
+fn deadline_after(start: Instant, grace: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start
+        .checked_add(grace.min(CENTURY))
+        .or_else(|| start.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(start)
 }
 
 impl Drop for Server {

@@ -140,6 +140,8 @@ pub struct AcceptorStats {
     pub shed: AtomicU64,
     pub drained: AtomicU64,
     pub limit_reached: AtomicU64,
+    /// Accepted, then closed unserved: no worker was alive.
+    pub lost: AtomicU64,
     pub errors: [AtomicU64; AcceptErrorKind::ALL.len()],
     pub batch: Mutex<Histogram<u64>>,
 }
@@ -159,6 +161,7 @@ impl AcceptorStats {
             shed: AtomicU64::new(0),
             drained: AtomicU64::new(0),
             limit_reached: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
             errors: Default::default(),
             batch: Mutex::new(batch_histogram()),
         }
@@ -187,6 +190,8 @@ pub struct WorkerStats {
     pub aborted: AtomicU64,
     pub panics: AtomicU64,
     pub handler_errors: AtomicU64,
+    /// Dispatched to this worker, then closed unserved: the worker had died.
+    pub lost: AtomicU64,
     pub dispatch_us: Mutex<Histogram<u64>>,
 }
 
@@ -211,6 +216,7 @@ impl WorkerStats {
             aborted: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             handler_errors: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
             dispatch_us: Mutex::new(latency_histogram()),
         }
     }
@@ -257,9 +263,14 @@ pub struct Stats {
     pub open_per_worker: Vec<u64>,
     /// Handlers that returned (or panicked).
     pub completed: u64,
-    /// Handlers cancelled at the end of a shutdown's grace period.
+    /// Handlers cancelled before their end: at the end of a shutdown's grace period, or with
+    /// their worker when it died.
     pub aborted: u64,
-    /// Handlers that panicked (counted in `completed` too).
+    /// Connections accepted and then closed without a handler, because their worker had died
+    /// (or no worker was alive): see [`workers_alive`](Self::workers_alive).
+    pub lost: u64,
+    /// Handlers that panicked, in their code or in their future's `Drop` (counted in
+    /// `completed` too, or in `aborted` when the panic came as they were cancelled).
     pub handler_panics: u64,
     /// Handlers that returned an error (counted in `completed` too).
     pub handler_errors: u64,
@@ -277,6 +288,14 @@ pub struct Stats {
     pub paused: bool,
     /// The connection limit.
     pub max_connections: usize,
+    /// Per worker: whether its thread is alive. A worker whose thread died (a panic outside
+    /// any handler's, such as one in a tracing layer) gets no more connections; it is logged
+    /// at error level on `synack::worker`.
+    pub workers_alive: Vec<bool>,
+    /// Per acceptor (with `accept_in_workers`, one per worker): whether it is still accepting
+    /// or able to. A dead one is logged at error level on `synack::acceptor`, and each listener
+    /// no live acceptor takes from any more is shut down.
+    pub acceptors_alive: Vec<bool>,
 }
 
 impl Stats {
@@ -296,6 +315,7 @@ impl Stats {
             open_per_worker,
             completed: 0,
             aborted: 0,
+            lost: 0,
             handler_panics: 0,
             handler_errors: 0,
             limit_reached: 0,
@@ -305,6 +325,8 @@ impl Stats {
             listeners: Vec::new(),
             paused: false,
             max_connections: 0,
+            workers_alive: Vec::new(),
+            acceptors_alive: Vec::new(),
         };
         for a in acceptors {
             s.accepted += a.accepted.load(Relaxed);
@@ -312,6 +334,7 @@ impl Stats {
             s.shed += a.shed.load(Relaxed);
             s.drained += a.drained.load(Relaxed);
             s.limit_reached += a.limit_reached.load(Relaxed);
+            s.lost += a.lost.load(Relaxed);
             for (i, c) in a.errors.iter().enumerate() {
                 s.accept_errors.counts[i] += c.load(Relaxed);
             }
@@ -324,6 +347,7 @@ impl Stats {
             s.aborted += w.aborted.load(Relaxed);
             s.handler_panics += w.panics.load(Relaxed);
             s.handler_errors += w.handler_errors.load(Relaxed);
+            s.lost += w.lost.load(Relaxed);
             if let Ok(h) = w.dispatch_us.lock() {
                 let _ = s.dispatch_latency_us.add(&*h);
             }

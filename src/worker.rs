@@ -4,16 +4,23 @@
 //! its own acceptor as a task, and hands its connections to itself.
 //!
 //! Handlers run on a `LocalSet`, so their futures need not be `Send`. A panicking handler is
-//! caught and counted; its connection is closed, its slot freed, and the worker goes on.
+//! caught and counted; its connection is closed, its slot freed, and the worker goes on. So is
+//! a panic in what runs of the handler's code outside its poll: dropping its future (when it
+//! ends, or is cancelled), its error's `Display`, its output's `Drop`. Should a worker's loop
+//! still die (a panic in a tracing layer, say), the worker is marked dead: the acceptors stop
+//! dispatching to it, what waited in its channel is counted as lost, and, when it was accepting
+//! for itself on a socket of its own, that socket is shut down so the kernel stops queueing
+//! connections there.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -54,6 +61,8 @@ impl<T, E: fmt::Display> HandlerOutput for Result<T, E> {
 pub(crate) struct WorkerShared {
     /// Connections dispatched to this worker and not yet dropped.
     pub open: AtomicU64,
+    /// False once the worker's thread has died: nothing is dispatched to it any more.
+    pub alive: AtomicBool,
     pub stats: WorkerStats,
 }
 
@@ -61,6 +70,7 @@ impl WorkerShared {
     pub fn new() -> Self {
         WorkerShared {
             open: AtomicU64::new(0),
+            alive: AtomicBool::new(true),
             stats: WorkerStats::new(),
         }
     }
@@ -148,9 +158,19 @@ impl<F: FnMut(Accepted)> Dispatch for Local<F> {
         self.worker
     }
 
-    fn deliver(&mut self, _worker: usize, acc: Accepted) {
+    fn deliver(&mut self, _shared: &Shared, _worker: usize, acc: Accepted) {
         (self.start)(acc);
     }
+}
+
+thread_local! {
+    /// On a worker's thread: the server it belongs to (for [`on_worker_of`]).
+    static WORKER_OF: std::cell::Cell<*const Shared> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Whether the calling thread is one of the workers of the server `shared` belongs to.
+pub(crate) fn on_worker_of(shared: &Shared) -> bool {
+    WORKER_OF.with(|w| std::ptr::eq(w.get(), shared))
 }
 
 /// The most new connections a worker takes from its channel before running its handlers.
@@ -201,7 +221,17 @@ where
             if sched_batch {
                 enter_sched_batch();
             }
-            run(rt, rx, ctx, accept)
+            let shared = ctx.shared.clone();
+            WORKER_OF.with(|w| w.set(Arc::as_ptr(&shared)));
+            // The listeners this worker accepts from, for its death notice.
+            let listeners = accept.as_ref().map(|a| a.core.listeners());
+            let mut rx = rx;
+            let ended =
+                std::panic::catch_unwind(AssertUnwindSafe(|| run(rt, &mut rx, ctx, accept)));
+            if let Err(panic) = ended {
+                died(index, &shared, &mut rx, listeners, &*panic);
+                forget_panic(panic);
+            }
         })
         .map_err(|source| Error::Start {
             what: format!("worker thread {index}"),
@@ -213,9 +243,61 @@ where
     })
 }
 
+/// A worker's loop died: marks it (and its accept task) dead, shuts down the sockets nobody
+/// accepts from any more, and counts what waited in its channel as lost.
+fn died(
+    index: usize,
+    shared: &Shared,
+    rx: &mut UnboundedReceiver<WorkerMsg>,
+    listeners: Option<Vec<acceptor::Watched>>,
+    panic: &(dyn std::any::Any + Send),
+) {
+    let msg = panic_message(panic);
+    tracing::error!(target: "synack::worker", worker = index, panic = %msg,
+        "worker died; its connections were cancelled, new ones go to the other workers");
+    if let Some(listeners) = listeners {
+        // The worker was an acceptor too (accept_in_workers): acceptor `index`.
+        acceptor::acceptor_died(shared, index, &listeners, "its worker died");
+    }
+    // Marked dead before its channel is closed: an acceptor that still finds it open may
+    // send, and what it sends is counted below; one that finds it closed dispatches again.
+    shared.workers[index].alive.store(false, SeqCst);
+    rx.close();
+    let stats = &shared.workers[index].stats;
+    let mut lost = 0u64;
+    while let Ok(msg) = rx.try_recv() {
+        if let WorkerMsg::Conn(acc) = msg {
+            stats.lost.fetch_add(1, Relaxed);
+            lost += 1;
+            drop(acc);
+        }
+    }
+    if lost > 0 {
+        tracing::error!(target: "synack::worker", worker = index, lost,
+            "connections waiting for the dead worker were closed");
+    }
+}
+
+/// A panic's message, or a placeholder when its payload is not a string.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+/// Drops a caught panic's payload, whose own `Drop` may panic too: that second payload is
+/// leaked rather than let loose.
+pub(crate) fn forget_panic(panic: Box<dyn std::any::Any + Send>) {
+    if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(panic))) {
+        std::mem::forget(again);
+    }
+}
+
 fn run<H, Fut>(
     rt: tokio::runtime::Runtime,
-    mut rx: UnboundedReceiver<WorkerMsg>,
+    rx: &mut UnboundedReceiver<WorkerMsg>,
     ctx: Ctx<H>,
     accept: Option<AcceptTask>,
 ) where
@@ -320,6 +402,9 @@ where
     Fut: Future + 'static,
     Fut::Output: HandlerOutput,
 {
+    // First, so that a connection lost to a panic from here on (its worker dying) is counted.
+    let guard = AbortGuard { ctx, done: false };
+    let ctx = &guard.ctx;
     listener::configure_accepted(&acc.stream, &ctx.opts);
     let local_addr = match acc.local {
         Some(a) => a,
@@ -344,7 +429,7 @@ where
             conn: Some(Connection::new(acc.stream, info, acc.slot)),
         },
         span,
-        guard: AbortGuard { ctx, done: false },
+        guard,
     }
 }
 
@@ -371,10 +456,36 @@ pin_project_lite::pin_project! {
         span: tracing::Span,
         guard: AbortGuard<H>,
     }
+
+    impl<H, Fut> PinnedDrop for Supervised<H, Fut> {
+        /// A handler cancelled before its end (at the end of a shutdown's grace, or with its
+        /// worker): its future is dropped here, a panic of its `Drop` caught and counted. The
+        /// guard, dropped after, counts it as aborted.
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if matches!(this.stage.as_ref().get_ref(), Stage::Ended) {
+                return;
+            }
+            if let Err(panic) =
+                std::panic::catch_unwind(AssertUnwindSafe(|| this.stage.set(Stage::Ended)))
+            {
+                this.guard.stats().panics.fetch_add(1, Relaxed);
+                let span = &*this.span;
+                let logged = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    tracing::warn!(target: "synack::conn", parent: span, panic = %panic_message(&*panic),
+                        "handler's future panicked when cancelled; connection closed, worker continues");
+                }));
+                forget_panic(panic);
+                if let Err(p) = logged {
+                    forget_panic(p);
+                }
+            }
+        }
+    }
 }
 
 /// Starts the handler on `conn`: records the dispatch, writes the probe header, calls the
-/// handler inside the span, its panic caught.
+/// handler inside the span, its panic (or one of a tracing layer) caught.
 fn start<H, Fut>(
     mut conn: Connection,
     ctx: &Ctx<H>,
@@ -383,28 +494,30 @@ fn start<H, Fut>(
 where
     H: Fn(Connection) -> Fut,
 {
-    let stats = &ctx.shared.workers[ctx.index].stats;
-    let dispatched_at = Instant::now();
-    let accepted_at = conn.info().accepted_at;
-    conn.set_dispatched_at(dispatched_at);
-    let waited = dispatched_at.saturating_duration_since(accepted_at);
-    stats.record_dispatch(waited);
-    #[cfg(feature = "metrics")]
-    if let Some(h) = &ctx.dispatch_hist {
-        h.record(waited.as_secs_f64());
-    }
-    tracing::debug!(target: "synack::conn", parent: span, "connection dispatched");
-    if let Some(clock) = ctx.shared.probe {
-        let header = ProbeHeader {
-            accept_ns: clock.ns(accepted_at),
-            dispatch_ns: clock.ns(dispatched_at),
-        };
-        // 24 bytes into a fresh socket's empty send buffer: written at once.
-        if let Err(e) = conn.write_now(&header.encode()) {
-            tracing::debug!(target: "synack::conn", parent: span, error = %e, "cannot write the probe header");
+    std::panic::catch_unwind(AssertUnwindSafe(move || {
+        let stats = &ctx.shared.workers[ctx.index].stats;
+        let dispatched_at = Instant::now();
+        let accepted_at = conn.info().accepted_at;
+        conn.set_dispatched_at(dispatched_at);
+        let waited = dispatched_at.saturating_duration_since(accepted_at);
+        stats.record_dispatch(waited);
+        #[cfg(feature = "metrics")]
+        if let Some(h) = &ctx.dispatch_hist {
+            h.record(waited.as_secs_f64());
         }
-    }
-    span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(conn))))
+        tracing::debug!(target: "synack::conn", parent: span, "connection dispatched");
+        if let Some(clock) = ctx.shared.probe {
+            let header = ProbeHeader {
+                accept_ns: clock.ns(accepted_at),
+                dispatch_ns: clock.ns(dispatched_at),
+            };
+            // 24 bytes into a fresh socket's empty send buffer: written at once.
+            if let Err(e) = conn.write_now(&header.encode()) {
+                tracing::debug!(target: "synack::conn", parent: span, error = %e, "cannot write the probe header");
+            }
+        }
+        span.in_scope(|| (ctx.handler)(conn))
+    }))
 }
 
 impl<H, Fut> Future for Supervised<H, Fut>
@@ -415,7 +528,7 @@ where
 {
     type Output = ();
 
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let mut this = self.project();
         let outcome = loop {
             match this.stage.as_mut().project() {
@@ -429,8 +542,11 @@ where
                     }
                 }
                 StageProj::Running { fut } => {
-                    let _entered = this.span.enter();
-                    match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+                    let span = &*this.span;
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        let _entered = span.enter();
+                        fut.poll(cx)
+                    })) {
                         Ok(Poll::Pending) => return Poll::Pending,
                         Ok(Poll::Ready(out)) => break Ok(out),
                         Err(panic) => break Err(panic),
@@ -439,32 +555,42 @@ where
                 StageProj::Ended => return Poll::Ready(()),
             }
         };
+        // The handler's future goes first, with the connection if the handler still held it,
+        // so that a handler counted as done has closed its connection and freed its slot. Its
+        // `Drop` is the handler's code: a panic there is caught too.
+        let dropped = std::panic::catch_unwind(AssertUnwindSafe(|| this.stage.set(Stage::Ended)));
+        let panicked = outcome.is_err() || dropped.is_err();
+        this.guard.done = true;
         let span = &*this.span;
         let stats = this.guard.stats();
-        match outcome {
-            Ok(out) => {
-                if let Some(e) = out.error() {
-                    stats.handler_errors.fetch_add(1, Relaxed);
-                    tracing::debug!(target: "synack::conn", parent: span, error = %e, "handler returned an error");
+        // What is left runs the handler's code as well (its error's `Display`, its output's
+        // `Drop`) and the tracing layers: caught, so that nothing of it can end the worker.
+        let reported = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            match outcome {
+                Ok(out) => {
+                    if let Some(e) = out.error() {
+                        stats.handler_errors.fetch_add(1, Relaxed);
+                        tracing::debug!(target: "synack::conn", parent: span, error = %e, "handler returned an error");
+                    }
+                }
+                Err(panic) => {
+                    tracing::warn!(target: "synack::conn", parent: span, panic = %panic_message(&*panic),
+                        "handler panicked; connection closed, worker continues");
                 }
             }
-            Err(panic) => {
-                stats.panics.fetch_add(1, Relaxed);
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
-                tracing::warn!(target: "synack::conn", parent: span, panic = %msg,
-                    "handler panicked; connection closed, worker continues");
+            if let Err(panic) = dropped {
+                tracing::warn!(target: "synack::conn", parent: span, panic = %panic_message(&*panic),
+                    "handler's future panicked when dropped; connection closed, worker continues");
             }
+            tracing::debug!(target: "synack::conn", parent: span, "connection done");
+        }));
+        if panicked || reported.is_err() {
+            stats.panics.fetch_add(1, Relaxed);
         }
-        tracing::debug!(target: "synack::conn", parent: span, "connection done");
         stats.completed.fetch_add(1, Relaxed);
-        this.guard.done = true;
-        // Drops the handler's future, and the connection if the handler still held it (a
-        // handler that dropped it earlier freed its slot, and closed it, before this count).
-        this.stage.set(Stage::Ended);
+        if let Err(panic) = reported {
+            forget_panic(panic);
+        }
         Poll::Ready(())
     }
 }

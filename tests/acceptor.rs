@@ -103,18 +103,42 @@ async fn whose(mut conn: synack::Connection) -> std::io::Result<()> {
 
 #[test]
 fn accepting_in_workers_makes_every_worker_an_acceptor_of_its_own_connections() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::time::Duration;
+    // Both workers watch the one socket, and which wins a connection is the kernel's choice.
+    // To see both accept, the first connection's handler holds its worker's thread until
+    // another connection reaches a handler: only the other worker can have accepted that one.
+    let first = Arc::new(AtomicBool::new(true));
+    let (tx, rx) = mpsc::channel::<()>();
+    let (tx, rx) = (Mutex::new(tx), Arc::new(Mutex::new(rx)));
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
         .workers(2)
         .accept_in_workers(true)
-        .serve(whose)
+        .serve(move |conn: synack::Connection| {
+            if first.swap(false, Ordering::SeqCst) {
+                // Bounded: if nothing comes the test fails below (one worker seen).
+                let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+            } else {
+                let _ = tx.lock().unwrap().send(());
+            }
+            whose(conn)
+        })
         .unwrap();
     let addr = server.local_addr();
     let mut seen = std::collections::BTreeSet::new();
     let mut clients = Vec::new();
+    // The first two connect before either is read: the second is accepted while the first
+    // one's worker is held.
+    let mut pending: Vec<_> = (0..2).map(|_| connect(addr)).collect();
     for _ in 0..40 {
-        let mut c = connect(addr);
+        let mut c = if pending.is_empty() {
+            connect(addr)
+        } else {
+            pending.remove(0)
+        };
         let mut buf = [0u8; 3];
         std::io::Read::read_exact(&mut c, &mut buf).unwrap();
         let s = String::from_utf8(buf.to_vec()).unwrap();
@@ -123,12 +147,14 @@ fn accepting_in_workers_makes_every_worker_an_acceptor_of_its_own_connections() 
         seen.insert(w.to_string());
         clients.push(c);
     }
+    assert_eq!(
+        seen,
+        ["0", "1"].map(String::from).into(),
+        "workers that accepted"
+    );
     let s = server.stats();
     assert_eq!(s.accepted, 40);
     assert_eq!(s.open, 40);
-    // Both workers watch the one socket; which wins each connection is the kernel's choice,
-    // so only the total is certain.
-    eprintln!("workers that accepted: {seen:?}");
     drop(clients);
     wait_for("every connection closed", || server.stats().open == 0);
 }
@@ -207,4 +233,62 @@ fn accepting_in_workers_each_handler_starts_before_the_next_accept() {
         assert_eq!(read_n(c, 2), b"hi");
     }
     assert_eq!(*seen.lock().unwrap(), vec![3, 2, 1, 0]);
+}
+
+#[test]
+fn pause_called_from_a_handler_returns_accepting_in_workers() {
+    pause_from_a_handler(true);
+}
+
+#[test]
+fn pause_called_from_a_handler_returns_with_an_acceptor_thread() {
+    pause_from_a_handler(false);
+}
+
+/// The first handler pauses its own server through a handle shared into it; it must return
+/// (accepting in the workers, waiting for its own worker's answer would deadlock it), and the
+/// pause must hold: the next client waits in the queue until `resume`.
+fn pause_from_a_handler(in_workers: bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock, Weak};
+    let handle: Arc<OnceLock<Weak<Server>>> = Arc::default();
+    let first = Arc::new(AtomicBool::new(true));
+    let (h, f) = (handle.clone(), first.clone());
+    let server = Arc::new(
+        Server::builder()
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .workers(2)
+            .accept_in_workers(in_workers)
+            .serve(move |mut conn: synack::Connection| {
+                // Only the first handler takes the handle, and lets it go at once: the last
+                // handle dropped on a worker would stop the server from its own thread.
+                let server = f
+                    .swap(false, Ordering::SeqCst)
+                    .then(|| h.get().and_then(Weak::upgrade))
+                    .flatten();
+                async move {
+                    if let Some(s) = server {
+                        s.pause();
+                        drop(s);
+                        return tokio::io::AsyncWriteExt::write_all(&mut conn, b"paused").await;
+                    }
+                    hi(conn).await
+                }
+            })
+            .unwrap(),
+    );
+    handle.set(Arc::downgrade(&server)).unwrap();
+    let addr = server.local_addr();
+    let mut c = connect(addr);
+    assert_eq!(read_n(&mut c, 6), b"paused");
+    assert!(server.is_paused());
+    let mut waiting = connect(addr);
+    wait_for("the next connection in the accept queue", || {
+        server.stats().listeners[0].queue_len == Some(1)
+    });
+    assert_eq!(server.stats().accepted, 1);
+    server.resume();
+    assert_eq!(read_n(&mut waiting, 2), b"hi");
+    assert_eq!(server.stats().accepted, 2);
 }

@@ -2,11 +2,13 @@
 //! loopback connections: responses, keep-alive reuse, graceful shutdown of in-flight requests.
 #![cfg(all(feature = "hyper", feature = "axum"))]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
@@ -15,6 +17,15 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use synack::Server;
+
+/// Polls `cond` until it holds; fails the test (naming `what`) if it does not within 30 s.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
 async fn client(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -74,7 +85,8 @@ async fn a_hyper_service_answers_and_keeps_connections_alive() {
     assert_eq!(server.stats().accepted, 1);
     drop(c);
     let report = server.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(report.aborted, 0);
+    assert_eq!(report.aborted, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
 }
 
 #[tokio::test]
@@ -109,32 +121,43 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     let server = hyper_server(started.clone());
     let mut c = client(server.local_addr()).await;
     let request = tokio::spawn(async move { get(&mut c, "/slow").await });
-    while !started.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("the slow request to start", || {
+        started.load(Ordering::SeqCst)
+    })
+    .await;
     let report = server.shutdown(Duration::from_secs(10)).await;
     assert_eq!(request.await.unwrap(), (StatusCode::OK, "slow done".into()));
-    assert_eq!(report.open_at_start, 1);
+    // The one connection this test made was open, and finished in the grace period.
+    assert_eq!(report.open_at_start, 1, "{report:?}");
+    assert_eq!(report.drained, 0, "{report:?}");
     assert_eq!(report.completed, 1, "{report:?}");
-    assert_eq!(report.aborted, 0);
+    assert_eq!(report.aborted, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
 }
 
-#[tokio::test]
-async fn a_request_waiting_in_the_queue_at_shutdown_is_answered() {
+#[test]
+fn a_request_waiting_in_the_queue_at_shutdown_is_answered() {
+    use std::io::{Read, Write};
     let server = hyper_server(Arc::default());
     server.pause();
-    let addr = server.local_addr();
-    let request = tokio::spawn(async move {
-        let mut c = client(addr).await;
-        get(&mut c, "/").await
+    let mut c = common::connect(server.local_addr());
+    common::wait_for("the connection in the accept queue", || {
+        server.stats().listeners[0].queue_len == Some(1)
     });
-    while server.stats().listeners[0].queue_len != Some(1) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // Give the client time to write its request into the queued connection.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let report = server.shutdown(Duration::from_secs(10)).await;
-    assert_eq!(request.await.unwrap(), (StatusCode::OK, "hello".into()));
-    assert_eq!(report.drained, 1);
-    assert_eq!(report.aborted, 0);
+    c.write_all(b"GET / HTTP/1.1\r\nhost: synack.test\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    // Once the server's kernel has acknowledged it, the request waits in the queued
+    // connection's receive buffer.
+    common::wait_for("the request acknowledged", || {
+        synack::sys::tcp_info(&c).unwrap().unwrap().unacked == 0
+    });
+    let report = server.shutdown_blocking(Duration::from_secs(10));
+    let mut response = String::new();
+    c.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("\r\n\r\nhello"), "{response}");
+    assert_eq!(report.drained, 1, "{report:?}");
+    assert_eq!(report.open_at_start, 0, "{report:?}");
+    assert_eq!(report.aborted, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
 }

@@ -1,11 +1,16 @@
 //! Per-namespace sysctls: in a network namespace of its own with `net.core.somaxconn` = 64, a
-//! listener asking for 1024 gets 64, and synack says so. Needs root and iproute2; skipped
-//! visibly otherwise.
+//! listener asking for 1024 gets 64, and synack says so. There too, where loopback is the only
+//! interface, a wildcard listener (`0.0.0.0`) reports the address a client actually reached
+//! (so no test listens on every interface of the host). Needs root and iproute2: skipped
+//! visibly without them, and a failure under CI (`CI=true`), which runs as root.
+
+mod common;
 
 use std::io::Write;
 use std::process::Command;
 
 use synack::Server;
+use tokio::io::AsyncWriteExt;
 
 struct Netns(String);
 
@@ -52,6 +57,11 @@ fn run(args: &[&str]) -> Result<String, String> {
 #[ignore = "run inside a network namespace by somaxconn_caps_the_backlog_in_a_namespace"]
 fn somaxconn_child() {
     if std::env::var_os("SYNACK_NETNS_CHILD").is_none() {
+        common::skipped(
+            "somaxconn_child",
+            "a helper run inside a network namespace by somaxconn_caps_the_backlog_in_a_namespace; \
+             it checks nothing on its own",
+        );
         return;
     }
     let server = Server::builder()
@@ -69,6 +79,24 @@ fn somaxconn_child() {
         l.requested_backlog, l.effective_backlog, l.somaxconn
     )
     .unwrap();
+    // A wildcard listener: the connection's local address is read with getsockname.
+    let wild = Server::builder()
+        .bind("0.0.0.0:0")
+        .unwrap()
+        .workers(1)
+        .serve(|mut conn: synack::Connection| async move {
+            let l = conn.local_addr();
+            conn.write_all(l.to_string().as_bytes()).await
+        })
+        .unwrap();
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], wild.local_addr().port()));
+    writeln!(
+        out,
+        "WILDCARD reached={} reported={}",
+        target,
+        common::fetch(target)
+    )
+    .unwrap();
     out.flush().unwrap();
 }
 
@@ -77,8 +105,9 @@ fn somaxconn_caps_the_backlog_in_a_namespace() {
     let ns = match Netns::create() {
         Ok(ns) => ns,
         Err(why) => {
-            eprintln!(
-                "SKIPPED somaxconn_caps_the_backlog_in_a_namespace: needs root and iproute2 ({why})"
+            common::skip_unless_ci(
+                "somaxconn_caps_the_backlog_in_a_namespace",
+                &format!("needs root and iproute2 ({why})"),
             );
             return;
         }
@@ -103,4 +132,13 @@ fn somaxconn_caps_the_backlog_in_a_namespace() {
         out.contains("RESULT requested=1024 effective=Some(64) somaxconn=Some(64)"),
         "{out}"
     );
+    let wildcard = out
+        .lines()
+        .find_map(|l| l.split_once("WILDCARD ").map(|(_, w)| w))
+        .unwrap_or_else(|| panic!("{out}"));
+    let (reached, reported) = wildcard
+        .strip_prefix("reached=")
+        .and_then(|w| w.split_once(" reported="))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(reached, reported.trim(), "{out}");
 }

@@ -5,7 +5,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{connect, hi, read_n, wait_for};
+use common::{connect, hi, hi_and_hold, read_n, wait_for};
 use synack::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -33,16 +33,58 @@ fn drain_on_shutdown(in_workers: bool) {
         server.stats().listeners[0].queue_len == Some(3)
     });
     let report = server.shutdown_blocking(Duration::from_secs(10));
-    assert_eq!(report.drained, 3);
-    assert_eq!(report.completed, 3);
-    assert_eq!(report.aborted, 0);
-    assert_eq!(report.left_in_queue, 0);
-    assert_eq!(
-        report.open_at_start + report.drained,
-        report.completed + report.aborted
-    );
+    // Paused from the start: none of the clients this test connected was open, each was drained.
+    assert_eq!(report.open_at_start, 0, "{report:?}");
+    assert_eq!(report.drained, clients.len() as u64, "{report:?}");
+    assert_eq!(report.completed, clients.len() as u64, "{report:?}");
+    assert_eq!((report.aborted, report.lost), (0, 0), "{report:?}");
+    assert_eq!(report.left_in_queue, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
     for c in &mut clients {
         assert_eq!(read_n(c, 2), b"hi");
+    }
+}
+
+#[test]
+fn what_is_left_in_a_shared_queue_is_counted_once_with_two_acceptors() {
+    left_in_a_shared_queue(false);
+}
+
+#[test]
+fn what_is_left_in_a_shared_queue_is_counted_once_accepting_in_two_workers() {
+    left_in_a_shared_queue(true);
+}
+
+/// Two acceptors on one socket (no `reuse_port`), at the connection limit: the connections
+/// waiting in its queue when the drain runs out are counted once, not once per acceptor.
+fn left_in_a_shared_queue(in_workers: bool) {
+    let builder = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .max_connections(1);
+    let builder = if in_workers {
+        builder.accept_in_workers(true).workers(2)
+    } else {
+        builder.acceptors(2).workers(1)
+    };
+    let server = builder.serve(hi_and_hold).unwrap();
+    let addr = server.local_addr();
+    let mut held = connect(addr);
+    assert_eq!(read_n(&mut held, 2), b"hi");
+    let mut waiting: Vec<_> = (0..5).map(|_| connect(addr)).collect();
+    wait_for("five connections queued at the limit", || {
+        server.stats().listeners[0].queue_len == Some(5)
+    });
+    // At the limit, the drain takes nothing: the grace runs out with the five still queued.
+    let report = server.shutdown_blocking(Duration::from_millis(100));
+    assert_eq!(report.left_in_queue, waiting.len() as u64, "{report:?}");
+    assert_eq!(report.open_at_start, 1, "{report:?}");
+    assert_eq!((report.drained, report.aborted), (0, 1), "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
+    // The kernel reset them when the listener closed.
+    for c in &mut waiting {
+        let e = c.read(&mut [0u8; 1]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
     }
 }
 
@@ -71,9 +113,12 @@ fn abort_after_grace(in_workers: bool) {
     let mut c = connect(server.local_addr());
     assert_eq!(read_n(&mut c, 2), b"hi");
     let report = server.shutdown_blocking(Duration::from_millis(100));
-    assert_eq!(report.open_at_start, 1);
-    assert_eq!(report.aborted, 1);
-    assert_eq!(report.completed, 0);
+    // The one client this test connected was open, and its handler never ends.
+    assert_eq!(report.open_at_start, 1, "{report:?}");
+    assert_eq!(report.drained, 0, "{report:?}");
+    assert_eq!(report.aborted, 1, "{report:?}");
+    assert_eq!(report.completed, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
     // The aborted connection is closed.
     let mut rest = Vec::new();
     let _ = c.read_to_end(&mut rest);
@@ -86,45 +131,30 @@ async fn an_in_flight_handler_finishes_within_the_grace_period() {
         .bind("127.0.0.1:0")
         .unwrap()
         .workers(1)
-        .serve(|mut conn: synack::Connection| async move {
-            conn.write_all(b"hi").await?;
-            let mut b = [0u8; 1];
-            conn.read_exact(&mut b).await?;
-            conn.write_all(b"done").await
-        })
+        .serve(finishes_when_told)
         .unwrap();
     let addr = server.local_addr();
-    let client = std::thread::spawn(move || {
+    let mut c = tokio::task::spawn_blocking(move || {
         let mut c = connect(addr);
         assert_eq!(read_n(&mut c, 2), b"hi");
         c
-    });
-    let mut c = tokio::task::spawn_blocking(move || client.join().unwrap())
+    })
+    .await
+    .unwrap();
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(30)));
+    // The handler sees the shutdown begin, and still finishes.
+    tokio::task::spawn_blocking(move || finish(&mut c))
         .await
         .unwrap();
-    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(30)));
-    // Once the listener is closed the shutdown is under way, and the handler still waits.
-    tokio::task::spawn_blocking(move || {
-        wait_for("the listener to close", || {
-            std::net::TcpStream::connect(addr).is_err()
-        })
-    })
-    .await
-    .unwrap();
-    c.write_all(b"x").unwrap();
-    let got = tokio::task::spawn_blocking(move || {
-        let mut s = String::new();
-        c.read_to_string(&mut s).unwrap();
-        s
-    })
-    .await
-    .unwrap();
-    assert_eq!(got, "done");
     let report = shutdown.await.unwrap();
-    // Our connection was open at the start; probes that raced the close may add to it.
-    assert!(report.open_at_start >= 1, "{report:?}");
-    assert_eq!(report.completed, report.open_at_start + report.drained);
-    assert_eq!(report.aborted, 0);
+    // The one client this test connected, open at the start, finished in the grace period.
+    assert_eq!(report.open_at_start, 1, "{report:?}");
+    assert_eq!(report.drained, 0, "{report:?}");
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(report.aborted, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
+    let e = std::net::TcpStream::connect(addr).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
 }
 
 #[test]
@@ -139,4 +169,124 @@ fn dropping_the_server_stops_its_threads_and_closes_the_listener() {
     drop(server);
     let e = std::net::TcpStream::connect(addr).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+/// With metrics on, the publisher runs through the grace period; the listener still closes as
+/// soon as the acceptors are done, so a client arriving then is refused at once instead of
+/// being queued and reset (uncounted) when the grace ends.
+#[cfg(feature = "metrics")]
+#[test]
+fn with_metrics_on_the_listener_closes_when_the_drain_ends() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .metrics(Duration::from_millis(1))
+        .serve(|mut conn: synack::Connection| async move {
+            conn.write_all(b"hi").await?;
+            let mut b = [0u8; 1];
+            conn.read_exact(&mut b).await?;
+            conn.write_all(b"done").await
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let mut c = connect(addr);
+    assert_eq!(read_n(&mut c, 2), b"hi");
+    let shutdown = std::thread::spawn(move || server.shutdown_blocking(Duration::from_secs(60)));
+    // The handler waits for our byte, so the grace period is on while this polls. Probes that
+    // connect before the listener closes are drained (or reset with it).
+    let mut refused = None;
+    wait_for(
+        "the listener to close during the grace period",
+        || match std::net::TcpStream::connect(addr) {
+            Ok(_) => false,
+            Err(e) => {
+                refused = Some(e.kind());
+                true
+            }
+        },
+    );
+    assert_eq!(refused, Some(std::io::ErrorKind::ConnectionRefused));
+    c.write_all(b"x").unwrap();
+    let mut rest = String::new();
+    c.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "done");
+    let report = shutdown.join().unwrap();
+    assert_eq!(report.aborted, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
+}
+
+/// A handler that greets, says when the shutdown begins, then waits for a byte to finish.
+async fn finishes_when_told(mut conn: synack::Connection) -> std::io::Result<()> {
+    conn.write_all(b"hi").await?;
+    conn.closing().wait().await;
+    conn.write_all(b"closing").await?;
+    let mut b = [0u8; 1];
+    conn.read_exact(&mut b).await?;
+    conn.write_all(b"done").await
+}
+
+/// Tells a `finishes_when_told` handler to finish once the shutdown has begun.
+fn finish(c: &mut std::net::TcpStream) {
+    assert_eq!(read_n(c, 7), b"closing");
+    c.write_all(b"x").unwrap();
+    let mut rest = String::new();
+    c.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "done");
+}
+
+#[test]
+fn a_grace_of_duration_max_waits_for_the_handlers_without_panicking() {
+    for in_workers in [false, true] {
+        let server = Server::builder()
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .workers(1)
+            .accept_in_workers(in_workers)
+            .serve(finishes_when_told)
+            .unwrap();
+        let mut c = connect(server.local_addr());
+        assert_eq!(read_n(&mut c, 2), b"hi");
+        let shutdown = std::thread::spawn(move || server.shutdown_blocking(Duration::MAX));
+        finish(&mut c);
+        let report = shutdown
+            .join()
+            .expect("shutdown_blocking(Duration::MAX) panicked");
+        assert_eq!(
+            (report.open_at_start, report.completed),
+            (1, 1),
+            "{report:?}"
+        );
+        assert_eq!((report.aborted, report.unaccounted), (0, 0), "{report:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_async_shutdown_with_a_grace_of_duration_max_reports() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .serve(finishes_when_told)
+        .unwrap();
+    let addr = server.local_addr();
+    let mut c = tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        assert_eq!(read_n(&mut c, 2), b"hi");
+        c
+    })
+    .await
+    .unwrap();
+    let shutdown = tokio::spawn(server.shutdown(Duration::MAX));
+    tokio::task::spawn_blocking(move || finish(&mut c))
+        .await
+        .unwrap();
+    // A panic on the shutdown thread would have given the default report.
+    let report = shutdown.await.unwrap();
+    assert_eq!(
+        (report.open_at_start, report.completed),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!((report.aborted, report.unaccounted), (0, 0), "{report:?}");
 }

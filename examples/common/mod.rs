@@ -8,8 +8,9 @@ use clap::Args;
 /// The address the examples listen on when neither --addr nor --config names one.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 
-/// Flags every example server takes. With --config, the file is the base and the flags given
-/// override it.
+/// Flags every example server takes: the common knobs (the rest through --config). With
+/// --config, the file is the base and the flags given override it; a flag left out (an on/off
+/// flag included) keeps the file's value.
 #[derive(Debug, Args)]
 pub struct ServerFlags {
     /// A TOML configuration file (every builder knob; see examples/synack.toml).
@@ -136,12 +137,14 @@ pub fn print_listeners(name: &str, server: &synack::Server) {
 pub fn run(server: synack::Server, grace: Duration) -> Result<(), synack::Error> {
     let report = server.run_until_signal(grace)?;
     println!(
-        "stopped: {} open at shutdown, {} drained from the queue, {} completed, {} aborted, {} left in the kernel queue",
+        "stopped: {} open at shutdown, {} drained from the queue, {} completed, {} aborted, {} lost, {} left in the kernel queue, {} unaccounted",
         report.open_at_start,
         report.drained,
         report.completed,
         report.aborted,
-        report.left_in_queue
+        report.lost,
+        report.left_in_queue,
+        report.unaccounted
     );
     Ok(())
 }

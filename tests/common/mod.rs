@@ -17,6 +17,31 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Says that the calling test is skipped, and why, so that a passing run shows it: the line
+/// goes straight to the stderr handle, which libtest does not capture (it captures only what
+/// the `print!`/`eprint!` macros write).
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// Whether the tests run in CI (`CI=true`), which runs them as root: a test that needs root or
+/// network namespaces must not skip there.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// For a test that cannot run here for want of root or network namespaces: fails under CI
+/// (`CI=true`), which must provide them, and skips visibly ([`skipped`]) elsewhere.
+pub fn skip_unless_ci(test: &str, why: &str) {
+    if in_ci() {
+        panic!(
+            "{test} needs root and network namespaces, and CI (CI=true) must provide them: {why}"
+        );
+    }
+    skipped(test, why);
+}
+
 /// Connects with a 10 s read timeout.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
