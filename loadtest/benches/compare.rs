@@ -544,7 +544,10 @@ fn parent(kinds: &[&str], memory: bool, seconds: u64, runs: usize) {
                     move |_, p, _| {
                         let est = p.established.load(std::sync::atomic::Ordering::Relaxed);
                         let done = p.finished.load(std::sync::atomic::Ordering::Relaxed);
-                        seen.store(est.saturating_sub(done), std::sync::atomic::Ordering::Relaxed);
+                        seen.store(
+                            est.saturating_sub(done),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                     },
                 )
                 .unwrap()
@@ -628,7 +631,11 @@ open loop past capacity: one generator thread on CPU 1, the floor server on CPU 
     let listed: Vec<String> = not_ok.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!(
         "outcomes besides ok and not_started, all rounds: {}   (kernel: {overflows:+} ListenOverflows host-wide, {retransmitted} timeouts with a retransmitted SYN; late is the generator's: {late})",
-        if listed.is_empty() { "none".to_string() } else { listed.join(", ") }
+        if listed.is_empty() {
+            "none".to_string()
+        } else {
+            listed.join(", ")
+        }
     );
     println!(
         "start lag p99 at 10k/s         {:>8.0} us   (goal < 50 us)",

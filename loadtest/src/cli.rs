@@ -483,7 +483,7 @@ impl ConnArgs {
                 )));
             }
             (Some(m), _) => m as usize,
-            (None, Some(b)) if b == 0 => {
+            (None, Some(0)) => {
                 return Err(UsageError(format!(
                     "{}: raise the hard limit (ulimit -Hn)",
                     limit_text()

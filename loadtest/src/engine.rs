@@ -524,15 +524,20 @@ impl<'a> Thread<'a> {
         let now = Instant::now();
         let lag = now.saturating_duration_since(at);
         record_us(&mut self.rec.start_lag, lag);
-        if !self.plan.is_burst(i) {
+        // Only a schedule with bursts has steady attempts apart from the rest.
+        if matches!(self.plan.load, Load::Open { burst, .. } if burst > 0) && !self.plan.is_burst(i)
+        {
             record_us(&mut self.rec.steady_lag, lag);
         }
-        self.start(Some(at));
+        self.start_at(Some(at), now);
     }
 
     /// Starts one attempt; false when it failed before it existed (counted by its errno).
     fn start(&mut self, sched: Option<Instant>) -> bool {
-        let now = Instant::now();
+        self.start_at(sched, Instant::now())
+    }
+
+    fn start_at(&mut self, sched: Option<Instant>, now: Instant) -> bool {
         self.rec.attempts += 1;
         self.progress.attempts.fetch_add(1, Relaxed);
         let slot = match self.free.pop() {

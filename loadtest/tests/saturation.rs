@@ -95,7 +95,10 @@ fn sweep_names_the_saturation_point_of_a_slow_server_and_none_for_a_fast_one() {
     ]);
     let rep: SweepReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(rep.steps.len(), 2);
-    assert!(rep.steps.iter().all(|s| s.listener_drops == Some(0)), "{text}");
+    assert!(
+        rep.steps.iter().all(|s| s.listener_drops == Some(0)),
+        "{text}"
+    );
     assert_eq!(rep.saturation_rate, None, "{text}");
     assert_eq!(rep.last_good_rate, Some(200.0));
     assert!(text.contains("no saturation up to"), "{text}");
@@ -202,7 +205,13 @@ fn flood_report_is_self_contained_xhtml() {
     let text = std::fs::read_to_string(&page).unwrap();
     // Nothing fetched at view time: no attribute or style points off the page (the SVG
     // namespace URIs are names, not fetches).
-    for fetch in ["src=\"http", "href=\"http", "url(http", "src='http", "href='http"] {
+    for fetch in [
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "src='http",
+        "href='http",
+    ] {
         assert!(!text.contains(fetch), "{fetch}");
     }
     assert!(!text.contains("<script"));
