@@ -180,7 +180,7 @@ pub struct FloodArgs {
     /// Per connection.
     #[command(flatten)]
     pub conn: ConnArgs,
-    /// Also write the report as JSON (schema synack-load/flood/1, see loadtest/SCHEMA.md).
+    /// Also write the report as JSON (schema synack-load/flood/2, see loadtest/SCHEMA.md).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Also write connect latency as an HdrHistogram interval log, one interval per second.
@@ -227,7 +227,7 @@ pub struct SweepArgs {
     /// Per connection.
     #[command(flatten)]
     pub conn: ConnArgs,
-    /// Also write every step as JSON (schema synack-load/sweep/1).
+    /// Also write every step as JSON (schema synack-load/sweep/2).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Also write DIR/report.html with charts.
@@ -303,7 +303,7 @@ pub struct TuneArgs {
     /// generator, and no recommendation stands on it.
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_duration)]
     pub lag_limit: Duration,
-    /// Also write the results as JSON (schema synack-load/tune/1).
+    /// Also write the results as JSON (schema synack-load/tune/2).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Also write DIR/report.html with charts.

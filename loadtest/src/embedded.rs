@@ -38,18 +38,20 @@ pub fn summary(server: &Server) -> String {
     let s = server.stats();
     let l = &server.listeners()[0];
     format!(
-        "embedded synack server {}: backlog asked {} effective {}, {} workers, max {} connections\n  \
-         accepted {}  completed {}  rejected {}  accept errors {}  dispatch p50 {} us p99 {} us  \
+        "embedded synack server {}: backlog asked {} effective {}, {} workers ({} alive), max {} connections\n  \
+         accepted {}  completed {}  rejected {}  lost {}  accept errors {}  dispatch p50 {} us p99 {} us  \
          accept batch mean {:.1}\n",
         l.local_addr,
         l.requested_backlog,
         l.effective_backlog
             .map_or_else(|| "unknown".into(), |b| b.to_string()),
         s.open_per_worker.len(),
+        s.workers_alive.iter().filter(|a| **a).count(),
         s.max_connections,
         s.accepted,
         s.completed,
         s.rejected,
+        s.lost,
         s.accept_errors.total(),
         s.dispatch_latency_us.value_at_quantile(0.5),
         s.dispatch_latency_us.value_at_quantile(0.99),

@@ -213,7 +213,18 @@ pub fn command(args: &FloodArgs) -> i32 {
     print!("{}", table::render(&rep));
     if let Some(s) = server {
         print!("\n{}", embedded::summary(&s));
-        s.shutdown_blocking(Duration::from_secs(1));
+        let r = s.shutdown_blocking(Duration::from_secs(1));
+        println!(
+            "  shutdown: open {} at the start, {} completed, {} aborted, {} lost, {} left in the kernel queue, unaccounted {}",
+            r.open_at_start, r.completed, r.aborted, r.lost, r.left_in_queue, r.unaccounted
+        );
+        if r.unaccounted != 0 {
+            eprintln!(
+                "synack-load: the embedded server lost track of {} connections",
+                r.unaccounted
+            );
+            return 1;
+        }
     }
     if let Some(dir) = &args.report {
         match html::write_flood(dir, &rep) {
