@@ -42,6 +42,9 @@ use crate::record::{
 /// (`BPF_SOCK_OPS_TIMEOUT_INIT`) can lower it; this leaves room down to 150 ms.
 const RETRANS_POSSIBLE: Duration = Duration::from_millis(150);
 
+/// The largest buffer `--send` is written from.
+const PAYLOAD_CHUNK: usize = 64 * 1024;
+
 /// The most attempts a thread starts in one turn of its loop, so that a generator behind its
 /// schedule still turns back to the events of the attempts it has started.
 pub const START_BATCH: usize = 64;
@@ -335,7 +338,8 @@ impl<'a> Thread<'a> {
             retry_wait: RETRY_FIRST,
             source: index,
             buf: vec![0; 64 * 1024],
-            payload: vec![b'x'; plan.send],
+            // `--send` of any size goes out of one buffer of at most this, again and again.
+            payload: vec![b'x'; plan.send.min(PAYLOAD_CHUNK)],
             last_established: None,
         }
     }
@@ -728,8 +732,9 @@ impl<'a> Thread<'a> {
         let Some(a) = self.slots[slot].as_mut() else {
             return;
         };
-        while a.sent < self.payload.len() {
-            match (&a.sock).write(&self.payload[a.sent..]) {
+        while a.sent < self.plan.send {
+            let n = (self.plan.send - a.sent).min(self.payload.len());
+            match (&a.sock).write(&self.payload[..n]) {
                 Ok(n) => a.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -743,7 +748,8 @@ impl<'a> Thread<'a> {
     }
 
     /// Reads the probe header (with `--probe`), then until `--read` bytes came or the peer
-    /// closed (a close without a byte still counts as served: the server took the connection).
+    /// closed (a close before any byte of the answer is `no_answer`: the server took the
+    /// connection but did not answer).
     fn read(&mut self, slot: usize) {
         let want = self.plan.read.unwrap_or(0);
         let probe = self.plan.probe;

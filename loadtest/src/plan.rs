@@ -91,9 +91,14 @@ pub fn fd_budget(threads: usize, other: u64) -> Option<u64> {
 }
 
 impl Plan {
-    /// Whether the engine reuses sockets: asked for, RST closes, and the OS can disconnect.
+    /// Whether the engine reuses sockets: asked for, RST closes, and the OS can disconnect
+    /// with the connection's counters cleared (so `TCP_INFO` retransmissions stay per
+    /// connection: Linux 5.6 and later).
     pub fn uses_socket_reuse(&self) -> bool {
-        self.reuse_sockets && self.close == CloseMode::Rst && synack::sys::CAN_DISCONNECT
+        self.reuse_sockets
+            && self.close == CloseMode::Rst
+            && synack::sys::CAN_DISCONNECT
+            && synack::sys::disconnect_resets_counters()
     }
 
     /// When attempt `i` (0-based, over all threads) is scheduled, as an offset from the start;

@@ -42,6 +42,15 @@ pub(super) fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<Option<TcpInfo>> {
     }))
 }
 
+/// The running kernel's `(major, minor)`, from `/proc/sys/kernel/osrelease` ("6.1.0-18-amd64").
+pub(super) fn kernel_release() -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = text.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 fn clock_tick() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -282,6 +291,7 @@ mod tests {
         let all = super::thread_cpu_times().unwrap().unwrap();
         assert!(!all.is_empty(), "{me:?}: no threads listed");
         assert!(super::current_thread_cpu().unwrap().is_some());
+        assert!(super::kernel_release().is_some_and(|(major, _)| major >= 2));
     }
 
     #[test]

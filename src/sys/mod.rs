@@ -183,6 +183,16 @@ pub fn disconnect(sock: &impl AsFd) -> io::Result<()> {
 /// Whether [`disconnect`] is supported here (Linux).
 pub const CAN_DISCONNECT: bool = imp::CAN_DISCONNECT;
 
+/// Whether a [`disconnect`]ed socket starts its next connection with clean counters: Linux
+/// clears `tcpi_total_retrans` and the other per-connection statistics in `tcp_disconnect`
+/// only since 5.6, so on older kernels a reused socket's SYN-retransmission count would carry
+/// its earlier connections'. False where unknown.
+pub fn disconnect_resets_counters() -> bool {
+    // Read once: callers ask per connection.
+    static RESETS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RESETS.get_or_init(|| imp::kernel_release().is_some_and(|v| v >= (5, 6)))
+}
+
 /// CPU time (user + system) the whole process has used, from `getrusage(RUSAGE_SELF)`.
 pub fn process_cpu_time() -> io::Result<std::time::Duration> {
     unix::process_cpu_time()

@@ -21,6 +21,10 @@ pub(super) fn tcp_info(_fd: BorrowedFd<'_>) -> io::Result<Option<TcpInfo>> {
     Ok(None)
 }
 
+pub(super) fn kernel_release() -> Option<(u32, u32)> {
+    None
+}
+
 pub(super) fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
     Ok(None)
 }
