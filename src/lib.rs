@@ -33,7 +33,8 @@
 //! ```
 
 #![deny(missing_docs)]
-#![forbid(unsafe_op_in_unsafe_fn)]
+// The OS layer, with every `unsafe` block, is its own crate: synack-sys.
+#![deny(unsafe_code)]
 
 pub mod acceptor;
 mod builder;
@@ -52,7 +53,8 @@ pub mod probe;
 mod sampler;
 mod server;
 pub mod stats;
-pub mod sys;
+// The OS layer, private: `crate::sys::...` inside synack, nothing of it in synack's API.
+use synack_sys as sys;
 pub mod worker;
 
 pub use acceptor::FdExhaustionPolicy;

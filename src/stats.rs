@@ -49,15 +49,7 @@ impl AcceptErrorKind {
     pub fn from_errno(errno: i32) -> Self {
         match errno {
             libc::ECONNABORTED => AcceptErrorKind::ConnectionAborted,
-            libc::EPROTO
-            | libc::ENETDOWN
-            | libc::ENOPROTOOPT
-            | libc::EHOSTDOWN
-            | libc::EHOSTUNREACH
-            | libc::EOPNOTSUPP
-            | libc::ENETUNREACH => AcceptErrorKind::Protocol,
-            #[cfg(target_os = "linux")]
-            libc::ENONET => AcceptErrorKind::Protocol,
+            e if crate::sys::errno::is_pending_network_error(e) => AcceptErrorKind::Protocol,
             libc::EPERM => AcceptErrorKind::Permission,
             libc::EMFILE => AcceptErrorKind::ProcessFdLimit,
             libc::ENFILE => AcceptErrorKind::SystemFdLimit,

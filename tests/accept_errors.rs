@@ -45,8 +45,8 @@ fn fd_exhaustion_child() {
         .fd_exhaustion_policy(policy)
         .serve(hi_and_hold)
         .unwrap();
-    let (_, hard) = synack::sys::nofile_limit().unwrap();
-    synack::sys::set_nofile_limit(open_fds() + SPARE_FDS, hard).unwrap();
+    let (_, hard) = synack_sys::nofile_limit().unwrap();
+    synack_sys::set_nofile_limit(open_fds() + SPARE_FDS, hard).unwrap();
     // Written to the real stdout: the test harness captures println!.
     let mut out = std::io::stdout();
     writeln!(out, "PORT {}", server.local_addr().port()).unwrap();

@@ -213,7 +213,7 @@ fn accepting_in_workers_each_handler_starts_before_the_next_accept() {
         .accept_batch(4)
         .workers(1)
         .serve(move |conn: synack::Connection| {
-            let q = synack::sys::listen_queue(fd.get().unwrap())
+            let q = synack_sys::listen_queue(fd.get().unwrap())
                 .unwrap()
                 .unwrap();
             queued.lock().unwrap().push(q.len);

@@ -143,8 +143,8 @@ fn every_knob_reaches_the_server() {
         // The kernel doubles what is set, for its bookkeeping.
         assert!(sock.recv_buffer_size().unwrap() >= 65536);
         assert!(sock.send_buffer_size().unwrap() >= 65536);
-        assert_eq!(synack::sys::fastopen(&fd).unwrap(), 8);
-        assert!(synack::sys::defer_accept(&fd).unwrap() >= 2);
+        assert_eq!(synack_sys::fastopen(&fd).unwrap(), 8);
+        assert!(synack_sys::defer_accept(&fd).unwrap() >= 2);
     }
     let addr = server.local_addr();
 

@@ -149,7 +149,7 @@ fn a_request_waiting_in_the_queue_at_shutdown_is_answered() {
     // Once the server's kernel has acknowledged it, the request waits in the queued
     // connection's receive buffer.
     common::wait_for("the request acknowledged", || {
-        synack::sys::tcp_info(&c).unwrap().unwrap().unacked == 0
+        synack_sys::tcp_info(&c).unwrap().unwrap().unacked == 0
     });
     let report = server.shutdown_blocking(Duration::from_secs(10));
     let mut response = String::new();

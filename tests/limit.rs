@@ -43,7 +43,7 @@ fn queue_at_the_limit(in_workers: bool) {
     wait_for("the limit counted", || server.stats().limit_reached >= 1);
     // Established on the client's side (TCP_ESTABLISHED), still in the queue on the server's,
     // and not accepted: the two handlers are the only ones.
-    assert_eq!(synack::sys::tcp_info(&c).unwrap().unwrap().state, 1);
+    assert_eq!(synack_sys::tcp_info(&c).unwrap().unwrap().state, 1);
     let s = server.stats();
     assert_eq!(s.listeners[0].queue_len, Some(1));
     assert_eq!(s.accepted, 2);

@@ -103,7 +103,7 @@ fn bind_in_use_names_the_address_and_cause() {
 
 #[test]
 fn backlog_above_somaxconn_is_capped_reported_and_warned() {
-    let somaxconn = synack::sys::somaxconn().expect("somaxconn is readable on Linux");
+    let somaxconn = synack_sys::somaxconn().expect("somaxconn is readable on Linux");
     let asked = somaxconn + 1000;
     let logs = common::Captured::default();
     let writer = logs.clone();
@@ -186,8 +186,8 @@ fn defer_accept_and_fastopen_are_set_on_the_listener() {
         .serve(common::hi)
         .unwrap();
     let fd = server.listener_fd(0).unwrap();
-    assert!(synack::sys::defer_accept(&fd).unwrap() >= 5);
-    assert_eq!(synack::sys::fastopen(&fd).unwrap(), 16);
+    assert!(synack_sys::defer_accept(&fd).unwrap() >= 5);
+    assert_eq!(synack_sys::fastopen(&fd).unwrap(), 16);
     // With TCP_DEFER_ACCEPT the connection reaches the handler once the client speaks.
     let mut c = common::connect(server.local_addr());
     std::io::Write::write_all(&mut c, b"x").unwrap();

@@ -62,11 +62,11 @@ fn the_probe_header_carries_accept_and_dispatch_times() {
         .workers(1)
         .serve(hi)
         .unwrap();
-    let before = synack::sys::monotonic_ns();
+    let before = synack_sys::monotonic_ns();
     let mut c = common::connect(server.local_addr());
     let mut header = [0u8; synack::probe::LEN];
     c.read_exact(&mut header).unwrap();
-    let after = synack::sys::monotonic_ns();
+    let after = synack_sys::monotonic_ns();
     let h = synack::probe::ProbeHeader::decode(&header).expect("a synack probe header");
     assert!(before <= h.accept_ns, "{before} {h:?}");
     assert!(h.accept_ns <= h.dispatch_ns, "{h:?}");

@@ -89,10 +89,10 @@ fn main() {
 
 fn child(kind: &str, cpu: Option<usize>) {
     if let Some(c) = cpu {
-        let _ = synack::sys::pin_to_cpu(c);
+        let _ = synack_sys::pin_to_cpu(c);
     }
-    if let Ok((_, hard)) = synack::sys::nofile_limit() {
-        let _ = synack::sys::set_nofile_limit(hard, hard);
+    if let Ok((_, hard)) = synack_sys::nofile_limit() {
+        let _ = synack_sys::set_nofile_limit(hard, hard);
     }
     let mut out = std::io::stdout();
     // "-hold" variants keep each connection open until the client closes it (for memory).
@@ -156,17 +156,17 @@ fn child(kind: &str, cpu: Option<usize>) {
         other => panic!("unknown server {other}"),
     };
     out.flush().unwrap();
-    let base_rss = synack::sys::resident_bytes().unwrap_or(0);
+    let base_rss = synack_sys::resident_bytes().unwrap_or(0);
     for line in std::io::stdin().lines() {
         let line = line.unwrap();
         if line == "report" {
-            let cpu = synack::sys::process_cpu_time().unwrap();
+            let cpu = synack_sys::process_cpu_time().unwrap();
             writeln!(
                 out,
                 "REPORT {} {} {} {}",
                 cpu.as_nanos(),
                 stats(),
-                synack::sys::resident_bytes().unwrap_or(0),
+                synack_sys::resident_bytes().unwrap_or(0),
                 base_rss
             )
             .unwrap();
@@ -448,10 +448,10 @@ fn setup() -> usize {
     // Counted before pinning: the mask narrows what available_parallelism sees.
     let cpus = num_cpus();
     if cpus > 1 {
-        let _ = synack::sys::pin_to_cpu(1);
+        let _ = synack_sys::pin_to_cpu(1);
     }
-    if let Ok((_, hard)) = synack::sys::nofile_limit() {
-        let _ = synack::sys::set_nofile_limit(hard, hard);
+    if let Ok((_, hard)) = synack_sys::nofile_limit() {
+        let _ = synack_sys::set_nofile_limit(hard, hard);
     }
     cpus
 }
@@ -664,7 +664,7 @@ fn ideal_pacer_lag(rate: f64, duration: Duration) -> (u64, u64) {
 
 /// Connections the kernel completed passively (server side) so far: what a generator opened.
 fn passive_opens() -> u64 {
-    synack::sys::tcp_counters()
+    synack_sys::tcp_counters()
         .ok()
         .flatten()
         .and_then(|c| c.get("Tcp.PassiveOpens").copied())
@@ -683,7 +683,7 @@ fn opens_rate(window: Duration) -> f64 {
 /// reset as soon as it is established (at once when `connect` itself completes it, else when
 /// epoll reports it writable) and replaced. No timing, no records, no error kept: what one
 /// core opens when the generator does nothing else. With `reuse`, a connection is reset by
-/// `synack::sys::disconnect` and its socket connects again (as synack-load does by default);
+/// `synack_sys::disconnect` and its socket connects again (as synack-load does by default);
 /// without, it is closed with `SO_LINGER` 0 and a new socket made. Stops at `until`.
 fn connect_loop(addr: SocketAddr, in_flight: usize, until: std::time::Instant, reuse: bool) {
     use mio::unix::SourceFd;
@@ -694,7 +694,7 @@ fn connect_loop(addr: SocketAddr, in_flight: usize, until: std::time::Instant, r
     let target = addr.into();
     let open = |poll: &Poll, slot: usize| -> Option<Socket> {
         while std::time::Instant::now() < until {
-            let s = synack::sys::tcp_socket(Domain::for_address(addr)).ok()?;
+            let s = synack_sys::tcp_socket(Domain::for_address(addr)).ok()?;
             let _ = s.set_linger(Some(Duration::ZERO));
             match s.connect(&target) {
                 Ok(()) => continue, // established already: closed (RST) here
@@ -719,7 +719,7 @@ fn connect_loop(addr: SocketAddr, in_flight: usize, until: std::time::Instant, r
         for ev in events.iter() {
             let slot = ev.token().0;
             match &conns[slot] {
-                Some(s) if reuse && synack::sys::disconnect(s).is_ok() => again.push(slot),
+                Some(s) if reuse && synack_sys::disconnect(s).is_ok() => again.push(slot),
                 _ => conns[slot] = None, // closed with RST (linger 0)
             }
         }

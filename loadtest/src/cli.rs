@@ -469,7 +469,7 @@ impl ConnArgs {
         }
         let budget = crate::plan::fd_budget(threads, other_fds);
         let limit_text = || {
-            let (_, hard) = synack::sys::nofile_limit().unwrap_or((0, 0));
+            let (_, hard) = synack_sys::nofile_limit().unwrap_or((0, 0));
             format!(
                 "the open-file limit (hard {hard}) leaves room for {} attempts in flight",
                 budget.unwrap_or(0)

@@ -210,7 +210,7 @@ pub fn run(
         let h = std::thread::Builder::new()
             .name(format!("synack-load-{index}"))
             .spawn(move || {
-                let cpu = || synack::sys::current_thread_cpu().ok().flatten();
+                let cpu = || synack_sys::current_thread_cpu().ok().flatten();
                 let before = cpu();
                 let mut t = Thread::new(&plan, index, t0, poll, tx, &progress);
                 t.run();
@@ -249,7 +249,7 @@ pub fn run(
 
 /// The CPU time of this process's generator threads (named `synack-load-N`) by name.
 pub fn generator_cpu() -> Vec<(String, Duration)> {
-    let mut v: Vec<(String, Duration)> = synack::sys::thread_cpu_times()
+    let mut v: Vec<(String, Duration)> = synack_sys::thread_cpu_times()
         .ok()
         .flatten()
         .unwrap_or_default()
@@ -622,14 +622,14 @@ impl<'a> Thread<'a> {
 
     /// A new socket with the plan's options, bound to the next source address if any.
     fn new_socket(&mut self) -> io::Result<Socket> {
-        let sock = synack::sys::tcp_socket(self.domain)?;
+        let sock = synack_sys::tcp_socket(self.domain)?;
         if self.plan.close == CloseMode::Rst {
             let _ = sock.set_linger(Some(Duration::ZERO));
         }
         if !self.plan.sources.is_empty() {
             let src = self.plan.sources[self.source % self.plan.sources.len()];
             self.source += 1;
-            let _ = synack::sys::set_bind_address_no_port(&sock);
+            let _ = synack_sys::set_bind_address_no_port(&sock);
             sock.bind(&SocketAddr::new(src, 0).into())?;
         }
         Ok(sock)
@@ -684,7 +684,7 @@ impl<'a> Thread<'a> {
         // none, and skipping TCP_INFO saves a system call on the hot path.
         if took < RETRANS_POSSIBLE {
             self.rec.retrans[0] += 1;
-        } else if let Ok(Some(info)) = synack::sys::tcp_info(&a.sock) {
+        } else if let Ok(Some(info)) = synack_sys::tcp_info(&a.sock) {
             self.rec.retrans[(info.total_retrans as usize).min(MAX_RETRANS_BUCKET)] += 1;
         } else {
             self.rec.retrans_unknown += 1;
@@ -874,12 +874,12 @@ impl<'a> Thread<'a> {
                     let n = errno(&e);
                     return self.finish(slot, Outcome::from_errno(n), Some(n));
                 }
-                match synack::sys::tcp_info(&a.sock) {
-                    Ok(Some(info)) if info.state == synack::sys::TCP_ESTABLISHED => {
+                match synack_sys::tcp_info(&a.sock) {
+                    Ok(Some(info)) if info.state == synack_sys::TCP_ESTABLISHED => {
                         self.late(slot);
                     }
                     Ok(Some(info)) => {
-                        if info.state == synack::sys::TCP_SYN_SENT && info.total_retrans > 0 {
+                        if info.state == synack_sys::TCP_SYN_SENT && info.total_retrans > 0 {
                             self.rec.timeout_retransmitted += 1;
                         }
                         self.finish(slot, Outcome::Timeout, None);
@@ -926,7 +926,7 @@ impl<'a> Thread<'a> {
         // socket waits in the slot for the next attempt; anything else closes (with RST).
         if outcome == Outcome::Ok
             && self.plan.uses_socket_reuse()
-            && synack::sys::disconnect(&a.sock).is_ok()
+            && synack_sys::disconnect(&a.sock).is_ok()
         {
             self.spares[slot] = Some(Spare {
                 registered: a.phase != Phase::Holding,
@@ -1079,8 +1079,8 @@ mod tests {
                 let slot = t.slots.iter().position(Option::is_some).unwrap();
                 let sock = &t.slots[slot].as_ref().unwrap().sock;
                 for _ in 0..500 {
-                    let state = synack::sys::tcp_info(sock).unwrap().unwrap().state;
-                    if state == synack::sys::TCP_ESTABLISHED {
+                    let state = synack_sys::tcp_info(sock).unwrap().unwrap().state;
+                    if state == synack_sys::TCP_ESTABLISHED {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(10));

@@ -28,11 +28,11 @@ pub struct Output {
 
 /// Raises the soft open-file limit to the hard one; returns a note when it changed.
 pub fn raise_nofile_limit() -> Option<String> {
-    let (soft, hard) = synack::sys::nofile_limit().ok()?;
+    let (soft, hard) = synack_sys::nofile_limit().ok()?;
     if soft >= hard {
         return None;
     }
-    synack::sys::set_nofile_limit(hard, hard).ok()?;
+    synack_sys::set_nofile_limit(hard, hard).ok()?;
     Some(format!("raised the open-file limit from {soft} to {hard}"))
 }
 

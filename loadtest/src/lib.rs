@@ -3,6 +3,9 @@
 //! The binary's commands are thin wrappers over [`flood::flood`] and the report module, so the
 //! same engine can be embedded (the tuning and benchmark harnesses use it).
 
+// Every `unsafe` block of the workspace lives in synack-sys.
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod embedded;
 pub mod engine;

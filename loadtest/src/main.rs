@@ -3,6 +3,8 @@
 //! Exit status: 0 when the run completed (whatever the server did), 2 for bad usage, 1 when the
 //! generator itself failed.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use synack_load::cli::{Cli, Command};
 

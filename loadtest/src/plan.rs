@@ -57,7 +57,7 @@ pub struct Plan {
     pub hold: Option<Duration>,
     /// RST or FIN.
     pub close: CloseMode,
-    /// With [`CloseMode::Rst`]: end each connection with [`synack::sys::disconnect`] and
+    /// With [`CloseMode::Rst`]: end each connection with [`synack_sys::disconnect`] and
     /// keep its socket for a later attempt (no socket(), close() and epoll registration per
     /// connection) where the OS allows it. FIN closes always use a new socket.
     pub reuse_sockets: bool,
@@ -86,7 +86,7 @@ pub const FD_RESERVE: u64 = 64;
 /// the process needs meanwhile (an embedded server's connections). `None` when the limit is
 /// unknown.
 pub fn fd_budget(threads: usize, other: u64) -> Option<u64> {
-    let (_, hard) = synack::sys::nofile_limit().ok()?;
+    let (_, hard) = synack_sys::nofile_limit().ok()?;
     Some(hard.saturating_sub(FD_RESERVE + 2 * threads as u64 + other))
 }
 
@@ -97,8 +97,8 @@ impl Plan {
     pub fn uses_socket_reuse(&self) -> bool {
         self.reuse_sockets
             && self.close == CloseMode::Rst
-            && synack::sys::CAN_DISCONNECT
-            && synack::sys::disconnect_resets_counters()
+            && synack_sys::CAN_DISCONNECT
+            && synack_sys::disconnect_resets_counters()
     }
 
     /// When attempt `i` (0-based, over all threads) is scheduled, as an offset from the start;

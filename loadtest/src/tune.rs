@@ -303,7 +303,7 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
         });
         server.shutdown_blocking(Duration::from_millis(500));
     }
-    let somaxconn = synack::sys::somaxconn();
+    let somaxconn = synack_sys::somaxconn();
     // Clean at the target rate, with the deepest queue there inside the headroom.
     let fits = |b: &BacklogResult| {
         let Some(st) = b.steps.iter().find(|s| s.rate >= target_rate * 0.999) else {

@@ -1,14 +1,15 @@
 //! `--watch-listener`: the target listener's accept queue, read from the kernel through
 //! `NETLINK_SOCK_DIAG` (inet_diag, what `ss -lnt` uses), for any server on this host.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-
-#[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "linux")]
-pub use linux::{Diag, ListenerSample, Watcher};
+use synack_sys::diag::{Diag, ListenerSample};
 
 /// The most samples kept.
 pub const MAX_SAMPLES: usize = 100_000;
@@ -54,25 +55,105 @@ pub fn is_local(ip: IpAddr) -> bool {
     ip.is_loopback() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
-/// Off Linux there is no inet_diag: the watch says so instead of guessing.
-#[cfg(not(target_os = "linux"))]
-pub struct Watcher;
+/// A running watch.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<io::Result<QueueWatch>>,
+}
 
-#[cfg(not(target_os = "linux"))]
 impl Watcher {
-    /// Refuses: inet_diag is Linux-only.
-    pub fn start(_target: SocketAddr, _interval: std::time::Duration) -> std::io::Result<Self> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "--watch-listener reads the kernel's queue through inet_diag, which only Linux has",
-        ))
+    /// Checks the target is on this host and has a listener, then samples it every `interval`.
+    pub fn start(target: SocketAddr, interval: Duration) -> io::Result<Self> {
+        if !is_local(target.ip()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--watch-listener: {} is not an address of this host; a listener's queue can only be read on its own host",
+                    target.ip()
+                ),
+            ));
+        }
+        let mut diag = Diag::new()?;
+        let first = diag.listener_queue(target)?;
+        let n = first.sockets;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("--watch-listener: no TCP listener on {target} in this network namespace"),
+            ));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("synack-load-watch".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let mut w = QueueWatch {
+                    sockets: n,
+                    effective_backlog: 0,
+                    peak: 0,
+                    samples: 0,
+                    full_samples: 0,
+                    interval_ms: interval.as_secs_f64() * 1e3,
+                    series: Vec::new(),
+                    drops: None,
+                };
+                let mut next = start;
+                let mut last_drops = first.drops;
+                let mut stopping = false;
+                loop {
+                    // One last sample after the stop, so drops up to the end are counted.
+                    if stop2.load(Relaxed) {
+                        stopping = true;
+                    }
+                    let ListenerSample {
+                        sockets: n,
+                        len,
+                        backlog,
+                        drops,
+                    } = diag.listener_queue(target)?;
+                    if n > 0 {
+                        w.sockets = n;
+                        w.effective_backlog = backlog;
+                        w.peak = w.peak.max(len);
+                        w.samples += 1;
+                        // Linux drops at `len > backlog` (sk_acceptq_is_full): a queue holds
+                        // backlog + 1 before it is full.
+                        if len > backlog {
+                            w.full_samples += 1;
+                        }
+                        // Per step, so a socket that comes or goes does not count its total.
+                        if let (Some(a), Some(b)) = (last_drops, drops) {
+                            w.drops = Some(w.drops.unwrap_or(0) + b.saturating_sub(a));
+                        }
+                        if w.drops.is_none() && drops.is_some() && last_drops.is_none() {
+                            w.drops = Some(0);
+                        }
+                        last_drops = drops;
+                        if w.series.len() < MAX_SAMPLES {
+                            w.series.push(QueuePoint {
+                                t_ms: start.elapsed().as_secs_f64() * 1e3,
+                                len,
+                                backlog,
+                            });
+                        }
+                    }
+                    if stopping {
+                        break;
+                    }
+                    next += interval;
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+                Ok(w)
+            })?;
+        Ok(Watcher { stop, thread })
     }
 
-    /// Never reached: `start` refuses.
-    pub fn finish(self) -> std::io::Result<QueueWatch> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "no watch",
-        ))
+    /// Stops sampling and returns what was seen.
+    pub fn finish(self) -> io::Result<QueueWatch> {
+        self.stop.store(true, Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| io::Error::other("the listener watch thread panicked"))?
     }
 }

@@ -242,20 +242,13 @@ pub fn log_buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
 
 /// Reads the reported kernel counters now.
 pub fn kernel_snapshot() -> Option<BTreeMap<String, u64>> {
-    synack::sys::tcp_counters().ok().flatten()
+    synack_sys::tcp_counters().ok().flatten()
 }
 
 fn read_sysctls() -> BTreeMap<String, String> {
     SYSCTLS
         .iter()
-        .filter_map(|name| {
-            let path = format!("/proc/sys/{}", name.replace('.', "/"));
-            let v = std::fs::read_to_string(path).ok()?;
-            Some((
-                name.to_string(),
-                v.split_whitespace().collect::<Vec<_>>().join(" "),
-            ))
-        })
+        .filter_map(|name| Some((name.to_string(), synack_sys::sysctl_text(name)?)))
         .collect()
 }
 
@@ -500,7 +493,7 @@ pub fn judge_generator(plan: &Plan, run: &RunResult) -> GeneratorReport {
         lag_limit_us,
         max_in_flight: plan.max_in_flight,
         peak_in_flight: rec.peak_in_flight,
-        fd_limit: synack::sys::nofile_limit().ok().map(|(soft, _)| soft),
+        fd_limit: synack_sys::nofile_limit().ok().map(|(soft, _)| soft),
         thread_busy,
         turn_max_us: if rec.turn.is_empty() {
             0
@@ -567,7 +560,7 @@ fn explain(
         ));
     }
     if rec.count(Outcome::FdLimit) > 0 {
-        let (soft, _) = synack::sys::nofile_limit().unwrap_or((0, 0));
+        let (soft, _) = synack_sys::nofile_limit().unwrap_or((0, 0));
         notes.push(format!(
             "the generator's open-file limit ({soft}) was reached (EMFILE/ENFILE), with at most {} attempts in flight: lower --max-in-flight, --concurrency or --hold, or raise the hard limit",
             generator.max_in_flight

@@ -2,14 +2,14 @@
 //! listener with a tokio reactor.
 
 use std::io;
-use std::sync::Arc;
-
-use socket2::Socket;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
 /// Registers a listening socket with the current tokio runtime's reactor, for readability.
-pub(super) fn register_listener(sock: Arc<Socket>) -> io::Result<AsyncFd<Arc<Socket>>> {
+#[cfg(feature = "tokio")]
+pub(super) fn register_listener(
+    sock: std::sync::Arc<socket2::Socket>,
+) -> io::Result<tokio::io::unix::AsyncFd<std::sync::Arc<socket2::Socket>>> {
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
     // SAFETY: the descriptor belongs to the `Socket`, which the `Arc` keeps open and
     // unchanged for as long as the `AsyncFd` holds its clone.
     unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }

@@ -1,8 +1,20 @@
-//! The OS layer: everything synack asks of the kernel that `socket2` and `mio` do not cover.
+//! # synack-sys: the OS layer of synack and synack-load
 //!
-//! This module is the only place with `cfg(target_os = ...)` and `unsafe`. Linux is implemented
-//! in `linux.rs`; other Unixes get the portable fallbacks in `other.rs`, which report "unknown"
-//! (`None`) rather than guess. The load generator (`synack-load`) uses it too.
+//! Everything the two ask of the kernel that `socket2` and `mio` do not cover: `TCP_INFO`,
+//! `/proc` counters and sysctls, socket options, errno classes, resource limits, clocks, and
+//! (feature `diag`) inet_diag. This crate is the only one of the workspace with
+//! `cfg(target_os = ...)` and `unsafe`, each block explained. Linux is implemented in
+//! `linux.rs`; other Unixes get the portable fallbacks in `other.rs`, which report "unknown"
+//! (`None`, or `Unsupported`) rather than guess.
+//!
+//! ```
+//! // The kernel's cap on listen backlogs here, if it says.
+//! let cap: Option<u32> = synack_sys::somaxconn();
+//! # let _ = cap;
+//! ```
+
+#![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::collections::BTreeMap;
 use std::io;
@@ -10,6 +22,10 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
 mod unix;
+
+#[cfg(feature = "diag")]
+pub mod diag;
+pub mod errno;
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -116,7 +132,12 @@ pub fn fastopen(sock: &impl AsFd) -> io::Result<u32> {
 
 /// Accepts one connection, non-blocking and close-on-exec, in one system call where the OS
 /// allows (`accept4` on Linux).
-pub(crate) fn accept(sock: &socket2::Socket) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+///
+/// # Errors
+///
+/// What `accept` says: `WouldBlock` when the queue is empty, `EMFILE`/`ENFILE` when
+/// descriptors run out (see [`errno`]).
+pub fn accept(sock: &socket2::Socket) -> io::Result<(std::net::TcpStream, SocketAddr)> {
     let (conn, addr) = imp::accept(sock)?;
     let addr = addr
         .as_socket()
@@ -126,10 +147,16 @@ pub(crate) fn accept(sock: &socket2::Socket) -> io::Result<(std::net::TcpStream,
 
 /// Whether accepted sockets inherit `TCP_NODELAY`, keepalive and buffer sizes from the
 /// listener, so that setting them once on the listener is enough (true on Linux).
-pub(crate) const ACCEPTED_INHERITS_OPTIONS: bool = imp::ACCEPTED_INHERITS_OPTIONS;
+pub const ACCEPTED_INHERITS_OPTIONS: bool = imp::ACCEPTED_INHERITS_OPTIONS;
 
 /// Registers a listening socket with the current tokio runtime's reactor, for readability.
-pub(crate) fn register_listener(
+///
+/// # Errors
+///
+/// The reactor's, if it cannot register the descriptor; outside a runtime, this panics as
+/// tokio's `AsyncFd` does.
+#[cfg(feature = "tokio")]
+pub fn register_listener(
     sock: std::sync::Arc<socket2::Socket>,
 ) -> io::Result<tokio::io::unix::AsyncFd<std::sync::Arc<socket2::Socket>>> {
     unix::register_listener(sock)
@@ -153,9 +180,15 @@ pub fn tcp_counters() -> io::Result<Option<BTreeMap<String, u64>>> {
 }
 
 /// Reads a numeric sysctl (`"net.core.somaxconn"`) for this network namespace; `None` when
-/// the OS or the name is unknown.
+/// the OS or the name is unknown, or the value is not one number.
 pub fn sysctl(name: &str) -> Option<i64> {
-    imp::sysctl(name)
+    sysctl_text(name)?.parse().ok()
+}
+
+/// Reads a sysctl as text (`"net.ipv4.ip_local_port_range"` gives `"32768 60999"`), its
+/// whitespace folded to single spaces; `None` when the OS or the name is unknown.
+pub fn sysctl_text(name: &str) -> Option<String> {
+    imp::sysctl_text(name)
 }
 
 /// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux): a `bind()` to an address with port 0 before

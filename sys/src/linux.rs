@@ -201,12 +201,13 @@ fn parse_proc_counters(text: &str, out: &mut BTreeMap<String, u64>) {
     }
 }
 
-pub(super) fn sysctl(name: &str) -> Option<i64> {
+pub(super) fn sysctl_text(name: &str) -> Option<String> {
     if name.contains("..") || name.contains('/') {
         return None;
     }
     let path = format!("/proc/sys/{}", name.replace('.', "/"));
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 pub(super) fn set_bind_address_no_port(fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -321,7 +322,7 @@ mod tests {
             let (mut server_side, peer) = listener.accept().unwrap();
             assert_eq!(sock.local_addr().unwrap().as_socket(), Some(peer));
             ports.push(peer.port());
-            crate::sys::disconnect(&sock).unwrap();
+            crate::disconnect(&sock).unwrap();
             assert!(
                 sock.take_error().unwrap().is_none(),
                 "a stale error was left"

@@ -63,7 +63,7 @@ pub(super) fn tcp_counters() -> io::Result<Option<BTreeMap<String, u64>>> {
     Ok(None)
 }
 
-pub(super) fn sysctl(_name: &str) -> Option<i64> {
+pub(super) fn sysctl_text(_name: &str) -> Option<String> {
     None
 }
 
