@@ -467,18 +467,26 @@ impl ConnArgs {
                 "--source {bad}: not an address of this host; give addresses this host has (such as 127.0.0.2-127.0.0.9)"
             )));
         }
-        let budget = crate::plan::fd_budget(threads, other_fds);
+        let fds = crate::plan::fd_budget(threads, other_fds);
+        // Each source address (or the one the kernel picks) has the ephemeral range of ports
+        // towards one destination.
+        let ports = crate::plan::port_budget().map(|p| p * sources.len().max(1) as u64);
+        let budget = match (fds, ports) {
+            (Some(f), Some(p)) => Some(f.min(p)),
+            (f, p) => f.or(p),
+        };
         let limit_text = || {
             let (_, hard) = synack_sys::nofile_limit().unwrap_or((0, 0));
             format!(
-                "the open-file limit (hard {hard}) leaves room for {} attempts in flight",
+                "the open-file limit (hard {hard}) and the local ports ({} per source) leave room for {} attempts in flight",
+                crate::plan::port_budget().unwrap_or(0),
                 budget.unwrap_or(0)
             )
         };
         let max_in_flight = match (self.max_in_flight, budget) {
             (Some(m), Some(b)) if m > b => {
                 return Err(UsageError(format!(
-                    "--max-in-flight {m}: {}; give at most that, or raise the hard limit (ulimit -Hn)",
+                    "--max-in-flight {m}: {}; give at most that, raise the hard limit (ulimit -Hn), or add --source addresses",
                     limit_text()
                 )));
             }
@@ -492,11 +500,16 @@ impl ConnArgs {
             (None, Some(b)) => b as usize,
             (None, None) => 1 << 20,
         };
+        if threads > max_in_flight {
+            return Err(UsageError(format!(
+                "--threads {threads}: more threads than the {max_in_flight} attempts allowed in flight; give at most {max_in_flight}"
+            )));
+        }
         if let Load::Closed { concurrency } = load
             && concurrency > max_in_flight
         {
             return Err(UsageError(format!(
-                "--concurrency {concurrency}: more than the {max_in_flight} attempts allowed in flight ({}); lower it, or raise the hard limit (ulimit -Hn)",
+                "--concurrency {concurrency}: more than the {max_in_flight} attempts allowed in flight ({}); lower it, raise the hard limit (ulimit -Hn), or add --source addresses",
                 if self.max_in_flight.is_some() {
                     "--max-in-flight".to_string()
                 } else {

@@ -42,6 +42,13 @@ use crate::record::{
 /// (`BPF_SOCK_OPS_TIMEOUT_INIT`) can lower it; this leaves room down to 150 ms.
 const RETRANS_POSSIBLE: Duration = Duration::from_millis(150);
 
+/// Linux's initial SYN retransmission timeout (`TCP_TIMEOUT_INIT`).
+const SYN_RTO: Duration = Duration::from_secs(1);
+
+/// The resolution of the kernel's millisecond stamps in `TCP_INFO` (jiffies: 10 ms at the
+/// slowest tick, HZ=100); a stamp within this of a deadline counts as by the deadline.
+const KERNEL_TICK: Duration = Duration::from_millis(10);
+
 /// The largest buffer `--send` is written from.
 const PAYLOAD_CHUNK: usize = 64 * 1024;
 
@@ -356,6 +363,9 @@ impl<'a> Thread<'a> {
         loop {
             self.roll_interval(now);
             if now >= end_issuing && self.issuing {
+                // What fell due before the end goes out first (one bounded batch): only a real
+                // backlog is left `not_started`.
+                self.issue(now);
                 self.stop_issuing();
             }
             // The work of attempts already started comes first: their deadlines, then (below,
@@ -373,24 +383,26 @@ impl<'a> Thread<'a> {
                 self.abandon_all();
                 break;
             }
+            // Timers, the interval and the ends are kept to the millisecond epoll gives; only
+            // a start is worth spinning for.
             let mut wake = hard_end.min(self.t0 + Duration::from_secs(self.interval_no + 1));
-            if let Next::At(t) = next {
-                wake = wake.min(t);
-            }
             if self.issuing {
                 wake = wake.min(end_issuing);
             }
             if let Some(Reverse((t, _, _, _))) = self.timers.peek() {
                 wake = wake.min(*t);
             }
-            let wait = wake.saturating_duration_since(Instant::now());
-            // epoll waits in whole milliseconds, rounded up: sleep short of the deadline and
-            // spin the last millisecond, so starts are not late by up to 1 ms. Behind schedule
-            // (`Next::Now`), only look for events.
-            let timeout = if matches!(next, Next::Now) || wait <= Duration::from_millis(2) {
-                Duration::ZERO
-            } else {
-                wait - Duration::from_millis(1)
+            let at = Instant::now();
+            let timeout = match next {
+                Next::Now => Duration::ZERO,
+                // epoll waits in whole milliseconds, rounded up: sleep short of the start and
+                // spin its last millisecond, so starts are not late by up to 1 ms.
+                Next::At(t) if t.saturating_duration_since(at) <= Duration::from_millis(2) => {
+                    Duration::ZERO
+                }
+                Next::At(t) => (t.saturating_duration_since(at) - Duration::from_millis(1))
+                    .min(wake.saturating_duration_since(at)),
+                Next::Idle => wake.saturating_duration_since(at),
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
@@ -407,7 +419,7 @@ impl<'a> Thread<'a> {
             self.expire_timers(turn);
             let mut started = 0;
             for ev in events.iter() {
-                self.on_event(ev.token().0, ev.is_error());
+                self.on_event(ev.token().0, ev.is_error(), turn);
                 // Open loop, on schedule: a start that falls due while a long batch of events
                 // is handled goes out now, not after the batch.
                 if let Next::At(t) = next
@@ -642,10 +654,15 @@ impl<'a> Thread<'a> {
         self.progress.finished.fetch_add(1, Relaxed);
     }
 
-    fn on_event(&mut self, slot: usize, error: bool) {
+    /// An event the poll returned at `polled` for a slot: a slot whose attempt ended and was
+    /// taken by a new one since (this turn) has an event that is not the new attempt's.
+    fn on_event(&mut self, slot: usize, error: bool, polled: Instant) {
         let Some(a) = self.slots.get(slot).and_then(|a| a.as_ref()) else {
             return;
         };
+        if a.started > polled {
+            return;
+        }
         match a.phase {
             // Writable without EPOLLERR means connected: SO_ERROR is read only on errors.
             Phase::Connecting if !error => self.established(slot, Instant::now()),
@@ -856,16 +873,21 @@ impl<'a> Thread<'a> {
             if a.seq != seq || a.phase != phase {
                 continue;
             }
-            self.judge_at_deadline(slot);
+            self.judge_at_deadline(slot, t);
         }
     }
 
-    /// An attempt reached its phase's deadline: ask the kernel what really happened before
-    /// classing it, so the server is blamed only for what it did.
-    fn judge_at_deadline(&mut self, slot: usize) {
+    /// An attempt reached its phase's `deadline`: ask the kernel what really happened, and
+    /// when, before classing it, so the server is blamed only for what it did.
+    fn judge_at_deadline(&mut self, slot: usize, deadline: Instant) {
         let Some(a) = self.slots[slot].as_ref() else {
             return;
         };
+        let now = Instant::now();
+        // The latest moment something the kernel stamps (in ms since, at its tick's
+        // resolution) can have happened, and whether that was by the deadline.
+        let by_deadline =
+            |ms_ago: u32| now - Duration::from_millis(ms_ago.into()) <= deadline + KERNEL_TICK;
         match a.phase {
             Phase::Connecting => {
                 // An error the generator has not read yet (an RST, an ICMP error) is the
@@ -875,14 +897,26 @@ impl<'a> Thread<'a> {
                     return self.finish(slot, Outcome::from_errno(n), Some(n));
                 }
                 match synack_sys::tcp_info(&a.sock) {
-                    Ok(Some(info)) if info.state == synack_sys::TCP_ESTABLISHED => {
-                        self.late(slot);
-                    }
-                    Ok(Some(info)) => {
-                        if info.state == synack_sys::TCP_SYN_SENT && info.total_retrans > 0 {
+                    Ok(Some(info)) if info.state == synack_sys::TCP_SYN_SENT => {
+                        if info.total_retrans > 0 {
                             self.rec.timeout_retransmitted += 1;
                         }
                         self.finish(slot, Outcome::Timeout, None);
+                    }
+                    // Past SYN_SENT (established, or already closing): the handshake is done.
+                    // Without a SYN retransmission, the SYN-ACK came within the first RTO (1 s),
+                    // so by a deadline at least that long; otherwise its time tells: the last
+                    // ACK received is the SYN-ACK or later.
+                    Ok(Some(info)) => {
+                        let in_time = (info.total_retrans == 0
+                            && self.plan.connect_timeout >= SYN_RTO)
+                            || by_deadline(info.last_ack_recv_ms);
+                        if in_time {
+                            self.late(slot);
+                        } else {
+                            self.rec.timeout_retransmitted += u64::from(info.total_retrans > 0);
+                            self.finish(slot, Outcome::Timeout, None);
+                        }
                     }
                     // Where TCP_INFO is unknown, an unanswered connect is all there is to say.
                     _ => self.finish(slot, Outcome::Timeout, None),
@@ -890,21 +924,29 @@ impl<'a> Thread<'a> {
             }
             Phase::Sending => self.finish(slot, Outcome::Unserved, None),
             Phase::Reading => {
-                // What the kernel holds for us is what the server sent in time; the generator
-                // looks at it now.
-                let waiting = peek_waiting(&a.sock);
-                let o = if a.got > 0 {
-                    Outcome::Ok
-                } else if waiting == Some(0) {
+                // What the kernel holds for us is what the server sent; whether it came in
+                // time, the kernel's stamp of the last data segment says.
+                let o = match peek_waiting(&a.sock) {
+                    _ if a.got > 0 => Outcome::Ok,
                     // The server closed without a byte: it took the connection, no answer.
-                    Outcome::NoAnswer
-                } else if waiting.is_some() {
-                    return self.late(slot);
-                } else if a.header_got >= probe::LEN {
+                    Ok(0) => Outcome::NoAnswer,
+                    Ok(_) => {
+                        let arrived_in_time = synack_sys::tcp_info(&a.sock)
+                            .ok()
+                            .flatten()
+                            .is_none_or(|i| by_deadline(i.last_data_recv_ms));
+                        if arrived_in_time {
+                            return self.late(slot);
+                        }
+                        Outcome::Unserved
+                    }
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                        let n = errno(&e);
+                        return self.finish(slot, Outcome::from_errno(n), Some(n));
+                    }
                     // The probe header proves the server accepted it; its answer never came.
-                    Outcome::NoAnswer
-                } else {
-                    Outcome::Unserved
+                    Err(_) if a.header_got >= probe::LEN => Outcome::NoAnswer,
+                    Err(_) => Outcome::Unserved,
                 };
                 self.finish(slot, o, None);
             }
@@ -945,9 +987,10 @@ impl<'a> Thread<'a> {
     /// The run stops early (a fatal error, or past the hard end): every attempt still in
     /// flight is judged as at its deadline, by what the kernel says of it.
     fn abandon_all(&mut self) {
+        let now = Instant::now();
         for slot in 0..self.slots.len() {
             if self.slots[slot].is_some() {
-                self.judge_at_deadline(slot);
+                self.judge_at_deadline(slot, now);
             }
         }
     }
@@ -996,11 +1039,11 @@ fn read_some(sock: &Socket, buf: &mut [u8]) -> ReadStep {
     }
 }
 
-/// What waits to be read, without taking it: `Some(0)` for an end of stream, `Some(n)` for
-/// data, `None` for nothing yet.
-fn peek_waiting(sock: &Socket) -> Option<usize> {
+/// What waits to be read, without taking it: `Ok(0)` for an end of stream, `Ok(n)` for data,
+/// `WouldBlock` for nothing yet, or the connection's error.
+fn peek_waiting(sock: &Socket) -> io::Result<usize> {
     let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    sock.peek(&mut b).ok()
+    sock.peek(&mut b)
 }
 
 fn errno(e: &io::Error) -> i32 {
@@ -1056,7 +1099,7 @@ mod tests {
                 .poll(&mut events, Some(Duration::from_millis(10)))
                 .unwrap();
             for ev in events.iter() {
-                t.on_event(ev.token().0, ev.is_error());
+                t.on_event(ev.token().0, ev.is_error(), Instant::now());
             }
         }
         panic!("not established");
@@ -1095,6 +1138,51 @@ mod tests {
         assert_eq!(t.rec.count(Outcome::Late), stalled);
         assert_eq!(t.rec.count(Outcome::Timeout), 0);
         assert_eq!(progress.late.load(Relaxed), stalled);
+    }
+
+    #[test]
+    fn a_connection_the_server_closed_before_the_late_engine_looked_is_late() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let plan = plan(listener.local_addr().unwrap(), None);
+        let progress = Progress::default();
+        let mut t = thread(&plan, &progress);
+        let mut stalled = 0;
+        for _ in 0..20 {
+            assert!(t.start(None));
+            // The server takes it and closes it at once: the client's side is in CLOSE_WAIT
+            // by the deadline, past SYN_SENT all the same.
+            let (server_side, _) = listener.accept().unwrap();
+            drop(server_side);
+            if t.live == 1 {
+                stalled += 1;
+                std::thread::sleep(plan.connect_timeout + Duration::from_millis(10));
+                t.expire_timers(Instant::now());
+                assert_eq!(t.live, 0);
+            }
+        }
+        assert!(stalled > 0, "every connect completed at once");
+        assert_eq!(t.rec.count(Outcome::Late), stalled);
+        assert_eq!(t.rec.count(Outcome::Timeout), 0);
+    }
+
+    #[test]
+    fn an_event_polled_before_an_attempt_began_is_not_its_own() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let plan = plan(listener.local_addr().unwrap(), None);
+        let progress = Progress::default();
+        let mut t = thread(&plan, &progress);
+        let polled = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(t.start(None));
+        if t.live == 1 {
+            let slot = t.slots.iter().position(Option::is_some).unwrap();
+            // A writable event from the poll of the turn before: ignored, the attempt waits
+            // for its own.
+            t.on_event(slot, false, polled);
+            assert_eq!(t.rec.established, 0);
+            t.on_event(slot, false, Instant::now());
+            assert_eq!(t.rec.established, 1);
+        }
     }
 
     #[test]

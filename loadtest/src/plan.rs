@@ -81,13 +81,27 @@ pub struct Plan {
 /// thread's epoll, the netlink watch, `/proc` reads, a report file.
 pub const FD_RESERVE: u64 = 64;
 
-/// How many attempts the open-file limit lets a run hold at once: the hard limit (a flood
-/// raises its soft limit to it) less [`FD_RESERVE`], two per thread, and `other` descriptors
-/// the process needs meanwhile (an embedded server's connections). `None` when the limit is
-/// unknown.
+/// How many attempts the open-file limit lets a run hold at once: the limit a flood can have
+/// (it raises its soft limit to the hard one; where that fails, the soft one) less
+/// [`FD_RESERVE`], two per thread, and `other` descriptors the process needs meanwhile (an
+/// embedded server's connections). `None` when the limit is unknown.
 pub fn fd_budget(threads: usize, other: u64) -> Option<u64> {
-    let (_, hard) = synack_sys::nofile_limit().ok()?;
-    Some(hard.saturating_sub(FD_RESERVE + 2 * threads as u64 + other))
+    let (soft, hard) = synack_sys::nofile_limit().ok()?;
+    let limit = if soft < hard && synack_sys::set_nofile_limit(hard, hard).is_err() {
+        soft
+    } else {
+        hard
+    };
+    Some(limit.saturating_sub(FD_RESERVE + 2 * threads as u64 + other))
+}
+
+/// How many connections to one destination the local ports allow at once, per source
+/// address (`net.ipv4.ip_local_port_range`, which covers IPv6 too); `None` when unknown.
+pub fn port_budget() -> Option<u64> {
+    let range = synack_sys::sysctl_text("net.ipv4.ip_local_port_range")?;
+    let mut it = range.split_whitespace().map(|v| v.parse::<u64>().ok());
+    let (lo, hi) = (it.next()??, it.next()??);
+    Some(hi.saturating_sub(lo) + 1)
 }
 
 impl Plan {

@@ -34,6 +34,9 @@ pub struct Recorder {
     pub start_lag: Histogram<u64>,
     /// The same, for the attempts that are not part of a burst (open loop with bursts), us.
     pub steady_lag: Histogram<u64>,
+    /// The latest start of a burst attempt after its second began, us (how long a burst took
+    /// to go out).
+    pub burst_spread_us: u64,
     /// The longest turn of a generator thread's event loop (from poll's return to its next
     /// call), us: while a turn lasts, no event is seen.
     pub turn: Histogram<u64>,
@@ -64,6 +67,7 @@ impl Default for Recorder {
             first_byte: latency_histogram(),
             start_lag: latency_histogram(),
             steady_lag: latency_histogram(),
+            burst_spread_us: 0,
             turn: latency_histogram(),
             queue_wait: latency_histogram(),
             dispatch: latency_histogram(),
@@ -111,6 +115,7 @@ impl Recorder {
         let _ = self.first_byte.add(&other.first_byte);
         let _ = self.start_lag.add(&other.start_lag);
         let _ = self.steady_lag.add(&other.steady_lag);
+        self.burst_spread_us = self.burst_spread_us.max(other.burst_spread_us);
         let _ = self.turn.add(&other.turn);
         let _ = self.queue_wait.add(&other.queue_wait);
         let _ = self.dispatch.add(&other.dispatch);

@@ -173,6 +173,15 @@ fn server_signs(rep: &FloodReport, p99_limit: Duration) -> Vec<String> {
     why
 }
 
+impl Step {
+    /// The rate offered, bursts counted as often as the schedule had them (the x of charts).
+    pub fn offered(&self) -> f64 {
+        self.flood
+            .offered_rate
+            .unwrap_or(self.rate + self.burst as f64)
+    }
+}
+
 /// Summarises a step's flood.
 pub fn step(rep: FloodReport, rate: f64, burst: u64, p99_limit: Duration) -> Step {
     let (verdict, reasons) = judge(&rep, p99_limit);
@@ -380,6 +389,14 @@ pub fn render(r: &SweepReport) -> String {
                 r.saturation_reasons.join(", "),
                 good.map_or_else(|| "none (the first step already saturated)".into(), rate)
             );
+            if let Some(g) = r.generator_bound_from.filter(|g| *g < sat) {
+                let _ = writeln!(
+                    s,
+                    "  (steps from {} to below {} were not judged: the server may saturate anywhere in that range)",
+                    rate(g),
+                    rate(sat)
+                );
+            }
         }
         (None, Some(good)) => {
             let _ = writeln!(
@@ -404,7 +421,7 @@ pub fn write_html(dir: &Path, r: &SweepReport) -> std::io::Result<std::path::Pat
     let pick = |f: fn(&Percentiles) -> u64| -> Vec<(f64, f64)> {
         r.steps
             .iter()
-            .map(|s| (s.rate + s.burst as f64, f(&s.connect) as f64))
+            .map(|s| (s.offered(), f(&s.connect) as f64))
             .collect()
     };
     page.svg(&charts::latency_vs_rate(

@@ -312,20 +312,24 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
         let limit = b.effective_backlog.unwrap_or(b.backlog) as f64 * (1.0 - args.headroom);
         st.verdict == Verdict::Clean && st.peak_queue.is_some_and(|p| p as f64 <= limit)
     };
-    // A backlog the generator could not test at the target leaves the answer unknown: no
-    // recommendation stands on it.
-    let unjudged: Vec<&BacklogResult> = results
-        .iter()
-        .filter(|b| {
-            b.generator_bound_at
-                .is_some_and(|r| r <= target_rate * 1.001)
-        })
-        .collect();
-    let recommended = if unjudged.is_empty() {
-        results.iter().find(|b| fits(b)).map(|b| b.backlog)
-    } else {
-        None
+    // A backlog the generator could not test at the target leaves its answer unknown: the
+    // smallest fitting backlog stands only if every smaller one was judged.
+    let unjudged_at_target = |b: &BacklogResult| {
+        b.generator_bound_at
+            .is_some_and(|r| r <= target_rate * 1.001)
     };
+    let mut recommended = None;
+    let mut unjudged: Vec<&BacklogResult> = Vec::new();
+    for b in &results {
+        if unjudged_at_target(b) {
+            unjudged.push(b);
+            break;
+        }
+        if fits(b) {
+            recommended = Some(b.backlog);
+            break;
+        }
+    }
     let measured_service = served.mean();
     let mut reasoning = reasoning(
         args.headroom,
@@ -538,7 +542,7 @@ pub fn write_html(dir: &Path, r: &TuneReport) -> std::io::Result<std::path::Path
             points: b
                 .steps
                 .iter()
-                .map(|s| (s.rate + s.burst as f64, s.connect.p99 as f64))
+                .map(|s| (s.offered(), s.connect.p99 as f64))
                 .collect(),
         })
         .collect();

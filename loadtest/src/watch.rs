@@ -2,7 +2,7 @@
 //! `NETLINK_SOCK_DIAG` (inet_diag, what `ss -lnt` uses), for any server on this host.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
@@ -50,9 +50,10 @@ pub struct QueueWatch {
     pub drops: Option<u64>,
 }
 
-/// Whether `ip` is an address of this host (the only place its listeners can be read).
+/// Whether `ip` is an address of this host (the only place its listeners can be read, and
+/// the only addresses a connection can come from): loopback or an interface's address.
 pub fn is_local(ip: IpAddr) -> bool {
-    ip.is_loopback() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+    synack_sys::is_local_address(ip)
 }
 
 /// A running watch.
@@ -99,7 +100,10 @@ impl Watcher {
                     drops: None,
                 };
                 let mut next = start;
-                let mut last_drops = first.drops;
+                let mut last_drops = first.socket_drops.clone();
+                if first.drops.is_some() {
+                    w.drops = Some(0);
+                }
                 let mut stopping = false;
                 loop {
                     // One last sample after the stop, so drops up to the end are counted.
@@ -111,6 +115,7 @@ impl Watcher {
                         len,
                         backlog,
                         drops,
+                        socket_drops,
                     } = diag.listener_queue(target)?;
                     if n > 0 {
                         w.sockets = n;
@@ -122,14 +127,21 @@ impl Watcher {
                         if len > backlog {
                             w.full_samples += 1;
                         }
-                        // Per step, so a socket that comes or goes does not count its total.
-                        if let (Some(a), Some(b)) = (last_drops, drops) {
-                            w.drops = Some(w.drops.unwrap_or(0) + b.saturating_sub(a));
+                        // Per socket, from one reading to the next: a socket that comes starts
+                        // at its count then, one that goes takes nothing from the others.
+                        if drops.is_some() {
+                            let grew: u64 = socket_drops
+                                .iter()
+                                .map(|(inode, d)| {
+                                    last_drops
+                                        .iter()
+                                        .find(|(i, _)| i == inode)
+                                        .map_or(0, |(_, before)| d.saturating_sub(*before))
+                                })
+                                .sum();
+                            w.drops = Some(w.drops.unwrap_or(0) + grew);
                         }
-                        if w.drops.is_none() && drops.is_some() && last_drops.is_none() {
-                            w.drops = Some(0);
-                        }
-                        last_drops = drops;
+                        last_drops = socket_drops;
                         if w.series.len() < MAX_SAMPLES {
                             w.series.push(QueuePoint {
                                 t_ms: start.elapsed().as_secs_f64() * 1e3,

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 mod imp;
 
 /// The listening sockets that take connections to one address, as inet_diag shows them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListenerSample {
     /// Listening sockets matched (several with `SO_REUSEPORT`).
     pub sockets: usize,
@@ -21,6 +21,9 @@ pub struct ListenerSample {
     /// queue among them: the kernel's `tcp_listendrop`), this listener's own count, where the
     /// kernel reports it.
     pub drops: Option<u64>,
+    /// Each matched socket's inode and `sk_drops`, so a count can be followed per socket while
+    /// sockets come and go.
+    pub socket_drops: Vec<(u32, u64)>,
 }
 
 /// A netlink socket that reads TCP listeners.

@@ -58,7 +58,7 @@ impl Diag {
         };
         let mut out = ListenerSample::default();
         for &family in families {
-            self.dump(family, |id, rq, wq, drops, v6only| {
+            self.dump(family, |id, inode, rq, wq, drops, v6only| {
                 let matches = id.source_port == target.port()
                     && serves(id.source_address, v6only, target.ip());
                 if matches {
@@ -67,6 +67,7 @@ impl Diag {
                     out.backlog += wq;
                     if let Some(d) = drops {
                         out.drops = Some(out.drops.unwrap_or(0) + u64::from(d));
+                        out.socket_drops.push((inode, u64::from(d)));
                     }
                 }
             })?;
@@ -77,7 +78,7 @@ impl Diag {
     fn dump(
         &mut self,
         family: u8,
-        mut each: impl FnMut(&SocketId, u32, u32, Option<u32>, bool),
+        mut each: impl FnMut(&SocketId, u32, u32, u32, Option<u32>, bool),
     ) -> io::Result<()> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -117,6 +118,7 @@ impl Diag {
                         let v6only = r.nlas.iter().any(|n| matches!(n, Nla::SkV6Only(true)));
                         each(
                             &r.header.socket_id,
+                            r.header.inode,
                             r.header.recv_queue,
                             r.header.send_queue,
                             drops,

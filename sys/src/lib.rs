@@ -59,6 +59,12 @@ pub struct TcpInfo {
     pub total_retrans: u32,
     /// Smoothed round-trip time, microseconds.
     pub rtt_us: u32,
+    /// Milliseconds since the last data segment was received (`tcpi_last_data_recv`; jiffies,
+    /// so as coarse as the kernel's tick).
+    pub last_data_recv_ms: u32,
+    /// Milliseconds since the last ACK was received (`tcpi_last_ack_recv`): on a connection
+    /// that received nothing else yet, since its SYN-ACK, i.e. since it was established.
+    pub last_ack_recv_ms: u32,
 }
 
 /// `tcpi_state` of an established connection.
@@ -81,6 +87,32 @@ pub struct ThreadCpu {
 /// where the OS does not publish it.
 pub fn thread_cpu_times() -> io::Result<Option<Vec<ThreadCpu>>> {
     imp::thread_cpu_times()
+}
+
+/// The IP addresses of this host's interfaces (`getifaddrs`), in this network namespace.
+///
+/// # Errors
+///
+/// What `getifaddrs` says.
+pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+    unix::local_addresses()
+}
+
+/// Whether `ip` is an address of this host: a loopback address, or one of its interfaces'.
+/// Multicast, broadcast and unspecified addresses are not.
+///
+/// ```
+/// assert!(synack_sys::is_local_address("127.0.0.1".parse().unwrap()));
+/// assert!(!synack_sys::is_local_address("224.0.0.1".parse().unwrap()));
+/// ```
+pub fn is_local_address(ip: std::net::IpAddr) -> bool {
+    if ip.is_loopback() {
+        return true;
+    }
+    if ip.is_multicast() || ip.is_unspecified() {
+        return false;
+    }
+    local_addresses().is_ok_and(|a| a.contains(&ip))
 }
 
 /// The CPU time the calling thread has used (Linux: `/proc/thread-self/stat`); `Ok(None)`

@@ -39,6 +39,8 @@ pub(super) fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<Option<TcpInfo>> {
         sacked: info.tcpi_sacked,
         total_retrans: info.tcpi_total_retrans,
         rtt_us: info.tcpi_rtt,
+        last_data_recv_ms: info.tcpi_last_data_recv,
+        last_ack_recv_ms: info.tcpi_last_ack_recv,
     }))
 }
 
