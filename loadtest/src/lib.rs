@@ -11,6 +11,7 @@ pub mod embedded;
 pub mod engine;
 pub mod flood;
 pub mod outcome;
+pub mod pacer;
 pub mod plan;
 pub mod record;
 pub mod report;

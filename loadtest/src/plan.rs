@@ -3,6 +3,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::pacer::Pacer;
+
 /// How attempts are started.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Load {
@@ -121,43 +123,20 @@ impl Plan {
         self.slot(i).map(|(t, _)| t)
     }
 
-    /// Attempt `i`'s scheduled offset, and whether it belongs to a burst.
+    /// The open loop's pacer; `None` for a closed loop.
+    pub fn pacer(&self) -> Option<Pacer> {
+        match self.load {
+            Load::Open { from, to, burst } => Some(Pacer::new(from, to, burst, self.duration)),
+            Load::Closed { .. } => None,
+        }
+    }
+
+    /// Attempt `i`'s place in the schedule, within `--connections`.
     fn slot(&self, i: u64) -> Option<(Duration, bool)> {
         if self.connections.is_some_and(|n| i >= n) {
             return None;
         }
-        let Load::Open { from, to, burst } = self.load else {
-            return None;
-        };
-        let d = self.duration.as_secs_f64();
-        if burst > 0 {
-            // Every whole second k: `burst` attempts at k; besides, the steady attempts n at
-            // n / from. Before second k come C(k) = k * burst + ceil(k * from) attempts.
-            let before = |k: u64| k * burst + (k as f64 * from).ceil() as u64;
-            let mut k = (i as f64 / (burst as f64 + from)) as u64;
-            while k > 0 && before(k) > i {
-                k -= 1;
-            }
-            while before(k + 1) <= i {
-                k += 1;
-            }
-            let j = i - before(k);
-            let t = if j < burst {
-                k as f64
-            } else {
-                ((k as f64 * from).ceil() + (j - burst) as f64) / from
-            };
-            return (t < d).then(|| (Duration::from_secs_f64(t), j < burst));
-        }
-        let i = i as f64;
-        // Attempts started by time t: N(t) = from*t + (to-from)*t^2/(2d). Solve N(t) = i.
-        let t = if (to - from).abs() < f64::EPSILON {
-            i / from
-        } else {
-            let k = (to - from) / d;
-            (-from + (from * from + 2.0 * k * i).sqrt()) / k
-        };
-        (t < d).then(|| (Duration::from_secs_f64(t), false))
+        self.pacer()?.due(i).map(|d| (d.at, d.burst))
     }
 
     /// Whether attempt `i` is one of a second's burst (open loop with `burst`).

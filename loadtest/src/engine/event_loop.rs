@@ -1,157 +1,34 @@
-//! The generator: one mio event loop per thread, each running attempts through
-//! connect -> send -> read -> hold -> close.
-//!
-//! Open loop: attempt `i` belongs to thread `i % threads` and starts at its scheduled time;
-//! latency is also measured from the schedule, so a stall cannot hide (wrk2's correction of
-//! coordinated omission). Closed loop: each thread keeps its share of `--concurrency` in flight.
-//!
-//! Past its capacity the generator degrades instead of collapsing. Each turn of the loop
-//! first handles what the kernel reported for attempts already started (deadlines, then
-//! events), and only then starts new ones: at most [`START_BATCH`] per turn, and never more
-//! than the thread's share of [`Plan::max_in_flight`] at once. A late generator keeps the
-//! schedule as a schedule: overdue attempts start in order as soon as it can, their lag counted;
-//! those still unstarted when the duration ends are classed `not_started`. At a deadline the
-//! kernel is asked (`SO_ERROR`, `TCP_INFO`) before anything is blamed on the server: an attempt
-//! the kernel had established is the generator's lateness (`late`), not a timeout.
+//! One generator thread: a mio event loop that starts attempts on the schedule (or keeps the
+//! closed loop's share in flight) and drives each through connect -> send -> read -> hold ->
+//! close. Each turn, the work of attempts already started comes first: their deadlines, then
+//! (after the poll) the deadlines again and their events; new starts last, bounded.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::io::{self, Read, Write};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::{Duration, Instant, SystemTime};
+use std::io::{self, Write};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, SockAddr, Socket};
+use socket2::{Domain, SockAddr};
 
 use synack::probe::{self, MonoClock, ProbeHeader};
 
+use super::attempt::{
+    Attempt, Ending, KERNEL_TICK, Phase, ReadStep, errno, judge_deadline, kernel_view, next_phase,
+    read_some,
+};
+use super::pool::{Pool, Spare, new_socket};
+use super::timers::{Timer, Timers};
+use super::{
+    Interval, PAYLOAD_CHUNK, Progress, RETRANS_POSSIBLE, RETRY_FIRST, RETRY_MAX, START_BATCH,
+};
 use crate::outcome::Outcome;
-use crate::plan::{CloseMode, Load, Plan};
+use crate::plan::{Load, Plan};
 use crate::record::{
     MAX_RETRANS_BUCKET, Recorder, decompose, latency_histogram, record_signed_ns, record_us,
 };
-
-/// Connects faster than this cannot have retransmitted their SYN: Linux's first SYN
-/// retransmission waits the initial RTO, 1 s (`TCP_TIMEOUT_INIT`), and only a BPF program
-/// (`BPF_SOCK_OPS_TIMEOUT_INIT`) can lower it; this leaves room down to 150 ms.
-const RETRANS_POSSIBLE: Duration = Duration::from_millis(150);
-
-/// Linux's initial SYN retransmission timeout (`TCP_TIMEOUT_INIT`).
-const SYN_RTO: Duration = Duration::from_secs(1);
-
-/// The resolution of the kernel's millisecond stamps in `TCP_INFO` (jiffies: 10 ms at the
-/// slowest tick, HZ=100); a stamp within this of a deadline counts as by the deadline.
-const KERNEL_TICK: Duration = Duration::from_millis(10);
-
-/// The largest buffer `--send` is written from.
-const PAYLOAD_CHUNK: usize = 64 * 1024;
-
-/// The most attempts a thread starts in one turn of its loop, so that a generator behind its
-/// schedule still turns back to the events of the attempts it has started.
-pub const START_BATCH: usize = 64;
-
-/// After a start failed before the attempt existed (no descriptor, no port, no route), the
-/// closed loop waits this long before it tries again, doubling up to [`RETRY_MAX`].
-const RETRY_FIRST: Duration = Duration::from_millis(1);
-const RETRY_MAX: Duration = Duration::from_millis(100);
-
-/// Counters every thread updates, read by the live view.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Attempts started.
-    pub attempts: AtomicU64,
-    /// Attempts established.
-    pub established: AtomicU64,
-    /// Attempts that ended in an error class.
-    pub errors: AtomicU64,
-    /// Attempts finished (any class).
-    pub finished: AtomicU64,
-    /// Closed loop: attempts handed out, against `--connections`.
-    pub issued: AtomicU64,
-    /// Attempts the generator was late for (see [`Outcome::Late`]).
-    pub late: AtomicU64,
-    /// Open loop: attempts never started (see [`Outcome::NotStarted`]).
-    pub not_started: AtomicU64,
-    /// Set when the run must stop at once (for example, no probe header where one was asked).
-    pub fatal: Mutex<Option<String>>,
-    /// Whether `fatal` is set (checked on every loop turn without the lock).
-    pub failed: AtomicBool,
-}
-
-impl Progress {
-    fn fail(&self, msg: String) {
-        if let Ok(mut f) = self.fatal.lock()
-            && f.is_none()
-        {
-            *f = Some(msg);
-        }
-        self.failed.store(true, Relaxed);
-    }
-}
-
-/// One second of connect latency from one thread, for the interval log and the live view.
-#[derive(Debug)]
-pub struct Interval {
-    /// Seconds since the start.
-    pub second: u64,
-    /// Connect latency recorded in that second, us.
-    pub connect: Histogram<u64>,
-}
-
-/// What a whole run measured.
-#[derive(Debug)]
-pub struct RunResult {
-    /// All threads merged.
-    pub rec: Recorder,
-    /// Connect latency per second since the start.
-    pub intervals: BTreeMap<u64, Histogram<u64>>,
-    /// Wall-clock time of the start.
-    pub started_at: SystemTime,
-    /// From the start to the last thread's end.
-    pub elapsed: Duration,
-    /// From the start to the last connection established (the span the achieved rate uses).
-    pub active: Duration,
-    /// Each generator thread's CPU time over the run (`/proc/thread-self/stat`), where known.
-    pub thread_cpu: Vec<Duration>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
-    Connecting,
-    Sending,
-    Reading,
-    Holding,
-}
-
-/// One connection attempt. Its socket is registered with the thread's poll (under its slot's
-/// token) in every phase but `Holding`.
-struct Attempt {
-    sock: Socket,
-    seq: u64,
-    phase: Phase,
-    started: Instant,
-    sched: Option<Instant>,
-    sent: usize,
-    got: usize,
-    read_done: bool,
-    established: Option<Instant>,
-    header: [u8; probe::LEN],
-    header_got: usize,
-    dispatch_ns: u64,
-}
-
-/// A socket kept from a finished attempt, disconnected and ready to connect again; it stays
-/// with its slot, so a registration keeps the slot's token.
-struct Spare {
-    sock: Socket,
-    registered: bool,
-}
 
 /// When a thread's loop should look at its starts again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,21 +41,19 @@ enum Next {
     Now,
 }
 
-struct Thread<'a> {
+/// One generator thread's state.
+pub(super) struct Generator<'a> {
     plan: &'a Plan,
     t0: Instant,
     clock: MonoClock,
     target: SockAddr,
     domain: Domain,
     poll: Poll,
-    slots: Vec<Option<Attempt>>,
-    /// Per slot: a socket to reuse (see [`Plan::reuse_sockets`]).
-    spares: Vec<Option<Spare>>,
-    free: Vec<usize>,
-    live: usize,
-    timers: BinaryHeap<Reverse<(Instant, usize, u64, Phase)>>,
+    /// The attempts in flight, by slot (= poll token), and the sockets kept for reuse.
+    pool: Pool,
+    timers: Timers,
     seq: u64,
-    rec: Recorder,
+    pub(super) rec: Recorder,
     interval: Histogram<u64>,
     interval_no: u64,
     intervals: Sender<Interval>,
@@ -194,119 +69,11 @@ struct Thread<'a> {
     source: usize,
     buf: Vec<u8>,
     payload: Vec<u8>,
-    last_established: Option<Instant>,
+    pub(super) last_established: Option<Instant>,
 }
 
-/// Runs a flood to its end, calling `tick` about once a second with the progress so far and
-/// the connect-latency histogram of the seconds completed.
-pub fn run(
-    plan: &Plan,
-    mut tick: impl FnMut(Duration, &Progress, &Histogram<u64>),
-) -> io::Result<RunResult> {
-    let progress = Arc::new(Progress::default());
-    let (tx, rx) = channel();
-    // A short head start so every thread is up before the first scheduled attempt.
-    let t0 = Instant::now() + Duration::from_millis(20);
-    let started_at = SystemTime::now() + Duration::from_millis(20);
-    let mut handles = Vec::with_capacity(plan.threads);
-    for index in 0..plan.threads {
-        let plan = plan.clone();
-        let progress = progress.clone();
-        let tx = tx.clone();
-        let poll = Poll::new()?;
-        let h = std::thread::Builder::new()
-            .name(format!("synack-load-{index}"))
-            .spawn(move || {
-                let cpu = || synack_sys::current_thread_cpu().ok().flatten();
-                let before = cpu();
-                let mut t = Thread::new(&plan, index, t0, poll, tx, &progress);
-                t.run();
-                let used = cpu().zip(before).map(|(a, b)| a.saturating_sub(b));
-                (t.rec, t.last_established, used)
-            })?;
-        handles.push(h);
-    }
-    drop(tx);
-    let (intervals, so_far) = collect(&rx, t0, &progress, &mut tick);
-    let mut rec = Recorder::default();
-    let mut last = None;
-    let mut thread_cpu = Vec::new();
-    for h in handles {
-        let (r, l, cpu) = h
-            .join()
-            .map_err(|_| io::Error::other("a generator thread panicked"))?;
-        rec.merge(&r);
-        last = last.max(l);
-        thread_cpu.extend(cpu);
-    }
-    drop(so_far);
-    if let Some(msg) = progress.fatal.lock().ok().and_then(|f| f.clone()) {
-        return Err(io::Error::other(msg));
-    }
-    let end = Instant::now();
-    Ok(RunResult {
-        rec,
-        intervals,
-        started_at,
-        elapsed: end.saturating_duration_since(t0),
-        active: last.map_or(Duration::ZERO, |l| l.saturating_duration_since(t0)),
-        thread_cpu,
-    })
-}
-
-/// The CPU time of this process's generator threads (named `synack-load-N`) by name.
-pub fn generator_cpu() -> Vec<(String, Duration)> {
-    let mut v: Vec<(String, Duration)> = synack_sys::thread_cpu_times()
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| t.name.starts_with("synack-load-"))
-        .map(|t| (t.name, t.cpu))
-        .collect();
-    v.sort();
-    v
-}
-
-type Collected = (BTreeMap<u64, Histogram<u64>>, Histogram<u64>);
-
-fn collect(
-    rx: &Receiver<Interval>,
-    t0: Instant,
-    progress: &Progress,
-    tick: &mut impl FnMut(Duration, &Progress, &Histogram<u64>),
-) -> Collected {
-    let mut intervals: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
-    let mut so_far = latency_histogram();
-    let mut next_tick = t0 + Duration::from_secs(1);
-    loop {
-        // Every thread holds a sender until it ends: disconnected means all are done.
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(iv) => {
-                let _ = so_far.add(&iv.connect);
-                match intervals.get_mut(&iv.second) {
-                    Some(h) => {
-                        let _ = h.add(&iv.connect);
-                    }
-                    None => {
-                        intervals.insert(iv.second, iv.connect);
-                    }
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        let now = Instant::now();
-        if now >= next_tick {
-            tick(now.saturating_duration_since(t0), progress, &so_far);
-            next_tick += Duration::from_secs(1);
-        }
-    }
-    (intervals, so_far)
-}
-
-impl<'a> Thread<'a> {
-    fn new(
+impl<'a> Generator<'a> {
+    pub(super) fn new(
         plan: &'a Plan,
         index: usize,
         t0: Instant,
@@ -319,18 +86,15 @@ impl<'a> Thread<'a> {
             Load::Closed { concurrency } => share(concurrency),
             Load::Open { .. } => 0,
         };
-        Thread {
+        Generator {
             plan,
             t0,
             clock: MonoClock::new(),
             target: plan.target.into(),
             domain: Domain::for_address(plan.target),
             poll,
-            slots: Vec::new(),
-            spares: Vec::new(),
-            free: Vec::new(),
-            live: 0,
-            timers: BinaryHeap::new(),
+            pool: Pool::default(),
+            timers: Timers::default(),
             seq: 0,
             rec: Recorder::default(),
             interval: latency_histogram(),
@@ -351,7 +115,7 @@ impl<'a> Thread<'a> {
         }
     }
 
-    fn run(&mut self) {
+    pub(super) fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         let end_issuing = self.t0 + self.plan.duration;
         // Past this, nothing can still be legitimately in flight.
@@ -372,7 +136,7 @@ impl<'a> Thread<'a> {
             // after the poll) their events; new starts last, bounded.
             self.expire_timers(now);
             let mut next = self.issue(now);
-            if !self.issuing && self.live == 0 {
+            if !self.issuing && self.pool.live() == 0 {
                 break;
             }
             if self.progress.failed.load(Relaxed) {
@@ -389,8 +153,8 @@ impl<'a> Thread<'a> {
             if self.issuing {
                 wake = wake.min(end_issuing);
             }
-            if let Some(Reverse((t, _, _, _))) = self.timers.peek() {
-                wake = wake.min(*t);
+            if let Some(t) = self.timers.next_at() {
+                wake = wake.min(t);
             }
             let at = Instant::now();
             let timeout = match next {
@@ -479,7 +243,7 @@ impl<'a> Thread<'a> {
                 }
                 self.retry_at = None;
                 let mut n = 0;
-                while self.live < self.quota.min(self.in_flight_max) && n < START_BATCH {
+                while self.pool.live() < self.quota.min(self.in_flight_max) && n < START_BATCH {
                     let k = self.progress.issued.fetch_add(1, Relaxed);
                     if self.plan.connections.is_some_and(|max| k >= max) {
                         self.issuing = false;
@@ -500,7 +264,7 @@ impl<'a> Thread<'a> {
                     self.issuing = false;
                     return Next::Idle;
                 }
-                if self.live < self.quota.min(self.in_flight_max) {
+                if self.pool.live() < self.quota.min(self.in_flight_max) {
                     Next::Now
                 } else {
                     Next::Idle
@@ -519,7 +283,7 @@ impl<'a> Thread<'a> {
         if at > now {
             return Next::At(at);
         }
-        if self.live >= self.in_flight_max {
+        if self.pool.live() >= self.in_flight_max {
             // Wait for an attempt to end: events, not a spin.
             return Next::Idle;
         }
@@ -556,31 +320,27 @@ impl<'a> Thread<'a> {
     fn start_at(&mut self, sched: Option<Instant>, now: Instant) -> bool {
         self.rec.attempts += 1;
         self.progress.attempts.fetch_add(1, Relaxed);
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.slots.push(None);
-                self.spares.push(None);
-                self.slots.len() - 1
-            }
-        };
-        let (sock, registered) = match self.spares[slot].take() {
+        let (slot, spare) = self.pool.take();
+        let (sock, registered) = match spare {
             Some(spare) => (spare.sock, spare.registered),
-            None => match self.new_socket() {
-                Ok(s) => (s, false),
-                Err(e) => {
-                    self.free.push(slot);
-                    self.fail_unstarted(&e);
-                    return false;
+            None => {
+                self.source += 1;
+                match new_socket(self.plan, self.domain, self.source - 1) {
+                    Ok(s) => (s, false),
+                    Err(e) => {
+                        self.pool.give_back(slot);
+                        self.account(Ending::errno(errno(&e)));
+                        return false;
+                    }
                 }
-            },
+            }
         };
         let connected = match sock.connect(&self.target) {
             Ok(()) => true,
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
             Err(e) => {
-                self.free.push(slot);
-                self.fail_unstarted(&e);
+                self.pool.give_back(slot);
+                self.account(Ending::errno(errno(&e)));
                 return false;
             }
         };
@@ -597,67 +357,32 @@ impl<'a> Thread<'a> {
                 .registry()
                 .register(&mut SourceFd(&fd), Token(slot), interest)
             {
-                self.free.push(slot);
-                self.fail_unstarted(&e);
+                self.pool.give_back(slot);
+                self.account(Ending::errno(errno(&e)));
                 return false;
             }
         }
         self.seq += 1;
-        self.slots[slot] = Some(Attempt {
-            sock,
-            seq: self.seq,
-            phase: Phase::Connecting,
-            started: now,
-            sched,
-            sent: 0,
-            got: 0,
-            read_done: false,
-            established: None,
-            header: [0; probe::LEN],
-            header_got: 0,
-            dispatch_ns: 0,
-        });
-        self.live += 1;
-        self.rec.peak_in_flight = self.rec.peak_in_flight.max(self.live as u64);
+        self.pool
+            .put(slot, Attempt::new(sock, self.seq, now, sched));
+        self.rec.peak_in_flight = self.rec.peak_in_flight.max(self.pool.live() as u64);
         if connected {
             self.established(slot, Instant::now());
             return true;
         }
-        self.timers.push(Reverse((
-            now + self.plan.connect_timeout,
+        self.timers.push(Timer {
+            at: now + self.plan.connect_timeout,
             slot,
-            self.seq,
-            Phase::Connecting,
-        )));
+            seq: self.seq,
+            phase: Phase::Connecting,
+        });
         true
-    }
-
-    /// A new socket with the plan's options, bound to the next source address if any.
-    fn new_socket(&mut self) -> io::Result<Socket> {
-        let sock = synack_sys::tcp_socket(self.domain)?;
-        if self.plan.close == CloseMode::Rst {
-            let _ = sock.set_linger(Some(Duration::ZERO));
-        }
-        if !self.plan.sources.is_empty() {
-            let src = self.plan.sources[self.source % self.plan.sources.len()];
-            self.source += 1;
-            let _ = synack_sys::set_bind_address_no_port(&sock);
-            sock.bind(&SocketAddr::new(src, 0).into())?;
-        }
-        Ok(sock)
-    }
-
-    fn fail_unstarted(&mut self, e: &io::Error) {
-        let n = errno(e);
-        self.rec.outcome(Outcome::from_errno(n), Some(n));
-        self.progress.errors.fetch_add(1, Relaxed);
-        self.progress.finished.fetch_add(1, Relaxed);
     }
 
     /// An event the poll returned at `polled` for a slot: a slot whose attempt ended and was
     /// taken by a new one since (this turn) has an event that is not the new attempt's.
     fn on_event(&mut self, slot: usize, error: bool, polled: Instant) {
-        let Some(a) = self.slots.get(slot).and_then(|a| a.as_ref()) else {
+        let Some(a) = self.pool.get(slot) else {
             return;
         };
         if a.started > polled {
@@ -668,10 +393,7 @@ impl<'a> Thread<'a> {
             Phase::Connecting if !error => self.established(slot, Instant::now()),
             Phase::Connecting => match a.sock.take_error() {
                 Ok(None) => self.established(slot, Instant::now()),
-                Ok(Some(e)) | Err(e) => {
-                    let n = errno(&e);
-                    self.finish(slot, Outcome::from_errno(n), Some(n));
-                }
+                Ok(Some(e)) | Err(e) => self.end(slot, Ending::errno(errno(&e))),
             },
             Phase::Sending => self.send(slot),
             Phase::Reading => self.read(slot),
@@ -680,7 +402,7 @@ impl<'a> Thread<'a> {
     }
 
     fn established(&mut self, slot: usize, now: Instant) {
-        let Some(a) = self.slots[slot].as_mut() else {
+        let Some(a) = self.pool.get_mut(slot) else {
             return;
         };
         a.established = Some(now);
@@ -713,26 +435,20 @@ impl<'a> Thread<'a> {
     /// phase is entered once, with its own deadline.
     fn advance(&mut self, slot: usize) {
         let now = Instant::now();
-        let plan = self.plan;
-        let Some(a) = self.slots[slot].as_mut() else {
+        let Some(a) = self.pool.get_mut(slot) else {
             return;
         };
-        let next = if a.sent < plan.send {
-            Some((Phase::Sending, plan.read_timeout))
-        } else if (plan.read.is_some() || plan.probe) && !a.read_done {
-            Some((Phase::Reading, plan.read_timeout))
-        } else {
-            plan.hold
-                .filter(|_| a.phase != Phase::Holding)
-                .map(|h| (Phase::Holding, h))
-        };
-        let Some((phase, within)) = next else {
-            return self.finish(slot, Outcome::Ok, None);
+        let Some((phase, within)) = next_phase(self.plan, a) else {
+            return self.end(slot, Ending::of(Outcome::Ok));
         };
         if a.phase != phase {
             a.phase = phase;
-            self.timers
-                .push(Reverse((now + within, slot, a.seq, phase)));
+            self.timers.push(Timer {
+                at: now + within,
+                slot,
+                seq: a.seq,
+                phase,
+            });
             if phase == Phase::Holding {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&a.sock);
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
@@ -746,7 +462,7 @@ impl<'a> Thread<'a> {
     }
 
     fn send(&mut self, slot: usize) {
-        let Some(a) = self.slots[slot].as_mut() else {
+        let Some(a) = self.pool.get_mut(slot) else {
             return;
         };
         while a.sent < self.plan.send {
@@ -755,10 +471,7 @@ impl<'a> Thread<'a> {
                 Ok(n) => a.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let n = errno(&e);
-                    return self.finish(slot, Outcome::from_errno(n), Some(n));
-                }
+                Err(e) => return self.end(slot, Ending::errno(errno(&e))),
             }
         }
         self.advance(slot);
@@ -770,16 +483,14 @@ impl<'a> Thread<'a> {
     fn read(&mut self, slot: usize) {
         let want = self.plan.read.unwrap_or(0);
         let probe = self.plan.probe;
-        let Some(a) = self.slots[slot].as_mut() else {
+        let Some(a) = self.pool.get_mut(slot) else {
             return;
         };
         if probe && a.header_got < probe::LEN {
             loop {
                 match read_some(&a.sock, &mut a.header[a.header_got..]) {
                     ReadStep::Eof => {
-                        self.rec.other("closed before the probe header");
-                        self.progress.errors.fetch_add(1, Relaxed);
-                        return self.drop_attempt(slot);
+                        return self.end(slot, Ending::Other("closed before the probe header"));
                     }
                     ReadStep::Data(n) => {
                         a.header_got += n;
@@ -789,9 +500,7 @@ impl<'a> Thread<'a> {
                         }
                     }
                     ReadStep::Wait => return,
-                    ReadStep::Failed(n) => {
-                        return self.finish(slot, Outcome::from_errno(n), Some(n));
-                    }
+                    ReadStep::Failed(n) => return self.end(slot, Ending::errno(n)),
                 }
             }
             let Some(h) = ProbeHeader::decode(&a.header) else {
@@ -801,7 +510,7 @@ impl<'a> Thread<'a> {
                     self.plan.target,
                     String::from_utf8_lossy(&a.header)
                 ));
-                return self.drop_attempt(slot);
+                return self.end(slot, Ending::Other("no synack probe header"));
             };
             // The handshake is the connect histogram; the rest comes with the first byte.
             let [_, wait, dispatch, _] = decompose(
@@ -824,7 +533,7 @@ impl<'a> Thread<'a> {
                 // The server closed before a byte of its answer: it took the connection (a
                 // FIN comes only from an accepted socket) but did not answer.
                 ReadStep::Eof if a.got == 0 && want > 0 => {
-                    return self.finish(slot, Outcome::NoAnswer, None);
+                    return self.end(slot, Ending::of(Outcome::NoAnswer));
                 }
                 ReadStep::Eof => break,
                 ReadStep::Data(n) => {
@@ -845,141 +554,78 @@ impl<'a> Thread<'a> {
                     }
                 }
                 ReadStep::Wait => return,
-                ReadStep::Failed(n) => return self.finish(slot, Outcome::from_errno(n), Some(n)),
+                ReadStep::Failed(n) => return self.end(slot, Ending::errno(n)),
             }
         }
         a.read_done = true;
         self.advance(slot);
     }
 
-    /// Removes an attempt already counted elsewhere.
-    fn drop_attempt(&mut self, slot: usize) {
-        if self.slots[slot].take().is_some() {
-            self.free.push(slot);
-            self.live -= 1;
-            self.progress.finished.fetch_add(1, Relaxed);
-        }
-    }
-
     fn expire_timers(&mut self, now: Instant) {
-        while let Some(Reverse((t, slot, seq, phase))) = self.timers.peek().copied() {
-            if t > now {
-                break;
+        while let Some(t) = self.timers.pop_due(now) {
+            // A deadline that outlived its attempt, or the phase it was set for, is no more.
+            if self
+                .pool
+                .get(t.slot)
+                .is_some_and(|a| a.seq == t.seq && a.phase == t.phase)
+            {
+                self.judge_at_deadline(t.slot, t.at);
             }
-            self.timers.pop();
-            let Some(a) = self.slots.get(slot).and_then(|a| a.as_ref()) else {
-                continue;
-            };
-            if a.seq != seq || a.phase != phase {
-                continue;
-            }
-            self.judge_at_deadline(slot, t);
         }
     }
 
     /// An attempt reached its phase's `deadline`: ask the kernel what really happened, and
-    /// when, before classing it, so the server is blamed only for what it did.
+    /// when, before classing it (see [`judge_deadline`]).
     fn judge_at_deadline(&mut self, slot: usize, deadline: Instant) {
-        let Some(a) = self.slots[slot].as_ref() else {
+        let Some(a) = self.pool.get(slot) else {
             return;
         };
+        let view = kernel_view(a);
         let now = Instant::now();
-        // The latest moment something the kernel stamps (in ms since, at its tick's
-        // resolution) can have happened, and whether that was by the deadline.
+        // Whether a kernel stamp of `ms_ago` (at its tick's resolution) is by the deadline.
         let by_deadline =
             |ms_ago: u32| now - Duration::from_millis(ms_ago.into()) <= deadline + KERNEL_TICK;
-        match a.phase {
-            Phase::Connecting => {
-                // An error the generator has not read yet (an RST, an ICMP error) is the
-                // attempt's true ending.
-                if let Ok(Some(e)) = a.sock.take_error() {
-                    let n = errno(&e);
-                    return self.finish(slot, Outcome::from_errno(n), Some(n));
-                }
-                match synack_sys::tcp_info(&a.sock) {
-                    Ok(Some(info)) if info.state == synack_sys::TCP_SYN_SENT => {
-                        if info.total_retrans > 0 {
-                            self.rec.timeout_retransmitted += 1;
-                        }
-                        self.finish(slot, Outcome::Timeout, None);
-                    }
-                    // Past SYN_SENT (established, or already closing): the handshake is done.
-                    // Without a SYN retransmission, the SYN-ACK came within the first RTO (1 s),
-                    // so by a deadline at least that long; otherwise its time tells: the last
-                    // ACK received is the SYN-ACK or later.
-                    Ok(Some(info)) => {
-                        let in_time = (info.total_retrans == 0
-                            && self.plan.connect_timeout >= SYN_RTO)
-                            || by_deadline(info.last_ack_recv_ms);
-                        if in_time {
-                            self.late(slot);
-                        } else {
-                            self.rec.timeout_retransmitted += u64::from(info.total_retrans > 0);
-                            self.finish(slot, Outcome::Timeout, None);
-                        }
-                    }
-                    // Where TCP_INFO is unknown, an unanswered connect is all there is to say.
-                    _ => self.finish(slot, Outcome::Timeout, None),
-                }
-            }
-            Phase::Sending => self.finish(slot, Outcome::Unserved, None),
-            Phase::Reading => {
-                // What the kernel holds for us is what the server sent; whether it came in
-                // time, the kernel's stamp of the last data segment says.
-                let o = match peek_waiting(&a.sock) {
-                    _ if a.got > 0 => Outcome::Ok,
-                    // The server closed without a byte: it took the connection, no answer.
-                    Ok(0) => Outcome::NoAnswer,
-                    Ok(_) => {
-                        let arrived_in_time = synack_sys::tcp_info(&a.sock)
-                            .ok()
-                            .flatten()
-                            .is_none_or(|i| by_deadline(i.last_data_recv_ms));
-                        if arrived_in_time {
-                            return self.late(slot);
-                        }
-                        Outcome::Unserved
-                    }
-                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
-                        let n = errno(&e);
-                        return self.finish(slot, Outcome::from_errno(n), Some(n));
-                    }
-                    // The probe header proves the server accepted it; its answer never came.
-                    Err(_) if a.header_got >= probe::LEN => Outcome::NoAnswer,
-                    Err(_) => Outcome::Unserved,
-                };
-                self.finish(slot, o, None);
-            }
-            Phase::Holding => self.finish(slot, Outcome::Ok, None),
-        }
+        let (ending, retransmitted) =
+            judge_deadline(a, view, self.plan.connect_timeout, by_deadline);
+        self.rec.timeout_retransmitted += u64::from(retransmitted);
+        self.end(slot, ending);
     }
 
-    /// Classes an attempt as the generator's lateness.
-    fn late(&mut self, slot: usize) {
-        self.progress.late.fetch_add(1, Relaxed);
-        self.finish(slot, Outcome::Late, None);
-    }
-
-    fn finish(&mut self, slot: usize, outcome: Outcome, errno: Option<i32>) {
-        let Some(a) = self.slots[slot].take() else {
+    /// Where every started attempt ends: its socket kept for the next attempt (a connection
+    /// that ended well is reset by a disconnect instead of a close) or closed (with RST), its
+    /// slot freed, its ending counted.
+    fn end(&mut self, slot: usize, ending: Ending) {
+        let Some(a) = self.pool.end(slot) else {
             return;
         };
-        // A connection that ended well is reset by a disconnect instead of a close, and its
-        // socket waits in the slot for the next attempt; anything else closes (with RST).
-        if outcome == Outcome::Ok
+        if ending == Ending::of(Outcome::Ok)
             && self.plan.uses_socket_reuse()
             && synack_sys::disconnect(&a.sock).is_ok()
         {
-            self.spares[slot] = Some(Spare {
-                registered: a.phase != Phase::Holding,
-                sock: a.sock,
-            });
+            self.pool.keep(
+                slot,
+                Spare {
+                    registered: a.phase != Phase::Holding,
+                    sock: a.sock,
+                },
+            );
         }
-        self.free.push(slot);
-        self.live -= 1;
-        self.rec.outcome(outcome, errno);
-        if outcome != Outcome::Ok {
+        self.account(ending);
+    }
+
+    /// Counts an ending: of a started attempt (from [`Self::end`]) or of one that failed before
+    /// it existed.
+    fn account(&mut self, ending: Ending) {
+        match ending {
+            Ending::Class(o, errno) => self.rec.outcome(o, errno),
+            Ending::Other(msg) => self.rec.other(msg),
+        }
+        let o = ending.outcome();
+        if o != Outcome::Ok {
             self.progress.errors.fetch_add(1, Relaxed);
+        }
+        if o == Outcome::Late {
+            self.progress.late.fetch_add(1, Relaxed);
         }
         self.progress.finished.fetch_add(1, Relaxed);
     }
@@ -988,10 +634,8 @@ impl<'a> Thread<'a> {
     /// flight is judged as at its deadline, by what the kernel says of it.
     fn abandon_all(&mut self) {
         let now = Instant::now();
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].is_some() {
-                self.judge_at_deadline(slot, now);
-            }
+        for slot in self.pool.indices() {
+            self.judge_at_deadline(slot, now);
         }
     }
 
@@ -1016,44 +660,11 @@ impl<'a> Thread<'a> {
     }
 }
 
-/// What one non-blocking read gave.
-enum ReadStep {
-    Data(usize),
-    Eof,
-    /// Nothing more for now: wait for readiness.
-    Wait,
-    /// Failed with this errno.
-    Failed(i32),
-}
-
-/// Reads once (retrying on `EINTR`).
-fn read_some(sock: &Socket, buf: &mut [u8]) -> ReadStep {
-    loop {
-        return match (&*sock).read(buf) {
-            Ok(0) => ReadStep::Eof,
-            Ok(n) => ReadStep::Data(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadStep::Wait,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => ReadStep::Failed(errno(&e)),
-        };
-    }
-}
-
-/// What waits to be read, without taking it: `Ok(0)` for an end of stream, `Ok(n)` for data,
-/// `WouldBlock` for nothing yet, or the connection's error.
-fn peek_waiting(sock: &Socket) -> io::Result<usize> {
-    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    sock.peek(&mut b)
-}
-
-fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
-    use std::net::TcpListener;
+    use std::net::{SocketAddr, TcpListener};
+    use std::sync::mpsc::channel;
 
     use super::*;
     use crate::plan::CloseMode;
@@ -1080,15 +691,15 @@ mod tests {
         }
     }
 
-    fn thread<'a>(plan: &'a Plan, progress: &'a Progress) -> Thread<'a> {
+    fn thread<'a>(plan: &'a Plan, progress: &'a Progress) -> Generator<'a> {
         let (tx, rx) = channel();
         // The receiver may go: interval sends then fail, which the engine ignores.
         drop(rx);
-        Thread::new(plan, 0, Instant::now(), Poll::new().unwrap(), tx, progress)
+        Generator::new(plan, 0, Instant::now(), Poll::new().unwrap(), tx, progress)
     }
 
     /// Polls until the slot's attempt is past connecting (bounded: 5 s).
-    fn poll_until_established(t: &mut Thread<'_>) {
+    fn poll_until_established(t: &mut Generator<'_>) {
         let mut events = Events::with_capacity(8);
         let before = t.rec.established;
         for _ in 0..500 {
@@ -1117,10 +728,10 @@ mod tests {
         // reads it before the deadline.
         for _ in 0..20 {
             assert!(t.start(None));
-            if t.live == 1 {
+            if t.pool.live() == 1 {
                 stalled += 1;
-                let slot = t.slots.iter().position(Option::is_some).unwrap();
-                let sock = &t.slots[slot].as_ref().unwrap().sock;
+                let slot = t.pool.indices().find(|&i| t.pool.get(i).is_some()).unwrap();
+                let sock = &t.pool.get(slot).unwrap().sock;
                 for _ in 0..500 {
                     let state = synack_sys::tcp_info(sock).unwrap().unwrap().state;
                     if state == synack_sys::TCP_ESTABLISHED {
@@ -1130,7 +741,7 @@ mod tests {
                 }
                 std::thread::sleep(plan.connect_timeout + Duration::from_millis(10));
                 t.expire_timers(Instant::now());
-                assert_eq!(t.live, 0);
+                assert_eq!(t.pool.live(), 0);
             }
             let _ = listener.accept();
         }
@@ -1153,11 +764,11 @@ mod tests {
             // by the deadline, past SYN_SENT all the same.
             let (server_side, _) = listener.accept().unwrap();
             drop(server_side);
-            if t.live == 1 {
+            if t.pool.live() == 1 {
                 stalled += 1;
                 std::thread::sleep(plan.connect_timeout + Duration::from_millis(10));
                 t.expire_timers(Instant::now());
-                assert_eq!(t.live, 0);
+                assert_eq!(t.pool.live(), 0);
             }
         }
         assert!(stalled > 0, "every connect completed at once");
@@ -1174,8 +785,8 @@ mod tests {
         let polled = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
         assert!(t.start(None));
-        if t.live == 1 {
-            let slot = t.slots.iter().position(Option::is_some).unwrap();
+        if t.pool.live() == 1 {
+            let slot = t.pool.indices().find(|&i| t.pool.get(i).is_some()).unwrap();
             // A writable event from the poll of the turn before: ignored, the attempt waits
             // for its own.
             t.on_event(slot, false, polled);
@@ -1221,7 +832,7 @@ mod tests {
         let progress = Progress::default();
         let mut t = thread(&plan, &progress);
         assert!(t.start(None));
-        assert_eq!(t.live, 1);
+        assert_eq!(t.pool.live(), 1);
         std::thread::sleep(plan.connect_timeout + Duration::from_millis(10));
         t.expire_timers(Instant::now());
         assert_eq!(t.rec.count(Outcome::Timeout), 1);

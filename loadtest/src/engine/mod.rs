@@ -1,0 +1,225 @@
+//! The generator: one mio event loop per thread, each running attempts through
+//! connect -> send -> read -> hold -> close.
+//!
+//! Open loop: attempt `i` belongs to thread `i % threads` and starts at its scheduled time;
+//! latency is also measured from the schedule, so a stall cannot hide (wrk2's correction of
+//! coordinated omission). Closed loop: each thread keeps its share of `--concurrency` in flight.
+//!
+//! Past its capacity the generator degrades instead of collapsing. Each turn of the loop
+//! first handles what the kernel reported for attempts already started (deadlines, then
+//! events), and only then starts new ones: at most [`START_BATCH`] per turn, and never more
+//! than the thread's share of [`Plan::max_in_flight`] at once. A late generator keeps the
+//! schedule as a schedule: overdue attempts start in order as soon as it can, their lag counted;
+//! those still unstarted when the duration ends are classed `not_started`. At a deadline the
+//! kernel is asked (`SO_ERROR`, `TCP_INFO`) before anything is blamed on the server: an attempt
+//! the kernel had established is the generator's lateness (`late`), not a timeout.
+
+//!
+//! The parts: `attempt` (an attempt, and the decisions about it that need no
+//! socket), the slots and their sockets (`pool`), the deadlines (`timers`), and the event
+//! loop that drives them (`event_loop`); the schedule is [`crate::pacer`]'s.
+
+mod attempt;
+mod event_loop;
+mod pool;
+mod timers;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+use mio::Poll;
+
+use crate::plan::Plan;
+use crate::record::{Recorder, latency_histogram};
+use event_loop::Generator;
+
+/// Connects faster than this cannot have retransmitted their SYN: Linux's first SYN
+/// retransmission waits the initial RTO, 1 s (`TCP_TIMEOUT_INIT`), and only a BPF program
+/// (`BPF_SOCK_OPS_TIMEOUT_INIT`) can lower it; this leaves room down to 150 ms.
+pub(super) const RETRANS_POSSIBLE: Duration = Duration::from_millis(150);
+
+/// The largest buffer `--send` is written from.
+pub(super) const PAYLOAD_CHUNK: usize = 64 * 1024;
+
+/// The most attempts a thread starts in one turn of its loop, so that a generator behind its
+/// schedule still turns back to the events of the attempts it has started.
+pub const START_BATCH: usize = 64;
+
+/// After a start failed before the attempt existed (no descriptor, no port, no route), the
+/// closed loop waits this long before it tries again, doubling up to [`RETRY_MAX`].
+pub(super) const RETRY_FIRST: Duration = Duration::from_millis(1);
+pub(super) const RETRY_MAX: Duration = Duration::from_millis(100);
+
+/// Counters every thread updates, read by the live view.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Attempts started.
+    pub attempts: AtomicU64,
+    /// Attempts established.
+    pub established: AtomicU64,
+    /// Attempts that ended in an error class.
+    pub errors: AtomicU64,
+    /// Attempts finished (any class).
+    pub finished: AtomicU64,
+    /// Closed loop: attempts handed out, against `--connections`.
+    pub issued: AtomicU64,
+    /// Attempts the generator was late for (see [`Outcome::Late`]).
+    pub late: AtomicU64,
+    /// Open loop: attempts never started (see [`Outcome::NotStarted`]).
+    pub not_started: AtomicU64,
+    /// Set when the run must stop at once (for example, no probe header where one was asked).
+    pub fatal: Mutex<Option<String>>,
+    /// Whether `fatal` is set (checked on every loop turn without the lock).
+    pub failed: AtomicBool,
+}
+
+impl Progress {
+    pub(super) fn fail(&self, msg: String) {
+        if let Ok(mut f) = self.fatal.lock()
+            && f.is_none()
+        {
+            *f = Some(msg);
+        }
+        self.failed.store(true, Relaxed);
+    }
+}
+
+/// One second of connect latency from one thread, for the interval log and the live view.
+#[derive(Debug)]
+pub struct Interval {
+    /// Seconds since the start.
+    pub second: u64,
+    /// Connect latency recorded in that second, us.
+    pub connect: Histogram<u64>,
+}
+
+/// What a whole run measured.
+#[derive(Debug)]
+pub struct RunResult {
+    /// All threads merged.
+    pub rec: Recorder,
+    /// Connect latency per second since the start.
+    pub intervals: BTreeMap<u64, Histogram<u64>>,
+    /// Wall-clock time of the start.
+    pub started_at: SystemTime,
+    /// From the start to the last thread's end.
+    pub elapsed: Duration,
+    /// From the start to the last connection established (the span the achieved rate uses).
+    pub active: Duration,
+    /// Each generator thread's CPU time over the run (`/proc/thread-self/stat`), where known.
+    pub thread_cpu: Vec<Duration>,
+}
+
+/// Runs a flood to its end, calling `tick` about once a second with the progress so far and
+/// the connect-latency histogram of the seconds completed.
+pub fn run(
+    plan: &Plan,
+    mut tick: impl FnMut(Duration, &Progress, &Histogram<u64>),
+) -> io::Result<RunResult> {
+    let progress = Arc::new(Progress::default());
+    let (tx, rx) = channel();
+    // A short head start so every thread is up before the first scheduled attempt.
+    let t0 = Instant::now() + Duration::from_millis(20);
+    let started_at = SystemTime::now() + Duration::from_millis(20);
+    let mut handles = Vec::with_capacity(plan.threads);
+    for index in 0..plan.threads {
+        let plan = plan.clone();
+        let progress = progress.clone();
+        let tx = tx.clone();
+        let poll = Poll::new()?;
+        let h = std::thread::Builder::new()
+            .name(format!("synack-load-{index}"))
+            .spawn(move || {
+                let cpu = || synack_sys::current_thread_cpu().ok().flatten();
+                let before = cpu();
+                let mut t = Generator::new(&plan, index, t0, poll, tx, &progress);
+                t.run();
+                let used = cpu().zip(before).map(|(a, b)| a.saturating_sub(b));
+                (t.rec, t.last_established, used)
+            })?;
+        handles.push(h);
+    }
+    drop(tx);
+    let (intervals, so_far) = collect(&rx, t0, &progress, &mut tick);
+    let mut rec = Recorder::default();
+    let mut last = None;
+    let mut thread_cpu = Vec::new();
+    for h in handles {
+        let (r, l, cpu) = h
+            .join()
+            .map_err(|_| io::Error::other("a generator thread panicked"))?;
+        rec.merge(&r);
+        last = last.max(l);
+        thread_cpu.extend(cpu);
+    }
+    drop(so_far);
+    if let Some(msg) = progress.fatal.lock().ok().and_then(|f| f.clone()) {
+        return Err(io::Error::other(msg));
+    }
+    let end = Instant::now();
+    Ok(RunResult {
+        rec,
+        intervals,
+        started_at,
+        elapsed: end.saturating_duration_since(t0),
+        active: last.map_or(Duration::ZERO, |l| l.saturating_duration_since(t0)),
+        thread_cpu,
+    })
+}
+
+/// The CPU time of this process's generator threads (named `synack-load-N`) by name.
+pub fn generator_cpu() -> Vec<(String, Duration)> {
+    let mut v: Vec<(String, Duration)> = synack_sys::thread_cpu_times()
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.name.starts_with("synack-load-"))
+        .map(|t| (t.name, t.cpu))
+        .collect();
+    v.sort();
+    v
+}
+
+type Collected = (BTreeMap<u64, Histogram<u64>>, Histogram<u64>);
+
+fn collect(
+    rx: &Receiver<Interval>,
+    t0: Instant,
+    progress: &Progress,
+    tick: &mut impl FnMut(Duration, &Progress, &Histogram<u64>),
+) -> Collected {
+    let mut intervals: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    let mut so_far = latency_histogram();
+    let mut next_tick = t0 + Duration::from_secs(1);
+    loop {
+        // Every thread holds a sender until it ends: disconnected means all are done.
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(iv) => {
+                let _ = so_far.add(&iv.connect);
+                match intervals.get_mut(&iv.second) {
+                    Some(h) => {
+                        let _ = h.add(&iv.connect);
+                    }
+                    None => {
+                        intervals.insert(iv.second, iv.connect);
+                    }
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            tick(now.saturating_duration_since(t0), progress, &so_far);
+            next_tick += Duration::from_secs(1);
+        }
+    }
+    (intervals, so_far)
+}
