@@ -1,0 +1,94 @@
+//! synack-load against real servers on loopback: in a network namespace the test makes itself
+//! (root): an unreachable route.
+//! No timed assertions: counts and classes only.
+
+use std::process::Command;
+
+use synack_load::report::FloodReport;
+
+mod common;
+use common::{skip_or_fail, tmp};
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[test]
+fn an_unreachable_route_in_a_namespace_gives_unreachable() {
+    let name = format!("synack-load-test-{}", std::process::id());
+    if let Err(why) = ip(&["netns", "add", &name]) {
+        return skip_or_fail(
+            "an_unreachable_route_in_a_namespace_gives_unreachable",
+            &format!("needs root and iproute2 ({why})"),
+        );
+    }
+    let ns = Netns(name);
+    ip(&["-n", &ns.0, "link", "set", "lo", "up"]).unwrap();
+    // TEST-NET-1, only inside this namespace, routed nowhere: no packet leaves.
+    ip(&["-n", &ns.0, "route", "add", "unreachable", "192.0.2.0/24"]).unwrap();
+    let json = tmp("unreachable.json");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_synack-load")])
+        .args([
+            "flood",
+            "192.0.2.1:80",
+            "--quiet",
+            "--connections",
+            "5",
+            "--concurrency",
+            "5",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: FloodReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(rep.outcomes["unreachable"], 5, "{rep:#?}");
+    // Without --connections, a closed loop whose every start fails at once still ends at
+    // --duration (it used to spin forever), with each attempt classified.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_synack-load")])
+        .args([
+            "flood",
+            "192.0.2.1:80",
+            "--quiet",
+            "--duration",
+            "300ms",
+            "--concurrency",
+            "5",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: FloodReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(rep.outcomes["unreachable"] >= 1, "{rep:#?}");
+    assert_eq!(rep.outcomes.values().sum::<u64>(), rep.attempts);
+    assert_eq!(rep.outcomes["unreachable"], rep.attempts);
+}
