@@ -6,12 +6,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use mio::{Poll, Token, Waker};
 use socket2::Socket;
 
 use crate::acceptor::{
-    AcceptConfig, AcceptCore, Acceptor, AcceptorExit, AcceptorShared, FdExhaustionPolicy, Wake,
-    acceptor_died,
+    self, AcceptConfig, AcceptCore, AcceptTask, AcceptorDone, AcceptorHandle, FdExhaustionPolicy,
 };
 use crate::connection::Connection;
 use crate::error::Error;
@@ -19,8 +17,9 @@ use crate::limit::{Limit, OverloadPolicy};
 use crate::listener::{self, Keepalive, ListenOptions, Listener};
 use crate::probe::MonoClock;
 use crate::sampler::{self, QueueGauge};
-use crate::server::{AcceptorDone, AcceptorHandle, Server, Shared};
-use crate::worker::{self, AcceptTask, HandlerOutput, WorkerShared};
+use crate::server::Server;
+use crate::shared::{AcceptorShared, Shared, Wake, WorkerShared};
+use crate::worker::{self, HandlerOutput};
 
 /// The most acceptor or worker threads one server may ask for.
 pub const MAX_THREADS: usize = 4096;
@@ -38,6 +37,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 enum Bind {
     Addr(SocketAddr),
     Adopt(Socket),
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
 }
 
 /// Configures and starts a [`Server`]. Obtained from [`Server::builder`].
@@ -483,12 +489,7 @@ impl ServerBuilder {
                 notifies.push(notify.clone());
                 Wake::Task(notify)
             } else {
-                let start = |source| Error::Start {
-                    what: format!("the poll of acceptor {k}"),
-                    source,
-                };
-                let poll = Poll::new().map_err(start)?;
-                let waker = Waker::new(poll.registry(), Token(usize::MAX)).map_err(start)?;
+                let (poll, waker) = acceptor::thread::new_poll(k)?;
                 polls.push(poll);
                 Wake::Poll(waker)
             };
@@ -594,31 +595,14 @@ impl ServerBuilder {
         let senders: Vec<_> = server.workers.iter().map(|w| w.tx.clone()).collect();
         let sched_batch = self.sched_batch;
         for (poll, (core, ctrl_tx, ctrl)) in polls.into_iter().zip(acceptor_parts) {
-            let k = core.id;
-            let listeners = core.listeners();
-            let shared = shared.clone();
-            let acceptor = Acceptor::new(core, poll, senders.clone(), ctrl);
-            let thread = std::thread::Builder::new()
-                .name(format!("synack-acceptor-{k}"))
-                .spawn(move || {
-                    if sched_batch {
-                        crate::worker::enter_sched_batch();
-                    }
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| acceptor.run()))
-                    {
-                        Ok(exit) => exit,
-                        Err(panic) => {
-                            let why = format!("panicked: {}", worker::panic_message(&*panic));
-                            worker::forget_panic(panic);
-                            acceptor_died(&shared, k, &listeners, &why);
-                            AcceptorExit
-                        }
-                    }
-                })
-                .map_err(|source| Error::Start {
-                    what: format!("acceptor thread {k}"),
-                    source,
-                })?;
+            let thread = acceptor::thread::spawn(
+                core,
+                poll,
+                senders.clone(),
+                ctrl,
+                shared.clone(),
+                sched_batch,
+            )?;
             server.acceptors.push(AcceptorHandle {
                 ctrl: ctrl_tx,
                 done: Some(AcceptorDone::Thread(thread)),

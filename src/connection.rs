@@ -11,7 +11,7 @@ use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::limit::Slot;
+use crate::shared::Slot;
 
 /// Where a connection came from and how it travelled through the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,6 +41,7 @@ mod builder;
 #[cfg(feature = "config")]
 pub mod config;
 mod connection;
+mod dispatch;
 mod error;
 #[cfg(feature = "hyper")]
 pub mod http;
@@ -52,9 +53,12 @@ mod periodic;
 pub mod probe;
 mod sampler;
 mod server;
+mod shared;
 pub mod stats;
 // The OS layer, private: `crate::sys::...` inside synack, nothing of it in synack's API.
 use synack_sys as sys;
+mod threads;
+mod throttle;
 pub mod worker;
 
 pub use acceptor::FdExhaustionPolicy;

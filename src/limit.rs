@@ -7,10 +7,7 @@
 //! and wait in the accept queue (up to the effective backlog; past it the kernel drops SYNs),
 //! exactly as Tomcat's acceptor blocks in `LimitLatch.countUpOrAwait()`. The slot freed wakes it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-
-use crate::server::Shared;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 /// What an acceptor does when the connection limit is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,44 +65,8 @@ impl Limit {
         self.count.load(SeqCst) < self.max
     }
 
-    /// Gives a slot back. The caller wakes parked acceptors.
+    /// Gives a slot back. The caller wakes parked acceptors (see `Slot` in `shared.rs`).
     pub fn release(&self) {
         self.count.fetch_sub(1, SeqCst);
-    }
-}
-
-/// A taken slot, owned by a [`Connection`](crate::Connection): dropping it frees the slot,
-/// lowers its worker's open count and wakes an acceptor waiting for room.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    shared: Arc<Shared>,
-    worker: usize,
-}
-
-impl Slot {
-    /// Wraps a slot already taken with [`Limit::try_acquire`] for a connection on `worker`.
-    pub fn new(shared: Arc<Shared>, worker: usize) -> Self {
-        Slot { shared, worker }
-    }
-}
-
-impl Slot {
-    /// Moves the slot to another worker (its connection is dispatched again, its first worker
-    /// having died).
-    pub(crate) fn move_to(&mut self, worker: usize) {
-        self.shared.workers[worker].open.fetch_add(1, Relaxed);
-        self.shared.workers[self.worker].open.fetch_sub(1, Relaxed);
-        self.worker = worker;
-    }
-
-    /// The server state the slot belongs to.
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.shared.release(self.worker);
     }
 }

@@ -33,7 +33,7 @@ use socket2::Socket;
 
 use crate::listener::ListenerInfo;
 use crate::periodic::Periodic;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stats::AcceptErrorKind;
 use crate::sys;
 

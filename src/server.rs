@@ -2,96 +2,20 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::acceptor::{AcceptorExit, AcceptorShared, Control, Wake};
-use crate::builder::ServerBuilder;
-use crate::limit::Limit;
+use crate::acceptor::{AcceptorHandle, Control};
+use crate::dispatch::WorkerMsg;
 use crate::listener::ListenerInfo;
-use crate::probe::MonoClock;
 use crate::sampler::{QueueGauge, QueueSample, Sampler};
+use crate::shared::{self, Shared, Wake};
 use crate::stats::{ListenerStats, Stats};
 use crate::sys;
-use crate::worker::{WorkerHandle, WorkerMsg, WorkerShared};
-
-/// State shared by the server handle, its acceptors, its workers and every open connection.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub limit: Limit,
-    pub workers: Box<[WorkerShared]>,
-    pub acceptors: Box<[AcceptorShared]>,
-    pub shutting_down: AtomicBool,
-    pub idle: (Mutex<()>, Condvar),
-    /// With the probe on: the clock its timestamps are read from.
-    pub probe: Option<MonoClock>,
-    /// Turns true when a graceful shutdown begins (see [`Connection::closing`]).
-    ///
-    /// [`Connection::closing`]: crate::Connection::closing
-    pub closing: tokio::sync::watch::Sender<bool>,
-    /// Whether workers record dispatch latency through the `metrics` facade.
-    #[cfg(feature = "metrics")]
-    pub metrics: bool,
-}
-
-impl Shared {
-    /// Every acceptor's and worker's counters and histograms merged (no listener view).
-    pub fn merged_stats(&self) -> Stats {
-        let acceptors: Vec<_> = self.acceptors.iter().map(|a| &a.stats).collect();
-        let workers: Vec<_> = self.workers.iter().map(|w| &w.stats).collect();
-        let open = self.workers.iter().map(|w| w.open.load(Relaxed)).collect();
-        let mut s = Stats::merge(&acceptors, &workers, open);
-        s.workers_alive = self.workers.iter().map(|w| w.alive.load(Relaxed)).collect();
-        s.acceptors_alive = self
-            .acceptors
-            .iter()
-            .map(|a| a.alive.load(Relaxed))
-            .collect();
-        s
-    }
-
-    /// A connection on `worker` ended.
-    pub fn release(&self, worker: usize) {
-        self.workers[worker].open.fetch_sub(1, Relaxed);
-        self.release_slot();
-    }
-
-    /// Gives a slot back to the limit and wakes whoever waits for one.
-    pub fn release_slot(&self) {
-        self.limit.release();
-        for a in self.acceptors.iter() {
-            if a.parked.load(SeqCst) && a.parked.swap(false, SeqCst) {
-                a.waker.wake();
-            }
-        }
-        if self.shutting_down.load(Relaxed) {
-            let _guard = self.idle.0.lock();
-            self.idle.1.notify_all();
-        }
-    }
-}
-
-/// The server's end of an acceptor.
-#[derive(Debug)]
-pub(crate) struct AcceptorHandle {
-    pub ctrl: Sender<Control>,
-    pub done: Option<AcceptorDone>,
-}
-
-/// How the server learns that an acceptor has exited.
-#[derive(Debug)]
-pub(crate) enum AcceptorDone {
-    /// A dedicated thread: joined.
-    Thread(JoinHandle<AcceptorExit>),
-    /// A task on a worker: it reports on this channel (closed unreported if its worker died).
-    /// In a mutex only so that the server stays `Sync`.
-    Task(Mutex<std::sync::mpsc::Receiver<AcceptorExit>>),
-}
+use crate::worker::WorkerHandle;
 
 /// What a graceful shutdown did.
 ///
@@ -147,11 +71,6 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts configuring a server.
-    pub fn builder() -> ServerBuilder {
-        ServerBuilder::new()
-    }
-
     /// Every distinct address the server listens on, in bind order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         let mut out: Vec<SocketAddr> = Vec::new();
@@ -229,7 +148,7 @@ impl Server {
     /// the handler); an `accept()` already under way on another worker may still complete.
     pub fn pause(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let from_worker = crate::worker::on_worker_of(&self.shared);
+        let from_worker = shared::on_worker_of(&self.shared);
         let mut asked = 0;
         for (i, a) in self.acceptors.iter().enumerate() {
             if a.ctrl.send(Control::Pause(tx.clone())).is_ok() {
@@ -369,24 +288,8 @@ impl Server {
     fn stop_acceptors(&mut self, drain: bool, deadline: Instant) {
         self.control(|| Control::Stop { drain, deadline });
         for a in &mut self.acceptors {
-            match a.done.take() {
-                Some(AcceptorDone::Thread(t)) => match t.join() {
-                    Ok(AcceptorExit) => {}
-                    Err(_) => {
-                        tracing::error!(target: "synack::server", "an acceptor thread panicked")
-                    }
-                },
-                Some(AcceptorDone::Task(rx)) => match rx
-                    .into_inner()
-                    .map_err(drop)
-                    .and_then(|rx| rx.recv().map_err(drop))
-                {
-                    Ok(AcceptorExit) => {}
-                    Err(_) => {
-                        tracing::error!(target: "synack::server", "an accept task ended without reporting (its worker is gone)")
-                    }
-                },
-                None => {}
+            if let Some(done) = a.done.take() {
+                done.wait();
             }
         }
         self.acceptors.clear();
