@@ -1,25 +1,20 @@
 //! Configuring a server: where to listen, the backlog, the limits, the threads.
 
 use std::future::Future;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::net::ToSocketAddrs;
+use std::time::Duration;
 
 use socket2::Socket;
 
-use crate::acceptor::{
-    self, AcceptConfig, AcceptCore, AcceptTask, AcceptorDone, AcceptorHandle, FdExhaustionPolicy,
-};
+use crate::acceptor::{AcceptConfig, FdExhaustionPolicy};
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::limit::{Limit, OverloadPolicy};
-use crate::listener::{self, Keepalive, ListenOptions, Listener};
-use crate::probe::MonoClock;
-use crate::sampler::{self, QueueGauge};
+use crate::limit::OverloadPolicy;
+use crate::listener::{self, Keepalive, ListenOptions};
+use crate::observe::ObserveSettings;
 use crate::server::Server;
-use crate::shared::{AcceptorShared, Shared, Wake, WorkerShared};
-use crate::worker::{self, HandlerOutput};
+use crate::start::{self, Bind, Settings};
+use crate::worker::HandlerOutput;
 
 /// The most acceptor or worker threads one server may ask for.
 pub const MAX_THREADS: usize = 4096;
@@ -32,12 +27,6 @@ pub const IN_WORKER_ACCEPT_BATCH: usize = 4;
 
 /// Tomcat's default `maxConnections` (NIO connector).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
-
-#[derive(Debug)]
-enum Bind {
-    Addr(SocketAddr),
-    Adopt(Socket),
-}
 
 impl Server {
     /// Starts configuring a server.
@@ -58,7 +47,9 @@ pub struct ServerBuilder {
     max_connections: usize,
     workers: Option<usize>,
     acceptors: usize,
-    accept: AcceptConfig,
+    overload: OverloadPolicy,
+    fd_exhaustion: FdExhaustionPolicy,
+    backoff: (Duration, Duration),
     probe: bool,
     queue_sampling: Option<Duration>,
     metrics: Option<Duration>,
@@ -85,14 +76,9 @@ impl ServerBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             workers: None,
             acceptors: 1,
-            accept: AcceptConfig {
-                // Set by `serve`, from `accept_batch` or the mode's default.
-                batch: THREAD_ACCEPT_BATCH,
-                backoff_min: Duration::from_millis(5),
-                backoff_max: Duration::from_secs(1),
-                overload: OverloadPolicy::Queue,
-                fd_exhaustion: FdExhaustionPolicy::Backoff,
-            },
+            overload: OverloadPolicy::Queue,
+            fd_exhaustion: FdExhaustionPolicy::Backoff,
+            backoff: (Duration::from_millis(5), Duration::from_secs(1)),
             probe: false,
             queue_sampling: None,
             metrics: None,
@@ -230,13 +216,13 @@ impl ServerBuilder {
 
     /// What happens at the connection limit. Default [`OverloadPolicy::Queue`].
     pub fn overload_policy(mut self, policy: OverloadPolicy) -> Self {
-        self.accept.overload = policy;
+        self.overload = policy;
         self
     }
 
     /// What happens when file descriptors run out. Default [`FdExhaustionPolicy::Backoff`].
     pub fn fd_exhaustion_policy(mut self, policy: FdExhaustionPolicy) -> Self {
-        self.accept.fd_exhaustion = policy;
+        self.fd_exhaustion = policy;
         self
     }
 
@@ -255,8 +241,7 @@ impl ServerBuilder {
     /// The back-off after a resource-exhaustion accept error: starts at `min`, doubles up to
     /// `max`, resets after a successful accept. Default 5 ms to 1 s.
     pub fn accept_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.accept.backoff_min = min;
-        self.accept.backoff_max = max;
+        self.backoff = (min, max);
         self
     }
 
@@ -324,7 +309,47 @@ impl ServerBuilder {
         self
     }
 
-    fn validate(&self) -> Result<usize, Error> {
+    /// Checks every setting and resolves every derived value (the worker count, the
+    /// acceptors, the accept batch) once, for start-up.
+    fn validate(&self) -> Result<Settings, Error> {
+        self.check_limits()?;
+        let workers = self.check_threads()?;
+        self.check_accept()?;
+        self.check_socket_options()?;
+        self.check_intervals()?;
+        let acceptors = if self.accept_in_workers {
+            workers
+        } else {
+            self.acceptors
+        };
+        let batch = match self.accept_batch {
+            Some(n) => n,
+            None if self.accept_in_workers => IN_WORKER_ACCEPT_BATCH,
+            None => THREAD_ACCEPT_BATCH,
+        };
+        Ok(Settings {
+            opts: self.opts.clone(),
+            max_connections: self.max_connections,
+            workers,
+            acceptors,
+            accept_in_workers: self.accept_in_workers,
+            accept: AcceptConfig {
+                batch,
+                backoff_min: self.backoff.0,
+                backoff_max: self.backoff.1,
+                overload: self.overload,
+                fd_exhaustion: self.fd_exhaustion,
+            },
+            probe: self.probe,
+            sched_batch: self.sched_batch,
+            observe: ObserveSettings {
+                queue_sampling: self.queue_sampling,
+                metrics: self.metrics,
+            },
+        })
+    }
+
+    fn check_limits(&self) -> Result<(), Error> {
         listener::validate_backlog(self.opts.backlog)?;
         if self.max_connections == 0 {
             return Err(Error::invalid(
@@ -333,6 +358,11 @@ impl ServerBuilder {
                 "at least 1 connection must be allowed",
             ));
         }
+        Ok(())
+    }
+
+    /// The worker count, checked with the acceptors.
+    fn check_threads(&self) -> Result<usize, Error> {
         let workers = match self.workers {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -353,6 +383,10 @@ impl ServerBuilder {
                 "1 (the default) with accept_in_workers, where every worker is its own acceptor",
             ));
         }
+        Ok(workers)
+    }
+
+    fn check_accept(&self) -> Result<(), Error> {
         if self.accept_batch == Some(0) {
             return Err(Error::invalid(
                 "accept_batch",
@@ -360,7 +394,7 @@ impl ServerBuilder {
                 "at least 1 accept per wakeup",
             ));
         }
-        let (min, max) = (self.accept.backoff_min, self.accept.backoff_max);
+        let (min, max) = self.backoff;
         if min.is_zero() || min > max {
             return Err(Error::invalid(
                 "accept_backoff",
@@ -368,6 +402,10 @@ impl ServerBuilder {
                 "a minimum above zero and not above the maximum",
             ));
         }
+        Ok(())
+    }
+
+    fn check_socket_options(&self) -> Result<(), Error> {
         if let Some(d) = self.opts.defer_accept
             && d < Duration::from_secs(1)
         {
@@ -404,6 +442,10 @@ impl ServerBuilder {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn check_intervals(&self) -> Result<(), Error> {
         if let Some(i) = self.metrics
             && i < Duration::from_millis(1)
         {
@@ -422,35 +464,7 @@ impl ServerBuilder {
                 "an interval of at least 1 ms",
             ));
         }
-        Ok(workers)
-    }
-
-    /// Opens every listener; with `reuse_port`, one socket per address for each of the
-    /// `acceptors` acceptors.
-    fn open_listeners(&mut self, acceptors: usize) -> Result<Vec<Listener>, Error> {
-        let split = self.opts.reuse_port && acceptors > 1;
-        let mut out = Vec::new();
-        for bind in std::mem::take(&mut self.binds) {
-            match bind {
-                Bind::Addr(addr) if split => {
-                    let mut addr = addr;
-                    for k in 0..acceptors {
-                        let l = listener::open(addr, &self.opts, out.len(), Some(k))?;
-                        addr = l.info.local_addr;
-                        out.push(l);
-                    }
-                }
-                Bind::Addr(addr) => {
-                    let l = listener::open(addr, &self.opts, out.len(), None)?;
-                    out.push(l);
-                }
-                Bind::Adopt(sock) => {
-                    let l = listener::adopt(sock, &self.opts, out.len())?;
-                    out.push(l);
-                }
-            }
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Opens the listeners and starts the acceptor and worker threads; every accepted
@@ -459,7 +473,7 @@ impl ServerBuilder {
     /// The handler's future runs on the worker's single-threaded runtime, so it need not be
     /// `Send`; it may return `()` or a `Result` (errors are counted and logged at debug level).
     /// Needs no runtime in the calling thread.
-    pub fn serve<H, Fut>(mut self, handler: H) -> Result<Server, Error>
+    pub fn serve<H, Fut>(self, handler: H) -> Result<Server, Error>
     where
         H: Fn(Connection) -> Fut + Send + Sync + 'static,
         Fut: Future + 'static,
@@ -468,149 +482,7 @@ impl ServerBuilder {
         if self.binds.is_empty() {
             return Err(Error::NoListener);
         }
-        let n_workers = self.validate()?;
-        let n_acceptors = if self.accept_in_workers {
-            n_workers
-        } else {
-            self.acceptors
-        };
-        self.accept.batch = match self.accept_batch {
-            Some(n) => n,
-            None if self.accept_in_workers => IN_WORKER_ACCEPT_BATCH,
-            None => THREAD_ACCEPT_BATCH,
-        };
-        let listeners = self.open_listeners(n_acceptors)?;
-        let mut polls = Vec::with_capacity(n_acceptors);
-        let mut notifies = Vec::new();
-        let mut acceptor_shared = Vec::with_capacity(n_acceptors);
-        for k in 0..n_acceptors {
-            let waker = if self.accept_in_workers {
-                let notify = Arc::new(tokio::sync::Notify::new());
-                notifies.push(notify.clone());
-                Wake::Task(notify)
-            } else {
-                let (poll, waker) = acceptor::thread::new_poll(k)?;
-                polls.push(poll);
-                Wake::Poll(waker)
-            };
-            acceptor_shared.push(AcceptorShared::new(waker));
-        }
-        let shared = Arc::new(Shared {
-            limit: Limit::new(self.max_connections),
-            workers: (0..n_workers).map(|_| WorkerShared::new()).collect(),
-            acceptors: acceptor_shared.into_boxed_slice(),
-            shutting_down: AtomicBool::new(false),
-            idle: (Mutex::new(()), Condvar::new()),
-            probe: self.probe.then(MonoClock::new),
-            #[cfg(feature = "metrics")]
-            metrics: self.metrics.is_some(),
-            closing: tokio::sync::watch::Sender::new(false),
-        });
-        let gauges: Arc<[QueueGauge]> = listeners.iter().map(|_| QueueGauge::default()).collect();
-        let mut server = Server {
-            shared: shared.clone(),
-            listeners: listeners.iter().map(|l| l.info.clone()).collect(),
-            sockets: listeners.iter().map(|l| l.sock.clone()).collect(),
-            acceptors: Vec::new(),
-            workers: Vec::new(),
-            paused: AtomicBool::new(false),
-            gauges: gauges.clone(),
-            sampler: None,
-            #[cfg(feature = "metrics")]
-            publisher: None,
-        };
-        #[cfg(feature = "metrics")]
-        if let Some(interval) = self.metrics {
-            let ls = listeners
-                .iter()
-                .map(|l| (l.info.clone(), l.sock.clone()))
-                .collect();
-            let p = crate::metrics::Publisher::spawn(shared.clone(), ls, interval).map_err(
-                |source| Error::Start {
-                    what: "the metrics publisher thread".into(),
-                    source,
-                },
-            )?;
-            server.publisher = Some(p);
-        }
-        if let Some(interval) = self.queue_sampling {
-            let socks = listeners.iter().map(|l| l.sock.clone()).collect();
-            let sampler =
-                sampler::spawn(socks, gauges, interval, Instant::now()).map_err(|source| {
-                    Error::Start {
-                        what: "the queue sampler thread".into(),
-                        source,
-                    }
-                })?;
-            server.sampler = Some(sampler);
-        }
-        let handler = Arc::new(handler);
-        let opts = Arc::new(self.opts.clone());
-        // The listeners of acceptor `k`, and the server's end of its orders.
-        let mut acceptor_parts = (0..n_acceptors).map(|k| {
-            let mine = listeners
-                .iter()
-                .filter(|l| l.info.acceptor.is_none_or(|a| a == k))
-                .map(|l| {
-                    let own = l.info.acceptor.is_some();
-                    (l.info.index, l.sock.clone(), l.info.local_addr, own)
-                })
-                .collect();
-            let core = AcceptCore::new(k, mine, shared.clone(), self.accept.clone());
-            let (tx, rx) = std::sync::mpsc::channel();
-            (core, tx, rx)
-        });
-        for i in 0..n_workers {
-            let mine = if self.accept_in_workers {
-                acceptor_parts.next()
-            } else {
-                None
-            };
-            let accept = match mine {
-                Some((core, ctrl_tx, ctrl)) => {
-                    let (done, done_rx) = std::sync::mpsc::channel();
-                    server.acceptors.push(AcceptorHandle {
-                        ctrl: ctrl_tx,
-                        done: Some(AcceptorDone::Task(Mutex::new(done_rx))),
-                    });
-                    Some(AcceptTask {
-                        notify: notifies[core.id].clone(),
-                        core,
-                        ctrl,
-                        done,
-                    })
-                }
-                None => None,
-            };
-            let w = worker::spawn(
-                i,
-                shared.clone(),
-                handler.clone(),
-                opts.clone(),
-                self.sched_batch,
-                accept,
-            )?;
-            server.workers.push(w);
-        }
-        let senders: Vec<_> = server.workers.iter().map(|w| w.tx.clone()).collect();
-        let sched_batch = self.sched_batch;
-        for (poll, (core, ctrl_tx, ctrl)) in polls.into_iter().zip(acceptor_parts) {
-            let thread = acceptor::thread::spawn(
-                core,
-                poll,
-                senders.clone(),
-                ctrl,
-                shared.clone(),
-                sched_batch,
-            )?;
-            server.acceptors.push(AcceptorHandle {
-                ctrl: ctrl_tx,
-                done: Some(AcceptorDone::Thread(thread)),
-            });
-        }
-        tracing::info!(target: "synack::server", listeners = server.listeners.len(),
-            acceptors = n_acceptors, accept_in_workers = self.accept_in_workers, workers = n_workers, max_connections = self.max_connections,
-            "server started");
-        Ok(server)
+        let settings = self.validate()?;
+        start::start(self.binds, settings, handler)
     }
 }

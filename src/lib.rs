@@ -49,11 +49,13 @@ pub mod limit;
 pub mod listener;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod observe;
 mod periodic;
 pub mod probe;
 mod sampler;
 mod server;
 mod shared;
+mod start;
 pub mod stats;
 // The OS layer, private: `crate::sys::...` inside synack, nothing of it in synack's API.
 use synack_sys as sys;

@@ -11,7 +11,8 @@ use socket2::Socket;
 use crate::acceptor::{AcceptorHandle, Control};
 use crate::dispatch::WorkerMsg;
 use crate::listener::ListenerInfo;
-use crate::sampler::{QueueGauge, QueueSample, Sampler};
+use crate::observe::Observers;
+use crate::sampler::{QueueGauge, QueueSample};
 use crate::shared::{self, Shared, Wake};
 use crate::stats::{ListenerStats, Stats};
 use crate::sys;
@@ -65,9 +66,7 @@ pub struct Server {
     pub(crate) workers: Vec<WorkerHandle>,
     pub(crate) paused: AtomicBool,
     pub(crate) gauges: Arc<[QueueGauge]>,
-    pub(crate) sampler: Option<Sampler>,
-    #[cfg(feature = "metrics")]
-    pub(crate) publisher: Option<crate::metrics::Publisher>,
+    pub(crate) observers: Observers,
 }
 
 impl Server {
@@ -110,7 +109,7 @@ impl Server {
             .zip(self.gauges.iter())
             .map(|((info, sock), g)| {
                 let q = sys::listen_queue(&**sock).ok().flatten();
-                let sampled = self.sampler.is_some();
+                let sampled = self.observers.sampling();
                 ListenerStats {
                     index: info.index,
                     local_addr: info.local_addr,
@@ -235,9 +234,7 @@ impl Server {
             .filter_map(|s| sys::listen_queue(&**s).ok().flatten())
             .map(|q| u64::from(q.len))
             .sum();
-        if let Some(mut s) = self.sampler.take() {
-            s.stop();
-        }
+        self.observers.stop_sampling();
         self.sockets.clear();
         {
             let (lock, cv) = &self.shared.idle;
@@ -254,10 +251,7 @@ impl Server {
             }
         }
         self.stop_workers();
-        #[cfg(feature = "metrics")]
-        if let Some(mut p) = self.publisher.take() {
-            p.stop();
-        }
+        self.observers.stop();
         let after = self.stats();
         let drained = after.drained - before.drained;
         // Accepted since `before`: drained, or accepted before the acceptors saw the stop.

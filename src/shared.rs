@@ -28,9 +28,6 @@ pub(crate) struct Shared {
     ///
     /// [`Connection::closing`]: crate::Connection::closing
     pub closing: tokio::sync::watch::Sender<bool>,
-    /// Whether workers record dispatch latency through the `metrics` facade.
-    #[cfg(feature = "metrics")]
-    pub metrics: bool,
 }
 
 impl Shared {

@@ -33,6 +33,7 @@ use crate::connection::Connection;
 use crate::dispatch::{Accepted, Dispatch, WorkerMsg};
 use crate::error::Error;
 use crate::listener::ListenOptions;
+use crate::observe::{DispatchHook, ObserveSettings};
 use crate::shared::{self, Shared};
 use crate::threads;
 
@@ -54,8 +55,8 @@ pub(super) struct Ctx<H> {
     pub(super) shared: Arc<Shared>,
     pub(super) handler: Arc<H>,
     pub(super) opts: Arc<ListenOptions>,
-    #[cfg(feature = "metrics")]
-    pub(super) dispatch_hist: Option<metrics::Histogram>,
+    /// The observers' hook on each dispatch.
+    pub(super) hook: DispatchHook,
 }
 
 /// An accept loop's dispatch on its own worker: `start` runs each connection's handler at
@@ -78,13 +79,21 @@ impl<F: FnMut(Accepted)> Dispatch for Local<F> {
 /// The most new connections a worker takes from its channel before running its handlers.
 const RECV_BATCH: usize = 64;
 
+/// What every worker is started with, besides the handler.
+pub(crate) struct WorkerSetup {
+    /// The listeners' options, for the accepted sockets that do not inherit them.
+    pub opts: Arc<ListenOptions>,
+    /// Run the worker under `SCHED_BATCH`.
+    pub sched_batch: bool,
+    pub observe: ObserveSettings,
+}
+
 /// Starts worker `index`.
 pub(crate) fn spawn<H, Fut>(
     index: usize,
     shared: Arc<Shared>,
     handler: Arc<H>,
-    opts: Arc<ListenOptions>,
-    sched_batch: bool,
+    setup: &WorkerSetup,
     accept: Option<AcceptTask>,
 ) -> Result<WorkerHandle, Error>
 where
@@ -102,14 +111,12 @@ where
     let (tx, rx) = unbounded_channel();
     let ctx = Ctx {
         index,
-        #[cfg(feature = "metrics")]
-        dispatch_hist: shared
-            .metrics
-            .then(|| metrics::histogram!(crate::metrics::DISPATCH_LATENCY)),
+        hook: setup.observe.dispatch_hook(),
         shared,
         handler,
-        opts,
+        opts: setup.opts.clone(),
     };
+    let sched_batch = setup.sched_batch;
     let thread = std::thread::Builder::new()
         .name(format!("synack-worker-{index}"))
         .spawn(move || {

@@ -172,10 +172,7 @@ where
         conn.set_dispatched_at(dispatched_at);
         let waited = dispatched_at.saturating_duration_since(accepted_at);
         stats.record_dispatch(waited);
-        #[cfg(feature = "metrics")]
-        if let Some(h) = &ctx.dispatch_hist {
-            h.record(waited.as_secs_f64());
-        }
+        ctx.hook.record(waited);
         tracing::debug!(target: "synack::conn", parent: span, "connection dispatched");
         if let Some(clock) = ctx.shared.probe {
             let header = ProbeHeader {
