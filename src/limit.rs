@@ -27,7 +27,7 @@ pub enum OverloadPolicy {
 }
 
 /// A counting limit, lock-free: `try_acquire` before accept, `release` when a connection ends.
-/// (Public for the micro-benchmarks only.)
+/// (Public, through `__bench`, for the micro-benchmarks only.)
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct Limit {

@@ -121,8 +121,8 @@ fn batch_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 1 << 20, 3).expect("static histogram bounds are valid")
 }
 
-/// One acceptor's counters. Written by that acceptor thread only. (Public for the
-/// micro-benchmarks only.)
+/// One acceptor's counters. Written by that acceptor thread only. (Public, through
+/// `__bench`, for the micro-benchmarks only.)
 #[doc(hidden)]
 #[allow(missing_docs)]
 #[derive(Debug)]
@@ -172,8 +172,8 @@ impl AcceptorStats {
     }
 }
 
-/// One worker's counters. Written by that worker thread only. (Public for the
-/// micro-benchmarks only.)
+/// One worker's counters. Written by that worker thread only. (Public, through `__bench`,
+/// for the micro-benchmarks only.)
 #[doc(hidden)]
 #[allow(missing_docs)]
 #[derive(Debug)]
@@ -291,9 +291,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Merges per-thread recorders into a snapshot (public for the micro-benchmarks).
-    #[doc(hidden)]
-    pub fn merge(
+    /// Merges per-thread recorders into a snapshot.
+    pub(crate) fn merge(
         acceptors: &[&AcceptorStats],
         workers: &[&WorkerStats],
         open_per_worker: Vec<u64>,
