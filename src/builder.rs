@@ -40,6 +40,24 @@ impl Server {
 /// Every setting has a default; only a listen address ([`bind`](Self::bind) or
 /// [`adopt`](Self::adopt)) is required. Values are checked by [`serve`](Self::serve), which
 /// names the setting and what it accepts when one is out of range.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .backlog(512)
+///     .max_connections(1000)
+///     .workers(2)
+///     .accept_backoff(Duration::from_millis(10), Duration::from_secs(2))
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// println!("listening on {}", server.local_addr());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ServerBuilder {
     binds: Vec<Bind>,
@@ -69,6 +87,15 @@ impl ServerBuilder {
     /// acceptor, `SO_REUSEADDR` and `TCP_NODELAY` on, [`OverloadPolicy::Queue`],
     /// [`FdExhaustionPolicy::Backoff`] from 5 ms to 1 s, at most 64 accepts per listener per
     /// wakeup (4 when accepting in the workers).
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), synack::Error> {
+    /// let builder = synack::ServerBuilder::new().bind("127.0.0.1:0")?;
+    /// assert!(builder.check().is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new() -> Self {
         ServerBuilder {
             binds: Vec::new(),
@@ -92,6 +119,26 @@ impl ServerBuilder {
     /// `SocketAddr`). A name that resolves to several addresses gets one listener on each. May
     /// be called several times. Fails only when the name does not resolve; the socket is bound
     /// by [`serve`](Self::serve).
+    /// # Errors
+    ///
+    /// [`Error::Resolve`] when `addr` does not resolve, [`Error::NoAddress`] when it resolves to no
+    /// address not already bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), synack::Error> {
+    /// let builder = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    /// # let _ = builder;
+    /// assert!(matches!(
+    ///     synack::Server::builder().bind("no such host.invalid:80"),
+    ///     Err(synack::Error::Resolve { .. })
+    /// ));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn bind<A: ToSocketAddrs + std::fmt::Debug>(mut self, addr: A) -> Result<Self, Error> {
         let shown = format!("{addr:?}");
         let addrs = addr.to_socket_addrs().map_err(|source| Error::Resolve {
@@ -119,6 +166,25 @@ impl ServerBuilder {
     /// with `TcpListener::from(OwnedFd)`). synack calls `listen` on it again with this builder's
     /// backlog (Linux updates the backlog of a listening socket) and applies the per-connection
     /// options; bind-time options (`reuse_address`, `reuse_port`, `only_v6`) are left as they are.
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A socket bound by someone else (systemd, a supervisor, a test).
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = listener.local_addr()?;
+    /// let server = synack::Server::builder()
+    ///     .adopt(listener)
+    ///     .backlog(256)
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// assert_eq!(server.local_addr(), addr);
+    /// assert!(server.listeners()[0].adopted);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn adopt(mut self, listener: impl Into<Socket>) -> Self {
         self.binds.push(Bind::Adopt(listener.into()));
         self
@@ -209,6 +275,14 @@ impl ServerBuilder {
 
     /// TCP keepalive on accepted connections. The idle time and interval are whole seconds
     /// (at least 1 s each), the retries at least 1. Default off.
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = synack::Server::builder().keepalive(synack::Keepalive::after(Duration::from_secs(60)));
+    /// assert!(builder.check().is_ok());
+    /// ```
     pub fn keepalive(mut self, keepalive: Keepalive) -> Self {
         self.opts.keepalive = Some(keepalive);
         self
@@ -259,7 +333,7 @@ impl ServerBuilder {
 
     /// Runs the acceptor and worker threads under Linux's `SCHED_BATCH` policy: wakeups no
     /// longer preempt a running thread, so an acceptor and a worker sharing a core switch far
-    /// less (about 15% less CPU per connection measured here), at the price of some wakeup
+    /// less (the README's Performance section has the figures), at the price of some wakeup
     /// latency. Default off. Elsewhere a warning is logged and the threads run as usual.
     pub fn sched_batch(mut self, on: bool) -> Self {
         self.sched_batch = on;
@@ -280,6 +354,24 @@ impl ServerBuilder {
     /// [`reuse_port`](Self::reuse_port) each worker gets a socket of its own instead (the
     /// kernel then spreads connections by hash, whatever each worker's load).
     /// [`acceptors`](Self::acceptors) must stay 1. Default off.
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(2)
+    ///     .accept_in_workers(true)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// std::net::TcpStream::connect(server.local_addr())?.read_to_end(&mut Vec::new())?;
+    /// // One acceptor per worker.
+    /// assert_eq!(server.stats().acceptors_alive.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn accept_in_workers(mut self, on: bool) -> Self {
         self.accept_in_workers = on;
         self
@@ -296,6 +388,16 @@ impl ServerBuilder {
 
     /// Checks every setting without opening anything: the errors [`serve`](Self::serve)
     /// would give for bad values.
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`], naming the setting and what it accepts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = synack::Server::builder().max_connections(0).check().unwrap_err();
+    /// assert!(matches!(err, synack::Error::InvalidConfig { .. }));
+    /// ```
     pub fn check(&self) -> Result<(), Error> {
         self.validate().map(|_| ())
     }
@@ -473,6 +575,37 @@ impl ServerBuilder {
     /// The handler's future runs on the worker's single-threaded runtime, so it need not be
     /// `Send`; it may return `()` or a `Result` (errors are counted and logged at debug level).
     /// Needs no runtime in the calling thread.
+    /// # Errors
+    ///
+    /// [`Error::NoListener`] without a listen address, [`Error::InvalidConfig`] for a setting out
+    /// of range (as [`check`](Self::check)), and, for OS reasons: [`Error::Socket`],
+    /// [`Error::SocketOption`], [`Error::Bind`] (the address is in use, or not this host's),
+    /// [`Error::Listen`], [`Error::Adopt`] for a listener, and [`Error::Start`] when a poll, a
+    /// runtime or a thread cannot be had (descriptors or threads exhausted).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // An echo server: each connection's handler runs on a worker's runtime.
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .serve(|mut conn: synack::Connection| async move {
+    ///         let mut buf = [0u8; 1024];
+    ///         loop {
+    ///             let n = conn.read(&mut buf).await?;
+    ///             if n == 0 {
+    ///                 return Ok::<_, std::io::Error>(());
+    ///             }
+    ///             conn.write_all(&buf[..n]).await?;
+    ///         }
+    ///     })?;
+    /// # drop(server);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn serve<H, Fut>(self, handler: H) -> Result<Server, Error>
     where
         H: Fn(Connection) -> Fut + Send + Sync + 'static,

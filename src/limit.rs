@@ -10,6 +10,19 @@
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 /// What an acceptor does when the connection limit is reached.
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), synack::Error> {
+/// // Reset connections past 10,000 at once instead of letting them wait in the kernel.
+/// let builder = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .max_connections(10_000)
+///     .overload_policy(synack::OverloadPolicy::Reject);
+/// assert!(builder.check().is_ok());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(
     feature = "config",

@@ -24,6 +24,25 @@ use crate::worker::WorkerHandle;
 /// connections and the accepts, the rest from how each handler ended. When every connection is
 /// accounted for, `open_at_start + drained == completed + aborted + lost` (with no handler
 /// keeping its connection past its end) and [`unaccounted`](Self::unaccounted) is 0.
+/// # Examples
+///
+/// ```
+/// use std::io::Read;
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .workers(1)
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// std::net::TcpStream::connect(server.local_addr())?.read_to_end(&mut Vec::new())?;
+/// let report = server.shutdown_blocking(Duration::from_secs(5));
+/// assert_eq!(report.unaccounted, 0, "every connection is accounted for");
+/// assert_eq!(report.aborted, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
@@ -57,6 +76,27 @@ pub struct ShutdownReport {
 ///
 /// Built with [`Server::builder`]. Dropping it stops it at once (no drain, no grace); call
 /// [`Server::shutdown`] or [`Server::shutdown_blocking`] for a graceful stop.
+/// # Examples
+///
+/// ```
+/// use std::io::Read;
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .workers(1)
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+/// let mut got = String::new();
+/// client.read_to_string(&mut got)?;
+/// assert_eq!(got, "hi\n");
+/// let report = server.shutdown_blocking(Duration::from_secs(5));
+/// assert_eq!(report.unaccounted, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Server {
     pub(crate) shared: Arc<Shared>,
@@ -98,6 +138,26 @@ impl Server {
 
     /// A snapshot of the statistics, merged from every acceptor and worker, with the kernel's
     /// current view of each listener's accept queue.
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+    /// client.read_to_end(&mut Vec::new())?;
+    /// let stats = server.stats();
+    /// assert_eq!(stats.accepted, 1);
+    /// assert_eq!(stats.dispatch_latency_us.len(), 1);
+    /// println!("p99 dispatch: {} us", stats.dispatch_latency_us.value_at_quantile(0.99));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         let mut s = self.shared.merged_stats();
         s.paused = self.paused.load(Relaxed);
@@ -127,6 +187,24 @@ impl Server {
     /// The accept-queue samples of listener `index` (with
     /// [`queue_sampling`](crate::ServerBuilder::queue_sampling) on; empty otherwise), oldest
     /// first, at most the newest 100,000.
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .queue_sampling(Duration::from_millis(10))
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// for s in server.queue_samples(0) {
+    ///     println!("{:?}: {} of {} waiting", s.at, s.len, s.max);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn queue_samples(&self, index: usize) -> Vec<QueueSample> {
         self.gauges
             .get(index)
@@ -145,6 +223,24 @@ impl Server {
     /// can another one whose handler is pausing too. The order takes effect instead at each
     /// worker's next `accept()`, its own included (also within an accept batch that started
     /// the handler); an `accept()` already under way on another worker may still complete.
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// server.pause();
+    /// assert!(server.is_paused());
+    /// // Connections wait in the kernel's accept queue meanwhile.
+    /// server.resume();
+    /// assert!(!server.is_paused());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pause(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
         let from_worker = shared::on_worker_of(&self.shared);
@@ -194,6 +290,23 @@ impl Server {
 
     /// Shuts down gracefully, without blocking the calling task: see
     /// [`Server::shutdown_blocking`].
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// let report = server.shutdown(Duration::from_secs(5)).await;
+    /// assert_eq!(report.aborted, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
@@ -306,6 +419,27 @@ impl Server {
     /// Waits for SIGINT or SIGTERM, then shuts down gracefully with `grace`: the helper for
     /// binaries. Blocks the calling thread; from async code use [`shutdown_signal`] and
     /// [`Server::shutdown`] instead.
+    /// # Errors
+    ///
+    /// [`Error::Signal`](crate::Error::Signal) when the signal handlers (or the runtime waiting
+    /// for them) cannot be set up.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// let report = server.run_until_signal(Duration::from_secs(30))?;
+    /// println!("{report:?}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn run_until_signal(self, grace: Duration) -> Result<ShutdownReport, crate::Error> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -337,6 +471,28 @@ impl Drop for Server {
 }
 
 /// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM; yields the signal's name.
+/// # Errors
+///
+/// [`Error::Signal`](crate::Error::Signal) when a signal handler cannot be installed.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .workers(1)
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// let signal = synack::shutdown_signal().await?;
+/// println!("{signal}: shutting down");
+/// let report = server.shutdown(Duration::from_secs(30)).await;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn shutdown_signal() -> Result<&'static str, crate::Error> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).map_err(crate::Error::Signal)?;

@@ -42,6 +42,17 @@ pub(crate) use handle::{AcceptorDone, AcceptorHandle};
 pub(crate) use task::AcceptTask;
 
 /// What an acceptor does when the process or the system runs out of file descriptors.
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), synack::Error> {
+/// let builder = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .fd_exhaustion_policy(synack::FdExhaustionPolicy::Shed);
+/// assert!(builder.check().is_ok());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(
     feature = "config",

@@ -20,6 +20,24 @@ use crate::threads::{forget_panic, panic_message};
 
 /// What a handler's future may return: `()`, or any `Result` whose error is counted in
 /// [`Stats::handler_errors`](crate::Stats::handler_errors) and logged at debug level.
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), synack::Error> {
+/// // A handler may return (), or a Result whose error is counted in Stats::handler_errors.
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .serve(|conn: synack::Connection| async move {
+///         if conn.peer_addr().ip().is_loopback() {
+///             Ok(())
+///         } else {
+///             Err(format!("{} is not local", conn.peer_addr()))
+///         }
+///     })?;
+/// # drop(server);
+/// # Ok(())
+/// # }
+/// ```
 pub trait HandlerOutput {
     /// The error, if the handler failed.
     fn error(&self) -> Option<&dyn fmt::Display>;
