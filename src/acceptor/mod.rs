@@ -35,6 +35,8 @@ mod core;
 mod entry;
 mod handle;
 pub(crate) mod task;
+#[cfg(test)]
+mod tests;
 pub(crate) mod thread;
 
 pub(crate) use self::core::AcceptCore;
