@@ -11,8 +11,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use synack::limit::Limit;
-use synack::stats::{AcceptorStats, Stats, WorkerStats};
+use synack::__bench::{AcceptorStats, Limit, WorkerStats, merge};
 use tokio::io::AsyncWriteExt;
 
 fn limit(c: &mut Criterion) {
@@ -43,7 +42,7 @@ fn stats(c: &mut Criterion) {
     }
     c.bench_function("stats: snapshot merge (2 acceptors, 2 workers)", |b| {
         b.iter(|| {
-            let s = Stats::merge(&[&a[0], &a[1]], &[&ws[0], &ws[1]], vec![0, 0]);
+            let s = merge(&[&a[0], &a[1]], &[&ws[0], &ws[1]], vec![0, 0]);
             std::hint::black_box(s.accepted)
         })
     });

@@ -1,26 +1,20 @@
 //! Configuring a server: where to listen, the backlog, the limits, the threads.
 
 use std::future::Future;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::net::ToSocketAddrs;
+use std::time::Duration;
 
-use mio::{Poll, Token, Waker};
 use socket2::Socket;
 
-use crate::acceptor::{
-    AcceptConfig, AcceptCore, Acceptor, AcceptorExit, AcceptorShared, FdExhaustionPolicy, Wake,
-    acceptor_died,
-};
+use crate::acceptor::{AcceptConfig, FdExhaustionPolicy};
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::limit::{Limit, OverloadPolicy};
-use crate::listener::{self, Keepalive, ListenOptions, Listener};
-use crate::probe::MonoClock;
-use crate::sampler::{self, QueueGauge};
-use crate::server::{AcceptorDone, AcceptorHandle, Server, Shared};
-use crate::worker::{self, AcceptTask, HandlerOutput, WorkerShared};
+use crate::limit::OverloadPolicy;
+use crate::listener::{self, Keepalive, ListenOptions};
+use crate::observe::ObserveSettings;
+use crate::server::Server;
+use crate::start::{self, Bind, Settings};
+use crate::worker::HandlerOutput;
 
 /// The most acceptor or worker threads one server may ask for.
 pub const MAX_THREADS: usize = 4096;
@@ -34,10 +28,11 @@ pub const IN_WORKER_ACCEPT_BATCH: usize = 4;
 /// Tomcat's default `maxConnections` (NIO connector).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 
-#[derive(Debug)]
-enum Bind {
-    Addr(SocketAddr),
-    Adopt(Socket),
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
 }
 
 /// Configures and starts a [`Server`]. Obtained from [`Server::builder`].
@@ -45,6 +40,24 @@ enum Bind {
 /// Every setting has a default; only a listen address ([`bind`](Self::bind) or
 /// [`adopt`](Self::adopt)) is required. Values are checked by [`serve`](Self::serve), which
 /// names the setting and what it accepts when one is out of range.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .backlog(512)
+///     .max_connections(1000)
+///     .workers(2)
+///     .accept_backoff(Duration::from_millis(10), Duration::from_secs(2))
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// println!("listening on {}", server.local_addr());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ServerBuilder {
     binds: Vec<Bind>,
@@ -52,7 +65,9 @@ pub struct ServerBuilder {
     max_connections: usize,
     workers: Option<usize>,
     acceptors: usize,
-    accept: AcceptConfig,
+    overload: OverloadPolicy,
+    fd_exhaustion: FdExhaustionPolicy,
+    backoff: (Duration, Duration),
     probe: bool,
     queue_sampling: Option<Duration>,
     metrics: Option<Duration>,
@@ -72,6 +87,15 @@ impl ServerBuilder {
     /// acceptor, `SO_REUSEADDR` and `TCP_NODELAY` on, [`OverloadPolicy::Queue`],
     /// [`FdExhaustionPolicy::Backoff`] from 5 ms to 1 s, at most 64 accepts per listener per
     /// wakeup (4 when accepting in the workers).
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), synack::Error> {
+    /// let builder = synack::ServerBuilder::new().bind("127.0.0.1:0")?;
+    /// assert!(builder.check().is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new() -> Self {
         ServerBuilder {
             binds: Vec::new(),
@@ -79,14 +103,9 @@ impl ServerBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             workers: None,
             acceptors: 1,
-            accept: AcceptConfig {
-                // Set by `serve`, from `accept_batch` or the mode's default.
-                batch: THREAD_ACCEPT_BATCH,
-                backoff_min: Duration::from_millis(5),
-                backoff_max: Duration::from_secs(1),
-                overload: OverloadPolicy::Queue,
-                fd_exhaustion: FdExhaustionPolicy::Backoff,
-            },
+            overload: OverloadPolicy::Queue,
+            fd_exhaustion: FdExhaustionPolicy::Backoff,
+            backoff: (Duration::from_millis(5), Duration::from_secs(1)),
             probe: false,
             queue_sampling: None,
             metrics: None,
@@ -100,6 +119,26 @@ impl ServerBuilder {
     /// `SocketAddr`). A name that resolves to several addresses gets one listener on each. May
     /// be called several times. Fails only when the name does not resolve; the socket is bound
     /// by [`serve`](Self::serve).
+    /// # Errors
+    ///
+    /// [`Error::Resolve`] when `addr` does not resolve, [`Error::NoAddress`] when it resolves to no
+    /// address not already bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), synack::Error> {
+    /// let builder = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    /// # let _ = builder;
+    /// assert!(matches!(
+    ///     synack::Server::builder().bind("no such host.invalid:80"),
+    ///     Err(synack::Error::Resolve { .. })
+    /// ));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn bind<A: ToSocketAddrs + std::fmt::Debug>(mut self, addr: A) -> Result<Self, Error> {
         let shown = format!("{addr:?}");
         let addrs = addr.to_socket_addrs().map_err(|source| Error::Resolve {
@@ -127,6 +166,25 @@ impl ServerBuilder {
     /// with `TcpListener::from(OwnedFd)`). synack calls `listen` on it again with this builder's
     /// backlog (Linux updates the backlog of a listening socket) and applies the per-connection
     /// options; bind-time options (`reuse_address`, `reuse_port`, `only_v6`) are left as they are.
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A socket bound by someone else (systemd, a supervisor, a test).
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = listener.local_addr()?;
+    /// let server = synack::Server::builder()
+    ///     .adopt(listener)
+    ///     .backlog(256)
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// assert_eq!(server.local_addr(), addr);
+    /// assert!(server.listeners()[0].adopted);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn adopt(mut self, listener: impl Into<Socket>) -> Self {
         self.binds.push(Bind::Adopt(listener.into()));
         self
@@ -217,6 +275,14 @@ impl ServerBuilder {
 
     /// TCP keepalive on accepted connections. The idle time and interval are whole seconds
     /// (at least 1 s each), the retries at least 1. Default off.
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = synack::Server::builder().keepalive(synack::Keepalive::after(Duration::from_secs(60)));
+    /// assert!(builder.check().is_ok());
+    /// ```
     pub fn keepalive(mut self, keepalive: Keepalive) -> Self {
         self.opts.keepalive = Some(keepalive);
         self
@@ -224,13 +290,13 @@ impl ServerBuilder {
 
     /// What happens at the connection limit. Default [`OverloadPolicy::Queue`].
     pub fn overload_policy(mut self, policy: OverloadPolicy) -> Self {
-        self.accept.overload = policy;
+        self.overload = policy;
         self
     }
 
     /// What happens when file descriptors run out. Default [`FdExhaustionPolicy::Backoff`].
     pub fn fd_exhaustion_policy(mut self, policy: FdExhaustionPolicy) -> Self {
-        self.accept.fd_exhaustion = policy;
+        self.fd_exhaustion = policy;
         self
     }
 
@@ -249,8 +315,7 @@ impl ServerBuilder {
     /// The back-off after a resource-exhaustion accept error: starts at `min`, doubles up to
     /// `max`, resets after a successful accept. Default 5 ms to 1 s.
     pub fn accept_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.accept.backoff_min = min;
-        self.accept.backoff_max = max;
+        self.backoff = (min, max);
         self
     }
 
@@ -268,7 +333,7 @@ impl ServerBuilder {
 
     /// Runs the acceptor and worker threads under Linux's `SCHED_BATCH` policy: wakeups no
     /// longer preempt a running thread, so an acceptor and a worker sharing a core switch far
-    /// less (about 15% less CPU per connection measured here), at the price of some wakeup
+    /// less (the README's Performance section has the figures), at the price of some wakeup
     /// latency. Default off. Elsewhere a warning is logged and the threads run as usual.
     pub fn sched_batch(mut self, on: bool) -> Self {
         self.sched_batch = on;
@@ -289,6 +354,24 @@ impl ServerBuilder {
     /// [`reuse_port`](Self::reuse_port) each worker gets a socket of its own instead (the
     /// kernel then spreads connections by hash, whatever each worker's load).
     /// [`acceptors`](Self::acceptors) must stay 1. Default off.
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(2)
+    ///     .accept_in_workers(true)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// std::net::TcpStream::connect(server.local_addr())?.read_to_end(&mut Vec::new())?;
+    /// // One acceptor per worker.
+    /// assert_eq!(server.stats().acceptors_alive.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn accept_in_workers(mut self, on: bool) -> Self {
         self.accept_in_workers = on;
         self
@@ -305,6 +388,16 @@ impl ServerBuilder {
 
     /// Checks every setting without opening anything: the errors [`serve`](Self::serve)
     /// would give for bad values.
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`], naming the setting and what it accepts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = synack::Server::builder().max_connections(0).check().unwrap_err();
+    /// assert!(matches!(err, synack::Error::InvalidConfig { .. }));
+    /// ```
     pub fn check(&self) -> Result<(), Error> {
         self.validate().map(|_| ())
     }
@@ -318,7 +411,47 @@ impl ServerBuilder {
         self
     }
 
-    fn validate(&self) -> Result<usize, Error> {
+    /// Checks every setting and resolves every derived value (the worker count, the
+    /// acceptors, the accept batch) once, for start-up.
+    fn validate(&self) -> Result<Settings, Error> {
+        self.check_limits()?;
+        let workers = self.check_threads()?;
+        self.check_accept()?;
+        self.check_socket_options()?;
+        self.check_intervals()?;
+        let acceptors = if self.accept_in_workers {
+            workers
+        } else {
+            self.acceptors
+        };
+        let batch = match self.accept_batch {
+            Some(n) => n,
+            None if self.accept_in_workers => IN_WORKER_ACCEPT_BATCH,
+            None => THREAD_ACCEPT_BATCH,
+        };
+        Ok(Settings {
+            opts: self.opts.clone(),
+            max_connections: self.max_connections,
+            workers,
+            acceptors,
+            accept_in_workers: self.accept_in_workers,
+            accept: AcceptConfig {
+                batch,
+                backoff_min: self.backoff.0,
+                backoff_max: self.backoff.1,
+                overload: self.overload,
+                fd_exhaustion: self.fd_exhaustion,
+            },
+            probe: self.probe,
+            sched_batch: self.sched_batch,
+            observe: ObserveSettings {
+                queue_sampling: self.queue_sampling,
+                metrics: self.metrics,
+            },
+        })
+    }
+
+    fn check_limits(&self) -> Result<(), Error> {
         listener::validate_backlog(self.opts.backlog)?;
         if self.max_connections == 0 {
             return Err(Error::invalid(
@@ -327,6 +460,11 @@ impl ServerBuilder {
                 "at least 1 connection must be allowed",
             ));
         }
+        Ok(())
+    }
+
+    /// The worker count, checked with the acceptors.
+    fn check_threads(&self) -> Result<usize, Error> {
         let workers = match self.workers {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -347,6 +485,10 @@ impl ServerBuilder {
                 "1 (the default) with accept_in_workers, where every worker is its own acceptor",
             ));
         }
+        Ok(workers)
+    }
+
+    fn check_accept(&self) -> Result<(), Error> {
         if self.accept_batch == Some(0) {
             return Err(Error::invalid(
                 "accept_batch",
@@ -354,7 +496,7 @@ impl ServerBuilder {
                 "at least 1 accept per wakeup",
             ));
         }
-        let (min, max) = (self.accept.backoff_min, self.accept.backoff_max);
+        let (min, max) = self.backoff;
         if min.is_zero() || min > max {
             return Err(Error::invalid(
                 "accept_backoff",
@@ -362,6 +504,10 @@ impl ServerBuilder {
                 "a minimum above zero and not above the maximum",
             ));
         }
+        Ok(())
+    }
+
+    fn check_socket_options(&self) -> Result<(), Error> {
         if let Some(d) = self.opts.defer_accept
             && d < Duration::from_secs(1)
         {
@@ -398,6 +544,10 @@ impl ServerBuilder {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn check_intervals(&self) -> Result<(), Error> {
         if let Some(i) = self.metrics
             && i < Duration::from_millis(1)
         {
@@ -416,35 +566,7 @@ impl ServerBuilder {
                 "an interval of at least 1 ms",
             ));
         }
-        Ok(workers)
-    }
-
-    /// Opens every listener; with `reuse_port`, one socket per address for each of the
-    /// `acceptors` acceptors.
-    fn open_listeners(&mut self, acceptors: usize) -> Result<Vec<Listener>, Error> {
-        let split = self.opts.reuse_port && acceptors > 1;
-        let mut out = Vec::new();
-        for bind in std::mem::take(&mut self.binds) {
-            match bind {
-                Bind::Addr(addr) if split => {
-                    let mut addr = addr;
-                    for k in 0..acceptors {
-                        let l = listener::open(addr, &self.opts, out.len(), Some(k))?;
-                        addr = l.info.local_addr;
-                        out.push(l);
-                    }
-                }
-                Bind::Addr(addr) => {
-                    let l = listener::open(addr, &self.opts, out.len(), None)?;
-                    out.push(l);
-                }
-                Bind::Adopt(sock) => {
-                    let l = listener::adopt(sock, &self.opts, out.len())?;
-                    out.push(l);
-                }
-            }
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Opens the listeners and starts the acceptor and worker threads; every accepted
@@ -453,7 +575,38 @@ impl ServerBuilder {
     /// The handler's future runs on the worker's single-threaded runtime, so it need not be
     /// `Send`; it may return `()` or a `Result` (errors are counted and logged at debug level).
     /// Needs no runtime in the calling thread.
-    pub fn serve<H, Fut>(mut self, handler: H) -> Result<Server, Error>
+    /// # Errors
+    ///
+    /// [`Error::NoListener`] without a listen address, [`Error::InvalidConfig`] for a setting out
+    /// of range (as [`check`](Self::check)), and, for OS reasons: [`Error::Socket`],
+    /// [`Error::SocketOption`], [`Error::Bind`] (the address is in use, or not this host's),
+    /// [`Error::Listen`], [`Error::Adopt`] for a listener, and [`Error::Start`] when a poll, a
+    /// runtime or a thread cannot be had (descriptors or threads exhausted).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // An echo server: each connection's handler runs on a worker's runtime.
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .serve(|mut conn: synack::Connection| async move {
+    ///         let mut buf = [0u8; 1024];
+    ///         loop {
+    ///             let n = conn.read(&mut buf).await?;
+    ///             if n == 0 {
+    ///                 return Ok::<_, std::io::Error>(());
+    ///             }
+    ///             conn.write_all(&buf[..n]).await?;
+    ///         }
+    ///     })?;
+    /// # drop(server);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn serve<H, Fut>(self, handler: H) -> Result<Server, Error>
     where
         H: Fn(Connection) -> Fut + Send + Sync + 'static,
         Fut: Future + 'static,
@@ -462,171 +615,7 @@ impl ServerBuilder {
         if self.binds.is_empty() {
             return Err(Error::NoListener);
         }
-        let n_workers = self.validate()?;
-        let n_acceptors = if self.accept_in_workers {
-            n_workers
-        } else {
-            self.acceptors
-        };
-        self.accept.batch = match self.accept_batch {
-            Some(n) => n,
-            None if self.accept_in_workers => IN_WORKER_ACCEPT_BATCH,
-            None => THREAD_ACCEPT_BATCH,
-        };
-        let listeners = self.open_listeners(n_acceptors)?;
-        let mut polls = Vec::with_capacity(n_acceptors);
-        let mut notifies = Vec::new();
-        let mut acceptor_shared = Vec::with_capacity(n_acceptors);
-        for k in 0..n_acceptors {
-            let waker = if self.accept_in_workers {
-                let notify = Arc::new(tokio::sync::Notify::new());
-                notifies.push(notify.clone());
-                Wake::Task(notify)
-            } else {
-                let start = |source| Error::Start {
-                    what: format!("the poll of acceptor {k}"),
-                    source,
-                };
-                let poll = Poll::new().map_err(start)?;
-                let waker = Waker::new(poll.registry(), Token(usize::MAX)).map_err(start)?;
-                polls.push(poll);
-                Wake::Poll(waker)
-            };
-            acceptor_shared.push(AcceptorShared::new(waker));
-        }
-        let shared = Arc::new(Shared {
-            limit: Limit::new(self.max_connections),
-            workers: (0..n_workers).map(|_| WorkerShared::new()).collect(),
-            acceptors: acceptor_shared.into_boxed_slice(),
-            shutting_down: AtomicBool::new(false),
-            idle: (Mutex::new(()), Condvar::new()),
-            probe: self.probe.then(MonoClock::new),
-            #[cfg(feature = "metrics")]
-            metrics: self.metrics.is_some(),
-            closing: tokio::sync::watch::Sender::new(false),
-        });
-        let gauges: Arc<[QueueGauge]> = listeners.iter().map(|_| QueueGauge::default()).collect();
-        let mut server = Server {
-            shared: shared.clone(),
-            listeners: listeners.iter().map(|l| l.info.clone()).collect(),
-            sockets: listeners.iter().map(|l| l.sock.clone()).collect(),
-            acceptors: Vec::new(),
-            workers: Vec::new(),
-            paused: AtomicBool::new(false),
-            gauges: gauges.clone(),
-            sampler: None,
-            #[cfg(feature = "metrics")]
-            publisher: None,
-        };
-        #[cfg(feature = "metrics")]
-        if let Some(interval) = self.metrics {
-            let ls = listeners
-                .iter()
-                .map(|l| (l.info.clone(), l.sock.clone()))
-                .collect();
-            let p = crate::metrics::Publisher::spawn(shared.clone(), ls, interval).map_err(
-                |source| Error::Start {
-                    what: "the metrics publisher thread".into(),
-                    source,
-                },
-            )?;
-            server.publisher = Some(p);
-        }
-        if let Some(interval) = self.queue_sampling {
-            let socks = listeners.iter().map(|l| l.sock.clone()).collect();
-            let sampler =
-                sampler::spawn(socks, gauges, interval, Instant::now()).map_err(|source| {
-                    Error::Start {
-                        what: "the queue sampler thread".into(),
-                        source,
-                    }
-                })?;
-            server.sampler = Some(sampler);
-        }
-        let handler = Arc::new(handler);
-        let opts = Arc::new(self.opts.clone());
-        // The listeners of acceptor `k`, and the server's end of its orders.
-        let mut acceptor_parts = (0..n_acceptors).map(|k| {
-            let mine = listeners
-                .iter()
-                .filter(|l| l.info.acceptor.is_none_or(|a| a == k))
-                .map(|l| {
-                    let own = l.info.acceptor.is_some();
-                    (l.info.index, l.sock.clone(), l.info.local_addr, own)
-                })
-                .collect();
-            let core = AcceptCore::new(k, mine, shared.clone(), self.accept.clone());
-            let (tx, rx) = std::sync::mpsc::channel();
-            (core, tx, rx)
-        });
-        for i in 0..n_workers {
-            let mine = if self.accept_in_workers {
-                acceptor_parts.next()
-            } else {
-                None
-            };
-            let accept = match mine {
-                Some((core, ctrl_tx, ctrl)) => {
-                    let (done, done_rx) = std::sync::mpsc::channel();
-                    server.acceptors.push(AcceptorHandle {
-                        ctrl: ctrl_tx,
-                        done: Some(AcceptorDone::Task(Mutex::new(done_rx))),
-                    });
-                    Some(AcceptTask {
-                        notify: notifies[core.id].clone(),
-                        core,
-                        ctrl,
-                        done,
-                    })
-                }
-                None => None,
-            };
-            let w = worker::spawn(
-                i,
-                shared.clone(),
-                handler.clone(),
-                opts.clone(),
-                self.sched_batch,
-                accept,
-            )?;
-            server.workers.push(w);
-        }
-        let senders: Vec<_> = server.workers.iter().map(|w| w.tx.clone()).collect();
-        let sched_batch = self.sched_batch;
-        for (poll, (core, ctrl_tx, ctrl)) in polls.into_iter().zip(acceptor_parts) {
-            let k = core.id;
-            let listeners = core.listeners();
-            let shared = shared.clone();
-            let acceptor = Acceptor::new(core, poll, senders.clone(), ctrl);
-            let thread = std::thread::Builder::new()
-                .name(format!("synack-acceptor-{k}"))
-                .spawn(move || {
-                    if sched_batch {
-                        crate::worker::enter_sched_batch();
-                    }
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| acceptor.run()))
-                    {
-                        Ok(exit) => exit,
-                        Err(panic) => {
-                            let why = format!("panicked: {}", worker::panic_message(&*panic));
-                            worker::forget_panic(panic);
-                            acceptor_died(&shared, k, &listeners, &why);
-                            AcceptorExit
-                        }
-                    }
-                })
-                .map_err(|source| Error::Start {
-                    what: format!("acceptor thread {k}"),
-                    source,
-                })?;
-            server.acceptors.push(AcceptorHandle {
-                ctrl: ctrl_tx,
-                done: Some(AcceptorDone::Thread(thread)),
-            });
-        }
-        tracing::info!(target: "synack::server", listeners = server.listeners.len(),
-            acceptors = n_acceptors, accept_in_workers = self.accept_in_workers, workers = n_workers, max_connections = self.max_connections,
-            "server started");
-        Ok(server)
+        let settings = self.validate()?;
+        start::start(self.binds, settings, handler)
     }
 }

@@ -1,17 +1,5 @@
 //! Configuration from a TOML file: every knob of [`ServerBuilder`], with the same names.
 //!
-//! ```
-//! let cfg = synack::ServerConfig::from_toml_str(r#"
-//!     bind = ["127.0.0.1:0"]
-//!     backlog = 512
-//!     max_connections = 1000
-//!     overload_policy = "reject"
-//!     keepalive = { idle = "60s" }
-//! "#).unwrap();
-//! let builder = cfg.builder().unwrap();
-//! # let _ = builder;
-//! ```
-//!
 //! Unknown keys and bad values are refused with the key's path and the reason. Keys left out
 //! keep the builder's defaults. `examples/synack.toml` lists every key with its default.
 
@@ -28,6 +16,16 @@ use crate::listener::Keepalive;
 
 /// TCP keepalive settings, as in [`Keepalive`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let cfg = synack::ServerConfig::from_toml_str(r#"keepalive = { idle = "60s", retries = 3 }"#).unwrap();
+/// let k = cfg.keepalive.unwrap();
+/// assert_eq!(k.idle, Duration::from_secs(60));
+/// assert_eq!(k.retries, Some(3));
+/// ```
 #[serde(deny_unknown_fields)]
 pub struct KeepaliveConfig {
     /// Idle time before the first probe ("60s"; whole seconds, at least 1 s).
@@ -43,6 +41,17 @@ pub struct KeepaliveConfig {
 
 /// The accept back-off, as in [`ServerBuilder::accept_backoff`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let cfg = synack::ServerConfig::from_toml_str(r#"accept_backoff = { min = "10ms", max = "2s" }"#).unwrap();
+/// assert_eq!(
+///     cfg.accept_backoff,
+///     Some(synack::BackoffConfig { min: Duration::from_millis(10), max: Duration::from_secs(2) })
+/// );
+/// ```
 #[serde(deny_unknown_fields)]
 pub struct BackoffConfig {
     /// First back-off ("5ms").
@@ -56,6 +65,19 @@ pub struct BackoffConfig {
 /// A server's configuration: each field is the [`ServerBuilder`] method of the same name;
 /// `None` keeps the builder's default.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// # Examples
+///
+/// ```
+/// let cfg = synack::ServerConfig::from_toml_str(r#"
+///     bind = ["127.0.0.1:0"]
+///     backlog = 512
+///     max_connections = 1000
+///     overload_policy = "reject"
+///     keepalive = { idle = "60s" }
+/// "#).unwrap();
+/// let builder = cfg.builder().unwrap();
+/// # let _ = builder;
+/// ```
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -110,11 +132,38 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Parses TOML text.
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key and the reason: bad TOML, an unknown key, a value of the
+    /// wrong type or out of range, a `bind` address that does not resolve.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = synack::ServerConfig::from_toml_str("backlog = 0").unwrap_err();
+    /// assert!(err.to_string().contains("backlog"));
+    /// ```
     pub fn from_toml_str(text: &str) -> Result<Self, Error> {
         Self::parse(text, "<string>")
     }
 
     /// Reads and parses a TOML file.
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the file cannot be read (its OS error in the reason) and as
+    /// [`from_toml_str`](Self::from_toml_str).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), synack::Error> {
+    /// let server = synack::ServerConfig::from_file("synack.toml")?
+    ///     .builder()?
+    ///     .serve(|_conn: synack::Connection| async {})?;
+    /// # drop(server);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
@@ -159,11 +208,29 @@ impl ServerConfig {
     }
 
     /// A builder with these settings (and the defaults for the rest).
+    /// # Errors
+    ///
+    /// As [`ServerBuilder::bind`], for an address in `bind` that does not resolve.
     pub fn builder(&self) -> Result<ServerBuilder, Error> {
         self.apply(ServerBuilder::new())
     }
 
     /// Applies these settings on top of a builder.
+    /// # Errors
+    ///
+    /// As [`ServerBuilder::bind`], for an address in `bind` that does not resolve.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), synack::Error> {
+    /// let cfg = synack::ServerConfig::from_toml_str("max_connections = 100")?;
+    /// // The file's settings on top of the program's own.
+    /// let builder = cfg.apply(synack::Server::builder().bind("127.0.0.1:0")?.workers(1))?;
+    /// assert!(builder.check().is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn apply(&self, mut b: ServerBuilder) -> Result<ServerBuilder, Error> {
         for a in &self.bind {
             b = b.bind(a.as_str())?;

@@ -11,9 +11,27 @@ use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::limit::Slot;
+use crate::shared::Slot;
 
 /// Where a connection came from and how it travelled through the server.
+/// # Examples
+///
+/// ```
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .serve(|mut conn: synack::Connection| async move {
+///         let info = *conn.info();
+///         let waited = info.dispatched_at - info.accepted_at;
+///         let line = format!("#{} from {} on worker {} after {waited:?}\n", info.id, info.peer_addr, info.worker);
+///         conn.write_all(line.as_bytes()).await
+///     })?;
+/// # drop(server);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnInfo {
@@ -39,6 +57,40 @@ pub struct ConnInfo {
 
 /// Resolves when the server begins a graceful shutdown (or is gone); see
 /// [`Connection::closing`].
+/// # Examples
+///
+/// ```
+/// use std::io::Read;
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A handler that holds its connection until the server begins to shut down.
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .workers(1)
+///     .serve(|mut conn: synack::Connection| async move {
+///         let mut closing = conn.closing();
+///         closing.wait().await;
+///         assert!(closing.is_closing());
+///         conn.write_all(b"bye\n").await
+///     })?;
+/// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+/// // Bounded wait until the handler holds the connection.
+/// for _ in 0..500 {
+///     if server.stats().open == 1 {
+///         break;
+///     }
+///     std::thread::sleep(Duration::from_millis(10));
+/// }
+/// let report = server.shutdown_blocking(Duration::from_secs(10));
+/// let mut got = String::new();
+/// client.read_to_string(&mut got)?;
+/// assert_eq!(got, "bye\n");
+/// assert_eq!(report.aborted, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Closing(tokio::sync::watch::Receiver<bool>);
 
@@ -64,6 +116,28 @@ impl Closing {
 /// I/O is optimistic: reads and writes go straight to the socket, and the socket joins the
 /// worker's reactor only when one of them would block. A handler that answers at once (write,
 /// close) costs no `epoll_ctl` at all.
+/// # Examples
+///
+/// ```
+/// use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A line-echo handler: Connection is AsyncRead + AsyncWrite, so tokio's helpers apply.
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .serve(|conn: synack::Connection| async move {
+///         let mut lines = BufReader::new(conn).lines();
+///         while let Some(line) = lines.next_line().await? {
+///             let conn = lines.get_mut().get_mut();
+///             conn.write_all(line.as_bytes()).await?;
+///             conn.write_all(b"\n").await?;
+///         }
+///         Ok::<_, std::io::Error>(())
+///     })?;
+/// # drop(server);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Connection {
     io: Io,
@@ -143,6 +217,25 @@ impl Connection {
 
     /// The tokio stream (registering the socket with the worker's reactor if it is not yet):
     /// to split it, use tokio's own readiness API, and so on. Must be called on the worker.
+    /// # Errors
+    ///
+    /// The error of registering the socket with the worker's reactor (`epoll_ctl`: out of memory,
+    /// or the descriptor limit of the epoll instance); the connection is closed then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), synack::Error> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .serve(|mut conn: synack::Connection| async move {
+    ///         let (mut rd, mut wr) = conn.tokio_stream()?.split();
+    ///         tokio::io::copy(&mut rd, &mut wr).await
+    ///     })?;
+    /// # drop(server);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn tokio_stream(&mut self) -> io::Result<&mut TcpStream> {
         self.register()?;
         match &mut self.io {

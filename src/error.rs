@@ -9,6 +9,15 @@ use std::net::SocketAddr;
 /// where the operating system refused it, carries the underlying [`io::Error`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+/// # Examples
+///
+/// ```
+/// let err = synack::Server::builder().backlog(0).check().unwrap_err();
+/// match err {
+///     synack::Error::InvalidConfig { name, .. } => assert_eq!(name, "backlog"),
+///     other => panic!("unexpected: {other}"),
+/// }
+/// ```
 pub enum Error {
     /// A listen address could not be resolved.
     #[error("cannot resolve listen address {addr}: {source}")]

@@ -61,6 +61,25 @@ where
 }
 
 /// Serves HTTP/1.1 only: the service's futures need not be `Send`.
+/// # Examples
+///
+/// ```
+/// use http_body_util::Full;
+/// use hyper::body::{Bytes, Incoming};
+/// use hyper::{Request, Response};
+///
+/// async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+///     Ok(Response::new(Full::new(Bytes::from("hello\n"))))
+/// }
+///
+/// # fn main() -> Result<(), synack::Error> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .serve(|conn| synack::http::serve_http1(conn, hyper::service::service_fn(hello)))?;
+/// # drop(server);
+/// # Ok(())
+/// # }
+/// ```
 pub async fn serve_http1<S, B>(conn: Connection, service: S) -> Result<(), BoxError>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,

@@ -2,14 +2,17 @@
 //!
 //! synack owns the path a connection takes from the kernel to your handler:
 //!
-//! 1. **Kernel queues.** A [`listener`] built with socket2 with an explicit `listen(2)` backlog;
-//!    the backlog the kernel really grants (capped by `net.core.somaxconn`) is read back.
+//! 1. **Kernel queues.** A listener built with socket2 with an explicit `listen(2)` backlog;
+//!    the backlog the kernel really grants (capped by `net.core.somaxconn`) is read back (see
+//!    [`ListenerInfo`]).
 //! 2. **Acceptor.** Dedicated threads on `mio` take connections off the accept queue, never
-//!    spinning on errors (see [`acceptor`]).
+//!    spinning on errors (see [`FdExhaustionPolicy`]), or each worker accepts for itself
+//!    ([`ServerBuilder::accept_in_workers`]).
 //! 3. **Connection limit.** Tomcat's `maxConnections`: at the limit the acceptor stops and new
-//!    clients wait in the kernel backlog (see [`limit`]).
+//!    clients wait in the kernel backlog (see [`OverloadPolicy`]).
 //! 4. **Dispatch and workers.** Each connection goes to the least-loaded worker, a thread with
-//!    a tokio current-thread runtime, which runs your handler (see [`worker`]).
+//!    a tokio current-thread runtime, which runs your handler on a [`Connection`] (see
+//!    [`HandlerOutput`]).
 //! 5. **Handle.** [`Server`] pauses, resumes, reports [`Stats`], and shuts down gracefully.
 //!
 //! ```no_run
@@ -36,37 +39,74 @@
 // The OS layer, with every `unsafe` block, is its own crate: synack-sys.
 #![deny(unsafe_code)]
 
-pub mod acceptor;
-mod builder;
-#[cfg(feature = "config")]
-pub mod config;
-mod connection;
+// Private modules, bottom-up along a connection's path; the public API is the `pub use` list
+// below, one path per public type (`http`, `metrics` and `probe` are public as modules: their
+// items are named through them).
+use synack_sys as sys;
+
 mod error;
-#[cfg(feature = "hyper")]
-pub mod http;
-pub mod limit;
-pub mod listener;
-#[cfg(feature = "metrics")]
-pub mod metrics;
 mod periodic;
 pub mod probe;
+mod stats;
+mod threads;
+mod throttle;
+
+mod limit;
+mod listener;
 mod sampler;
+
+mod shared;
+
+mod connection;
+mod dispatch;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+mod observe;
+
+mod acceptor;
+mod worker;
+
 mod server;
-pub mod stats;
-// The OS layer, private: `crate::sys::...` inside synack, nothing of it in synack's API.
-use synack_sys as sys;
-pub mod worker;
+mod start;
+
+mod builder;
+
+#[cfg(feature = "config")]
+mod config;
+#[cfg(feature = "hyper")]
+pub mod http;
 
 pub use acceptor::FdExhaustionPolicy;
 pub use builder::{DEFAULT_MAX_CONNECTIONS, IN_WORKER_ACCEPT_BATCH, MAX_THREADS, ServerBuilder};
 #[cfg(feature = "config")]
-pub use config::ServerConfig;
+pub use config::{BackoffConfig, KeepaliveConfig, ServerConfig};
 pub use connection::{Closing, ConnInfo, Connection};
 pub use error::Error;
-pub use hdrhistogram;
+/// The histogram type of [`Stats::dispatch_latency_us`] and [`Stats::accept_batch`]
+/// (re-exported from `hdrhistogram`, nothing else of it).
+#[doc(no_inline)]
+pub use hdrhistogram::Histogram;
 pub use limit::OverloadPolicy;
-pub use listener::{Keepalive, ListenerInfo};
+pub use listener::{Keepalive, ListenerInfo, MAX_BACKLOG};
 pub use sampler::QueueSample;
 pub use server::{Server, ShutdownReport, shutdown_signal};
 pub use stats::{AcceptErrorKind, AcceptErrors, ListenerStats, Stats};
 pub use worker::HandlerOutput;
+
+/// Internals the micro-benchmarks (`benches/hot_path.rs`) measure in isolation. Not part of
+/// the API: no stability, no docs.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::limit::Limit;
+    pub use crate::stats::{AcceptorStats, WorkerStats};
+
+    /// Merges per-thread recorders into a snapshot, as [`Server::stats`](crate::Server::stats)
+    /// does.
+    pub fn merge(
+        acceptors: &[&AcceptorStats],
+        workers: &[&WorkerStats],
+        open_per_worker: Vec<u64>,
+    ) -> crate::Stats {
+        crate::Stats::merge(acceptors, workers, open_per_worker)
+    }
+}

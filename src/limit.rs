@@ -7,12 +7,22 @@
 //! and wait in the accept queue (up to the effective backlog; past it the kernel drops SYNs),
 //! exactly as Tomcat's acceptor blocks in `LimitLatch.countUpOrAwait()`. The slot freed wakes it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-
-use crate::server::Shared;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 /// What an acceptor does when the connection limit is reached.
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), synack::Error> {
+/// // Reset connections past 10,000 at once instead of letting them wait in the kernel.
+/// let builder = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .max_connections(10_000)
+///     .overload_policy(synack::OverloadPolicy::Reject);
+/// assert!(builder.check().is_ok());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(
     feature = "config",
@@ -30,7 +40,7 @@ pub enum OverloadPolicy {
 }
 
 /// A counting limit, lock-free: `try_acquire` before accept, `release` when a connection ends.
-/// (Public for the micro-benchmarks only.)
+/// (Public, through `__bench`, for the micro-benchmarks only.)
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct Limit {
@@ -68,44 +78,8 @@ impl Limit {
         self.count.load(SeqCst) < self.max
     }
 
-    /// Gives a slot back. The caller wakes parked acceptors.
+    /// Gives a slot back. The caller wakes parked acceptors (see `Slot` in `shared.rs`).
     pub fn release(&self) {
         self.count.fetch_sub(1, SeqCst);
-    }
-}
-
-/// A taken slot, owned by a [`Connection`](crate::Connection): dropping it frees the slot,
-/// lowers its worker's open count and wakes an acceptor waiting for room.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    shared: Arc<Shared>,
-    worker: usize,
-}
-
-impl Slot {
-    /// Wraps a slot already taken with [`Limit::try_acquire`] for a connection on `worker`.
-    pub fn new(shared: Arc<Shared>, worker: usize) -> Self {
-        Slot { shared, worker }
-    }
-}
-
-impl Slot {
-    /// Moves the slot to another worker (its connection is dispatched again, its first worker
-    /// having died).
-    pub(crate) fn move_to(&mut self, worker: usize) {
-        self.shared.workers[worker].open.fetch_add(1, Relaxed);
-        self.shared.workers[self.worker].open.fetch_sub(1, Relaxed);
-        self.worker = worker;
-    }
-
-    /// The server state the slot belongs to.
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.shared.release(self.worker);
     }
 }

@@ -14,6 +14,16 @@ use crate::sys;
 pub const MAX_BACKLOG: u32 = i32::MAX as u32;
 
 /// TCP keepalive on accepted connections.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut k = synack::Keepalive::after(Duration::from_secs(60));
+/// k.interval = Some(Duration::from_secs(10));
+/// k.retries = Some(3);
+/// assert!(synack::Server::builder().keepalive(k).check().is_ok());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
     /// Idle time before the first probe (`TCP_KEEPIDLE`).
@@ -79,6 +89,23 @@ impl Default for ListenOptions {
 }
 
 /// What a listener is, once listening: its address and the backlog the kernel granted.
+/// # Examples
+///
+/// ```
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .backlog(128)
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// let info = &server.listeners()[0];
+/// assert_eq!(info.requested_backlog, 128);
+/// // Capped by net.core.somaxconn, when the kernel says.
+/// println!("granted: {:?} (somaxconn {:?})", info.effective_backlog, info.somaxconn);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListenerInfo {

@@ -33,7 +33,7 @@ use socket2::Socket;
 
 use crate::listener::ListenerInfo;
 use crate::periodic::Periodic;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stats::AcceptErrorKind;
 use crate::sys;
 
@@ -118,6 +118,26 @@ fn publish(shared: &Shared, listeners: &[(ListenerInfo, Weak<Socket>)]) {
 /// at `http://ADDR/metrics` (any path answers) from a thread of its own. Call it before
 /// `serve()`. Bind it to loopback unless the scraper is elsewhere.
 #[cfg(feature = "prometheus")]
+/// # Errors
+///
+/// [`Error::Start`](crate::Error::Start) when the endpoint cannot be bound or a recorder is
+/// already installed.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), synack::Error> {
+/// synack::metrics::install_prometheus("127.0.0.1:9100".parse().unwrap())?;
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .metrics(Duration::from_secs(1))
+///     .serve(|_conn: synack::Connection| async {})?;
+/// # drop(server);
+/// # Ok(())
+/// # }
+/// ```
 pub fn install_prometheus(addr: std::net::SocketAddr) -> Result<(), crate::Error> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let buckets = [

@@ -24,6 +24,16 @@ pub const VERSION: u16 = 1;
 pub const LEN: usize = 24;
 
 /// A decoded probe header.
+/// # Examples
+///
+/// ```
+/// use synack::probe::{LEN, ProbeHeader};
+///
+/// let h = ProbeHeader { accept_ns: 1_000, dispatch_ns: 1_250 };
+/// let wire: [u8; LEN] = h.encode();
+/// assert_eq!(&wire[..6], b"SYNACK");
+/// assert_eq!(ProbeHeader::decode(&wire), Some(h));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeHeader {
     /// `CLOCK_MONOTONIC` ns when `accept()` returned the connection.
@@ -57,6 +67,17 @@ impl ProbeHeader {
 
 /// Maps [`Instant`]s to `CLOCK_MONOTONIC` nanoseconds (Rust's `Instant` is that clock on Linux),
 /// from one reading of both taken together.
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use synack::probe::MonoClock;
+///
+/// let clock = MonoClock::new();
+/// let now = Instant::now();
+/// let later = now + Duration::from_millis(3);
+/// assert_eq!(clock.ns(later) - clock.ns(now), 3_000_000);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct MonoClock {
     base: Instant,

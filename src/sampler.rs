@@ -15,6 +15,22 @@ use crate::sys;
 pub const MAX_SAMPLES: usize = 100_000;
 
 /// One reading of a listener's accept queue.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .queue_sampling(Duration::from_millis(5))
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// let deepest = server.queue_samples(0).iter().map(|s| s.len).max();
+/// println!("deepest accept queue seen: {deepest:?}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSample {
     /// Since the server started.

@@ -2,96 +2,21 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::acceptor::{AcceptorExit, AcceptorShared, Control, Wake};
-use crate::builder::ServerBuilder;
-use crate::limit::Limit;
+use crate::acceptor::{AcceptorHandle, Control};
+use crate::dispatch::WorkerMsg;
 use crate::listener::ListenerInfo;
-use crate::probe::MonoClock;
-use crate::sampler::{QueueGauge, QueueSample, Sampler};
+use crate::observe::Observers;
+use crate::sampler::{QueueGauge, QueueSample};
+use crate::shared::{self, Shared, Wake};
 use crate::stats::{ListenerStats, Stats};
 use crate::sys;
-use crate::worker::{WorkerHandle, WorkerMsg, WorkerShared};
-
-/// State shared by the server handle, its acceptors, its workers and every open connection.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub limit: Limit,
-    pub workers: Box<[WorkerShared]>,
-    pub acceptors: Box<[AcceptorShared]>,
-    pub shutting_down: AtomicBool,
-    pub idle: (Mutex<()>, Condvar),
-    /// With the probe on: the clock its timestamps are read from.
-    pub probe: Option<MonoClock>,
-    /// Turns true when a graceful shutdown begins (see [`Connection::closing`]).
-    ///
-    /// [`Connection::closing`]: crate::Connection::closing
-    pub closing: tokio::sync::watch::Sender<bool>,
-    /// Whether workers record dispatch latency through the `metrics` facade.
-    #[cfg(feature = "metrics")]
-    pub metrics: bool,
-}
-
-impl Shared {
-    /// Every acceptor's and worker's counters and histograms merged (no listener view).
-    pub fn merged_stats(&self) -> Stats {
-        let acceptors: Vec<_> = self.acceptors.iter().map(|a| &a.stats).collect();
-        let workers: Vec<_> = self.workers.iter().map(|w| &w.stats).collect();
-        let open = self.workers.iter().map(|w| w.open.load(Relaxed)).collect();
-        let mut s = Stats::merge(&acceptors, &workers, open);
-        s.workers_alive = self.workers.iter().map(|w| w.alive.load(Relaxed)).collect();
-        s.acceptors_alive = self
-            .acceptors
-            .iter()
-            .map(|a| a.alive.load(Relaxed))
-            .collect();
-        s
-    }
-
-    /// A connection on `worker` ended.
-    pub fn release(&self, worker: usize) {
-        self.workers[worker].open.fetch_sub(1, Relaxed);
-        self.release_slot();
-    }
-
-    /// Gives a slot back to the limit and wakes whoever waits for one.
-    pub fn release_slot(&self) {
-        self.limit.release();
-        for a in self.acceptors.iter() {
-            if a.parked.load(SeqCst) && a.parked.swap(false, SeqCst) {
-                a.waker.wake();
-            }
-        }
-        if self.shutting_down.load(Relaxed) {
-            let _guard = self.idle.0.lock();
-            self.idle.1.notify_all();
-        }
-    }
-}
-
-/// The server's end of an acceptor.
-#[derive(Debug)]
-pub(crate) struct AcceptorHandle {
-    pub ctrl: Sender<Control>,
-    pub done: Option<AcceptorDone>,
-}
-
-/// How the server learns that an acceptor has exited.
-#[derive(Debug)]
-pub(crate) enum AcceptorDone {
-    /// A dedicated thread: joined.
-    Thread(JoinHandle<AcceptorExit>),
-    /// A task on a worker: it reports on this channel (closed unreported if its worker died).
-    /// In a mutex only so that the server stays `Sync`.
-    Task(Mutex<std::sync::mpsc::Receiver<AcceptorExit>>),
-}
+use crate::worker::WorkerHandle;
 
 /// What a graceful shutdown did.
 ///
@@ -99,6 +24,25 @@ pub(crate) enum AcceptorDone {
 /// connections and the accepts, the rest from how each handler ended. When every connection is
 /// accounted for, `open_at_start + drained == completed + aborted + lost` (with no handler
 /// keeping its connection past its end) and [`unaccounted`](Self::unaccounted) is 0.
+/// # Examples
+///
+/// ```
+/// use std::io::Read;
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .workers(1)
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// std::net::TcpStream::connect(server.local_addr())?.read_to_end(&mut Vec::new())?;
+/// let report = server.shutdown_blocking(Duration::from_secs(5));
+/// assert_eq!(report.unaccounted, 0, "every connection is accounted for");
+/// assert_eq!(report.aborted, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
@@ -132,6 +76,27 @@ pub struct ShutdownReport {
 ///
 /// Built with [`Server::builder`]. Dropping it stops it at once (no drain, no grace); call
 /// [`Server::shutdown`] or [`Server::shutdown_blocking`] for a graceful stop.
+/// # Examples
+///
+/// ```
+/// use std::io::Read;
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .workers(1)
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+/// let mut got = String::new();
+/// client.read_to_string(&mut got)?;
+/// assert_eq!(got, "hi\n");
+/// let report = server.shutdown_blocking(Duration::from_secs(5));
+/// assert_eq!(report.unaccounted, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Server {
     pub(crate) shared: Arc<Shared>,
@@ -141,17 +106,10 @@ pub struct Server {
     pub(crate) workers: Vec<WorkerHandle>,
     pub(crate) paused: AtomicBool,
     pub(crate) gauges: Arc<[QueueGauge]>,
-    pub(crate) sampler: Option<Sampler>,
-    #[cfg(feature = "metrics")]
-    pub(crate) publisher: Option<crate::metrics::Publisher>,
+    pub(crate) observers: Observers,
 }
 
 impl Server {
-    /// Starts configuring a server.
-    pub fn builder() -> ServerBuilder {
-        ServerBuilder::new()
-    }
-
     /// Every distinct address the server listens on, in bind order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         let mut out: Vec<SocketAddr> = Vec::new();
@@ -180,6 +138,26 @@ impl Server {
 
     /// A snapshot of the statistics, merged from every acceptor and worker, with the kernel's
     /// current view of each listener's accept queue.
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// let mut client = std::net::TcpStream::connect(server.local_addr())?;
+    /// client.read_to_end(&mut Vec::new())?;
+    /// let stats = server.stats();
+    /// assert_eq!(stats.accepted, 1);
+    /// assert_eq!(stats.dispatch_latency_us.len(), 1);
+    /// println!("p99 dispatch: {} us", stats.dispatch_latency_us.value_at_quantile(0.99));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         let mut s = self.shared.merged_stats();
         s.paused = self.paused.load(Relaxed);
@@ -191,7 +169,7 @@ impl Server {
             .zip(self.gauges.iter())
             .map(|((info, sock), g)| {
                 let q = sys::listen_queue(&**sock).ok().flatten();
-                let sampled = self.sampler.is_some();
+                let sampled = self.observers.sampling();
                 ListenerStats {
                     index: info.index,
                     local_addr: info.local_addr,
@@ -209,6 +187,24 @@ impl Server {
     /// The accept-queue samples of listener `index` (with
     /// [`queue_sampling`](crate::ServerBuilder::queue_sampling) on; empty otherwise), oldest
     /// first, at most the newest 100,000.
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .queue_sampling(Duration::from_millis(10))
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// for s in server.queue_samples(0) {
+    ///     println!("{:?}: {} of {} waiting", s.at, s.len, s.max);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn queue_samples(&self, index: usize) -> Vec<QueueSample> {
         self.gauges
             .get(index)
@@ -227,9 +223,27 @@ impl Server {
     /// can another one whose handler is pausing too. The order takes effect instead at each
     /// worker's next `accept()`, its own included (also within an accept batch that started
     /// the handler); an `accept()` already under way on another worker may still complete.
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// server.pause();
+    /// assert!(server.is_paused());
+    /// // Connections wait in the kernel's accept queue meanwhile.
+    /// server.resume();
+    /// assert!(!server.is_paused());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pause(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let from_worker = crate::worker::on_worker_of(&self.shared);
+        let from_worker = shared::on_worker_of(&self.shared);
         let mut asked = 0;
         for (i, a) in self.acceptors.iter().enumerate() {
             if a.ctrl.send(Control::Pause(tx.clone())).is_ok() {
@@ -276,6 +290,23 @@ impl Server {
 
     /// Shuts down gracefully, without blocking the calling task: see
     /// [`Server::shutdown_blocking`].
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// let report = server.shutdown(Duration::from_secs(5)).await;
+    /// assert_eq!(report.aborted, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
@@ -316,9 +347,7 @@ impl Server {
             .filter_map(|s| sys::listen_queue(&**s).ok().flatten())
             .map(|q| u64::from(q.len))
             .sum();
-        if let Some(mut s) = self.sampler.take() {
-            s.stop();
-        }
+        self.observers.stop_sampling();
         self.sockets.clear();
         {
             let (lock, cv) = &self.shared.idle;
@@ -335,10 +364,7 @@ impl Server {
             }
         }
         self.stop_workers();
-        #[cfg(feature = "metrics")]
-        if let Some(mut p) = self.publisher.take() {
-            p.stop();
-        }
+        self.observers.stop();
         let after = self.stats();
         let drained = after.drained - before.drained;
         // Accepted since `before`: drained, or accepted before the acceptors saw the stop.
@@ -369,24 +395,8 @@ impl Server {
     fn stop_acceptors(&mut self, drain: bool, deadline: Instant) {
         self.control(|| Control::Stop { drain, deadline });
         for a in &mut self.acceptors {
-            match a.done.take() {
-                Some(AcceptorDone::Thread(t)) => match t.join() {
-                    Ok(AcceptorExit) => {}
-                    Err(_) => {
-                        tracing::error!(target: "synack::server", "an acceptor thread panicked")
-                    }
-                },
-                Some(AcceptorDone::Task(rx)) => match rx
-                    .into_inner()
-                    .map_err(drop)
-                    .and_then(|rx| rx.recv().map_err(drop))
-                {
-                    Ok(AcceptorExit) => {}
-                    Err(_) => {
-                        tracing::error!(target: "synack::server", "an accept task ended without reporting (its worker is gone)")
-                    }
-                },
-                None => {}
+            if let Some(done) = a.done.take() {
+                done.wait();
             }
         }
         self.acceptors.clear();
@@ -409,6 +419,27 @@ impl Server {
     /// Waits for SIGINT or SIGTERM, then shuts down gracefully with `grace`: the helper for
     /// binaries. Blocks the calling thread; from async code use [`shutdown_signal`] and
     /// [`Server::shutdown`] instead.
+    /// # Errors
+    ///
+    /// [`Error::Signal`](crate::Error::Signal) when the signal handlers (or the runtime waiting
+    /// for them) cannot be set up.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// let report = server.run_until_signal(Duration::from_secs(30))?;
+    /// println!("{report:?}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn run_until_signal(self, grace: Duration) -> Result<ShutdownReport, crate::Error> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -440,6 +471,28 @@ impl Drop for Server {
 }
 
 /// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM; yields the signal's name.
+/// # Errors
+///
+/// [`Error::Signal`](crate::Error::Signal) when a signal handler cannot be installed.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .workers(1)
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// let signal = synack::shutdown_signal().await?;
+/// println!("{signal}: shutting down");
+/// let report = server.shutdown(Duration::from_secs(30)).await;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn shutdown_signal() -> Result<&'static str, crate::Error> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).map_err(crate::Error::Signal)?;

@@ -10,6 +10,17 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 /// Why an `accept()` failed, grouped as the kernel reports it.
+/// # Examples
+///
+/// ```
+/// use synack::AcceptErrorKind;
+///
+/// let kind = AcceptErrorKind::from_errno(libc::EMFILE);
+/// assert_eq!(kind, AcceptErrorKind::ProcessFdLimit);
+/// assert!(kind.is_resource_exhaustion());
+/// assert_eq!(kind.name(), "process_fd_limit");
+/// assert!(!AcceptErrorKind::from_errno(libc::ECONNABORTED).is_resource_exhaustion());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum AcceptErrorKind {
@@ -90,6 +101,24 @@ impl AcceptErrorKind {
 }
 
 /// Accept errors counted by kind.
+/// # Examples
+///
+/// ```
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .workers(1)
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// let errors = server.stats().accept_errors;
+/// for (kind, n) in errors.iter().filter(|(_, n)| *n > 0) {
+///     println!("{}: {n}", kind.name());
+/// }
+/// assert_eq!(errors.get(synack::AcceptErrorKind::ProcessFdLimit), 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AcceptErrors {
     counts: [u64; AcceptErrorKind::ALL.len()],
@@ -121,8 +150,8 @@ fn batch_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 1 << 20, 3).expect("static histogram bounds are valid")
 }
 
-/// One acceptor's counters. Written by that acceptor thread only. (Public for the
-/// micro-benchmarks only.)
+/// One acceptor's counters. Written by that acceptor thread only. (Public, through
+/// `__bench`, for the micro-benchmarks only.)
 #[doc(hidden)]
 #[allow(missing_docs)]
 #[derive(Debug)]
@@ -172,8 +201,8 @@ impl AcceptorStats {
     }
 }
 
-/// One worker's counters. Written by that worker thread only. (Public for the
-/// micro-benchmarks only.)
+/// One worker's counters. Written by that worker thread only. (Public, through `__bench`,
+/// for the micro-benchmarks only.)
 #[doc(hidden)]
 #[allow(missing_docs)]
 #[derive(Debug)]
@@ -215,6 +244,22 @@ impl WorkerStats {
 }
 
 /// The kernel's view of one listener at snapshot time.
+/// # Examples
+///
+/// ```
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .workers(1)
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// for l in server.stats().listeners {
+///     println!("listener {} on {}: {:?} of {:?} waiting", l.index, l.local_addr, l.queue_len, l.effective_backlog);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListenerStats {
@@ -236,6 +281,28 @@ pub struct ListenerStats {
 }
 
 /// A snapshot of a server's statistics, merged from every acceptor and worker.
+/// # Examples
+///
+/// ```
+/// use std::io::Read;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .workers(1)
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// std::net::TcpStream::connect(server.local_addr())?.read_to_end(&mut Vec::new())?;
+/// let s: synack::Stats = server.stats();
+/// assert_eq!(s.accepted, 1);
+/// assert_eq!(s.accept_errors.total(), 0);
+/// let l = &s.listeners[0];
+/// println!("{}: {:?} waiting, backlog {:?}", l.local_addr, l.queue_len, l.effective_backlog);
+/// let dispatch: &synack::Histogram<u64> = &s.dispatch_latency_us;
+/// println!("median dispatch {} us", dispatch.value_at_quantile(0.5));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Stats {
@@ -291,9 +358,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Merges per-thread recorders into a snapshot (public for the micro-benchmarks).
-    #[doc(hidden)]
-    pub fn merge(
+    /// Merges per-thread recorders into a snapshot.
+    pub(crate) fn merge(
         acceptors: &[&AcceptorStats],
         workers: &[&WorkerStats],
         open_per_worker: Vec<u64>,

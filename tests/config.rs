@@ -113,7 +113,7 @@ fn every_knob_reaches_the_server() {
     assert_eq!(cfg.only_v6, Some(true));
     assert_eq!(
         cfg.accept_backoff,
-        Some(synack::config::BackoffConfig {
+        Some(synack::BackoffConfig {
             min: Duration::from_millis(10),
             max: Duration::from_secs(2)
         })

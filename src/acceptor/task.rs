@@ -19,7 +19,18 @@ use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
-use super::{AcceptCore, AcceptorExit, Control, Dispatch, Next};
+use super::core::{AcceptCore, Next};
+use super::{AcceptorExit, Control};
+use crate::dispatch::Dispatch;
+
+/// An acceptor a worker runs as a task of its own.
+pub(crate) struct AcceptTask {
+    pub core: AcceptCore,
+    pub ctrl: Receiver<Control>,
+    pub notify: Arc<Notify>,
+    /// Where the task reports how it ended.
+    pub done: std::sync::mpsc::Sender<AcceptorExit>,
+}
 
 /// Runs the accept loop until it is stopped; returns what it left in the kernel queues.
 pub(crate) async fn run(

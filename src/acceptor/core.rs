@@ -1,0 +1,368 @@
+//! The accept core both drivers share: the connection limit, the accept bursts, pause and
+//! drain. The drivers ([`thread`](super::thread), [`task`](super::task)) wait for readiness,
+//! orders and time; the core decides what to accept and when to stop. Errors and their
+//! back-off are in [`backoff`](super::backoff), each listener's state in
+//! [`entry`](super::entry).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Instant;
+
+use socket2::Socket;
+
+use super::backoff::Backoff;
+use super::entry::Entry;
+use super::{AcceptConfig, AcceptorExit, Control, Watched};
+use crate::dispatch::{Accepted, Dispatch};
+use crate::limit::OverloadPolicy;
+use crate::listener;
+use crate::shared::{AcceptorShared, Shared, Slot};
+use crate::stats::AcceptorStats;
+use crate::sys;
+use crate::throttle::RateLimited;
+
+/// The accept logic both drivers share: the connection limit, the accept bursts, error
+/// back-off and shedding, pause and drain. The driver waits for readiness, orders and time.
+pub(crate) struct AcceptCore {
+    pub id: usize,
+    pub entries: Vec<Entry>,
+    pub(super) shared: Arc<Shared>,
+    cfg: AcceptConfig,
+    paused: bool,
+    pub at_limit: bool,
+    draining: Option<Instant>,
+    next_listener: usize,
+    seq: u64,
+    backoff: Backoff,
+    limit_log: RateLimited,
+}
+
+/// What the driver should do after [`AcceptCore::finish_turn`].
+pub(crate) enum Next {
+    /// Exit now, reporting this.
+    Exit(AcceptorExit),
+    /// Go on at once: a listener may still have connections waiting (its batch ran out).
+    Again,
+    /// Wait for readiness, an order or a freed slot, at most until this time (if any).
+    Wait(Option<Instant>),
+}
+
+impl AcceptCore {
+    /// Prepares acceptor `id` over `listeners` (index, socket, address, whether it is this
+    /// acceptor's alone).
+    pub fn new(
+        id: usize,
+        listeners: Vec<(usize, Arc<Socket>, SocketAddr, bool)>,
+        shared: Arc<Shared>,
+        cfg: AcceptConfig,
+    ) -> Self {
+        let entries = listeners
+            .into_iter()
+            .map(|(index, sock, addr, own)| Entry {
+                index,
+                fd: sock.as_raw_fd(),
+                sock,
+                addr,
+                specific: (!addr.ip().is_unspecified()).then_some(addr),
+                own,
+                registered: false,
+                ready: true,
+                backoff_until: None,
+                backoff: cfg.backoff_min,
+            })
+            .collect();
+        let backoff = Backoff::new(&cfg);
+        AcceptCore {
+            id,
+            entries,
+            shared,
+            cfg,
+            paused: false,
+            at_limit: false,
+            draining: None,
+            next_listener: 0,
+            seq: 0,
+            backoff,
+            limit_log: RateLimited::default(),
+        }
+    }
+
+    /// Its listeners, for [`acceptor_died`](super::acceptor_died).
+    pub fn listeners(&self) -> Vec<Watched> {
+        self.entries
+            .iter()
+            .map(|e| Watched {
+                sock: Arc::downgrade(&e.sock),
+                addr: e.addr,
+                own: e.own,
+            })
+            .collect()
+    }
+
+    fn me(&self) -> &AcceptorShared {
+        &self.shared.acceptors[self.id]
+    }
+
+    fn stats(&self) -> &AcceptorStats {
+        &self.shared.acceptors[self.id].stats
+    }
+
+    /// Whether the listeners should be watched and accepted from now.
+    pub fn active(&self) -> bool {
+        (!self.paused || self.draining.is_some()) && !self.at_limit
+    }
+
+    /// The part of a turn before the driver (de)registers its listeners: orders, a freed slot,
+    /// back-offs run out. `Some` when the acceptor should exit now.
+    pub fn begin_turn(&mut self, ctrl: &Receiver<Control>) -> Option<AcceptorExit> {
+        if let Some(exit) = self.handle_control(ctrl) {
+            return Some(exit);
+        }
+        if self.at_limit && self.try_unpark() {
+            self.at_limit = false;
+            if let Some(held) = self.limit_log.allow(Instant::now()) {
+                tracing::info!(target: "synack::acceptor", acceptor = self.id, held_back = held,
+                    "connection limit has room again; accepting");
+            }
+            for e in &mut self.entries {
+                e.ready = true;
+            }
+        }
+        // The clock is read only when a back-off may have run out (not on the accept path).
+        if self.entries.iter().any(|e| e.backoff_until.is_some()) {
+            let now = Instant::now();
+            for e in &mut self.entries {
+                if e.backoff_until.is_some_and(|t| t <= now) {
+                    e.backoff_until = None;
+                    e.ready = true;
+                }
+            }
+        }
+        None
+    }
+
+    /// The rest of a turn, once the driver's registrations match [`active`](Self::active):
+    /// accepts what waits, then says what the driver should do next.
+    pub fn finish_turn(&mut self, dispatch: &mut impl Dispatch) -> Next {
+        if self.active() {
+            self.accept_round(dispatch);
+        }
+        if let Some(deadline) = self.draining
+            && (Instant::now() >= deadline || self.drained())
+        {
+            return Next::Exit(self.exit());
+        }
+        // At the limit: park (the next slot freed wakes us), unless a slot freed meanwhile.
+        if self.at_limit && self.try_unpark() {
+            return Next::Again;
+        }
+        if !self.at_limit && self.entries.iter().any(Entry::acceptable) {
+            return Next::Again;
+        }
+        let mut until = self.entries.iter().filter_map(|e| e.backoff_until).min();
+        if let Some(d) = self.draining {
+            until = Some(until.map_or(d, |u| u.min(d)));
+        }
+        Next::Wait(until)
+    }
+
+    /// Processes pending orders; `Some` when the acceptor should exit now.
+    fn handle_control(&mut self, ctrl: &Receiver<Control>) -> Option<AcceptorExit> {
+        loop {
+            match ctrl.try_recv() {
+                Ok(Control::Pause(ack)) => {
+                    self.paused = true;
+                    let _ = ack.send(());
+                }
+                Ok(Control::Resume) => {
+                    self.paused = false;
+                    for e in &mut self.entries {
+                        e.ready = true;
+                    }
+                }
+                Ok(Control::Stop { drain, deadline }) => {
+                    if !drain {
+                        return Some(self.exit());
+                    }
+                    self.draining = Some(deadline);
+                    for e in &mut self.entries {
+                        e.ready = true;
+                    }
+                }
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => {
+                    if self.draining.is_none() {
+                        return Some(self.exit());
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Whether every listener has been emptied (seen `WouldBlock`) during a drain.
+    fn drained(&self) -> bool {
+        self.entries
+            .iter()
+            .all(|e| !e.ready && e.backoff_until.is_none())
+    }
+
+    /// The acceptor stops. The driver stops watching the listeners.
+    pub fn exit(&mut self) -> AcceptorExit {
+        tracing::debug!(target: "synack::acceptor", acceptor = self.id, "acceptor stopped");
+        AcceptorExit
+    }
+
+    /// Marks this acceptor parked and checks the limit once more (so a slot freed in between
+    /// is not missed). True when there is room after all.
+    fn try_unpark(&self) -> bool {
+        self.me().parked.store(true, SeqCst);
+        if self.shared.limit.has_room() {
+            self.me().parked.store(false, SeqCst);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Brings what the driver watches in line with [`active`](Self::active): calls
+    /// `watch(i, entry, on)` for each listener to start (`on`) or stop watching, and marks a
+    /// listener watched again as possibly ready. A listener that cannot be watched is retried
+    /// after its back-off.
+    pub fn sync_watch(&mut self, mut watch: impl FnMut(usize, &Entry, bool) -> io::Result<()>) {
+        let active = self.active();
+        for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            let want = active && e.backoff_until.is_none();
+            if want == e.registered {
+                continue;
+            }
+            match watch(i, e, want) {
+                Ok(()) => {
+                    let e = &mut self.entries[i];
+                    e.registered = want;
+                    if want {
+                        e.ready = true;
+                    }
+                }
+                Err(err) => self.registration_failed(i, &err),
+            }
+        }
+    }
+
+    /// A listener the driver could not (de)register: retried after its back-off.
+    pub fn registration_failed(&mut self, i: usize, err: &io::Error) {
+        Backoff::registration_failed(&mut self.entries[i], err);
+    }
+
+    fn accept_round(&mut self, dispatch: &mut impl Dispatch) {
+        let n = self.entries.len();
+        let start = self.next_listener;
+        self.next_listener = (start + 1) % n.max(1);
+        for k in 0..n {
+            let i = (start + k) % n;
+            if self.entries[i].acceptable() {
+                self.accept_burst(i, dispatch);
+            }
+            if self.at_limit {
+                break;
+            }
+        }
+    }
+
+    /// Accepts up to `batch` connections from listener `i`.
+    fn accept_burst(&mut self, i: usize, dispatch: &mut impl Dispatch) {
+        let mut accepted = 0u64;
+        while accepted < self.cfg.batch as u64 {
+            // A pause ordered since the turn began (by a handler this burst started, say):
+            // the order is in the channel, taken at the start of the next turn.
+            if self.draining.is_none() && self.me().pause_ordered.load(Relaxed) {
+                break;
+            }
+            let have_slot = self.shared.limit.try_acquire();
+            if !have_slot && self.cfg.overload == OverloadPolicy::Queue {
+                self.reach_limit();
+                break;
+            }
+            match sys::accept(&self.entries[i].sock) {
+                Ok((stream, peer)) => {
+                    let accepted_at = Instant::now();
+                    accepted += 1;
+                    self.backoff.reset(&mut self.entries[i]);
+                    if have_slot {
+                        self.dispatch(i, stream, peer, accepted_at, dispatch);
+                    } else {
+                        // Counted before the RST, so whoever sees the reset sees the count.
+                        self.stats().rejected.fetch_add(1, Relaxed);
+                        listener::close_with_reset(stream);
+                        tracing::debug!(target: "synack::acceptor", peer = %peer, "connection limit reached; rejected with RST");
+                    }
+                }
+                Err(err) => {
+                    if have_slot {
+                        self.shared.release_slot();
+                    }
+                    match err.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            self.entries[i].ready = false;
+                            break;
+                        }
+                        io::ErrorKind::Interrupted => continue,
+                        _ => {
+                            let stats = &self.shared.acceptors[self.id].stats;
+                            if !self.backoff.accept_error(&mut self.entries[i], stats, err) {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.stats().record_batch(accepted);
+    }
+
+    fn reach_limit(&mut self) {
+        self.at_limit = true;
+        self.stats().limit_reached.fetch_add(1, Relaxed);
+        if let Some(held) = self.limit_log.allow(Instant::now()) {
+            tracing::info!(target: "synack::acceptor", acceptor = self.id,
+                max_connections = self.shared.limit.max(), held_back = held,
+                "connection limit reached; new connections wait in the kernel accept queue");
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        i: usize,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        accepted_at: Instant,
+        dispatch: &mut impl Dispatch,
+    ) {
+        let w = dispatch.pick(&self.shared);
+        let id = self.seq * self.shared.acceptors.len() as u64 + self.id as u64;
+        self.seq += 1;
+        let e = &self.entries[i];
+        let acc = Accepted {
+            stream,
+            peer,
+            local: e.specific,
+            listener: e.index,
+            acceptor: self.id,
+            id,
+            accepted_at,
+            // Counts it open on worker `w`.
+            slot: Slot::new(self.shared.clone(), w),
+        };
+        let stats = &self.shared.acceptors[self.id].stats;
+        stats.accepted.fetch_add(1, Relaxed);
+        if self.draining.is_some() {
+            stats.drained.fetch_add(1, Relaxed);
+        }
+        dispatch.deliver(&self.shared, w, acc);
+    }
+}
