@@ -1,12 +1,12 @@
-//! The command line: flags -> a [`Plan`], and the `flood` and `merge` commands.
+//! The command line: clap structs only, and the way from their flags to a [`PlanBuilder`].
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::plan::{CloseMode, Load, Plan};
+use crate::plan::{CloseMode, Load, PlanBuilder};
 
 /// Floods a TCP server with connects and measures what the handshake costs.
 #[derive(Debug, Parser)]
@@ -318,18 +318,6 @@ pub struct TuneArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources(pub Vec<IpAddr>);
 
-/// Bad input: the flag, the value, and what is accepted.
-#[derive(Debug, PartialEq, Eq)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
 /// Parses `10k`, `2.5k`, `1m`, `500`: a rate above zero, per second.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -436,131 +424,28 @@ impl FloodArgs {
 }
 
 impl ConnArgs {
-    /// Checks the flags together, resolves the target, and builds a plan. `other_fds`: the
-    /// descriptors the process needs besides the attempts meanwhile (an embedded server's).
-    pub fn plan(
-        &self,
-        addr: &str,
-        load: Load,
-        duration: Duration,
-        connections: Option<u64>,
-        other_fds: u64,
-    ) -> Result<Plan, UsageError> {
-        let target = resolve(addr)?;
-        let threads = match self.threads {
-            Some(t) => t as usize,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        if threads > 1024 {
-            return Err(UsageError(format!(
-                "--threads {threads}: at most 1024 generator threads"
-            )));
-        }
-        let sources = self.source.clone().map(|s| s.0).unwrap_or_default();
-        if let Some(bad) = sources.iter().find(|s| s.is_ipv4() != target.is_ipv4()) {
-            return Err(UsageError(format!(
-                "--source {bad}: the source addresses must be of the target's family ({target})"
-            )));
-        }
-        if let Some(bad) = sources.iter().find(|s| !crate::watch::is_local(**s)) {
-            return Err(UsageError(format!(
-                "--source {bad}: not an address of this host; give addresses this host has (such as 127.0.0.2-127.0.0.9)"
-            )));
-        }
-        let fds = crate::plan::fd_budget(threads, other_fds);
-        // Each source address (or the one the kernel picks) has the ephemeral range of ports
-        // towards one destination.
-        let ports = crate::plan::port_budget().map(|p| p * sources.len().max(1) as u64);
-        let budget = match (fds, ports) {
-            (Some(f), Some(p)) => Some(f.min(p)),
-            (f, p) => f.or(p),
-        };
-        let limit_text = || {
-            let (_, hard) = synack_sys::nofile_limit().unwrap_or((0, 0));
-            format!(
-                "the open-file limit (hard {hard}) and the local ports ({} per source) leave room for {} attempts in flight",
-                crate::plan::port_budget().unwrap_or(0),
-                budget.unwrap_or(0)
-            )
-        };
-        let max_in_flight = match (self.max_in_flight, budget) {
-            (Some(m), Some(b)) if m > b => {
-                return Err(UsageError(format!(
-                    "--max-in-flight {m}: {}; give at most that, raise the hard limit (ulimit -Hn), or add --source addresses",
-                    limit_text()
-                )));
-            }
-            (Some(m), _) => m as usize,
-            (None, Some(0)) => {
-                return Err(UsageError(format!(
-                    "{}: raise the hard limit (ulimit -Hn)",
-                    limit_text()
-                )));
-            }
-            (None, Some(b)) => b as usize,
-            (None, None) => 1 << 20,
-        };
-        if threads > max_in_flight {
-            return Err(UsageError(format!(
-                "--threads {threads}: more threads than the {max_in_flight} attempts allowed in flight; give at most {max_in_flight}"
-            )));
-        }
-        if let Load::Closed { concurrency } = load
-            && concurrency > max_in_flight
-        {
-            return Err(UsageError(format!(
-                "--concurrency {concurrency}: more than the {max_in_flight} attempts allowed in flight ({}); lower it, raise the hard limit (ulimit -Hn), or add --source addresses",
-                if self.max_in_flight.is_some() {
-                    "--max-in-flight".to_string()
-                } else {
-                    limit_text()
-                }
-            )));
-        }
-        Ok(Plan {
-            max_in_flight,
-            lag_limit: self.lag_limit,
-            target_text: addr.to_string(),
-            target,
-            load,
-            duration,
-            connections,
-            send: self.send,
-            read: self.read.map(|r| r as usize),
-            read_timeout: self.read_timeout,
-            hold: self.hold,
-            close: match self.close {
+    /// A plan builder with these flags set: the one way from flags to a [`crate::plan::Plan`].
+    pub fn plan_builder(&self, addr: &str, load: Load, duration: Duration) -> PlanBuilder {
+        PlanBuilder::new(addr, load, duration)
+            .send(self.send)
+            .read(self.read.map(|r| r as usize))
+            .read_timeout(self.read_timeout)
+            .hold(self.hold)
+            .close(match self.close {
                 CloseArg::Rst => CloseMode::Rst,
                 CloseArg::Fin => CloseMode::Fin,
-            },
-            reuse_sockets: !self.fresh_sockets,
-            threads,
-            sources,
-            connect_timeout: self.connect_timeout,
-            probe: self.probe,
-        })
+            })
+            .reuse_sockets(!self.fresh_sockets)
+            .threads(self.threads.map(|t| t as usize))
+            .sources(self.source.clone().map(|s| s.0).unwrap_or_default())
+            .connect_timeout(self.connect_timeout)
+            .probe(self.probe)
+            .max_in_flight(self.max_in_flight)
+            .lag_limit(self.lag_limit)
     }
 
     /// The inet_diag sampling interval, when asked for.
     pub fn watch(&self) -> Option<Duration> {
         self.watch_listener.then_some(self.watch_interval)
     }
-}
-
-/// Resolves `host:port` to the first address; port 0 and unresolvable names are refused.
-pub fn resolve(addr: &str) -> Result<SocketAddr, UsageError> {
-    let mut addrs = addr.to_socket_addrs().map_err(|e| {
-        UsageError(format!(
-            "ADDR {addr:?}: cannot resolve ({e}); expected host:port such as 127.0.0.1:7878 or [::1]:7878"
-        ))
-    })?;
-    let a = addrs
-        .next()
-        .ok_or_else(|| UsageError(format!("ADDR {addr:?}: resolves to no address")))?;
-    if a.port() == 0 {
-        return Err(UsageError(format!(
-            "ADDR {addr:?}: port 0 cannot be connected to; give the server's port"
-        )));
-    }
-    Ok(a)
 }

@@ -1,4 +1,5 @@
-//! The `flood` command: run a plan with a live view, then report.
+//! A flood: run a plan with a live view, then build its report (the `flood` command, sweep
+//! and tune all run their floods through here).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -6,11 +7,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{FloodArgs, TargetArgs};
-use crate::embedded;
 use crate::engine::{self, Progress};
 use crate::plan::Plan;
-use crate::report::{self, FloodReport, html, table};
+use crate::report::{self, FloodReport};
 use crate::watch::Watcher;
 
 /// Where the results go besides the table.
@@ -125,118 +124,4 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
         report::hlog::write(path, run.started_at, &run.intervals)?;
     }
     Ok(rep)
-}
-
-/// How a command ended, as an exit status.
-pub fn exit_code(e: &std::io::Error) -> i32 {
-    // Input that cannot work (a target not on this host to watch, a path that does not exist)
-    // is a usage error.
-    match e.kind() {
-        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::NotFound => 2,
-        _ => 1,
-    }
-}
-
-/// Starts the embedded server the target flags ask for, if any; returns it and the address
-/// to flood.
-pub fn target(t: &TargetArgs, probe: bool) -> Result<(Option<synack::Server>, String), i32> {
-    if let Some(flag) = t.stray_server_flag() {
-        eprintln!(
-            "synack-load: {flag} configures the embedded server: use it with --embedded, or drop it"
-        );
-        return Err(2);
-    }
-    if !t.embedded {
-        return Ok((None, t.addr.clone().unwrap_or_default()));
-    }
-    match embedded::start(
-        t.server_backlog.unwrap_or(embedded::DEFAULT_BACKLOG),
-        t.server_workers.unwrap_or(embedded::DEFAULT_WORKERS),
-        t.server_max_connections
-            .unwrap_or(synack::DEFAULT_MAX_CONNECTIONS),
-        t.server_accept_in_workers,
-        probe,
-    ) {
-        Ok(s) => {
-            let addr = s.local_addr().to_string();
-            Ok((Some(s), addr))
-        }
-        Err(e) => {
-            eprintln!("synack-load: embedded server: {e}");
-            Err(if matches!(e, synack::Error::InvalidConfig { .. }) {
-                2
-            } else {
-                1
-            })
-        }
-    }
-}
-
-/// The descriptors an embedded server may hold while a flood runs: one per connection it may
-/// keep open, and a few of its own.
-pub fn embedded_fds(server: Option<&synack::Server>) -> u64 {
-    server.map_or(0, |s| s.stats().max_connections as u64 + 32)
-}
-
-/// `synack-load flood`: returns the exit status.
-pub fn command(args: &FloodArgs) -> i32 {
-    let (server, addr) = match target(&args.target, args.conn.probe) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let plan = match args.conn.plan(
-        &addr,
-        args.load(),
-        args.duration,
-        args.connections,
-        embedded_fds(server.as_ref()),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("synack-load: {e}");
-            return 2;
-        }
-    };
-    let out = Output {
-        json: args.json.clone(),
-        hlog: args.hlog.clone(),
-        live: !args.quiet,
-        watch: args.conn.watch(),
-    };
-    let rep = match flood(&plan, &out) {
-        Ok(rep) => rep,
-        Err(e) => {
-            eprintln!("synack-load: {e}");
-            return exit_code(&e);
-        }
-    };
-    print!("{}", table::render(&rep));
-    if let Some(s) = server {
-        print!("\n{}", embedded::summary(&s));
-        let r = s.shutdown_blocking(Duration::from_secs(1));
-        println!(
-            "  shutdown: open {} at the start, {} completed, {} aborted, {} lost, {} left in the kernel queue, unaccounted {}",
-            r.open_at_start, r.completed, r.aborted, r.lost, r.left_in_queue, r.unaccounted
-        );
-        if r.unaccounted != 0 {
-            eprintln!(
-                "synack-load: the embedded server lost track of {} connections",
-                r.unaccounted
-            );
-            return 1;
-        }
-    }
-    if let Some(dir) = &args.report {
-        match html::write_flood(dir, &rep) {
-            Ok(path) => println!("\nreport: {}", path.display()),
-            Err(e) => {
-                eprintln!(
-                    "synack-load: cannot write the report in {}: {e}",
-                    dir.display()
-                );
-                return 1;
-            }
-        }
-    }
-    0
 }

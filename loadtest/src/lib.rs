@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod commands;
 pub mod embedded;
 pub mod engine;
+pub mod error;
 pub mod flood;
 pub mod outcome;
 pub mod pacer;

@@ -6,15 +6,12 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use synack_load::cli::{Cli, Command};
+use synack_load::cli::Cli;
 
 fn main() {
     let cli = Cli::parse();
-    let code = match cli.command {
-        Command::Flood(args) => synack_load::flood::command(&args),
-        Command::Sweep(args) => synack_load::sweep::command(&args),
-        Command::Tune(args) => synack_load::tune::command(&args),
-        Command::Merge(args) => synack_load::report::hlog::command(&args),
-    };
-    std::process::exit(code);
+    if let Err(e) = synack_load::commands::run(cli.command) {
+        eprintln!("synack-load: {e}");
+        std::process::exit(e.exit_code());
+    }
 }

@@ -3,6 +3,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use std::net::ToSocketAddrs;
+
+use crate::error::LoadError;
 use crate::pacer::Pacer;
 
 /// How attempts are started.
@@ -192,6 +195,232 @@ impl Plan {
         }
         b + self.hold.unwrap_or_default()
     }
+}
+
+/// The one way to a [`Plan`]: the target, the load and the duration, then what each
+/// connection does; [`PlanBuilder::build`] resolves the target and checks it all together
+/// against this host (its descriptors, ports and addresses).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use synack_load::plan::{Load, PlanBuilder};
+///
+/// let plan = PlanBuilder::new("127.0.0.1:8080", Load::Closed { concurrency: 64 }, Duration::from_secs(3))
+///     .read(Some(18))
+///     .threads(Some(1))
+///     .build()?;
+/// assert_eq!(plan.threads, 1);
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PlanBuilder {
+    target_text: String,
+    load: Load,
+    duration: Duration,
+    connections: Option<u64>,
+    send: usize,
+    read: Option<usize>,
+    read_timeout: Duration,
+    hold: Option<Duration>,
+    close: CloseMode,
+    reuse_sockets: bool,
+    threads: Option<usize>,
+    sources: Vec<IpAddr>,
+    connect_timeout: Duration,
+    probe: bool,
+    max_in_flight: Option<u64>,
+    lag_limit: Duration,
+    other_fds: u64,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, v: $ty) -> Self {
+                self.$name = v;
+                self
+            }
+        )*
+    };
+}
+
+impl PlanBuilder {
+    /// A plan for `target` (host:port), with the defaults of the command line: nothing sent
+    /// or read, RST closes with sockets reused, one thread per core, the kernel's source
+    /// address, a 3 s connect timeout, a 2 s read timeout, a 1 ms lag limit.
+    pub fn new(target: &str, load: Load, duration: Duration) -> Self {
+        PlanBuilder {
+            target_text: target.to_string(),
+            load,
+            duration,
+            connections: None,
+            send: 0,
+            read: None,
+            read_timeout: Duration::from_secs(2),
+            hold: None,
+            close: CloseMode::Rst,
+            reuse_sockets: true,
+            threads: None,
+            sources: Vec::new(),
+            connect_timeout: Duration::from_secs(3),
+            probe: false,
+            max_in_flight: None,
+            lag_limit: Duration::from_millis(1),
+            other_fds: 0,
+        }
+    }
+
+    setters! {
+        /// Stop after this many attempts.
+        connections: Option<u64>,
+        /// Bytes to send once connected.
+        send: usize,
+        /// Bytes to read once connected (or until the peer closes).
+        read: Option<usize>,
+        /// How long to wait for the first byte (and for a send).
+        read_timeout: Duration,
+        /// Keep each connection open this long.
+        hold: Option<Duration>,
+        /// RST or FIN.
+        close: CloseMode,
+        /// Reuse sockets after an RST where the OS allows.
+        reuse_sockets: bool,
+        /// Generator threads (`None`: one per core).
+        threads: Option<usize>,
+        /// Source addresses to spread connections over.
+        sources: Vec<IpAddr>,
+        /// An attempt not established after this long is a timeout.
+        connect_timeout: Duration,
+        /// Read the synack probe header first.
+        probe: bool,
+        /// The in-flight bound (`None`: what the descriptors and ports allow).
+        max_in_flight: Option<u64>,
+        /// A start-lag p99 above this means the schedule was not kept.
+        lag_limit: Duration,
+        /// Descriptors the process needs besides the attempts meanwhile (an embedded server's).
+        other_fds: u64,
+    }
+
+    /// Resolves the target and checks the plan against this host.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Usage`], naming the flag and the value: an address that does not resolve
+    /// or has port 0, source addresses of the other family or not on this host, more threads,
+    /// concurrency or in-flight attempts than the descriptor limit and the local ports allow.
+    pub fn build(self) -> Result<Plan, LoadError> {
+        let addr = self.target_text.as_str();
+        let target = resolve(addr)?;
+        let threads = match self.threads {
+            Some(t) => t,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if threads > 1024 {
+            return Err(LoadError::Usage(format!(
+                "--threads {threads}: at most 1024 generator threads"
+            )));
+        }
+        let sources = self.sources;
+        if let Some(bad) = sources.iter().find(|s| s.is_ipv4() != target.is_ipv4()) {
+            return Err(LoadError::Usage(format!(
+                "--source {bad}: the source addresses must be of the target's family ({target})"
+            )));
+        }
+        if let Some(bad) = sources.iter().find(|s| !crate::watch::is_local(**s)) {
+            return Err(LoadError::Usage(format!(
+                "--source {bad}: not an address of this host; give addresses this host has (such as 127.0.0.2-127.0.0.9)"
+            )));
+        }
+        let fds = fd_budget(threads, self.other_fds);
+        // Each source address (or the one the kernel picks) has the ephemeral range of ports
+        // towards one destination.
+        let ports = port_budget().map(|p| p * sources.len().max(1) as u64);
+        let budget = match (fds, ports) {
+            (Some(f), Some(p)) => Some(f.min(p)),
+            (f, p) => f.or(p),
+        };
+        let limit_text = || {
+            let (_, hard) = synack_sys::nofile_limit().unwrap_or((0, 0));
+            format!(
+                "the open-file limit (hard {hard}) and the local ports ({} per source) leave room for {} attempts in flight",
+                port_budget().unwrap_or(0),
+                budget.unwrap_or(0)
+            )
+        };
+        let max_in_flight = match (self.max_in_flight, budget) {
+            (Some(m), Some(b)) if m > b => {
+                return Err(LoadError::Usage(format!(
+                    "--max-in-flight {m}: {}; give at most that, raise the hard limit (ulimit -Hn), or add --source addresses",
+                    limit_text()
+                )));
+            }
+            (Some(m), _) => m as usize,
+            (None, Some(0)) => {
+                return Err(LoadError::Usage(format!(
+                    "{}: raise the hard limit (ulimit -Hn)",
+                    limit_text()
+                )));
+            }
+            (None, Some(b)) => b as usize,
+            (None, None) => 1 << 20,
+        };
+        if threads > max_in_flight {
+            return Err(LoadError::Usage(format!(
+                "--threads {threads}: more threads than the {max_in_flight} attempts allowed in flight; give at most {max_in_flight}"
+            )));
+        }
+        if let Load::Closed { concurrency } = self.load
+            && concurrency > max_in_flight
+        {
+            return Err(LoadError::Usage(format!(
+                "--concurrency {concurrency}: more than the {max_in_flight} attempts allowed in flight ({}); lower it, raise the hard limit (ulimit -Hn), or add --source addresses",
+                if self.max_in_flight.is_some() {
+                    "--max-in-flight".to_string()
+                } else {
+                    limit_text()
+                }
+            )));
+        }
+        Ok(Plan {
+            max_in_flight,
+            lag_limit: self.lag_limit,
+            target_text: self.target_text,
+            target,
+            load: self.load,
+            duration: self.duration,
+            connections: self.connections,
+            send: self.send,
+            read: self.read,
+            read_timeout: self.read_timeout,
+            hold: self.hold,
+            close: self.close,
+            reuse_sockets: self.reuse_sockets,
+            threads,
+            sources,
+            connect_timeout: self.connect_timeout,
+            probe: self.probe,
+        })
+    }
+}
+
+/// Resolves `host:port` to the first address; port 0 and unresolvable names are refused.
+pub fn resolve(addr: &str) -> Result<SocketAddr, LoadError> {
+    let mut addrs = addr.to_socket_addrs().map_err(|e| {
+        LoadError::Usage(format!(
+            "ADDR {addr:?}: cannot resolve ({e}); expected host:port such as 127.0.0.1:7878 or [::1]:7878"
+        ))
+    })?;
+    let a = addrs
+        .next()
+        .ok_or_else(|| LoadError::Usage(format!("ADDR {addr:?}: resolves to no address")))?;
+    if a.port() == 0 {
+        return Err(LoadError::Usage(format!(
+            "ADDR {addr:?}: port 0 cannot be connected to; give the server's port"
+        )));
+    }
+    Ok(a)
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::SweepArgs;
 use crate::flood::{self, Output};
 use crate::outcome::Outcome;
 use crate::plan::{Load, Plan};
@@ -452,117 +451,6 @@ pub fn write_html(dir: &Path, r: &SweepReport) -> std::io::Result<std::path::Pat
     }
     page.write(dir, &title)
 }
-
-/// The rates a sweep's flags ask for.
-pub fn rates(args: &SweepArgs) -> Result<Vec<f64>, String> {
-    if !args.rates.is_empty() {
-        if let Some(w) = args.rates.windows(2).find(|w| w[1] <= w[0]) {
-            return Err(format!(
-                "--rates: {} then {}: give the rates rising, each above the last (the saturation point is the first step that saturates)",
-                w[0], w[1]
-            ));
-        }
-        return Ok(args.rates.clone());
-    }
-    match (args.from, args.to) {
-        (Some(a), Some(b)) => {
-            if b < a {
-                return Err(format!("--from {a} --to {b}: the sweep must not go down"));
-            }
-            let n = args.steps;
-            if n == 0 {
-                return Err("--steps 0: give at least 1 step".into());
-            }
-            if n == 1 {
-                return Ok(vec![a]);
-            }
-            Ok((0..n)
-                .map(|i| a + (b - a) * i as f64 / (n - 1) as f64)
-                .collect())
-        }
-        _ => Err("give the rates: --rates 1k,2k,5k or --from 1k --to 10k --steps 5".into()),
-    }
-}
-
-/// `synack-load sweep`: returns the exit status.
-pub fn command(args: &SweepArgs) -> i32 {
-    let rates = match rates(args) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("synack-load sweep: {e}");
-            return 2;
-        }
-    };
-    let (server, addr) = match flood::target(&args.target, args.conn.probe) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let base = match args.conn.plan(
-        &addr,
-        Load::Open {
-            from: rates[0],
-            to: rates[0],
-            burst: args.burst,
-        },
-        args.step_duration,
-        None,
-        flood::embedded_fds(server.as_ref()),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("synack-load sweep: {e}");
-            return 2;
-        }
-    };
-    let mut steps = Vec::new();
-    for (i, &r) in rates.iter().enumerate() {
-        if i > 0 {
-            std::thread::sleep(args.settle);
-        }
-        if !args.quiet {
-            eprintln!("step {}/{}: {}", i + 1, rates.len(), rate(r));
-        }
-        match run_step(
-            &base,
-            r,
-            args.burst,
-            args.step_duration,
-            args.conn.watch(),
-            args.p99_limit,
-        ) {
-            Ok(s) => steps.push(s),
-            Err(e) => {
-                eprintln!("synack-load sweep: {e}");
-                return flood::exit_code(&e);
-            }
-        }
-    }
-    let rep = SweepReport::new(&base.target_text, args.step_duration, args.p99_limit, steps);
-    print!("{}", render(&rep));
-    if let Some(s) = server {
-        print!("\n{}", crate::embedded::summary(&s));
-    }
-    if let Some(path) = &args.json {
-        let written = serde_json::to_string_pretty(&rep)
-            .map_err(std::io::Error::other)
-            .and_then(|text| std::fs::write(path, text + "\n"));
-        if let Err(e) = written {
-            eprintln!("synack-load sweep: {}: {e}", path.display());
-            return 1;
-        }
-    }
-    if let Some(dir) = &args.report {
-        match write_html(dir, &rep) {
-            Ok(p) => println!("\nreport: {}", p.display()),
-            Err(e) => {
-                eprintln!("synack-load sweep: report: {e}");
-                return 1;
-            }
-        }
-    }
-    0
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

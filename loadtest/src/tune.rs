@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use synack::Server;
 use tokio::io::AsyncWriteExt;
 
-use crate::cli::{ConnArgs, ServiceDist, TuneArgs};
-use crate::plan::{CloseMode, Load, Plan};
+use crate::cli::{ServiceDist, TuneArgs};
+use crate::error::LoadError;
+use crate::plan::{CloseMode, Load, Plan, PlanBuilder};
 use crate::report::charts::{self, Series};
 use crate::report::fmt_rate as rate;
 use crate::report::html::{self, Page};
@@ -49,33 +50,6 @@ pub struct BacklogResult {
     /// Why the generator fell short there.
     #[serde(default)]
     pub generator_reasons: Vec<String>,
-}
-
-/// How a tune failed: bad input (exit 2) or a run that could not be done (exit 1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TuneError {
-    /// A flag's value cannot work.
-    Usage(String),
-    /// The server or the generator failed.
-    Run(String),
-}
-
-impl TuneError {
-    /// The exit status.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            TuneError::Usage(_) => 2,
-            TuneError::Run(_) => 1,
-        }
-    }
-}
-
-impl std::fmt::Display for TuneError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TuneError::Usage(m) | TuneError::Run(m) => f.write_str(m),
-        }
-    }
 }
 
 /// What tune found and recommends.
@@ -183,24 +157,8 @@ impl ServiceClock {
     }
 }
 
-fn base_plan(args: &TuneArgs, addr: &str) -> Result<Plan, crate::cli::UsageError> {
-    let conn = ConnArgs {
-        send: 0,
-        read: Some(3),
-        read_timeout: Duration::from_secs(2),
-        hold: None,
-        close: crate::cli::CloseArg::Rst,
-        fresh_sockets: false,
-        threads: Some(args.threads),
-        source: None,
-        connect_timeout: args.connect_timeout,
-        probe: true,
-        watch_listener: true,
-        watch_interval: Duration::from_millis(2),
-        max_in_flight: None,
-        lag_limit: args.lag_limit,
-    };
-    let mut p = conn.plan(
+fn base_plan(args: &TuneArgs, addr: &str) -> Result<Plan, LoadError> {
+    PlanBuilder::new(
         addr,
         Load::Open {
             from: 1.0,
@@ -208,16 +166,21 @@ fn base_plan(args: &TuneArgs, addr: &str) -> Result<Plan, crate::cli::UsageError
             burst: 0,
         },
         args.step_duration,
-        None,
-        args.max_connections as u64 + 32,
-    )?;
-    p.close = CloseMode::Rst;
-    Ok(p)
+    )
+    .read(Some(3))
+    .read_timeout(Duration::from_secs(2))
+    .close(CloseMode::Rst)
+    .threads(Some(args.threads as usize))
+    .connect_timeout(args.connect_timeout)
+    .probe(true)
+    .lag_limit(args.lag_limit)
+    .other_fds(args.max_connections as u64 + 32)
+    .build()
 }
 
 /// Runs the whole tune; `progress` gets a line per step.
-pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport, TuneError> {
-    check(args).map_err(TuneError::Usage)?;
+pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport, LoadError> {
+    check(args).map_err(LoadError::Usage)?;
     let capacity = args.max_connections as f64 / args.service_time.as_secs_f64();
     let target_rate = args.rate.unwrap_or(capacity * 0.5);
     // The --load fractions, and always the target itself: the recommendation is judged there.
@@ -236,11 +199,11 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
     let served = Arc::new(ServiceClock::default());
     for &backlog in &backlogs {
         let server = start_server(args, backlog, served.clone()).map_err(|e| match e {
-            synack::Error::InvalidConfig { .. } => TuneError::Usage(e.to_string()),
-            _ => TuneError::Run(e.to_string()),
+            synack::Error::InvalidConfig { .. } => LoadError::Usage(e.to_string()),
+            _ => LoadError::Run(e.to_string()),
         })?;
         let addr = server.local_addr().to_string();
-        let base = base_plan(args, &addr).map_err(|e| TuneError::Usage(e.to_string()))?;
+        let base = base_plan(args, &addr)?;
         let mut steps: Vec<Step> = Vec::new();
         for (i, &r) in rates.iter().enumerate() {
             if i > 0 {
@@ -254,7 +217,7 @@ pub fn run(args: &TuneArgs, mut progress: impl FnMut(&str)) -> Result<TuneReport
                 base.probe.then_some(Duration::from_millis(2)),
                 Duration::from_secs(3600),
             )
-            .map_err(|e| TuneError::Run(e.to_string()))?;
+            .map_err(|e| LoadError::Run(e.to_string()))?;
             progress(&format!(
                 "backlog {backlog}: {} + bursts of {}: {}",
                 rate(r),
@@ -560,41 +523,4 @@ pub fn write_html(dir: &Path, r: &TuneReport) -> std::io::Result<std::path::Path
         html::flood_charts(&mut page, &st.flood)?;
     }
     page.write(dir, &title)
-}
-
-/// `synack-load tune`: returns the exit status.
-pub fn command(args: &TuneArgs) -> i32 {
-    let quiet = args.quiet;
-    let rep = match run(args, |line| {
-        if !quiet {
-            eprintln!("{line}");
-        }
-    }) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("synack-load tune: {e}");
-            return e.exit_code();
-        }
-    };
-    print!("{}", render(&rep));
-    if let Some(path) = &args.json {
-        let written = serde_json::to_string_pretty(&rep)
-            .map_err(std::io::Error::other)
-            .and_then(|text| std::fs::write(path, text + "\n"));
-        if let Err(e) = written {
-            eprintln!("synack-load tune: {}: {e}", path.display());
-            return 1;
-        }
-    }
-    if let Some(dir) = &args.report {
-        match write_html(dir, &rep) {
-            Ok(p) => println!("\nreport: {}", p.display()),
-            Err(e) => {
-                eprintln!("synack-load tune: report: {e}");
-                return 1;
-            }
-        }
-    }
-    // The run could not do what was asked: say so in the status too.
-    if rep.generator_bound { 1 } else { 0 }
 }

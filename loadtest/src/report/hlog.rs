@@ -102,31 +102,3 @@ pub fn merge(paths: &[impl AsRef<Path>]) -> io::Result<(Histogram<u64>, usize)> 
     }
     Ok((total, n))
 }
-
-/// `synack-load merge`: returns the exit status.
-pub fn command(args: &crate::cli::MergeArgs) -> i32 {
-    match merge(&args.files) {
-        Ok((h, n)) => {
-            let p = super::Percentiles::of(&h);
-            println!(
-                "merged {n} intervals from {} logs: {} values (us): p50 {} p90 {} p99 {} p99.9 {} max {}",
-                args.files.len(),
-                p.count,
-                p.p50,
-                p.p90,
-                p.p99,
-                p.p999,
-                p.max
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("synack-load merge: {e}");
-            if e.kind() == io::ErrorKind::NotFound {
-                2
-            } else {
-                1
-            }
-        }
-    }
-}
