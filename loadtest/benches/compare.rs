@@ -589,7 +589,14 @@ open loop past capacity: one generator thread on CPU 1, the floor server on CPU 
         let run = engine::run(&p, |_, _, _| {}).unwrap();
         let after = kernel_snapshot();
         std::thread::sleep(Duration::from_millis(500));
-        FloodReport::build(&p, &run, before, after, Vec::new())
+        FloodReport::build(
+            &p,
+            &run,
+            &synack_load::report::HostFacts::read(),
+            before,
+            after,
+            Vec::new(),
+        )
     };
     let open = |rate: f64| Load::Open {
         from: rate,

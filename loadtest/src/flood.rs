@@ -106,7 +106,7 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
         b.finish_and_clear();
     }
     let after = report::kernel_snapshot();
-    let mut rep = FloodReport::build(plan, &run, before, after, notes);
+    let mut rep = FloodReport::build(plan, &run, &report::HostFacts::read(), before, after, notes);
     if let Some(w) = watcher {
         // A watch that failed at the end loses its series, not the flood's report.
         match w.finish() {

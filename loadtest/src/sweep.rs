@@ -520,7 +520,14 @@ mod tests {
                 o as u64,
             )]))
         };
-        FloodReport::build(&p, &run, counters(0), counters(overflows), Vec::new())
+        FloodReport::build(
+            &p,
+            &run,
+            &crate::report::HostFacts::default(),
+            counters(0),
+            counters(overflows),
+            Vec::new(),
+        )
     }
 
     const LIMIT: Duration = Duration::from_millis(1);

@@ -245,6 +245,26 @@ pub fn kernel_snapshot() -> Option<BTreeMap<String, u64>> {
     synack_sys::tcp_counters().ok().flatten()
 }
 
+/// What a report needs to know of the host besides the run, read once at its end (the
+/// report itself is built without I/O).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostFacts {
+    /// [`SYSCTLS`], as read.
+    pub sysctls: BTreeMap<String, String>,
+    /// The open-file limit (soft).
+    pub fd_limit: Option<u64>,
+}
+
+impl HostFacts {
+    /// Reads them now.
+    pub fn read() -> Self {
+        HostFacts {
+            sysctls: read_sysctls(),
+            fd_limit: synack_sys::nofile_limit().ok().map(|(soft, _)| soft),
+        }
+    }
+}
+
 fn read_sysctls() -> BTreeMap<String, String> {
     SYSCTLS
         .iter()
@@ -253,10 +273,12 @@ fn read_sysctls() -> BTreeMap<String, String> {
 }
 
 impl FloodReport {
-    /// Builds the report of a finished run.
+    /// Builds the report of a finished run, from the run, the host's facts and the kernel's
+    /// counters before and after (no I/O).
     pub fn build(
         plan: &Plan,
         run: &RunResult,
+        host: &HostFacts,
         before: Option<BTreeMap<String, u64>>,
         after: Option<BTreeMap<String, u64>>,
         mut notes: Vec<String>,
@@ -324,8 +346,8 @@ impl FloodReport {
         } else {
             0.0
         };
-        let sysctls = read_sysctls();
-        let generator = judge_generator(plan, run);
+        let sysctls = host.sysctls.clone();
+        let generator = judge_generator(plan, run, host);
         notes.extend(explain(rec, &sysctls, kernel.as_ref(), &generator));
         FloodReport {
             schema: SCHEMA.into(),
@@ -389,7 +411,7 @@ impl FloodReport {
 pub const BURST_SPREAD_LIMIT_US: u64 = 100_000;
 
 /// Judges the generator: did it deliver the load asked?
-pub fn judge_generator(plan: &Plan, run: &RunResult) -> GeneratorReport {
+pub fn judge_generator(plan: &Plan, run: &RunResult, host: &HostFacts) -> GeneratorReport {
     let rec = &run.rec;
     let mut reasons = Vec::new();
     let scheduled = plan.planned();
@@ -493,7 +515,7 @@ pub fn judge_generator(plan: &Plan, run: &RunResult) -> GeneratorReport {
         lag_limit_us,
         max_in_flight: plan.max_in_flight,
         peak_in_flight: rec.peak_in_flight,
-        fd_limit: synack_sys::nofile_limit().ok().map(|(soft, _)| soft),
+        fd_limit: host.fd_limit,
         thread_busy,
         turn_max_us: if rec.turn.is_empty() {
             0
@@ -560,7 +582,7 @@ fn explain(
         ));
     }
     if rec.count(Outcome::FdLimit) > 0 {
-        let (soft, _) = synack_sys::nofile_limit().unwrap_or((0, 0));
+        let soft = generator.fd_limit.unwrap_or(0);
         notes.push(format!(
             "the generator's open-file limit ({soft}) was reached (EMFILE/ENFILE), with at most {} attempts in flight: lower --max-in-flight, --concurrency or --hold, or raise the hard limit",
             generator.max_in_flight
