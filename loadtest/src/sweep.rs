@@ -15,7 +15,7 @@ use crate::outcome::Outcome;
 use crate::plan::{Load, Plan};
 use crate::report::charts::{self, Series};
 use crate::report::html::{self, Page};
-use crate::report::{FloodReport, Percentiles, fmt_rate as rate};
+use crate::report::{FloodReport, Latency, Percentiles, fmt_rate as rate};
 
 /// The sweep JSON schema identifier.
 pub const SCHEMA: &str = "synack-load/sweep/2";
@@ -157,8 +157,11 @@ fn server_signs(rep: &FloodReport, p99_limit: Duration) -> Vec<String> {
             why.push(format!("{n} {what}"));
         }
     }
-    for (name, label) in [("connect", "connect"), ("from_schedule", "from-schedule")] {
-        if let Some(c) = rep.latency_us.get(name)
+    for (l, label) in [
+        (Latency::Connect, "connect"),
+        (Latency::FromSchedule, "from-schedule"),
+    ] {
+        if let Some(c) = rep.latency(l)
             && c.count > 0
             && c.p99 as u128 >= p99_limit.as_micros()
         {
@@ -184,12 +187,12 @@ impl Step {
 /// Summarises a step's flood.
 pub fn step(rep: FloodReport, rate: f64, burst: u64, p99_limit: Duration) -> Step {
     let (verdict, reasons) = judge(&rep, p99_limit);
-    let q = rep.latency_us.get("queue_wait");
+    let q = rep.latency(Latency::QueueWait);
     Step {
         rate,
         burst,
         achieved_rate: rep.achieved_rate,
-        connect: rep.latency_us["connect"].clone(),
+        connect: rep.latency(Latency::Connect).cloned().unwrap_or_default(),
         queue_wait_p99: q.map(|q| q.p99),
         queue_wait_max: q.map(|q| q.max),
         retransmitted: rep
@@ -337,7 +340,7 @@ pub fn render_steps(steps: &[Step]) -> String {
             st.connect.p50,
             st.connect.p99,
             st.connect.p999,
-            opt(st.flood.latency_us.get("from_schedule").map(|p| p.p99)),
+            opt(st.flood.latency(Latency::FromSchedule).map(|p| p.p99)),
             opt(st.queue_wait_p99),
             st.retransmitted,
             st.timeouts,

@@ -92,7 +92,7 @@ pub fn write_flood(dir: &Path, rep: &FloodReport) -> std::io::Result<PathBuf> {
     let mut page = Page::new(&title);
     page.pre(&super::table::render(rep));
     flood_charts(&mut page, rep)?;
-    if let (Some(p), Some(off)) = (rep.latency_us.get("connect"), rep.offered_rate) {
+    if let (Some(p), Some(off)) = (rep.latency(super::Latency::Connect), rep.offered_rate) {
         page.svg(&charts::latency_vs_rate(
             "connect latency at the offered rate",
             &[

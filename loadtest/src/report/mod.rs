@@ -44,7 +44,7 @@ pub const SYSCTLS: [&str; 7] = [
 ];
 
 /// Percentiles of one histogram, microseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Values recorded.
     pub count: u64,
@@ -76,6 +76,74 @@ impl Percentiles {
             p999: h.value_at_quantile(0.999),
             max: h.max(),
             mean: h.mean(),
+        }
+    }
+}
+
+/// The latencies a report holds, by their JSON names (`latency_us` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latency {
+    /// `connect()` to established.
+    Connect,
+    /// Open loop: scheduled start to established.
+    FromSchedule,
+    /// `connect()` to the first byte read.
+    FirstByte,
+    /// Open loop: the generator's lateness.
+    StartLag,
+    /// Open loop with bursts: the lateness of the attempts outside bursts.
+    StartLagSteady,
+    /// Probe: the handshake (= connect).
+    Handshake,
+    /// Probe: established to the server's accept.
+    QueueWait,
+    /// Probe: accept to the handler's start.
+    Dispatch,
+    /// Probe: the handler's start to its first byte.
+    Rest,
+}
+
+impl Latency {
+    /// Every latency, in table order.
+    pub const ALL: [Latency; 9] = [
+        Latency::Connect,
+        Latency::FromSchedule,
+        Latency::FirstByte,
+        Latency::StartLag,
+        Latency::StartLagSteady,
+        Latency::Handshake,
+        Latency::QueueWait,
+        Latency::Dispatch,
+        Latency::Rest,
+    ];
+
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Latency::Connect => "connect",
+            Latency::FromSchedule => "from_schedule",
+            Latency::FirstByte => "first_byte",
+            Latency::StartLag => "start_lag",
+            Latency::StartLagSteady => "start_lag_steady",
+            Latency::Handshake => "handshake",
+            Latency::QueueWait => "queue_wait",
+            Latency::Dispatch => "dispatch",
+            Latency::Rest => "rest",
+        }
+    }
+
+    /// The label in the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Latency::Connect => "connect",
+            Latency::FromSchedule => "from schedule",
+            Latency::FirstByte => "first byte",
+            Latency::StartLag => "start lag",
+            Latency::StartLagSteady => "  steady",
+            Latency::Handshake => "probe: handshake",
+            Latency::QueueWait => "  accept queue",
+            Latency::Dispatch => "  dispatch",
+            Latency::Rest => "  handler",
         }
     }
 }
@@ -288,28 +356,29 @@ impl FloodReport {
             Load::Open { from, to, .. } => ("open", Some(from), Some(to), None),
             Load::Closed { concurrency } => ("closed", None, None, Some(concurrency)),
         };
-        let mut latency_us = BTreeMap::new();
-        latency_us.insert("connect".into(), Percentiles::of(&rec.connect));
-        if !rec.first_byte.is_empty() || plan.read.is_some() {
-            latency_us.insert("first_byte".into(), Percentiles::of(&rec.first_byte));
-        }
-        if plan.probe {
-            latency_us.insert("handshake".into(), Percentiles::of(&rec.connect));
-            latency_us.insert("queue_wait".into(), Percentiles::of(&rec.queue_wait));
-            latency_us.insert("dispatch".into(), Percentiles::of(&rec.dispatch));
-            if plan.read.is_some() {
-                latency_us.insert("rest".into(), Percentiles::of(&rec.rest));
-            }
-        }
         let burst = match plan.load {
             Load::Open { burst, .. } => burst,
             Load::Closed { .. } => 0,
         };
-        if mode == "open" {
-            latency_us.insert("from_schedule".into(), Percentiles::of(&rec.from_schedule));
-            latency_us.insert("start_lag".into(), Percentiles::of(&rec.start_lag));
-            if burst > 0 {
-                latency_us.insert("start_lag_steady".into(), Percentiles::of(&rec.steady_lag));
+        let open = mode == "open";
+        let mut latency_us = BTreeMap::new();
+        for (l, h, kept) in [
+            (Latency::Connect, &rec.connect, true),
+            (
+                Latency::FirstByte,
+                &rec.first_byte,
+                !rec.first_byte.is_empty() || plan.read.is_some(),
+            ),
+            (Latency::Handshake, &rec.connect, plan.probe),
+            (Latency::QueueWait, &rec.queue_wait, plan.probe),
+            (Latency::Dispatch, &rec.dispatch, plan.probe),
+            (Latency::Rest, &rec.rest, plan.probe && plan.read.is_some()),
+            (Latency::FromSchedule, &rec.from_schedule, open),
+            (Latency::StartLag, &rec.start_lag, open),
+            (Latency::StartLagSteady, &rec.steady_lag, open && burst > 0),
+        ] {
+            if kept {
+                latency_us.insert(l.name().to_string(), Percentiles::of(h));
             }
         }
         let syn_retransmits = rec
@@ -391,6 +460,11 @@ impl FloodReport {
     /// outcomes sum to this.
     pub fn classified(&self) -> u64 {
         self.attempts + self.outcome(Outcome::NotStarted)
+    }
+
+    /// One latency's percentiles, if the run measured it.
+    pub fn latency(&self, l: Latency) -> Option<&Percentiles> {
+        self.latency_us.get(l.name())
     }
 
     /// A host-wide kernel counter's change over the run.

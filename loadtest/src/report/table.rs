@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{FloodReport, fmt_rate as rate};
+use super::{FloodReport, Latency, fmt_rate as rate};
 use crate::outcome::Outcome;
 
 /// Renders a report as the table printed at the end of a flood.
@@ -87,18 +87,9 @@ pub fn render(r: &FloodReport) -> String {
         "  latency (us)      {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "p50", "p90", "p99", "p99.9", "max", "count"
     );
-    for (name, label) in [
-        ("connect", "connect"),
-        ("from_schedule", "from schedule"),
-        ("first_byte", "first byte"),
-        ("start_lag", "start lag"),
-        ("start_lag_steady", "  steady"),
-        ("handshake", "probe: handshake"),
-        ("queue_wait", "  accept queue"),
-        ("dispatch", "  dispatch"),
-        ("rest", "  handler"),
-    ] {
-        if let Some(p) = r.latency_us.get(name) {
+    for l in Latency::ALL {
+        let label = l.label();
+        if let Some(p) = r.latency(l) {
             let _ = writeln!(
                 s,
                 "  {label:<17} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
