@@ -232,11 +232,11 @@ pub struct FloodReport {
     pub burst: u64,
     /// Generator threads.
     pub threads: usize,
-    /// How connections were closed: "rst" or "fin" (reports before this field: "rst").
+    /// How connections were closed: "rst" or "fin" (absent: "rst"; see SCHEMA.md).
     #[serde(default = "default_close")]
     pub close: String,
     /// Whether sockets were reused after an RST (`--fresh-sockets` not given, RST closes,
-    /// Linux); reports before this field made a new socket for every connection.
+    /// Linux); absent: false (see SCHEMA.md).
     #[serde(default)]
     pub reuse_sockets: bool,
     /// `--duration`, seconds.
