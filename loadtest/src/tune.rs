@@ -524,3 +524,86 @@ pub fn write_html(dir: &Path, r: &TuneReport) -> std::io::Result<std::path::Path
     }
     page.write(dir, &title)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backlog(b: u32, peak_at_target: Option<u32>) -> BacklogResult {
+        BacklogResult {
+            backlog: b,
+            effective_backlog: Some(b),
+            steps: Vec::new(),
+            max_clean_rate: None,
+            p99_at_max_clean_us: None,
+            peak_queue_at_max_clean: None,
+            peak_queue_at_target: peak_at_target,
+            past_it: None,
+            generator_bound_at: None,
+            generator_reasons: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_reasoning_names_the_recommendation_and_its_queue() {
+        let results = [backlog(16, Some(17)), backlog(256, Some(195))];
+        // 8 slots of 2 ms: 4k/s; the target 2k/s, bursts of 200.
+        let lines = reasoning(
+            0.25,
+            8,
+            Some(Duration::from_millis(2)),
+            &results,
+            Some(256),
+            2000.0,
+            200,
+            4000.0,
+            Some(4096),
+        );
+        assert!(lines[0].contains("measured 2.00 ms"), "{lines:?}");
+        assert!(
+            lines[1].starts_with("recommended backlog: 256"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains("deepest queue measured there: 195"),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 2, "no sysctl line under somaxconn: {lines:?}");
+        // Above somaxconn, the sysctl to raise is named.
+        let lines = reasoning(
+            0.25,
+            8,
+            None,
+            &results,
+            Some(256),
+            2000.0,
+            200,
+            4000.0,
+            Some(128),
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("sysctl -w net.core.somaxconn=256")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn without_a_fit_the_reasoning_says_whether_capacity_or_backlog_is_short() {
+        let results = [backlog(16, Some(17))];
+        // At capacity: no backlog helps.
+        let lines = reasoning(0.25, 8, None, &results, None, 4000.0, 200, 4000.0, None);
+        assert!(
+            lines[0].contains("at or past the server's capacity"),
+            "{lines:?}"
+        );
+        // Below it: a larger backlog would.
+        let lines = reasoning(0.25, 8, None, &results, None, 1000.0, 200, 4000.0, None);
+        assert!(lines[0].contains("try larger --backlogs"), "{lines:?}");
+        assert!(
+            lines[0].contains("the largest backlog tried 16"),
+            "{lines:?}"
+        );
+    }
+}
