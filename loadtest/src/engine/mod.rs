@@ -69,9 +69,9 @@ pub struct Progress {
     pub finished: AtomicU64,
     /// Closed loop: attempts handed out, against `--connections`.
     pub issued: AtomicU64,
-    /// Attempts the generator was late for (see [`Outcome::Late`]).
+    /// Attempts the generator was late for (see [`crate::outcome::Outcome::Late`]).
     pub late: AtomicU64,
-    /// Open loop: attempts never started (see [`Outcome::NotStarted`]).
+    /// Open loop: attempts never started (see [`crate::outcome::Outcome::NotStarted`]).
     pub not_started: AtomicU64,
     /// Set when the run must stop at once (for example, no probe header where one was asked).
     pub fatal: Mutex<Option<String>>,
