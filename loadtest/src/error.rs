@@ -4,6 +4,13 @@
 use std::io;
 
 /// A command's failure.
+///
+/// ```
+/// use synack_load::error::LoadError;
+///
+/// assert_eq!(LoadError::Usage("--rates 5k,1k: give the rates rising".into()).exit_code(), 2);
+/// assert_eq!(LoadError::Run("the generator's poll failed".into()).exit_code(), 1);
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Bad input: the flag, the value, and what is accepted.

@@ -3,6 +3,15 @@
 use serde::{Deserialize, Serialize};
 
 /// The class of an attempt's ending.
+///
+/// ```
+/// use synack_load::outcome::Outcome;
+///
+/// assert_eq!(Outcome::from_errno(libc::ECONNREFUSED), Outcome::Refused);
+/// assert_eq!(Outcome::from_errno(libc::EMFILE).name(), "fd_limit");
+/// // The generator's own classes are marked as such, never blamed on the server.
+/// assert!(Outcome::NotStarted.is_generators() && !Outcome::Timeout.is_generators());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {

@@ -5,6 +5,17 @@
 use std::time::Duration;
 
 /// When attempt `i` (0-based, over all threads) of an open loop is due.
+///
+/// ```
+/// use std::time::Duration;
+/// use synack_load::pacer::Pacer;
+///
+/// // 1,000 a second plus bursts of 200 at each second, over 1.5 s: two bursts.
+/// let p = Pacer::new(1000.0, 1000.0, 200, Duration::from_millis(1500));
+/// assert!(p.due(0).unwrap().burst);
+/// assert_eq!(p.due(200).unwrap().at, Duration::ZERO); // the first steady attempt
+/// assert_eq!((0..).map_while(|i| p.due(i)).count(), 1500 + 400);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pacer {
     /// `rate` per second, evenly spaced: attempt `i` at `i / rate`.

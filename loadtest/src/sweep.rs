@@ -21,6 +21,14 @@ use crate::report::{FloodReport, Latency, Percentiles, fmt_rate as rate};
 pub const SCHEMA: &str = "synack-load/sweep/2";
 
 /// What a step says of the server.
+///
+/// ```
+/// use synack_load::sweep::Verdict;
+///
+/// // A step the generator did not deliver judges nothing of the server.
+/// assert_eq!(Verdict::GeneratorBound.name(), "generator-bound");
+/// assert_eq!(serde_json::to_string(&Verdict::GeneratorBound).unwrap(), "\"generator_bound\"");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {

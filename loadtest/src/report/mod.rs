@@ -44,6 +44,18 @@ pub const SYSCTLS: [&str; 7] = [
 ];
 
 /// Percentiles of one histogram, microseconds.
+///
+/// ```
+/// use synack_load::record::{latency_histogram, record_us};
+/// use synack_load::report::Percentiles;
+///
+/// let mut h = latency_histogram();
+/// for us in 1..=100 {
+///     record_us(&mut h, std::time::Duration::from_micros(us));
+/// }
+/// let p = Percentiles::of(&h);
+/// assert_eq!((p.count, p.p50, p.max), (100, 50, 100));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Values recorded.
@@ -81,6 +93,13 @@ impl Percentiles {
 }
 
 /// The latencies a report holds, by their JSON names (`latency_us` keys).
+///
+/// ```
+/// use synack_load::report::Latency;
+///
+/// assert_eq!(Latency::FromSchedule.name(), "from_schedule");
+/// assert_eq!(Latency::ALL[0], Latency::Connect);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Latency {
     /// `connect()` to established.
