@@ -117,6 +117,26 @@ fn a_handler_error_whose_display_panics_is_counted_and_the_worker_lives_on() {
     assert_eq!(s.workers_alive, vec![true], "{s:?}");
 }
 
+/// Fetches `n` greetings, each served, and waits (bounded) until every handler is done and the
+/// books balance; the stats then.
+fn served_and_settled(server: &Server, n: usize) -> synack::Stats {
+    for _ in 0..n {
+        assert_eq!(try_fetch(server.local_addr()).as_deref(), Some("hi"));
+    }
+    wait_for("every handler done", || {
+        let s = server.stats();
+        s.open == 0 && balance(&s) == 0
+    });
+    server.stats()
+}
+
+/// Shuts the server down: nothing aborted, nothing unaccounted.
+fn shuts_down_clean(server: Server) {
+    let report = server.shutdown_blocking(std::time::Duration::from_secs(5));
+    assert_eq!(report.aborted, 0, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
+}
+
 #[test]
 fn a_dead_worker_gets_no_more_connections_from_the_acceptor() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -130,21 +150,12 @@ fn a_dead_worker_gets_no_more_connections_from_the_acceptor() {
     kill_worker_1(&server, 50);
     // Least-loaded dispatch would favour the dead worker (its open count is 0): every
     // connection now goes to worker 0, and each is served.
-    for _ in 0..20 {
-        assert_eq!(try_fetch(server.local_addr()).as_deref(), Some("hi"));
-    }
-    wait_for("every handler done", || {
-        let s = server.stats();
-        s.open == 0 && balance(&s) == 0
-    });
-    let s = server.stats();
+    let s = served_and_settled(&server, 20);
     // The connection worker 1 died on was cancelled; nothing was lost.
     assert_eq!((s.aborted, s.lost), (1, 0), "{s:?}");
     assert_eq!(s.workers_alive, vec![true, false], "{s:?}");
     assert_eq!(s.acceptors_alive, vec![true], "{s:?}");
-    let report = server.shutdown_blocking(std::time::Duration::from_secs(5));
-    assert_eq!(report.aborted, 0, "{report:?}");
-    assert_eq!(report.unaccounted, 0, "{report:?}");
+    shuts_down_clean(server);
 }
 
 #[test]
@@ -166,16 +177,7 @@ fn a_dead_in_worker_acceptor_gives_its_reuse_port_socket_up() {
     });
     // Worker 1's socket is shut down, so the kernel sends every connection to worker 0's;
     // left listening, about half of these would wait in a queue nobody accepts from.
-    for _ in 0..40 {
-        assert_eq!(try_fetch(server.local_addr()).as_deref(), Some("hi"));
-    }
-    wait_for("every handler done", || {
-        let s = server.stats();
-        s.open == 0 && balance(&s) == 0
-    });
-    let s = server.stats();
+    let s = served_and_settled(&server, 40);
     assert_eq!((s.aborted, s.lost), (1, 0), "{s:?}");
-    let report = server.shutdown_blocking(std::time::Duration::from_secs(5));
-    assert_eq!(report.aborted, 0, "{report:?}");
-    assert_eq!(report.unaccounted, 0, "{report:?}");
+    shuts_down_clean(server);
 }

@@ -12,11 +12,10 @@ use crate::plan::Plan;
 use crate::report::{self, FloodReport};
 use crate::watch::Watcher;
 
-/// Where the results go besides the table.
+/// What a flood does besides building its report (the commands write `--json` and
+/// `--report` themselves, with every command's outputs).
 #[derive(Debug, Default, Clone)]
 pub struct Output {
-    /// `--json FILE`.
-    pub json: Option<PathBuf>,
     /// `--hlog FILE`.
     pub hlog: Option<PathBuf>,
     /// Show the live progress line (only on a terminal).
@@ -25,20 +24,10 @@ pub struct Output {
     pub watch: Option<Duration>,
 }
 
-/// Raises the soft open-file limit to the hard one; returns a note when it changed.
-pub fn raise_nofile_limit() -> Option<String> {
-    let (soft, hard) = synack_sys::nofile_limit().ok()?;
-    if soft >= hard {
-        return None;
-    }
-    synack_sys::set_nofile_limit(hard, hard).ok()?;
-    Some(format!("raised the open-file limit from {soft} to {hard}"))
-}
-
-/// Runs a flood and builds its report, writing `--json` and `--hlog` when asked.
+/// Runs a flood and builds its report, writing `--hlog` when asked.
 pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
     let mut notes = Vec::new();
-    notes.extend(raise_nofile_limit());
+    notes.extend(crate::plan::raise_nofile_limit());
     let bar = (out.live && std::io::stderr().is_terminal()).then(|| {
         let b = ProgressBar::new_spinner();
         b.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
@@ -115,10 +104,6 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
                 .notes
                 .push(format!("the listener watch (inet_diag) failed: {e}")),
         }
-    }
-    if let Some(path) = &out.json {
-        let text = serde_json::to_string_pretty(&rep).map_err(std::io::Error::other)?;
-        std::fs::write(path, text + "\n")?;
     }
     if let Some(path) = &out.hlog {
         report::hlog::write(path, run.started_at, &run.intervals)?;

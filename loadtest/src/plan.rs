@@ -6,7 +6,7 @@ use std::time::Duration;
 use std::net::ToSocketAddrs;
 
 use crate::error::LoadError;
-use crate::pacer::Pacer;
+use crate::pacer::{Due, Pacer};
 
 /// How attempts are started.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,18 +86,31 @@ pub struct Plan {
 /// thread's epoll, the netlink watch, `/proc` reads, a report file.
 pub const FD_RESERVE: u64 = 64;
 
-/// How many attempts the open-file limit lets a run hold at once: the limit a flood can have
-/// (it raises its soft limit to the hard one; where that fails, the soft one) less
-/// [`FD_RESERVE`], two per thread, and `other` descriptors the process needs meanwhile (an
-/// embedded server's connections). `None` when the limit is unknown.
+/// Raises the soft open-file limit to the hard one, once per process; returns a note when it
+/// changed. Later calls give the same note without raising again, so whoever reports a run
+/// can say so, whoever raised first.
+pub fn raise_nofile_limit() -> Option<String> {
+    static RAISED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    RAISED
+        .get_or_init(|| {
+            let (soft, hard) = synack_sys::nofile_limit().ok()?;
+            if soft >= hard {
+                return None;
+            }
+            synack_sys::set_nofile_limit(hard, hard).ok()?;
+            Some(format!("raised the open-file limit from {soft} to {hard}"))
+        })
+        .clone()
+}
+
+/// How many attempts the open-file limit lets a run hold at once: the limit once raised (see
+/// [`raise_nofile_limit`]; where raising fails, the soft one stands) less [`FD_RESERVE`], two
+/// per thread, and `other` descriptors the process needs meanwhile (an embedded server's
+/// connections). `None` when the limit is unknown.
 pub fn fd_budget(threads: usize, other: u64) -> Option<u64> {
-    let (soft, hard) = synack_sys::nofile_limit().ok()?;
-    let limit = if soft < hard && synack_sys::set_nofile_limit(hard, hard).is_err() {
-        soft
-    } else {
-        hard
-    };
-    Some(limit.saturating_sub(FD_RESERVE + 2 * threads as u64 + other))
+    let _ = raise_nofile_limit();
+    let (soft, _) = synack_sys::nofile_limit().ok()?;
+    Some(soft.saturating_sub(FD_RESERVE + 2 * threads as u64 + other))
 }
 
 /// How many connections to one destination the local ports allow at once, per source
@@ -123,7 +136,7 @@ impl Plan {
     /// When attempt `i` (0-based, over all threads) is scheduled, as an offset from the start;
     /// `None` when it falls past the duration or the connection bound. Open loop only.
     pub fn scheduled(&self, i: u64) -> Option<Duration> {
-        self.slot(i).map(|(t, _)| t)
+        self.due(i).map(|d| d.at)
     }
 
     /// The open loop's pacer; `None` for a closed loop.
@@ -134,17 +147,18 @@ impl Plan {
         }
     }
 
-    /// Attempt `i`'s place in the schedule, within `--connections`.
-    fn slot(&self, i: u64) -> Option<(Duration, bool)> {
+    /// Attempt `i`'s place in the schedule (when, and whether in a burst), within
+    /// `--connections`; `None` past the end.
+    pub fn due(&self, i: u64) -> Option<Due> {
         if self.connections.is_some_and(|n| i >= n) {
             return None;
         }
-        self.pacer()?.due(i).map(|d| (d.at, d.burst))
+        self.pacer()?.due(i)
     }
 
     /// Whether attempt `i` is one of a second's burst (open loop with `burst`).
     pub fn is_burst(&self, i: u64) -> bool {
-        self.slot(i).is_some_and(|(_, burst)| burst)
+        self.due(i).is_some_and(|d| d.burst)
     }
 
     /// How many attempts the schedule holds before `t` from the start (open loop; all of
@@ -328,7 +342,12 @@ impl PlanBuilder {
                 "--source {bad}: the source addresses must be of the target's family ({target})"
             )));
         }
-        if let Some(bad) = sources.iter().find(|s| !crate::watch::is_local(**s)) {
+        // The host's addresses, read once for every source (a range may hold thousands).
+        let locals = synack_sys::local_addresses().unwrap_or_default();
+        if let Some(bad) = sources
+            .iter()
+            .find(|s| !synack_sys::is_local_among(**s, &locals))
+        {
             return Err(LoadError::Usage(format!(
                 "--source {bad}: not an address of this host; give addresses this host has (such as 127.0.0.2-127.0.0.9)"
             )));
@@ -424,13 +443,14 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, LoadError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan(load: Load) -> Plan {
+impl Plan {
+    /// A plan for unit tests, without the host checks of [`PlanBuilder::build`]: one thread,
+    /// nothing sent or read, RST closes, a 3 s connect and a 1 s read timeout, 10 s long, at
+    /// most 1000 in flight.
+    pub(crate) fn for_tests(target: SocketAddr, load: Load) -> Plan {
         Plan {
-            target_text: "x".into(),
-            target: "127.0.0.1:1".parse().unwrap(),
+            target_text: target.to_string(),
+            target,
             load,
             duration: Duration::from_secs(10),
             connections: None,
@@ -447,6 +467,15 @@ mod tests {
             max_in_flight: 1000,
             lag_limit: Duration::from_millis(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(load: Load) -> Plan {
+        Plan::for_tests("127.0.0.1:1".parse().unwrap(), load)
     }
 
     #[test]

@@ -144,12 +144,7 @@ fn server_signs(rep: &FloodReport, p99_limit: Duration) -> Vec<String> {
             }
         }
     }
-    let retrans: u64 = rep
-        .syn_retransmits
-        .iter()
-        .filter(|b| b.retransmits > 0)
-        .map(|b| b.connections)
-        .sum();
+    let retrans = rep.syn_retransmitted();
     if retrans > 0 {
         why.push(format!("{retrans} SYN-retransmitted connections"));
     }
@@ -203,12 +198,7 @@ pub fn step(rep: FloodReport, rate: f64, burst: u64, p99_limit: Duration) -> Ste
         connect: rep.latency(Latency::Connect).cloned().unwrap_or_default(),
         queue_wait_p99: q.map(|q| q.p99),
         queue_wait_max: q.map(|q| q.max),
-        retransmitted: rep
-            .syn_retransmits
-            .iter()
-            .filter(|b| b.retransmits > 0)
-            .map(|b| b.connections)
-            .sum(),
+        retransmitted: rep.syn_retransmitted(),
         timeouts: rep.outcome(Outcome::Timeout),
         unserved: rep.outcome(Outcome::Unserved) + rep.outcome(Outcome::NoAnswer),
         refused_or_reset: rep.outcome(Outcome::Refused) + rep.outcome(Outcome::Reset),
@@ -240,7 +230,6 @@ pub fn run_step(
     };
     plan.duration = duration;
     let out = Output {
-        json: None,
         hlog: None,
         live: false,
         watch,
@@ -469,34 +458,21 @@ mod tests {
 
     use super::*;
     use crate::engine::RunResult;
-    use crate::plan::{CloseMode, Plan};
+    use crate::plan::Plan;
     use crate::record::{Recorder, record_us};
     use crate::watch::QueueWatch;
 
     fn plan(rate: f64) -> Plan {
-        Plan {
-            target_text: "127.0.0.1:1".into(),
-            target: "127.0.0.1:1".parse().unwrap(),
-            load: Load::Open {
+        let mut p = Plan::for_tests(
+            "127.0.0.1:1".parse().unwrap(),
+            Load::Open {
                 from: rate,
                 to: rate,
                 burst: 0,
             },
-            duration: Duration::from_secs(1),
-            connections: None,
-            send: 0,
-            read: None,
-            read_timeout: Duration::from_secs(1),
-            hold: None,
-            close: CloseMode::Rst,
-            reuse_sockets: true,
-            threads: 1,
-            sources: vec![],
-            connect_timeout: Duration::from_secs(3),
-            probe: false,
-            max_in_flight: 1000,
-            lag_limit: Duration::from_millis(1),
-        }
+        );
+        p.duration = Duration::from_secs(1);
+        p
     }
 
     /// A flood that started `started` of 1000 scheduled attempts, each connecting in

@@ -17,6 +17,29 @@ impl Drop for Netns {
     }
 }
 
+/// `synack-load flood 192.0.2.1:80 args...` inside the namespace, which must succeed; its report.
+fn flood_in(ns: &Netns, args: &[&str]) -> FloodReport {
+    let json = tmp("unreachable.json");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_synack-load")])
+        .args([
+            "flood",
+            "192.0.2.1:80",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
@@ -42,52 +65,11 @@ fn an_unreachable_route_in_a_namespace_gives_unreachable() {
     ip(&["-n", &ns.0, "link", "set", "lo", "up"]).unwrap();
     // TEST-NET-1, only inside this namespace, routed nowhere: no packet leaves.
     ip(&["-n", &ns.0, "route", "add", "unreachable", "192.0.2.0/24"]).unwrap();
-    let json = tmp("unreachable.json");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_synack-load")])
-        .args([
-            "flood",
-            "192.0.2.1:80",
-            "--quiet",
-            "--connections",
-            "5",
-            "--concurrency",
-            "5",
-            "--json",
-            json.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: FloodReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rep = flood_in(&ns, &["--connections", "5", "--concurrency", "5"]);
     assert_eq!(rep.outcomes["unreachable"], 5, "{rep:#?}");
     // Without --connections, a closed loop whose every start fails at once still ends at
     // --duration (it used to spin forever), with each attempt classified.
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_synack-load")])
-        .args([
-            "flood",
-            "192.0.2.1:80",
-            "--quiet",
-            "--duration",
-            "300ms",
-            "--concurrency",
-            "5",
-            "--json",
-            json.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: FloodReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rep = flood_in(&ns, &["--duration", "300ms", "--concurrency", "5"]);
     assert!(rep.outcomes["unreachable"] >= 1, "{rep:#?}");
     assert_eq!(rep.outcomes.values().sum::<u64>(), rep.attempts);
     assert_eq!(rep.outcomes["unreachable"], rep.attempts);

@@ -106,13 +106,18 @@ pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
 /// assert!(!synack_sys::is_local_address("224.0.0.1".parse().unwrap()));
 /// ```
 pub fn is_local_address(ip: std::net::IpAddr) -> bool {
-    if ip.is_loopback() {
-        return true;
-    }
-    if ip.is_multicast() || ip.is_unspecified() {
-        return false;
-    }
-    local_addresses().is_ok_and(|a| a.contains(&ip))
+    ip.is_loopback() || local_addresses().is_ok_and(|a| is_local_among(ip, &a))
+}
+
+/// [`is_local_address`] against addresses already read with [`local_addresses`], for checking
+/// many at once.
+///
+/// ```
+/// let here = synack_sys::local_addresses().unwrap_or_default();
+/// assert!(synack_sys::is_local_among("127.0.0.2".parse().unwrap(), &here));
+/// ```
+pub fn is_local_among(ip: std::net::IpAddr, locals: &[std::net::IpAddr]) -> bool {
+    ip.is_loopback() || (!ip.is_multicast() && !ip.is_unspecified() && locals.contains(&ip))
 }
 
 /// The CPU time the calling thread has used (Linux: `/proc/thread-self/stat`); `Ok(None)`

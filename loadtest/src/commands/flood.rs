@@ -18,7 +18,6 @@ pub(super) fn command(args: &FloodArgs) -> Result<(), LoadError> {
         .other_fds(embedded_fds(server.as_ref()))
         .build()?;
     let out = Output {
-        json: None,
         hlog: args.hlog.clone(),
         live: !args.quiet,
         watch: args.conn.watch(),

@@ -241,7 +241,7 @@ pub(super) fn errno(e: &io::Error) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{CloseMode, Load};
+    use crate::plan::Load;
 
     fn attempt(phase: Phase) -> Attempt {
         let sock = synack_sys::tcp_socket(socket2::Domain::IPV4).unwrap();
@@ -432,25 +432,14 @@ mod tests {
 
     #[test]
     fn phases_follow_the_plan_once_each() {
-        let mut plan = Plan {
-            target_text: String::new(),
-            target: "127.0.0.1:1".parse().unwrap(),
-            load: Load::Closed { concurrency: 1 },
-            duration: Duration::from_secs(1),
-            connections: None,
-            send: 3,
-            read: Some(2),
-            read_timeout: Duration::from_secs(2),
-            hold: Some(Duration::from_secs(5)),
-            close: CloseMode::Rst,
-            reuse_sockets: true,
-            threads: 1,
-            sources: vec![],
-            connect_timeout: Duration::from_secs(3),
-            probe: false,
-            max_in_flight: 1,
-            lag_limit: Duration::from_millis(1),
-        };
+        let mut plan = Plan::for_tests(
+            "127.0.0.1:1".parse().unwrap(),
+            Load::Closed { concurrency: 1 },
+        );
+        plan.send = 3;
+        plan.read = Some(2);
+        plan.read_timeout = Duration::from_secs(2);
+        plan.hold = Some(Duration::from_secs(5));
         let mut a = attempt(Phase::Connecting);
         assert_eq!(
             next_phase(&plan, &a),

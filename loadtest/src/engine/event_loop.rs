@@ -82,8 +82,10 @@ impl<'a> Generator<'a> {
         progress: &'a Progress,
     ) -> Self {
         let share = |n: usize| n / plan.threads + usize::from(index < n % plan.threads);
+        let in_flight_max = share(plan.max_in_flight).max(1);
+        // The closed loop's share, never past the in-flight bound.
         let quota = match plan.load {
-            Load::Closed { concurrency } => share(concurrency),
+            Load::Closed { concurrency } => share(concurrency).min(in_flight_max),
             Load::Open { .. } => 0,
         };
         Generator {
@@ -103,7 +105,7 @@ impl<'a> Generator<'a> {
             progress,
             next_i: index as u64,
             quota,
-            in_flight_max: share(plan.max_in_flight).max(1),
+            in_flight_max,
             issuing: true,
             retry_at: None,
             retry_wait: RETRY_FIRST,
@@ -243,7 +245,7 @@ impl<'a> Generator<'a> {
                 }
                 self.retry_at = None;
                 let mut n = 0;
-                while self.pool.live() < self.quota.min(self.in_flight_max) && n < START_BATCH {
+                while self.pool.live() < self.quota && n < START_BATCH {
                     let k = self.progress.issued.fetch_add(1, Relaxed);
                     if self.plan.connections.is_some_and(|max| k >= max) {
                         self.issuing = false;
@@ -264,7 +266,7 @@ impl<'a> Generator<'a> {
                     self.issuing = false;
                     return Next::Idle;
                 }
-                if self.pool.live() < self.quota.min(self.in_flight_max) {
+                if self.pool.live() < self.quota {
                     Next::Now
                 } else {
                     Next::Idle
@@ -275,11 +277,11 @@ impl<'a> Generator<'a> {
 
     /// Open loop: starts the next attempt if it is due and a slot is free.
     fn issue_one(&mut self, now: Instant) -> Next {
-        let Some(offset) = self.plan.scheduled(self.next_i) else {
+        let Some(due) = self.plan.due(self.next_i) else {
             self.issuing = false;
             return Next::Idle;
         };
-        let at = self.t0 + offset;
+        let at = self.t0 + due.at;
         if at > now {
             return Next::At(at);
         }
@@ -287,9 +289,8 @@ impl<'a> Generator<'a> {
             // Wait for an attempt to end: events, not a spin.
             return Next::Idle;
         }
-        let i = self.next_i;
         self.next_i += self.plan.threads as u64;
-        self.start_scheduled(i, at);
+        self.start_scheduled(at, due.burst);
         Next::Now
     }
 
@@ -300,13 +301,16 @@ impl<'a> Generator<'a> {
         self.issue_one(Instant::now())
     }
 
-    fn start_scheduled(&mut self, i: u64, at: Instant) {
+    /// Starts an attempt of the open loop's schedule, due `at` (one of a burst or not), its
+    /// lateness recorded.
+    fn start_scheduled(&mut self, at: Instant, burst: bool) {
         let now = Instant::now();
         let lag = now.saturating_duration_since(at);
         record_us(&mut self.rec.start_lag, lag);
-        // Only a schedule with bursts has steady attempts apart from the rest.
-        if matches!(self.plan.load, Load::Open { burst, .. } if burst > 0) && !self.plan.is_burst(i)
-        {
+        if burst {
+            self.rec.burst_spread_us = self.rec.burst_spread_us.max(lag.as_micros() as u64);
+        } else if matches!(self.plan.load, Load::Open { burst, .. } if burst > 0) {
+            // Only a schedule with bursts has steady attempts apart from the rest.
             record_us(&mut self.rec.steady_lag, lag);
         }
         self.start_at(Some(at), now);
@@ -327,22 +331,14 @@ impl<'a> Generator<'a> {
                 self.source += 1;
                 match new_socket(self.plan, self.domain, self.source - 1) {
                     Ok(s) => (s, false),
-                    Err(e) => {
-                        self.pool.give_back(slot);
-                        self.account(Ending::errno(errno(&e)));
-                        return false;
-                    }
+                    Err(e) => return self.unstarted(slot, &e),
                 }
             }
         };
         let connected = match sock.connect(&self.target) {
             Ok(()) => true,
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
-            Err(e) => {
-                self.pool.give_back(slot);
-                self.account(Ending::errno(errno(&e)));
-                return false;
-            }
+            Err(e) => return self.unstarted(slot, &e),
         };
         if !registered {
             // Readable too from the start when we will read: no re-registration later.
@@ -357,9 +353,7 @@ impl<'a> Generator<'a> {
                 .registry()
                 .register(&mut SourceFd(&fd), Token(slot), interest)
             {
-                self.pool.give_back(slot);
-                self.account(Ending::errno(errno(&e)));
-                return false;
+                return self.unstarted(slot, &e);
             }
         }
         self.seq += 1;
@@ -377,6 +371,14 @@ impl<'a> Generator<'a> {
             phase: Phase::Connecting,
         });
         true
+    }
+
+    /// An attempt that failed before it existed (no socket, no connect, no registration): its
+    /// slot goes back and its errno is counted. Returns false, for `start`.
+    fn unstarted(&mut self, slot: usize, e: &io::Error) -> bool {
+        self.pool.give_back(slot);
+        self.account(Ending::errno(errno(e)));
+        false
     }
 
     /// An event the poll returned at `polled` for a slot: a slot whose attempt ended and was
@@ -667,28 +669,21 @@ mod tests {
     use std::sync::mpsc::channel;
 
     use super::*;
-    use crate::plan::CloseMode;
 
     fn plan(target: SocketAddr, read: Option<usize>) -> Plan {
-        Plan {
-            target_text: target.to_string(),
-            target,
-            load: Load::Closed { concurrency: 1 },
-            duration: Duration::from_secs(1),
-            connections: None,
-            send: 0,
-            read,
-            read_timeout: Duration::from_millis(50),
-            hold: None,
-            close: CloseMode::Rst,
-            reuse_sockets: false,
-            threads: 1,
-            sources: vec![],
-            connect_timeout: Duration::from_millis(50),
-            probe: false,
-            max_in_flight: 16,
-            lag_limit: Duration::from_millis(1),
-        }
+        let mut p = Plan::for_tests(target, Load::Closed { concurrency: 1 });
+        p.duration = Duration::from_secs(1);
+        p.read = read;
+        p.read_timeout = Duration::from_millis(50);
+        p.reuse_sockets = false;
+        p.connect_timeout = Duration::from_millis(50);
+        p.max_in_flight = 16;
+        p
+    }
+
+    /// The slot of the one attempt in flight.
+    fn live_slot(t: &Generator<'_>) -> usize {
+        t.pool.indices().find(|&i| t.pool.get(i).is_some()).unwrap()
     }
 
     fn thread<'a>(plan: &'a Plan, progress: &'a Progress) -> Generator<'a> {
@@ -730,8 +725,7 @@ mod tests {
             assert!(t.start(None));
             if t.pool.live() == 1 {
                 stalled += 1;
-                let slot = t.pool.indices().find(|&i| t.pool.get(i).is_some()).unwrap();
-                let sock = &t.pool.get(slot).unwrap().sock;
+                let sock = &t.pool.get(live_slot(&t)).unwrap().sock;
                 for _ in 0..500 {
                     let state = synack_sys::tcp_info(sock).unwrap().unwrap().state;
                     if state == synack_sys::TCP_ESTABLISHED {
@@ -777,6 +771,26 @@ mod tests {
     }
 
     #[test]
+    fn a_late_burst_start_is_the_bursts_spread_and_a_late_steady_one_its_lag() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut plan = plan(listener.local_addr().unwrap(), None);
+        plan.load = Load::Open {
+            from: 10.0,
+            to: 10.0,
+            burst: 5,
+        };
+        let progress = Progress::default();
+        let mut t = thread(&plan, &progress);
+        let due = Instant::now() - Duration::from_millis(20);
+        t.start_scheduled(due, true);
+        assert!(t.rec.burst_spread_us >= 20_000, "{}", t.rec.burst_spread_us);
+        assert!(t.rec.steady_lag.is_empty());
+        t.start_scheduled(due, false);
+        assert_eq!(t.rec.steady_lag.len(), 1);
+        assert_eq!(t.rec.start_lag.len(), 2);
+    }
+
+    #[test]
     fn an_event_polled_before_an_attempt_began_is_not_its_own() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let plan = plan(listener.local_addr().unwrap(), None);
@@ -786,7 +800,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         assert!(t.start(None));
         if t.pool.live() == 1 {
-            let slot = t.pool.indices().find(|&i| t.pool.get(i).is_some()).unwrap();
+            let slot = live_slot(&t);
             // A writable event from the poll of the turn before: ignored, the attempt waits
             // for its own.
             t.on_event(slot, false, polled);

@@ -481,6 +481,15 @@ impl FloodReport {
         self.attempts + self.outcome(Outcome::NotStarted)
     }
 
+    /// Established connections that needed at least one SYN retransmission.
+    pub fn syn_retransmitted(&self) -> u64 {
+        self.syn_retransmits
+            .iter()
+            .filter(|b| b.retransmits > 0)
+            .map(|b| b.connections)
+            .sum()
+    }
+
     /// One latency's percentiles, if the run measured it.
     pub fn latency(&self, l: Latency) -> Option<&Percentiles> {
         self.latency_us.get(l.name())
