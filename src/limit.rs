@@ -39,7 +39,8 @@ pub enum OverloadPolicy {
     Reject,
 }
 
-/// A counting limit, lock-free: `try_acquire` before accept, `release` when a connection ends.
+/// A counting limit, lock-free: `try_acquire` before accept (after it, with the reject policy),
+/// `release` when a connection ends.
 /// (Public, through `__bench`, for the micro-benchmarks only.)
 #[doc(hidden)]
 #[derive(Debug)]

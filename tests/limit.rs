@@ -124,3 +124,30 @@ fn accepting_in_workers_a_slot_freed_on_one_worker_wakes_them_all() {
     assert_eq!(s.accepted, 3);
     assert!(s.limit_reached >= 1, "{s:?}");
 }
+
+/// With several acceptors sharing the limit, a connection under it is never reset: under the
+/// reject policy a slot is taken for the connection in hand, after accept(), so another
+/// acceptor's turn that finds its own queue empty cannot hold one meanwhile.
+#[test]
+fn reject_never_resets_a_connection_below_the_limit_with_several_acceptors() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(2)
+        .reuse_port(true)
+        .accept_in_workers(true)
+        .max_connections(4)
+        .overload_policy(OverloadPolicy::Reject)
+        .serve(hi_and_hold)
+        .unwrap();
+    let addr = server.local_addr();
+    for _ in 0..25 {
+        let mut held: Vec<_> = (0..4).map(|_| connect(addr)).collect();
+        for c in &mut held {
+            assert_eq!(read_n(c, 2), b"hi");
+        }
+        drop(held);
+        wait_for("every slot free again", || server.stats().open == 0);
+    }
+    assert_eq!(server.stats().rejected, 0);
+}

@@ -283,8 +283,12 @@ impl AcceptCore {
             if self.draining.is_none() && self.me().pause_ordered.load(Relaxed) {
                 break;
             }
-            let have_slot = self.shared.limit.try_acquire();
-            if !have_slot && self.cfg.overload == OverloadPolicy::Queue {
+            // Queue: the slot is taken before accept(), so that at the limit the connection
+            // stays in the kernel's queue (Tomcat's order). Reject: after, for the connection
+            // in hand; taken before, a slot held only across another acceptor's accept() that
+            // finds its queue empty would get this acceptor's connection reset below the limit.
+            let queue = self.cfg.overload == OverloadPolicy::Queue;
+            if queue && !self.shared.limit.try_acquire() {
                 self.reach_limit();
                 break;
             }
@@ -293,7 +297,7 @@ impl AcceptCore {
                     let accepted_at = Instant::now();
                     accepted += 1;
                     self.backoff.reset(&mut self.entries[i]);
-                    if have_slot {
+                    if queue || self.shared.limit.try_acquire() {
                         self.dispatch(i, stream, peer, accepted_at, dispatch);
                     } else {
                         // Counted before the RST, so whoever sees the reset sees the count.
@@ -303,7 +307,7 @@ impl AcceptCore {
                     }
                 }
                 Err(err) => {
-                    if have_slot {
+                    if queue {
                         self.shared.release_slot();
                     }
                     match err.kind() {
