@@ -11,6 +11,8 @@ use std::time::Duration;
 use synack_load::report::FloodReport;
 use tokio::io::AsyncWriteExt;
 
+pub mod real;
+
 /// The synack-load binary.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_synack-load"))
