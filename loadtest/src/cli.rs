@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::error::LoadError;
+use crate::exchange::{HttpRequest, Payload, unescape};
 use crate::plan::{CloseMode, Load, PlanBuilder};
 
 /// Floods a TCP server with connects and measures what the handshake costs.
@@ -93,19 +95,106 @@ impl TargetArgs {
     }
 }
 
+/// What each connection says once connected and what its answer must be: the flags `flood`,
+/// `sweep` and `tune` share.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ExchangeArgs {
+    /// Once connected, send this many filler bytes. [default: 0]
+    #[arg(long, value_name = "BYTES", default_value_t = 0, group = "payload")]
+    pub send: usize,
+    /// Once connected, send this text; escapes \r \n \t \0 \\ and \xNN are turned into their
+    /// bytes ("PING\r\n").
+    #[arg(long, value_name = "TEXT", value_parser = parse_escaped, group = "payload")]
+    pub send_text: Option<Escaped>,
+    /// Once connected, send the bytes of this file (read once, before the run).
+    #[arg(long, value_name = "FILE", group = "payload")]
+    pub send_file: Option<PathBuf>,
+    /// One HTTP/1.1 request per connection ("GET /health"), with Host: from the target and
+    /// Connection: close; the response is read to its end (Content-Length, chunked, or the
+    /// close), and the report tallies status codes. One request per connection: no keep-alive.
+    #[arg(long, value_name = "METHOD PATH", group = "payload", value_parser = parse_http)]
+    pub http: Option<HttpRequest>,
+    /// With --http: a header line "Name: value" (repeatable; a Host here replaces the target's).
+    #[arg(long, value_name = "K: V", requires = "http")]
+    pub header: Vec<String>,
+    /// With --http: the request body (escapes as in --send-text), sent with its Content-Length.
+    #[arg(long, value_name = "TEXT", requires = "http", value_parser = parse_escaped, conflicts_with = "body_file")]
+    pub body: Option<Escaped>,
+    /// With --http: the request body from this file.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub body_file: Option<PathBuf>,
+    /// Once connected, read N bytes or until the server closes (measures time to first byte).
+    #[arg(long, value_name = "N", value_parser = parse_positive, conflicts_with = "http")]
+    pub read: Option<u64>,
+    /// Every answer must start with these bytes (escapes as in --send-text; at least that many
+    /// are read); otherwise the attempt is a bad_response, and the report shows the first
+    /// line of up to 5 distinct unexpected answers.
+    #[arg(long, value_name = "TEXT", value_parser = parse_escaped)]
+    pub expect: Option<Escaped>,
+    /// With --read, --send, --http, --expect or --probe: a connection that gets no first byte
+    /// (or cannot send) within this long counts as "unserved"; an answer begun but not
+    /// complete by then (an HTTP response, --expect's bytes) as "bad_response".
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
+}
+
+impl ExchangeArgs {
+    /// Whether any flag asks for more than the defaults (a payload or an answer).
+    pub fn given(&self) -> bool {
+        self.send > 0
+            || self.send_text.is_some()
+            || self.send_file.is_some()
+            || self.http.is_some()
+            || self.read.is_some()
+            || self.expect.is_some()
+    }
+
+    /// Sets these on a plan builder, reading the files they name.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Usage`] naming the flag: a file that cannot be read, a bad header line.
+    pub fn apply(&self, mut b: PlanBuilder) -> Result<PlanBuilder, LoadError> {
+        let read_file = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                LoadError::Usage(format!(
+                    "{flag} {}: cannot read it ({e}); give a readable file",
+                    path.display()
+                ))
+            })
+        };
+        b = b
+            .read_timeout(self.read_timeout)
+            .read(self.read.map(|r| r as usize));
+        if let Some(t) = &self.send_text {
+            b = b.payload(Payload::Bytes(t.0.clone().into()));
+        } else if let Some(f) = &self.send_file {
+            b = b.payload(Payload::Bytes(read_file("--send-file", f)?.into()));
+        } else {
+            b = b.send(self.send);
+        }
+        if let Some(req) = &self.http {
+            let mut req = req.clone();
+            for h in &self.header {
+                req.header(h).map_err(LoadError::Usage)?;
+            }
+            if let Some(body) = &self.body {
+                req.body = body.0.clone();
+            } else if let Some(f) = &self.body_file {
+                req.body = read_file("--body-file", f)?;
+            }
+            b = b.http(Some(req));
+        }
+        Ok(b.expect(self.expect.as_ref().map(|e| e.0.clone())))
+    }
+}
+
 /// What each connection does, and how the generator runs.
 #[derive(Debug, Args)]
 pub struct ConnArgs {
-    /// Once connected, send this many bytes. [default: 0]
-    #[arg(long, value_name = "BYTES", default_value_t = 0)]
-    pub send: usize,
-    /// Once connected, read N bytes or until the server closes (measures time to first byte).
-    #[arg(long, value_name = "N", value_parser = parse_positive)]
-    pub read: Option<u64>,
-    /// With --read, --send or --probe: a connection that gets no first byte (or cannot send)
-    /// within this long counts as "unserved".
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
-    pub read_timeout: Duration,
+    /// What each connection sends and must hear back.
+    #[command(flatten)]
+    pub exchange: ExchangeArgs,
     /// Keep each connection open this long before closing it (fills a server's connection
     /// limit and backlog).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -180,7 +269,7 @@ pub struct FloodArgs {
     /// Per connection.
     #[command(flatten)]
     pub conn: ConnArgs,
-    /// Also write the report as JSON (schema synack-load/flood/2, see loadtest/SCHEMA.md).
+    /// Also write the report as JSON (schema synack-load/flood/3, see loadtest/SCHEMA.md).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Also write connect latency as an HdrHistogram interval log, one interval per second.
@@ -339,6 +428,18 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// A text flag's bytes, its escapes turned into bytes (see [`unescape`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escaped(pub Vec<u8>);
+
+fn parse_escaped(s: &str) -> Result<Escaped, String> {
+    unescape(s).map(Escaped)
+}
+
+fn parse_http(s: &str) -> Result<HttpRequest, String> {
+    HttpRequest::parse(s)
+}
+
 fn parse_ramp(s: &str) -> Result<(f64, f64), String> {
     let (a, b) = s
         .split_once("..")
@@ -425,11 +526,17 @@ impl FloodArgs {
 
 impl ConnArgs {
     /// A plan builder with these flags set: the one way from flags to a [`crate::plan::Plan`].
-    pub fn plan_builder(&self, addr: &str, load: Load, duration: Duration) -> PlanBuilder {
-        PlanBuilder::new(addr, load, duration)
-            .send(self.send)
-            .read(self.read.map(|r| r as usize))
-            .read_timeout(self.read_timeout)
+    ///
+    /// # Errors
+    ///
+    /// As [`ExchangeArgs::apply`]: a file that cannot be read, a bad header line.
+    pub fn plan_builder(
+        &self,
+        addr: &str,
+        load: Load,
+        duration: Duration,
+    ) -> Result<PlanBuilder, LoadError> {
+        let b = PlanBuilder::new(addr, load, duration)
             .hold(self.hold)
             .close(match self.close {
                 CloseArg::Rst => CloseMode::Rst,
@@ -441,7 +548,8 @@ impl ConnArgs {
             .connect_timeout(self.connect_timeout)
             .probe(self.probe)
             .max_in_flight(self.max_in_flight)
-            .lag_limit(self.lag_limit)
+            .lag_limit(self.lag_limit);
+        self.exchange.apply(b)
     }
 
     /// The inet_diag sampling interval, when asked for.

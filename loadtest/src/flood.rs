@@ -106,7 +106,14 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
         }
     }
     if let Some(path) = &out.hlog {
-        report::hlog::write(path, run.started_at, &run.intervals)?;
+        report::hlog::write(
+            path,
+            run.started_at,
+            &[
+                (report::hlog::CONNECT_TAG, &run.intervals),
+                (report::hlog::RESPONSE_TAG, &run.response_intervals),
+            ],
+        )?;
     }
     Ok(rep)
 }

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod embedded;
 pub mod engine;
 pub mod error;
+pub mod exchange;
 pub mod flood;
 pub mod outcome;
 pub mod pacer;

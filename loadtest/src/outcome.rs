@@ -35,6 +35,9 @@ pub enum Outcome {
     /// The server took the connection (its probe header came, or it closed the connection)
     /// but no byte of its answer came within `--read-timeout`.
     NoAnswer,
+    /// The answer was not what was asked: it did not start with `--expect`, or an HTTP
+    /// response was malformed, cut short by a close, or not complete within `--read-timeout`.
+    BadResponse,
     /// The generator's own lateness: at the attempt's deadline the kernel had done its part
     /// (the connection was established, or the answer was waiting to be read), but the
     /// generator had not got to it.
@@ -48,7 +51,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every class, in report order.
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 13] = [
         Outcome::Ok,
         Outcome::Refused,
         Outcome::Timeout,
@@ -58,6 +61,7 @@ impl Outcome {
         Outcome::FdLimit,
         Outcome::Unserved,
         Outcome::NoAnswer,
+        Outcome::BadResponse,
         Outcome::Late,
         Outcome::NotStarted,
         Outcome::Other,
@@ -88,6 +92,7 @@ impl Outcome {
             Outcome::FdLimit => "fd_limit",
             Outcome::Unserved => "unserved",
             Outcome::NoAnswer => "no_answer",
+            Outcome::BadResponse => "bad_response",
             Outcome::Late => "late",
             Outcome::NotStarted => "not_started",
             Outcome::Other => "other",
@@ -119,6 +124,9 @@ impl Outcome {
             }
             Outcome::NoAnswer => {
                 "the server took it (probe header, or it closed) but sent no answer within --read-timeout"
+            }
+            Outcome::BadResponse => {
+                "the answer was not what was asked: not starting with --expect, or an HTTP response malformed, cut short, or not complete within --read-timeout"
             }
             Outcome::Late => {
                 "the generator's lateness: the kernel had established it (or the answer waited) but the generator got to it after its deadline"

@@ -1,11 +1,12 @@
 //! A flood's plan: the target, the load model, the bounds, what each connection does.
 
+use std::net::ToSocketAddrs;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::net::ToSocketAddrs;
-
 use crate::error::LoadError;
+use crate::exchange::{Answer, HttpRequest, Payload};
 use crate::pacer::{Due, Pacer};
 
 /// How attempts are started.
@@ -52,11 +53,15 @@ pub struct Plan {
     pub duration: Duration,
     /// Stop after this many attempts.
     pub connections: Option<u64>,
-    /// Bytes to send once connected.
-    pub send: usize,
-    /// Bytes to read (or until the peer closes) once connected.
-    pub read: Option<usize>,
-    /// How long to wait for the first byte before counting the connection unserved.
+    /// What to write once connected.
+    pub payload: Payload,
+    /// How to read the answer.
+    pub answer: Answer,
+    /// The bytes the answer must start with (`--expect`); otherwise the attempt is a
+    /// `bad_response`.
+    pub expect: Option<Arc<[u8]>>,
+    /// How long the send, and then the answer, may each take: an answer with no first byte
+    /// by then is unserved.
     pub read_timeout: Duration,
     /// Keep each connection open this long before closing it.
     pub hold: Option<Duration>,
@@ -198,13 +203,19 @@ impl Plan {
             .map(|n| if d > 0.0 { n as f64 / d } else { 0.0 })
     }
 
+    /// Whether each connection reads from the server: an answer, `--expect`'s bytes, or the
+    /// probe header.
+    pub fn reads(&self) -> bool {
+        self.answer != Answer::Ignored || self.expect.is_some() || self.probe
+    }
+
     /// The longest an attempt can last once started: the bound on the run's tail.
     pub fn attempt_budget(&self) -> Duration {
         let mut b = self.connect_timeout;
-        if self.send > 0 {
+        if !self.payload.is_empty() {
             b += self.read_timeout;
         }
-        if self.read.is_some() || self.probe {
+        if self.reads() {
             b += self.read_timeout;
         }
         b + self.hold.unwrap_or_default()
@@ -233,8 +244,10 @@ pub struct PlanBuilder {
     load: Load,
     duration: Duration,
     connections: Option<u64>,
-    send: usize,
-    read: Option<usize>,
+    payload: Payload,
+    answer: Answer,
+    http: Option<HttpRequest>,
+    expect: Option<Vec<u8>>,
     read_timeout: Duration,
     hold: Option<Duration>,
     close: CloseMode,
@@ -270,8 +283,10 @@ impl PlanBuilder {
             load,
             duration,
             connections: None,
-            send: 0,
-            read: None,
+            payload: Payload::Filler(0),
+            answer: Answer::Ignored,
+            http: None,
+            expect: None,
             read_timeout: Duration::from_secs(2),
             hold: None,
             close: CloseMode::Rst,
@@ -289,10 +304,15 @@ impl PlanBuilder {
     setters! {
         /// Stop after this many attempts.
         connections: Option<u64>,
-        /// Bytes to send once connected.
-        send: usize,
-        /// Bytes to read once connected (or until the peer closes).
-        read: Option<usize>,
+        /// What to write once connected (not with [`PlanBuilder::http`]).
+        payload: Payload,
+        /// How to read the answer (not with [`PlanBuilder::http`]).
+        answer: Answer,
+        /// One HTTP/1.1 request per connection, its response read to its end (`Host` is the
+        /// target as given).
+        http: Option<HttpRequest>,
+        /// The bytes every answer must start with; at least that many are read.
+        expect: Option<Vec<u8>>,
         /// How long to wait for the first byte (and for a send).
         read_timeout: Duration,
         /// Keep each connection open this long.
@@ -317,6 +337,17 @@ impl PlanBuilder {
         other_fds: u64,
     }
 
+    /// `n` filler bytes to send once connected (`--send N`).
+    pub fn send(self, n: usize) -> Self {
+        self.payload(Payload::Filler(n))
+    }
+
+    /// Read `n` bytes, or until the server closes, once connected (`--read N`); `None`: no
+    /// answer read.
+    pub fn read(self, n: Option<usize>) -> Self {
+        self.answer(n.map_or(Answer::Ignored, Answer::Bytes))
+    }
+
     /// Resolves the target and checks the plan against this host.
     ///
     /// # Errors
@@ -327,6 +358,31 @@ impl PlanBuilder {
     pub fn build(self) -> Result<Plan, LoadError> {
         let addr = self.target_text.as_str();
         let target = resolve(addr)?;
+        let (payload, answer) = match &self.http {
+            Some(_) if !self.payload.is_empty() => {
+                return Err(LoadError::Usage(
+                    "--http writes its own request: not with --send, --send-text or --send-file"
+                        .into(),
+                ));
+            }
+            Some(_) if self.answer != Answer::Ignored => {
+                return Err(LoadError::Usage(
+                    "--http reads the response to its end: not with --read".into(),
+                ));
+            }
+            Some(r) => (
+                Payload::Bytes(r.to_bytes(addr).into()),
+                Answer::Http {
+                    head_request: r.is_head(),
+                },
+            ),
+            None => (self.payload.clone(), self.answer),
+        };
+        if self.expect.as_ref().is_some_and(|e| e.is_empty()) {
+            return Err(LoadError::Usage(
+                "--expect \"\": give the bytes the answer must start with".into(),
+            ));
+        }
         let threads = match self.threads {
             Some(t) => t,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -410,8 +466,9 @@ impl PlanBuilder {
             load: self.load,
             duration: self.duration,
             connections: self.connections,
-            send: self.send,
-            read: self.read,
+            payload,
+            answer,
+            expect: self.expect.map(Into::into),
             read_timeout: self.read_timeout,
             hold: self.hold,
             close: self.close,
@@ -454,8 +511,9 @@ impl Plan {
             load,
             duration: Duration::from_secs(10),
             connections: None,
-            send: 0,
-            read: None,
+            payload: Payload::Filler(0),
+            answer: Answer::Ignored,
+            expect: None,
             read_timeout: Duration::from_secs(1),
             hold: None,
             close: CloseMode::Rst,
@@ -581,8 +639,8 @@ mod tests {
     #[test]
     fn the_budget_covers_every_phase() {
         let mut p = plan(Load::Closed { concurrency: 1 });
-        p.send = 10;
-        p.read = Some(1);
+        p.payload = Payload::Filler(10);
+        p.answer = Answer::Bytes(1);
         p.hold = Some(Duration::from_secs(5));
         assert_eq!(p.attempt_budget(), Duration::from_secs(3 + 1 + 1 + 5));
     }

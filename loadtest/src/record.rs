@@ -10,6 +10,9 @@ use crate::outcome::Outcome;
 /// The largest SYN-retransmission count kept apart; more are counted in the last bucket.
 pub const MAX_RETRANS_BUCKET: usize = 8;
 
+/// How many distinct unexpected answers a run keeps as samples.
+pub const UNEXPECTED_KEPT: usize = 5;
+
 /// A microsecond histogram: 1 us to 1 hour, 3 significant figures.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
@@ -24,6 +27,14 @@ pub struct Recorder {
     pub from_schedule: Histogram<u64>,
     /// `connect()` to the first byte read, us.
     pub first_byte: Histogram<u64>,
+    /// `connect()` to the answer's end (an HTTP response read to its end, `--read`'s bytes
+    /// or the close), us.
+    pub response: Histogram<u64>,
+    /// HTTP responses by status code (every response whose head came).
+    pub statuses: BTreeMap<u16, u64>,
+    /// Up to [`UNEXPECTED_KEPT`] distinct unexpected answers (why, and the first line), with
+    /// how many attempts each ended `bad_response`; the rest count only in the class.
+    pub unexpected: Vec<(String, u64)>,
     /// Probe: established (as the client saw it) to the server's `accept()`, us.
     pub queue_wait: Histogram<u64>,
     /// Probe: the server's `accept()` to its handler's dispatch, us.
@@ -65,6 +76,9 @@ impl Default for Recorder {
             connect: latency_histogram(),
             from_schedule: latency_histogram(),
             first_byte: latency_histogram(),
+            response: latency_histogram(),
+            statuses: BTreeMap::new(),
+            unexpected: Vec::new(),
             start_lag: latency_histogram(),
             steady_lag: latency_histogram(),
             burst_spread_us: 0,
@@ -103,6 +117,16 @@ impl Recorder {
         *self.other_errors.entry(msg.to_string()).or_default() += 1;
     }
 
+    /// Remembers an unexpected answer (a `bad_response`), if it is one of the first
+    /// [`UNEXPECTED_KEPT`] distinct ones (or one of those again).
+    pub fn unexpected(&mut self, why: &str, n: u64) {
+        if let Some(e) = self.unexpected.iter_mut().find(|(w, _)| w == why) {
+            e.1 += n;
+        } else if self.unexpected.len() < UNEXPECTED_KEPT {
+            self.unexpected.push((why.to_string(), n));
+        }
+    }
+
     /// The count of one class.
     pub fn count(&self, o: Outcome) -> u64 {
         self.outcomes[o.slot()]
@@ -113,6 +137,13 @@ impl Recorder {
         let _ = self.connect.add(&other.connect);
         let _ = self.from_schedule.add(&other.from_schedule);
         let _ = self.first_byte.add(&other.first_byte);
+        let _ = self.response.add(&other.response);
+        for (code, n) in &other.statuses {
+            *self.statuses.entry(*code).or_default() += n;
+        }
+        for (why, n) in &other.unexpected {
+            self.unexpected(why, *n);
+        }
         let _ = self.start_lag.add(&other.start_lag);
         let _ = self.steady_lag.add(&other.steady_lag);
         self.burst_spread_us = self.burst_spread_us.max(other.burst_spread_us);

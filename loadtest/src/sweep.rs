@@ -18,7 +18,7 @@ use crate::report::html::{self, Page};
 use crate::report::{FloodReport, Latency, Percentiles, fmt_rate as rate};
 
 /// The sweep JSON schema identifier.
-pub const SCHEMA: &str = "synack-load/sweep/2";
+pub const SCHEMA: &str = "synack-load/sweep/3";
 
 /// What a step says of the server.
 ///
@@ -74,6 +74,10 @@ pub struct Step {
     pub unserved: u64,
     /// Attempts refused or reset.
     pub refused_or_reset: u64,
+    /// Answers that were not what was asked (`bad_response`: `--expect` not matched, an HTTP
+    /// response malformed or cut short).
+    #[serde(default)]
+    pub bad_responses: u64,
     /// `TcpExt.ListenOverflows` change (host-wide: every listener here counts).
     pub overflows: Option<i64>,
     /// With --watch-listener: the SYNs and final ACKs the target listener itself dropped
@@ -160,6 +164,15 @@ fn server_signs(rep: &FloodReport, p99_limit: Duration) -> Vec<String> {
             why.push(format!("{n} {what}"));
         }
     }
+    let bad = rep.outcome(Outcome::BadResponse);
+    if bad > 0 {
+        why.push(format!(
+            "{bad} bad responses{}",
+            rep.unexpected
+                .first()
+                .map_or_else(String::new, |u| format!(" ({})", u.why))
+        ));
+    }
     for (l, label) in [
         (Latency::Connect, "connect"),
         (Latency::FromSchedule, "from-schedule"),
@@ -202,6 +215,7 @@ pub fn step(rep: FloodReport, rate: f64, burst: u64, p99_limit: Duration) -> Ste
         timeouts: rep.outcome(Outcome::Timeout),
         unserved: rep.outcome(Outcome::Unserved) + rep.outcome(Outcome::NoAnswer),
         refused_or_reset: rep.outcome(Outcome::Refused) + rep.outcome(Outcome::Reset),
+        bad_responses: rep.outcome(Outcome::BadResponse),
         overflows: rep.kernel_delta("TcpExt.ListenOverflows"),
         listener_drops: rep.listener_queue.as_ref().and_then(|q| q.drops),
         peak_queue: rep.listener_queue.as_ref().map(|q| q.peak),
@@ -304,13 +318,14 @@ pub fn render_steps(steps: &[Step]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "  {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6}  verdict",
+        "  {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6}  verdict",
         "offered",
         "achieved",
         "p50 us",
         "p99 us",
         "p99.9",
         "sched p99",
+        "resp p99",
         "qwait p99",
         "retrans",
         "timeouts",
@@ -331,13 +346,14 @@ pub fn render_steps(steps: &[Step]) -> String {
         };
         let _ = writeln!(
             s,
-            "  {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6}  {}",
+            "  {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6}  {}",
             offered,
             rate(st.achieved_rate),
             st.connect.p50,
             st.connect.p99,
             st.connect.p999,
             opt(st.flood.latency(Latency::FromSchedule).map(|p| p.p99)),
+            opt(st.flood.latency(Latency::Response).map(|p| p.p99)),
             opt(st.queue_wait_p99),
             st.retransmitted,
             st.timeouts,
@@ -496,6 +512,7 @@ mod tests {
         let run = RunResult {
             rec,
             intervals: BTreeMap::new(),
+            response_intervals: BTreeMap::new(),
             started_at: SystemTime::now(),
             elapsed: Duration::from_secs(1),
             active: Duration::from_secs(1),

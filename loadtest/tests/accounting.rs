@@ -50,16 +50,21 @@ fn every_attempt_is_accounted_for_in_table_json_and_hlog() {
     let kernel = rep.kernel.as_ref().expect("Linux publishes TCP counters");
     assert_eq!(kernel.scope, "host");
     assert!(kernel.counters["Tcp.ActiveOpens"] >= 500);
-    // The interval log holds the same 500 connects.
+    // The interval log holds the same 500 connects, and the 500 answers read, by tag.
     let intervals = hlog::read(&hlog_path).unwrap();
     assert!(!intervals.is_empty());
-    let total: u64 = intervals.iter().map(|i| i.histogram.len()).sum();
-    assert_eq!(total, 500);
-    assert!(
-        intervals
+    for tag in [hlog::CONNECT_TAG, hlog::RESPONSE_TAG] {
+        let total: u64 = intervals
             .iter()
-            .all(|i| i.tag.as_deref() == Some(hlog::CONNECT_TAG))
-    );
+            .filter(|i| i.tag.as_deref() == Some(tag))
+            .map(|i| i.histogram.len())
+            .sum();
+        assert_eq!(total, 500, "{tag}");
+    }
+    assert!(intervals.iter().all(|i| {
+        i.tag.as_deref() == Some(hlog::CONNECT_TAG) || i.tag.as_deref() == Some(hlog::RESPONSE_TAG)
+    }));
+    assert_eq!(rep.latency_us["response"].count, 500);
     let merged = bin()
         .args([
             "merge",
@@ -70,7 +75,14 @@ fn every_attempt_is_accounted_for_in_table_json_and_hlog() {
         .unwrap();
     assert!(merged.status.success());
     let text = String::from_utf8(merged.stdout).unwrap();
-    assert!(text.contains("1000 values"), "{text}");
+    // Each series merged on its own, never mixed.
+    for tag in ["connect", "response"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{tag}: ")))
+            .unwrap_or_else(|| panic!("no {tag} line: {text}"));
+        assert!(line.contains("1000 values"), "{text}");
+    }
     // The server agrees.
     let s = server.stats();
     assert_eq!(s.accepted, 500);

@@ -117,7 +117,7 @@ pub fn generators(cpus: usize, seconds: u64, runs: usize) {
                 window + Duration::from_secs(2),
                 None,
             );
-            p.read = None;
+            p.answer = synack_load::exchange::Answer::Ignored;
             p.reuse_sockets = reuse;
             engine::run(&p, |_, _, _| {}).unwrap()
         });

@@ -13,7 +13,7 @@ pub(super) fn command(args: &FloodArgs) -> Result<(), LoadError> {
     let (server, addr) = target(&args.target, args.conn.probe)?;
     let plan = args
         .conn
-        .plan_builder(&addr, args.load(), args.duration)
+        .plan_builder(&addr, args.load(), args.duration)?
         .connections(args.connections)
         .other_fds(embedded_fds(server.as_ref()))
         .build()?;

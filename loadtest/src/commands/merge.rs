@@ -7,20 +7,27 @@ use crate::error::LoadError;
 use crate::report::{Percentiles, hlog};
 
 pub(super) fn command(args: &MergeArgs) -> Result<(), LoadError> {
-    let (h, n) = hlog::merge(&args.files).map_err(|e| match e.kind() {
+    let merged = hlog::merge(&args.files).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => LoadError::Usage(format!("merge: {e}")),
         _ => LoadError::io("merge", e),
     })?;
-    let p = Percentiles::of(&h);
-    println!(
-        "merged {n} intervals from {} logs: {} values (us): p50 {} p90 {} p99 {} p99.9 {} max {}",
-        args.files.len(),
-        p.count,
-        p.p50,
-        p.p90,
-        p.p99,
-        p.p999,
-        p.max
-    );
+    if merged.is_empty() {
+        println!("no intervals in {} logs", args.files.len());
+    }
+    for (tag, m) in &merged {
+        let p = Percentiles::of(&m.histogram);
+        println!(
+            "{}: merged {} intervals from {} logs: {} values (us): p50 {} p90 {} p99 {} p99.9 {} max {}",
+            if tag.is_empty() { "untagged" } else { tag },
+            m.intervals,
+            args.files.len(),
+            p.count,
+            p.p50,
+            p.p90,
+            p.p99,
+            p.p999,
+            p.max
+        );
+    }
     Ok(())
 }

@@ -56,7 +56,7 @@ pub(super) fn command(args: &SweepArgs) -> Result<(), LoadError> {
                 burst: args.burst,
             },
             args.step_duration,
-        )
+        )?
         .other_fds(embedded_fds(server.as_ref()))
         .build()?;
     let mut steps = Vec::new();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 use synack::probe;
 
+use super::answer::AnswerReader;
 use crate::outcome::Outcome;
 use crate::plan::Plan;
 
@@ -38,7 +39,8 @@ pub(super) struct Attempt {
     pub started: Instant,
     pub sched: Option<Instant>,
     pub sent: usize,
-    pub got: usize,
+    /// The answer read so far.
+    pub answer: AnswerReader,
     pub read_done: bool,
     pub established: Option<Instant>,
     pub header: [u8; probe::LEN],
@@ -47,7 +49,13 @@ pub(super) struct Attempt {
 }
 
 impl Attempt {
-    pub fn new(sock: Socket, seq: u64, started: Instant, sched: Option<Instant>) -> Self {
+    pub fn new(
+        sock: Socket,
+        seq: u64,
+        started: Instant,
+        sched: Option<Instant>,
+        answer: AnswerReader,
+    ) -> Self {
         Attempt {
             sock,
             seq,
@@ -55,7 +63,7 @@ impl Attempt {
             started,
             sched,
             sent: 0,
-            got: 0,
+            answer,
             read_done: false,
             established: None,
             header: [0; probe::LEN],
@@ -93,9 +101,9 @@ impl Ending {
 /// when it is done. Each phase is entered once: send, then read (or the probe header), then
 /// hold.
 pub(super) fn next_phase(plan: &Plan, a: &Attempt) -> Option<(Phase, Duration)> {
-    if a.sent < plan.send {
+    if a.sent < plan.payload.len() {
         Some((Phase::Sending, plan.read_timeout))
-    } else if (plan.read.is_some() || plan.probe) && !a.read_done {
+    } else if plan.reads() && !a.read_done {
         Some((Phase::Reading, plan.read_timeout))
     } else {
         plan.hold
@@ -190,15 +198,26 @@ pub(super) fn judge_deadline(
         }
         Phase::Sending => (Ending::of(Outcome::Unserved), false),
         Phase::Reading => {
+            // Whether what is waiting came by the deadline (the kernel's stamp of the last
+            // data segment): then the generator was late to read it.
+            let came_in_time = view.info.is_none_or(|i| by_deadline(i.last_data_recv_ms));
             let ending = match view.waiting {
-                _ if a.got > 0 => Ending::of(Outcome::Ok),
+                // Part of the answer came and more was asked (an HTTP response's end,
+                // `--expect`'s bytes): short of it, unless the rest waits, in time.
+                _ if a.answer.got > 0 && a.answer.incomplete() => {
+                    if view.waiting == Waiting::Data && came_in_time {
+                        Ending::of(Outcome::Late)
+                    } else {
+                        Ending::of(Outcome::BadResponse)
+                    }
+                }
+                // `--read N`: done as far as it went.
+                _ if a.answer.got > 0 => Ending::of(Outcome::Ok),
                 // The server closed without a byte: it took the connection, no answer.
                 Waiting::Eof => Ending::of(Outcome::NoAnswer),
                 // What the kernel holds is what the server sent; whether it came in time, the
                 // kernel's stamp of the last data segment says.
-                Waiting::Data if view.info.is_none_or(|i| by_deadline(i.last_data_recv_ms)) => {
-                    Ending::of(Outcome::Late)
-                }
+                Waiting::Data if came_in_time => Ending::of(Outcome::Late),
                 Waiting::Data => Ending::of(Outcome::Unserved),
                 Waiting::Error(n) => Ending::errno(n),
                 // The probe header proves the server accepted it; its answer never came.
@@ -241,11 +260,12 @@ pub(super) fn errno(e: &io::Error) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exchange::{Answer, Payload};
     use crate::plan::Load;
 
     fn attempt(phase: Phase) -> Attempt {
         let sock = synack_sys::tcp_socket(socket2::Domain::IPV4).unwrap();
-        let mut a = Attempt::new(sock, 1, Instant::now(), None);
+        let mut a = Attempt::new(sock, 1, Instant::now(), None, AnswerReader::default());
         a.phase = phase;
         a
     }
@@ -402,10 +422,30 @@ mod tests {
             Ending::of(Outcome::NoAnswer)
         );
         // Part of the answer came: done as far as it went.
-        a.got = 1;
+        a.answer.feed(Answer::Bytes(5), None, b"h");
         assert_eq!(
             judge_deadline(&a, view(None, est, Waiting::Nothing), t, by).0,
             Ending::of(Outcome::Ok)
+        );
+        // Part of an HTTP response: short of its end, unless the rest waits in time.
+        let http = Answer::Http {
+            head_request: false,
+        };
+        a.answer = AnswerReader::new(http, None);
+        a.answer.feed(http, None, b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(
+            judge_deadline(&a, view(None, est, Waiting::Nothing), t, by).0,
+            Ending::of(Outcome::BadResponse)
+        );
+        assert_eq!(
+            judge_deadline(
+                &a,
+                view(None, info(ESTABLISHED, 0, 0, 50), Waiting::Data),
+                t,
+                by
+            )
+            .0,
+            Ending::of(Outcome::Late)
         );
         // Holding ends well; a send that did not finish is unserved.
         assert_eq!(
@@ -436,8 +476,8 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             Load::Closed { concurrency: 1 },
         );
-        plan.send = 3;
-        plan.read = Some(2);
+        plan.payload = Payload::Filler(3);
+        plan.answer = Answer::Bytes(2);
         plan.read_timeout = Duration::from_secs(2);
         plan.hold = Some(Duration::from_secs(5));
         let mut a = attempt(Phase::Connecting);
@@ -458,8 +498,8 @@ mod tests {
         a.phase = Phase::Holding;
         assert_eq!(next_phase(&plan, &a), None);
         plan.hold = None;
-        plan.send = 0;
-        plan.read = None;
+        plan.payload = Payload::Filler(0);
+        plan.answer = Answer::Ignored;
         assert_eq!(next_phase(&plan, &attempt(Phase::Connecting)), None);
     }
 }

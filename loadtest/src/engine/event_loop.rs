@@ -15,6 +15,7 @@ use socket2::{Domain, SockAddr};
 
 use synack::probe::{self, MonoClock, ProbeHeader};
 
+use super::answer::{AnswerReader, Fed};
 use super::attempt::{
     Attempt, Ending, KERNEL_TICK, Phase, ReadStep, errno, judge_deadline, kernel_view, next_phase,
     read_some,
@@ -24,6 +25,7 @@ use super::timers::{Timer, Timers};
 use super::{
     Interval, PAYLOAD_CHUNK, Progress, RETRANS_POSSIBLE, RETRY_FIRST, RETRY_MAX, START_BATCH,
 };
+use crate::exchange::{Answer, Payload};
 use crate::outcome::Outcome;
 use crate::plan::{Load, Plan};
 use crate::record::{
@@ -55,6 +57,7 @@ pub(super) struct Generator<'a> {
     seq: u64,
     pub(super) rec: Recorder,
     interval: Histogram<u64>,
+    interval_response: Histogram<u64>,
     interval_no: u64,
     intervals: Sender<Interval>,
     progress: &'a Progress,
@@ -68,7 +71,8 @@ pub(super) struct Generator<'a> {
     retry_wait: Duration,
     source: usize,
     buf: Vec<u8>,
-    payload: Vec<u8>,
+    /// `--send N`'s filler bytes, written again and again.
+    filler: Vec<u8>,
     pub(super) last_established: Option<Instant>,
 }
 
@@ -100,6 +104,7 @@ impl<'a> Generator<'a> {
             seq: 0,
             rec: Recorder::default(),
             interval: latency_histogram(),
+            interval_response: latency_histogram(),
             interval_no: 0,
             intervals,
             progress,
@@ -112,7 +117,10 @@ impl<'a> Generator<'a> {
             source: index,
             buf: vec![0; 64 * 1024],
             // `--send` of any size goes out of one buffer of at most this, again and again.
-            payload: vec![b'x'; plan.send.min(PAYLOAD_CHUNK)],
+            filler: match plan.payload {
+                Payload::Filler(n) => vec![b'x'; n.min(PAYLOAD_CHUNK)],
+                Payload::Bytes(_) => Vec::new(),
+            },
             last_established: None,
         }
     }
@@ -342,7 +350,7 @@ impl<'a> Generator<'a> {
         };
         if !registered {
             // Readable too from the start when we will read: no re-registration later.
-            let interest = if self.plan.read.is_some() || self.plan.probe {
+            let interest = if self.plan.reads() {
                 Interest::WRITABLE | Interest::READABLE
             } else {
                 Interest::WRITABLE
@@ -357,8 +365,9 @@ impl<'a> Generator<'a> {
             }
         }
         self.seq += 1;
+        let answer = AnswerReader::new(self.plan.answer, self.plan.expect.as_deref());
         self.pool
-            .put(slot, Attempt::new(sock, self.seq, now, sched));
+            .put(slot, Attempt::new(sock, self.seq, now, sched, answer));
         self.rec.peak_in_flight = self.rec.peak_in_flight.max(self.pool.live() as u64);
         if connected {
             self.established(slot, Instant::now());
@@ -467,9 +476,13 @@ impl<'a> Generator<'a> {
         let Some(a) = self.pool.get_mut(slot) else {
             return;
         };
-        while a.sent < self.plan.send {
-            let n = (self.plan.send - a.sent).min(self.payload.len());
-            match (&a.sock).write(&self.payload[..n]) {
+        let total = self.plan.payload.len();
+        while a.sent < total {
+            let chunk = match &self.plan.payload {
+                Payload::Filler(_) => &self.filler[..(total - a.sent).min(self.filler.len())],
+                Payload::Bytes(b) => &b[a.sent..],
+            };
+            match (&a.sock).write(chunk) {
                 Ok(n) => a.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -479,12 +492,15 @@ impl<'a> Generator<'a> {
         self.advance(slot);
     }
 
-    /// Reads the probe header (with `--probe`), then until `--read` bytes came or the peer
-    /// closed (a close before any byte of the answer is `no_answer`: the server took the
-    /// connection but did not answer).
+    /// Reads the probe header (with `--probe`), then the answer: `--read` bytes or to the
+    /// close, an HTTP response to its end, and at least `--expect`'s bytes, which it must
+    /// start with (else `bad_response`). A close before any byte of an answer asked for is
+    /// `no_answer`: the server took the connection but did not answer.
     fn read(&mut self, slot: usize) {
-        let want = self.plan.read.unwrap_or(0);
-        let probe = self.plan.probe;
+        let plan = self.plan;
+        let probe = plan.probe;
+        let expect = plan.expect.as_deref();
+        let wants_answer = plan.answer != Answer::Ignored || expect.is_some();
         let Some(a) = self.pool.get_mut(slot) else {
             return;
         };
@@ -509,7 +525,7 @@ impl<'a> Generator<'a> {
                 self.progress.fail(format!(
                     "no synack probe header from {}: is the server started with probe enabled? \
                      (first bytes: {:?})",
-                    self.plan.target,
+                    plan.target,
                     String::from_utf8_lossy(&a.header)
                 ));
                 return self.end(slot, Ending::Other("no synack probe header"));
@@ -525,7 +541,7 @@ impl<'a> Generator<'a> {
             record_signed_ns(&mut self.rec.queue_wait, wait);
             record_signed_ns(&mut self.rec.dispatch, dispatch);
             a.dispatch_ns = h.dispatch_ns;
-            if want == 0 {
+            if !wants_answer {
                 a.read_done = true;
                 return self.advance(slot);
             }
@@ -534,12 +550,15 @@ impl<'a> Generator<'a> {
             match read_some(&a.sock, &mut self.buf) {
                 // The server closed before a byte of its answer: it took the connection (a
                 // FIN comes only from an accepted socket) but did not answer.
-                ReadStep::Eof if a.got == 0 && want > 0 => {
+                ReadStep::Eof if a.answer.got == 0 && wants_answer => {
                     return self.end(slot, Ending::of(Outcome::NoAnswer));
                 }
-                ReadStep::Eof => break,
+                ReadStep::Eof => match a.answer.eof(plan.answer) {
+                    Fed::Bad(why) => return self.bad_response(slot, &why),
+                    Fed::More | Fed::Done => break,
+                },
                 ReadStep::Data(n) => {
-                    if a.got == 0 {
+                    if a.answer.got == 0 {
                         let now = Instant::now();
                         record_us(
                             &mut self.rec.first_byte,
@@ -550,17 +569,29 @@ impl<'a> Generator<'a> {
                             record_signed_ns(&mut self.rec.rest, rest);
                         }
                     }
-                    a.got += n;
-                    if a.got >= want {
-                        break;
+                    match a.answer.feed(plan.answer, expect, &self.buf[..n]) {
+                        Fed::More => {}
+                        Fed::Done => break,
+                        Fed::Bad(why) => return self.bad_response(slot, &why),
                     }
                 }
                 ReadStep::Wait => return,
                 ReadStep::Failed(n) => return self.end(slot, Ending::errno(n)),
             }
         }
+        if wants_answer {
+            let took = Instant::now().saturating_duration_since(a.started);
+            record_us(&mut self.rec.response, took);
+            record_us(&mut self.interval_response, took);
+        }
         a.read_done = true;
         self.advance(slot);
+    }
+
+    /// An answer that is not what was asked: its sample kept, the attempt ended.
+    fn bad_response(&mut self, slot: usize, why: &str) {
+        self.rec.unexpected(why, 1);
+        self.end(slot, Ending::of(Outcome::BadResponse));
     }
 
     fn expire_timers(&mut self, now: Instant) {
@@ -590,6 +621,14 @@ impl<'a> Generator<'a> {
         let (ending, retransmitted) =
             judge_deadline(a, view, self.plan.connect_timeout, by_deadline);
         self.rec.timeout_retransmitted += u64::from(retransmitted);
+        if ending == Ending::of(Outcome::BadResponse) {
+            let why = format!(
+                "not complete within --read-timeout ({} bytes): {}",
+                a.answer.got,
+                a.answer.sample()
+            );
+            return self.bad_response(slot, &why);
+        }
         self.end(slot, ending);
     }
 
@@ -600,6 +639,9 @@ impl<'a> Generator<'a> {
         let Some(a) = self.pool.end(slot) else {
             return;
         };
+        if let Some(code) = a.answer.status {
+            *self.rec.statuses.entry(code).or_default() += 1;
+        }
         if ending == Ending::of(Outcome::Ok)
             && self.plan.uses_socket_reuse()
             && synack_sys::disconnect(&a.sock).is_ok()
@@ -649,15 +691,17 @@ impl<'a> Generator<'a> {
     }
 
     fn flush_interval(&mut self) {
-        if self.interval.is_empty() {
+        if self.interval.is_empty() && self.interval_response.is_empty() {
             return;
         }
-        let mut h = self.interval.clone();
-        std::mem::swap(&mut h, &mut self.interval);
+        let connect = self.interval.clone();
+        let response = self.interval_response.clone();
         self.interval.reset();
+        self.interval_response.reset();
         let _ = self.intervals.send(Interval {
             second: self.interval_no,
-            connect: h,
+            connect,
+            response,
         });
     }
 }
@@ -673,7 +717,7 @@ mod tests {
     fn plan(target: SocketAddr, read: Option<usize>) -> Plan {
         let mut p = Plan::for_tests(target, Load::Closed { concurrency: 1 });
         p.duration = Duration::from_secs(1);
-        p.read = read;
+        p.answer = read.map_or(Answer::Ignored, Answer::Bytes);
         p.read_timeout = Duration::from_millis(50);
         p.reuse_sockets = false;
         p.connect_timeout = Duration::from_millis(50);

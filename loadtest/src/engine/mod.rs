@@ -1,5 +1,5 @@
 //! The generator: one mio event loop per thread, each running attempts through
-//! connect -> send -> read -> hold -> close.
+//! connect -> send -> read (the answer: bytes, or an HTTP response to its end) -> hold -> close.
 //!
 //! Open loop: attempt `i` belongs to thread `i % threads` and starts at its scheduled time;
 //! latency is also measured from the schedule, so a stall cannot hide (wrk2's correction of
@@ -19,6 +19,7 @@
 //! socket), the slots and their sockets (`pool`), the deadlines (`timers`), and the event
 //! loop that drives them (`event_loop`); the schedule is [`crate::pacer`]'s.
 
+mod answer;
 mod attempt;
 mod event_loop;
 mod pool;
@@ -97,6 +98,8 @@ pub struct Interval {
     pub second: u64,
     /// Connect latency recorded in that second, us.
     pub connect: Histogram<u64>,
+    /// `connect()` to the answer's end, for the answers that ended in that second, us.
+    pub response: Histogram<u64>,
 }
 
 /// What a whole run measured.
@@ -106,6 +109,9 @@ pub struct RunResult {
     pub rec: Recorder,
     /// Connect latency per second since the start.
     pub intervals: BTreeMap<u64, Histogram<u64>>,
+    /// `connect()` to the answer's end, per second since the start (empty when no answer
+    /// was read).
+    pub response_intervals: BTreeMap<u64, Histogram<u64>>,
     /// Wall-clock time of the start.
     pub started_at: SystemTime,
     /// From the start to the last thread's end.
@@ -146,7 +152,7 @@ pub fn run(
         handles.push(h);
     }
     drop(tx);
-    let (intervals, so_far) = collect(&rx, t0, &progress, &mut tick);
+    let (intervals, response_intervals, so_far) = collect(&rx, t0, &progress, &mut tick);
     let mut rec = Recorder::default();
     let mut last = None;
     let mut thread_cpu = Vec::new();
@@ -166,6 +172,7 @@ pub fn run(
     Ok(RunResult {
         rec,
         intervals,
+        response_intervals,
         started_at,
         elapsed: end.saturating_duration_since(t0),
         active: last.map_or(Duration::ZERO, |l| l.saturating_duration_since(t0)),
@@ -187,7 +194,23 @@ pub fn generator_cpu() -> Vec<(String, Duration)> {
     v
 }
 
-type Collected = (BTreeMap<u64, Histogram<u64>>, Histogram<u64>);
+type Collected = (
+    BTreeMap<u64, Histogram<u64>>,
+    BTreeMap<u64, Histogram<u64>>,
+    Histogram<u64>,
+);
+
+/// Adds `h` to second `second` of `by_second`.
+fn add_second(by_second: &mut BTreeMap<u64, Histogram<u64>>, second: u64, h: Histogram<u64>) {
+    match by_second.get_mut(&second) {
+        Some(have) => {
+            let _ = have.add(&h);
+        }
+        None => {
+            by_second.insert(second, h);
+        }
+    }
+}
 
 fn collect(
     rx: &Receiver<Interval>,
@@ -196,6 +219,7 @@ fn collect(
     tick: &mut impl FnMut(Duration, &Progress, &Histogram<u64>),
 ) -> Collected {
     let mut intervals: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    let mut responses: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
     let mut so_far = latency_histogram();
     let mut next_tick = t0 + Duration::from_secs(1);
     loop {
@@ -203,13 +227,11 @@ fn collect(
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(iv) => {
                 let _ = so_far.add(&iv.connect);
-                match intervals.get_mut(&iv.second) {
-                    Some(h) => {
-                        let _ = h.add(&iv.connect);
-                    }
-                    None => {
-                        intervals.insert(iv.second, iv.connect);
-                    }
+                if !iv.connect.is_empty() {
+                    add_second(&mut intervals, iv.second, iv.connect);
+                }
+                if !iv.response.is_empty() {
+                    add_second(&mut responses, iv.second, iv.response);
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -221,5 +243,5 @@ fn collect(
             next_tick += Duration::from_secs(1);
         }
     }
-    (intervals, so_far)
+    (intervals, responses, so_far)
 }

@@ -18,23 +18,39 @@ use crate::record::latency_histogram;
 /// The tag of connect-latency intervals.
 pub const CONNECT_TAG: &str = "connect";
 
-/// Writes one interval per second of connect latency (microseconds).
+/// The tag of the intervals of `connect()` to the answer's end.
+pub const RESPONSE_TAG: &str = "response";
+
+/// Writes one interval per second of each series (microseconds), tagged: connect latency
+/// ([`CONNECT_TAG`]) and, where answers were read, `connect()` to the answer's end
+/// ([`RESPONSE_TAG`]).
 pub fn write(
     path: &Path,
     started_at: SystemTime,
-    intervals: &BTreeMap<u64, Histogram<u64>>,
+    series: &[(&str, &BTreeMap<u64, Histogram<u64>>)],
 ) -> io::Result<()> {
     let mut file = io::BufWriter::new(std::fs::File::create(path)?);
     let mut ser = V2DeflateSerializer::new();
     let mut log = IntervalLogWriterBuilder::new()
-        .add_comment("synack-load connect latency, microseconds, one interval per second")
+        .add_comment("synack-load latency, microseconds, one interval per second; tags: connect (connect() to established), response (connect() to the answer's end)")
         .with_start_time(started_at)
         .with_base_time(started_at)
         .begin_log_with(&mut file, &mut ser)?;
-    let tag = Tag::new(CONNECT_TAG);
-    for (second, h) in intervals {
-        log.write_histogram(h, Duration::from_secs(*second), Duration::from_secs(1), tag)
-            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+    // Intervals in time order, each second's series side by side.
+    let mut all: Vec<(u64, &str, &Histogram<u64>)> = series
+        .iter()
+        .flat_map(|(tag, by_second)| by_second.iter().map(move |(s, h)| (*s, *tag, h)))
+        .collect();
+    all.sort_by_key(|(s, _, _)| *s);
+    for (second, tag, h) in all {
+        let tag = Tag::new(tag).ok_or_else(|| io::Error::other(format!("bad tag {tag:?}")))?;
+        log.write_histogram(
+            h,
+            Duration::from_secs(second),
+            Duration::from_secs(1),
+            Some(tag),
+        )
+        .map_err(|e| io::Error::other(format!("{e:?}")))?;
     }
     drop(log);
     io::Write::flush(&mut file)
@@ -88,17 +104,32 @@ pub fn read(path: &Path) -> io::Result<Vec<LoggedInterval>> {
     Ok(out)
 }
 
-/// Merges every interval of every log into one histogram.
-pub fn merge(paths: &[impl AsRef<Path>]) -> io::Result<(Histogram<u64>, usize)> {
-    let mut total = latency_histogram();
-    let mut n = 0;
+/// One series of a merge: the histogram of every interval with one tag, and how many.
+#[derive(Debug)]
+pub struct Merged {
+    /// All the tag's intervals added up.
+    pub histogram: Histogram<u64>,
+    /// Intervals merged.
+    pub intervals: usize,
+}
+
+/// Merges every interval of every log, by tag (untagged intervals under `""`): series are
+/// never mixed.
+pub fn merge(paths: &[impl AsRef<Path>]) -> io::Result<BTreeMap<String, Merged>> {
+    let mut out: BTreeMap<String, Merged> = BTreeMap::new();
     for p in paths {
         for iv in read(p.as_ref())? {
-            total
+            let m = out
+                .entry(iv.tag.unwrap_or_default())
+                .or_insert_with(|| Merged {
+                    histogram: latency_histogram(),
+                    intervals: 0,
+                });
+            m.histogram
                 .add(&iv.histogram)
                 .map_err(|e| io::Error::other(format!("{e:?}")))?;
-            n += 1;
+            m.intervals += 1;
         }
     }
-    Ok((total, n))
+    Ok(out)
 }

@@ -12,13 +12,14 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::RunResult;
+use crate::exchange::{Answer, Payload, first_line};
 use crate::outcome::Outcome;
 use crate::plan::{CloseMode, Load, Plan};
 use crate::record::MAX_RETRANS_BUCKET;
 use crate::watch::QueueWatch;
 
 /// The JSON schema identifier; bumped on any incompatible change. See `loadtest/SCHEMA.md`.
-pub const SCHEMA: &str = "synack-load/flood/2";
+pub const SCHEMA: &str = "synack-load/flood/3";
 
 /// The kernel counters reported, as `/proc/net/{netstat,snmp}` name them.
 pub const KERNEL_COUNTERS: [&str; 8] = [
@@ -108,6 +109,8 @@ pub enum Latency {
     FromSchedule,
     /// `connect()` to the first byte read.
     FirstByte,
+    /// `connect()` to the answer's end (an HTTP response read to its end).
+    Response,
     /// Open loop: the generator's lateness.
     StartLag,
     /// Open loop with bursts: the lateness of the attempts outside bursts.
@@ -124,10 +127,11 @@ pub enum Latency {
 
 impl Latency {
     /// Every latency, in table order.
-    pub const ALL: [Latency; 9] = [
+    pub const ALL: [Latency; 10] = [
         Latency::Connect,
         Latency::FromSchedule,
         Latency::FirstByte,
+        Latency::Response,
         Latency::StartLag,
         Latency::StartLagSteady,
         Latency::Handshake,
@@ -142,6 +146,7 @@ impl Latency {
             Latency::Connect => "connect",
             Latency::FromSchedule => "from_schedule",
             Latency::FirstByte => "first_byte",
+            Latency::Response => "response",
             Latency::StartLag => "start_lag",
             Latency::StartLagSteady => "start_lag_steady",
             Latency::Handshake => "handshake",
@@ -157,6 +162,7 @@ impl Latency {
             Latency::Connect => "connect",
             Latency::FromSchedule => "from schedule",
             Latency::FirstByte => "first byte",
+            Latency::Response => "full answer",
             Latency::StartLag => "start lag",
             Latency::StartLagSteady => "  steady",
             Latency::Handshake => "probe: handshake",
@@ -206,7 +212,8 @@ pub struct GeneratorReport {
     pub late: u64,
     /// Open loop: the mean offered rate, per second.
     pub offered_rate: Option<f64>,
-    /// Attempts started per second over the duration.
+    /// Attempts started per second: over the duration (open loop), over the time it ran
+    /// (closed loop, which `--connections` may end early).
     pub started_rate: f64,
     /// Open loop: start-lag p99 of the steady attempts (bursts apart), us.
     pub start_lag_p99_us: Option<u64>,
@@ -223,6 +230,65 @@ pub struct GeneratorReport {
     pub thread_busy: Vec<f64>,
     /// The longest turn of a generator thread's loop, us: no event was seen meanwhile.
     pub turn_max_us: u64,
+}
+
+/// What each connection sent and what its answer had to be.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeReport {
+    /// Bytes written once connected.
+    pub payload_bytes: usize,
+    /// "filler" (`--send N`), "bytes" (`--send-text`, `--send-file`) or "http".
+    pub payload: String,
+    /// With `--http`: the request line, such as `GET /health HTTP/1.1`.
+    pub http_request: Option<String>,
+    /// How the answer was read: "ignored", "bytes" (`--read`) or "http" (to its end).
+    pub answer: String,
+    /// With `--read N`: N.
+    pub read_bytes: Option<usize>,
+    /// `--expect`'s bytes, control characters escaped.
+    pub expect: Option<String>,
+}
+
+impl ExchangeReport {
+    fn of(plan: &Plan) -> Self {
+        let http = matches!(plan.answer, Answer::Http { .. });
+        ExchangeReport {
+            payload_bytes: plan.payload.len(),
+            payload: match (&plan.payload, http) {
+                (_, true) => "http",
+                (Payload::Filler(_), _) => "filler",
+                (Payload::Bytes(_), _) => "bytes",
+            }
+            .into(),
+            http_request: match (&plan.payload, http) {
+                (Payload::Bytes(b), true) => Some(first_line(b)),
+                _ => None,
+            },
+            answer: match plan.answer {
+                Answer::Ignored => "ignored",
+                Answer::Bytes(_) => "bytes",
+                Answer::Http { .. } => "http",
+            }
+            .into(),
+            read_bytes: match plan.answer {
+                Answer::Bytes(n) => Some(n),
+                _ => None,
+            },
+            expect: plan
+                .expect
+                .as_deref()
+                .map(|e| String::from_utf8_lossy(e).escape_default().to_string()),
+        }
+    }
+}
+
+/// Answers that were not what was asked, by why (and their first line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnexpectedAnswer {
+    /// Why, with the answer's first line: `did not start with --expect: HTTP/1.1 503 ...`.
+    pub why: String,
+    /// Attempts that ended so (`bad_response`).
+    pub count: u64,
 }
 
 fn default_close() -> String {
@@ -288,6 +354,17 @@ pub struct FloodReport {
     pub outcomes: BTreeMap<String, u64>,
     /// Errors of class `other`, by OS message.
     pub other_errors: BTreeMap<String, u64>,
+    /// What each connection sent and how its answer was read and checked.
+    #[serde(default)]
+    pub exchange: ExchangeReport,
+    /// HTTP responses by status code (`"200"`: count): every response whose head came,
+    /// whatever became of the attempt after. Empty without `--http`.
+    #[serde(default)]
+    pub http_statuses: BTreeMap<String, u64>,
+    /// Up to 5 distinct unexpected answers (the `bad_response` class), with their counts;
+    /// further distinct ones count only in the class.
+    #[serde(default)]
+    pub unexpected: Vec<UnexpectedAnswer>,
     /// Kernel counter deltas, where the OS publishes them.
     pub kernel: Option<KernelDelta>,
     /// Sysctls as read at the end of the run.
@@ -381,17 +458,19 @@ impl FloodReport {
         };
         let open = mode == "open";
         let mut latency_us = BTreeMap::new();
+        let answers = plan.answer != Answer::Ignored || plan.expect.is_some();
         for (l, h, kept) in [
             (Latency::Connect, &rec.connect, true),
             (
                 Latency::FirstByte,
                 &rec.first_byte,
-                !rec.first_byte.is_empty() || plan.read.is_some(),
+                !rec.first_byte.is_empty() || answers,
             ),
+            (Latency::Response, &rec.response, answers),
             (Latency::Handshake, &rec.connect, plan.probe),
             (Latency::QueueWait, &rec.queue_wait, plan.probe),
             (Latency::Dispatch, &rec.dispatch, plan.probe),
-            (Latency::Rest, &rec.rest, plan.probe && plan.read.is_some()),
+            (Latency::Rest, &rec.rest, plan.probe && answers),
             (Latency::FromSchedule, &rec.from_schedule, open),
             (Latency::StartLag, &rec.start_lag, open),
             (Latency::StartLagSteady, &rec.steady_lag, open && burst > 0),
@@ -465,6 +544,20 @@ impl FloodReport {
             connect_buckets: log_buckets(&rec.connect),
             outcomes,
             other_errors: rec.other_errors.clone(),
+            exchange: ExchangeReport::of(plan),
+            http_statuses: rec
+                .statuses
+                .iter()
+                .map(|(c, n)| (c.to_string(), *n))
+                .collect(),
+            unexpected: rec
+                .unexpected
+                .iter()
+                .map(|(why, count)| UnexpectedAnswer {
+                    why: why.clone(),
+                    count: *count,
+                })
+                .collect(),
             kernel,
             sysctls,
             listener_queue: None,
@@ -519,7 +612,13 @@ pub fn judge_generator(plan: &Plan, run: &RunResult, host: &HostFacts) -> Genera
     let scheduled = plan.planned();
     let not_started = rec.count(Outcome::NotStarted);
     let late = rec.count(Outcome::Late);
-    let d = plan.duration.as_secs_f64();
+    // Over the schedule (open loop), or the time the closed loop ran (it may end early, at
+    // --connections).
+    let d = match plan.load {
+        Load::Open { .. } => plan.duration,
+        Load::Closed { .. } => plan.duration.min(run.elapsed),
+    }
+    .as_secs_f64();
     let started_rate = if d > 0.0 {
         rec.attempts as f64 / d
     } else {
@@ -710,6 +809,16 @@ fn explain(
         notes.push(format!(
             "{} connections completed the handshake but got no byte in time: {why}",
             rec.count(Outcome::Unserved)
+        ));
+    }
+    let bad = rec.count(Outcome::BadResponse);
+    if bad > 0 {
+        let first = rec.unexpected.first().map_or_else(String::new, |(why, n)| {
+            format!(" (the first kind seen: {why}, {n})")
+        });
+        notes.push(format!(
+            "{bad} connections got an answer that was not what was asked{first}: the server answered, \
+             so its accept path worked; what it answered is its application's"
         ));
     }
     if !generator.delivered {

@@ -31,6 +31,30 @@ pub fn render(r: &FloodReport) -> String {
         "synack-load flood {} ({}): {load}, {} threads, {close}, {:.2} s",
         r.target, r.resolved, r.threads, r.elapsed_s
     );
+    let x = &r.exchange;
+    let sent = match (&x.http_request, x.payload.as_str()) {
+        (Some(line), _) => format!("each sent {line} ({} bytes)", x.payload_bytes),
+        (None, _) if x.payload_bytes == 0 => String::new(),
+        (None, "bytes") => format!("each sent {} bytes of text", x.payload_bytes),
+        (None, _) => format!("each sent {} filler bytes", x.payload_bytes),
+    };
+    let read = match (x.answer.as_str(), x.read_bytes) {
+        ("http", _) => "read the response to its end".to_string(),
+        ("bytes", Some(n)) => format!("read {n} bytes or to the close"),
+        _ => String::new(),
+    };
+    let expect = x
+        .expect
+        .as_ref()
+        .map(|e| format!("answers must start with \"{e}\""));
+    let parts: Vec<String> = [Some(sent), Some(read), expect]
+        .into_iter()
+        .flatten()
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !parts.is_empty() {
+        let _ = writeln!(s, "  connections: {}", parts.join(", "));
+    }
     let _ = writeln!(
         s,
         "  attempts {}   established {}   ok {}",
@@ -145,6 +169,30 @@ pub fn render(r: &FloodReport) -> String {
     }
     for (msg, n) in &r.other_errors {
         let _ = writeln!(s, "      other: {msg}: {n}");
+    }
+    for u in &r.unexpected {
+        let _ = writeln!(s, "      bad_response: {}: {}", u.why, u.count);
+    }
+    let kept: u64 = r.unexpected.iter().map(|u| u.count).sum();
+    if r.outcome(Outcome::BadResponse) > kept {
+        let _ = writeln!(
+            s,
+            "      bad_response: {} more, of other kinds (only 5 kinds are kept)",
+            r.outcome(Outcome::BadResponse) - kept
+        );
+    }
+    if !r.http_statuses.is_empty() {
+        let codes: Vec<String> = r
+            .http_statuses
+            .iter()
+            .map(|(c, n)| format!("{c}: {n}"))
+            .collect();
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "  HTTP responses by status (every response whose head came): {}",
+            codes.join("   ")
+        );
     }
     if let Some(q) = &r.listener_queue {
         let _ = writeln!(s);
