@@ -7,8 +7,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::LoadError;
-use crate::exchange::{HttpRequest, Payload, unescape};
+use crate::exchange::{Answer, Exchange, HttpRequest, Payload, unescape};
 use crate::plan::{CloseMode, Load, PlanBuilder};
+use crate::tune::{ServerCommand, ServerUnderTest, ServiceDist, Simulated, TuneSpec};
 
 /// Floods a TCP server with connects and measures what the handshake costs.
 #[derive(Debug, Parser)]
@@ -26,8 +27,9 @@ pub enum Command {
     Flood(Box<FloodArgs>),
     /// One bounded flood per offered rate; names the saturation point and the last good rate.
     Sweep(Box<SweepArgs>),
-    /// Starts a synack server here with a simulated handler and, for each backlog, finds the
-    /// highest rate it absorbs; recommends a backlog. No arguments needed.
+    /// For each backlog, finds the highest rate a server absorbs and recommends a backlog: a
+    /// synack server started here with a simulated handler (no arguments needed), your
+    /// server's command (--server-cmd), or a server already running (ADDR).
     Tune(Box<TuneArgs>),
     /// Merge HdrHistogram interval logs (from --hlog) and print the combined percentiles.
     Merge(MergeArgs),
@@ -139,22 +141,12 @@ pub struct ExchangeArgs {
 }
 
 impl ExchangeArgs {
-    /// Whether any flag asks for more than the defaults (a payload or an answer).
-    pub fn given(&self) -> bool {
-        self.send > 0
-            || self.send_text.is_some()
-            || self.send_file.is_some()
-            || self.http.is_some()
-            || self.read.is_some()
-            || self.expect.is_some()
-    }
-
-    /// Sets these on a plan builder, reading the files they name.
+    /// What these flags ask of each connection, reading the files they name.
     ///
     /// # Errors
     ///
     /// [`LoadError::Usage`] naming the flag: a file that cannot be read, a bad header line.
-    pub fn apply(&self, mut b: PlanBuilder) -> Result<PlanBuilder, LoadError> {
+    pub fn exchange(&self) -> Result<Exchange, LoadError> {
         let read_file = |flag: &str, path: &PathBuf| {
             std::fs::read(path).map_err(|e| {
                 LoadError::Usage(format!(
@@ -163,29 +155,37 @@ impl ExchangeArgs {
                 ))
             })
         };
-        b = b
-            .read_timeout(self.read_timeout)
-            .read(self.read.map(|r| r as usize));
-        if let Some(t) = &self.send_text {
-            b = b.payload(Payload::Bytes(t.0.clone().into()));
+        let payload = if let Some(t) = &self.send_text {
+            Payload::Bytes(t.0.clone().into())
         } else if let Some(f) = &self.send_file {
-            b = b.payload(Payload::Bytes(read_file("--send-file", f)?.into()));
+            Payload::Bytes(read_file("--send-file", f)?.into())
         } else {
-            b = b.send(self.send);
-        }
-        if let Some(req) = &self.http {
-            let mut req = req.clone();
-            for h in &self.header {
-                req.header(h).map_err(LoadError::Usage)?;
+            Payload::Filler(self.send)
+        };
+        let http = match &self.http {
+            Some(req) => {
+                let mut req = req.clone();
+                for h in &self.header {
+                    req.header(h).map_err(LoadError::Usage)?;
+                }
+                if let Some(body) = &self.body {
+                    req.body = body.0.clone();
+                } else if let Some(f) = &self.body_file {
+                    req.body = read_file("--body-file", f)?;
+                }
+                Some(req)
             }
-            if let Some(body) = &self.body {
-                req.body = body.0.clone();
-            } else if let Some(f) = &self.body_file {
-                req.body = read_file("--body-file", f)?;
-            }
-            b = b.http(Some(req));
-        }
-        Ok(b.expect(self.expect.as_ref().map(|e| e.0.clone())))
+            None => None,
+        };
+        Ok(Exchange {
+            payload,
+            answer: self
+                .read
+                .map_or(Answer::Ignored, |r| Answer::Bytes(r as usize)),
+            http,
+            expect: self.expect.as_ref().map(|e| e.0.clone()),
+            read_timeout: self.read_timeout,
+        })
     }
 }
 
@@ -316,7 +316,7 @@ pub struct SweepArgs {
     /// Per connection.
     #[command(flatten)]
     pub conn: ConnArgs,
-    /// Also write every step as JSON (schema synack-load/sweep/2).
+    /// Also write every step as JSON (schema synack-load/sweep/3).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Also write DIR/report.html with charts.
@@ -329,7 +329,7 @@ pub struct SweepArgs {
 
 /// How the simulated handler's service time is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ServiceDist {
+pub enum ServiceDistArg {
     /// Exponentially distributed around the mean.
     Exp,
     /// Always the mean.
@@ -339,28 +339,48 @@ pub enum ServiceDist {
 /// `synack-load tune`.
 #[derive(Debug, Args)]
 pub struct TuneArgs {
+    /// A server already running at ADDR (host:port), whose backlog is its own: measures it
+    /// at that backlog and says whether it absorbs the traffic asked, and what backlog
+    /// would. Without ADDR or --server-cmd, tune starts a synack server here with a
+    /// simulated handler.
+    #[arg(conflicts_with = "server_cmd")]
+    pub addr: Option<String>,
+    /// Your server's command line, started (with sh -c, in its own process group) once per
+    /// backlog with {backlog} and {port} filled in: {port} is a free loopback port, or the
+    /// port of --server-addr. Stopped after its measurement with SIGTERM, then SIGKILL after
+    /// --stop-grace; never left running.
+    #[arg(long, value_name = "CMD")]
+    pub server_cmd: Option<String>,
+    /// With --server-cmd: where the server listens (when the command has no {port}). [default:
+    /// 127.0.0.1:{port}]
+    #[arg(long, value_name = "ADDR", requires = "server_cmd")]
+    pub server_addr: Option<String>,
+    /// With --server-cmd: how long the server may take to start listening.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "server_cmd")]
+    pub startup_timeout: Duration,
+    /// With --server-cmd: how long the server may take to exit after SIGTERM before SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration, requires = "server_cmd")]
+    pub stop_grace: Duration,
     /// The simulated handler's mean service time (it holds a connection slot meanwhile).
-    #[arg(long, value_name = "DURATION", default_value = "2ms", value_parser = parse_duration)]
-    pub service_time: Duration,
-    /// How service times are drawn.
-    #[arg(long, value_enum, default_value = "exp")]
-    pub service_dist: ServiceDist,
-    /// The server's worker threads.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub workers: usize,
-    /// The server's connection limit: with the service time, it sets the capacity
-    /// (max-connections / service-time per second).
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub max_connections: usize,
-    /// The backlogs to try.
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "16,64,256,1024,4096"
-    )]
-    pub backlogs: Vec<u32>,
-    /// The offered rates to try for each backlog, as fractions of the capacity.
+    /// [default: 2ms]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub service_time: Option<Duration>,
+    /// How the simulated handler's service times are drawn. [default: exp]
+    #[arg(long, value_enum)]
+    pub service_dist: Option<ServiceDistArg>,
+    /// The simulated server's worker threads. [default: 1]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub workers: Option<u64>,
+    /// The simulated server's connection limit: with the service time, it sets the capacity
+    /// (max-connections / service-time per second). [default: 8]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub max_connections: Option<u64>,
+    /// The backlogs to try (the simulated server or --server-cmd). [default:
+    /// 16,64,256,1024,4096]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub backlogs: Option<Vec<u32>>,
+    /// The offered rates to try for each backlog, as fractions of the capacity (the simulated
+    /// server's, or the one measured first for your server).
     #[arg(
         long,
         value_name = "LIST",
@@ -392,7 +412,11 @@ pub struct TuneArgs {
     /// generator, and no recommendation stands on it.
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_duration)]
     pub lag_limit: Duration,
-    /// Also write the results as JSON (schema synack-load/tune/2).
+    /// What each connection says to your server and must hear back (ADDR or --server-cmd;
+    /// the simulated server answers "ok" to any connection).
+    #[command(flatten)]
+    pub exchange: ExchangeArgs,
+    /// Also write the results as JSON (schema synack-load/tune/3).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Also write DIR/report.html with charts.
@@ -401,6 +425,85 @@ pub struct TuneArgs {
     /// No progress lines.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+impl TuneArgs {
+    /// What the flags ask tune to do: the one way from them to a [`TuneSpec`].
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Usage`] naming the flag: a simulated-server flag with your server, a
+    /// request flag with the simulated one, `--backlogs` with ADDR, a file that cannot be
+    /// read.
+    pub fn spec(&self) -> Result<TuneSpec, LoadError> {
+        let simulated_flags = [
+            ("--service-time", self.service_time.is_some()),
+            ("--service-dist", self.service_dist.is_some()),
+            ("--workers", self.workers.is_some()),
+            ("--max-connections", self.max_connections.is_some()),
+        ];
+        let exchange = self.exchange.exchange()?;
+        let server = match (&self.addr, &self.server_cmd) {
+            (None, None) => {
+                if exchange.talks() {
+                    return Err(LoadError::Usage(
+                        "--send, --send-text, --send-file, --http, --read and --expect talk to your server: \
+                         give its ADDR or --server-cmd (the simulated server answers \"ok\" to any connection)"
+                            .into(),
+                    ));
+                }
+                ServerUnderTest::Simulated(Simulated {
+                    service_time: self.service_time.unwrap_or(Duration::from_millis(2)),
+                    dist: match self.service_dist.unwrap_or(ServiceDistArg::Exp) {
+                        ServiceDistArg::Exp => ServiceDist::Exp,
+                        ServiceDistArg::Fixed => ServiceDist::Fixed,
+                    },
+                    workers: self.workers.unwrap_or(1) as usize,
+                    max_connections: self.max_connections.unwrap_or(8) as usize,
+                })
+            }
+            (addr, cmd) => {
+                if let Some((flag, _)) = simulated_flags.iter().find(|(_, given)| *given) {
+                    return Err(LoadError::Usage(format!(
+                        "{flag} configures the simulated server: not with ADDR or --server-cmd (your server has its own)"
+                    )));
+                }
+                match (addr, cmd) {
+                    (Some(a), _) => {
+                        if self.backlogs.is_some() {
+                            return Err(LoadError::Usage(format!(
+                                "--backlogs: the server at {a} listens with its own backlog; to try backlogs, give --server-cmd with {{backlog}}"
+                            )));
+                        }
+                        ServerUnderTest::Running(a.clone())
+                    }
+                    (None, Some(c)) => ServerUnderTest::Command(ServerCommand {
+                        command: c.clone(),
+                        addr: self.server_addr.clone(),
+                        startup_timeout: self.startup_timeout,
+                        grace: self.stop_grace,
+                    }),
+                    (None, None) => unreachable!("matched above"),
+                }
+            }
+        };
+        Ok(TuneSpec {
+            server,
+            backlogs: self
+                .backlogs
+                .clone()
+                .unwrap_or_else(|| vec![16, 64, 256, 1024, 4096]),
+            load: self.load.clone(),
+            burst: self.burst,
+            headroom: self.headroom,
+            rate: self.rate,
+            step_duration: self.step_duration,
+            connect_timeout: self.connect_timeout,
+            threads: self.threads as usize,
+            lag_limit: self.lag_limit,
+            exchange,
+        })
+    }
 }
 
 /// A list of source addresses.
@@ -529,7 +632,7 @@ impl ConnArgs {
     ///
     /// # Errors
     ///
-    /// As [`ExchangeArgs::apply`]: a file that cannot be read, a bad header line.
+    /// As [`ExchangeArgs::exchange`]: a file that cannot be read, a bad header line.
     pub fn plan_builder(
         &self,
         addr: &str,
@@ -549,7 +652,7 @@ impl ConnArgs {
             .probe(self.probe)
             .max_in_flight(self.max_in_flight)
             .lag_limit(self.lag_limit);
-        self.exchange.apply(b)
+        Ok(b.exchange(self.exchange.exchange()?))
     }
 
     /// The inet_diag sampling interval, when asked for.

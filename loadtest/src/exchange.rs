@@ -3,6 +3,57 @@
 //! of bytes, or an HTTP response to its end), and the bytes the answer must start with.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a connection says and hears, as one value: what `flood`, `sweep` and `tune`
+/// share (see [`crate::plan::PlanBuilder::exchange`]).
+///
+/// ```
+/// use synack_load::exchange::{Exchange, HttpRequest};
+///
+/// let health = Exchange {
+///     http: Some(HttpRequest::parse("GET /health").unwrap()),
+///     expect: Some(b"HTTP/1.1 200".to_vec()),
+///     ..Exchange::default()
+/// };
+/// assert!(health.talks());
+/// assert!(!Exchange::default().talks());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// What to write once connected (not with `http`).
+    pub payload: Payload,
+    /// How to read the answer (not with `http`).
+    pub answer: Answer,
+    /// One HTTP/1.1 request per connection, its response read to its end.
+    pub http: Option<HttpRequest>,
+    /// The bytes every answer must start with.
+    pub expect: Option<Vec<u8>>,
+    /// How long the send, and then the answer, may each take.
+    pub read_timeout: Duration,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange {
+            payload: Payload::Filler(0),
+            answer: Answer::Ignored,
+            http: None,
+            expect: None,
+            read_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Exchange {
+    /// Whether a connection does anything past the handshake: writes, reads or checks.
+    pub fn talks(&self) -> bool {
+        !self.payload.is_empty()
+            || self.answer != Answer::Ignored
+            || self.http.is_some()
+            || self.expect.is_some()
+    }
+}
 
 /// What a connection writes once connected.
 ///

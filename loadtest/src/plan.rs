@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::LoadError;
-use crate::exchange::{Answer, HttpRequest, Payload};
+use crate::exchange::{Answer, Exchange, HttpRequest, Payload};
 use crate::pacer::{Due, Pacer};
 
 /// How attempts are started.
@@ -335,6 +335,15 @@ impl PlanBuilder {
         lag_limit: Duration,
         /// Descriptors the process needs besides the attempts meanwhile (an embedded server's).
         other_fds: u64,
+    }
+
+    /// What each connection says and hears, all at once.
+    pub fn exchange(self, e: Exchange) -> Self {
+        self.payload(e.payload)
+            .answer(e.answer)
+            .http(e.http)
+            .expect(e.expect)
+            .read_timeout(e.read_timeout)
     }
 
     /// `n` filler bytes to send once connected (`--send N`).

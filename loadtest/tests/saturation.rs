@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use synack_load::report::tune::TuneReport;
 use synack_load::sweep::SweepReport;
-use synack_load::tune::TuneReport;
 use tokio::io::AsyncWriteExt;
 
 fn bin() -> Command {

@@ -26,6 +26,7 @@ mod unix;
 #[cfg(feature = "diag")]
 pub mod diag;
 pub mod errno;
+pub mod process;
 
 #[cfg(target_os = "linux")]
 mod linux;

@@ -4,11 +4,13 @@
 use super::Outputs;
 use crate::cli::TuneArgs;
 use crate::error::LoadError;
-use crate::tune::{render, run, write_html};
+use crate::report::tune::{render, write_html};
+use crate::tune::run;
 
 pub(super) fn command(args: &TuneArgs) -> Result<(), LoadError> {
     let quiet = args.quiet;
-    let rep = run(args, |line| {
+    let spec = args.spec()?;
+    let rep = run(&spec, |line| {
         if !quiet {
             eprintln!("{line}");
         }

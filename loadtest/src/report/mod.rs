@@ -5,6 +5,7 @@ pub mod charts;
 pub mod hlog;
 pub mod html;
 pub mod table;
+pub mod tune;
 
 use std::collections::BTreeMap;
 

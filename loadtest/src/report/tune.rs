@@ -1,0 +1,267 @@
+//! What tune reports: per backlog, the steps and the highest clean rate; the capacity and
+//! where it came from; the recommendation and its reasoning. As a table, JSON (schema
+//! [`SCHEMA`]) and an HTML page.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::charts::{self, Series};
+use super::fmt_rate as rate;
+use super::html::{self, Page};
+use crate::sweep::Step;
+use crate::tune::process::Stopped;
+
+/// The tune JSON schema identifier.
+pub const SCHEMA: &str = "synack-load/tune/3";
+
+/// The results for one backlog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BacklogResult {
+    /// The backlog asked for (for a running server: its effective backlog, 0 when unknown).
+    pub backlog: u32,
+    /// What the kernel granted (inet_diag; `None` when not readable from here).
+    pub effective_backlog: Option<u32>,
+    /// The steps run, lowest rate first (stopping at the first saturated one).
+    pub steps: Vec<Step>,
+    /// The highest offered rate (plus bursts) with zero drops.
+    pub max_clean_rate: Option<f64>,
+    /// Connect p99 at that rate, us.
+    pub p99_at_max_clean_us: Option<u64>,
+    /// The deepest accept queue seen at that rate.
+    pub peak_queue_at_max_clean: Option<u32>,
+    /// The deepest accept queue seen at the target rate (the first step at or above it).
+    pub peak_queue_at_target: Option<u32>,
+    /// What clients saw past it, in words.
+    pub past_it: Option<String>,
+    /// The first rate the generator could not deliver for this backlog, if any: its steps
+    /// from there on judge nothing.
+    #[serde(default)]
+    pub generator_bound_at: Option<f64>,
+    /// Why the generator fell short there.
+    #[serde(default)]
+    pub generator_reasons: Vec<String>,
+}
+
+/// The server tune measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TunedServer {
+    /// "simulated" (synack here, a simulated handler), "command" (`--server-cmd`, started
+    /// per backlog) or "running" (ADDR, started by the user, its backlog fixed).
+    pub kind: String,
+    /// `--server-cmd`'s template, placeholders unfilled.
+    pub command: Option<String>,
+    /// A running server's address as given, or `--server-addr`.
+    pub addr: Option<String>,
+    /// Simulated: the mean service time, us.
+    pub service_time_us: Option<u64>,
+    /// Simulated: "exp" or "fixed".
+    pub service_dist: Option<String>,
+    /// Simulated: worker threads.
+    pub workers: Option<usize>,
+    /// Simulated: the connection limit.
+    pub max_connections: Option<usize>,
+}
+
+/// The closed-loop run that measured a real server's capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapacityRun {
+    /// The backlog the server listened with meanwhile (effective, when known).
+    pub backlog: Option<u32>,
+    /// Attempts kept in flight (at most the backlog plus one, so the queue cannot overflow).
+    pub concurrency: usize,
+    /// Connections that ended as asked (`ok`).
+    pub ok: u64,
+    /// Those that did not (any other class).
+    pub not_ok: u64,
+    /// The run's length, seconds.
+    pub elapsed_s: f64,
+    /// `ok` per second: the capacity.
+    pub rate: f64,
+    /// The busiest generator thread's CPU share meanwhile: near 1, the capacity measured may
+    /// be the generator's.
+    pub generator_busy_max: Option<f64>,
+}
+
+impl CapacityRun {
+    /// A generator thread at or above this CPU share: the capacity may be the generator's.
+    pub const BUSY_LIMIT: f64 = 0.9;
+
+    /// Whether the generator may have set the capacity measured (a thread at or above
+    /// [`Self::BUSY_LIMIT`] busy).
+    pub fn generator_bound(&self) -> bool {
+        self.generator_busy_max
+            .is_some_and(|b| b >= Self::BUSY_LIMIT)
+    }
+}
+
+/// What tune found and recommends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TuneReport {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// The server measured.
+    pub server: TunedServer,
+    /// The connections per second the server completes: the model's (simulated:
+    /// max-connections / service-time) or measured ([`CapacityRun`]).
+    pub capacity: f64,
+    /// "model" or "measured".
+    pub capacity_source: String,
+    /// The capacity run, for a real server.
+    pub capacity_run: Option<CapacityRun>,
+    /// Connections arriving at once each second.
+    pub burst: u64,
+    /// The rate the recommendation must absorb, per second (besides bursts).
+    pub target_rate: f64,
+    /// `net.core.somaxconn`.
+    pub somaxconn: Option<u32>,
+    /// Per backlog.
+    pub backlogs: Vec<BacklogResult>,
+    /// The smallest backlog tried that absorbs the target rate and bursts with zero drops,
+    /// its deepest queue within the headroom.
+    pub recommended_backlog: Option<u32>,
+    /// A running server: whether its backlog absorbs the traffic asked.
+    pub absorbs: Option<bool>,
+    /// A running server that does not absorb it: the backlog the queue model says would
+    /// (an estimate, not measured: start the server with it, or use --server-cmd, to check).
+    pub estimated_backlog: Option<u32>,
+    /// The reasoning, in one or two lines.
+    pub reasoning: Vec<String>,
+    /// True when the generator could not deliver the target load to some backlog, so no
+    /// recommendation could be made (the command then exits 1).
+    pub generator_bound: bool,
+    /// `--server-cmd`: each start of the server and how it was stopped.
+    pub server_runs: Vec<Stopped>,
+}
+
+/// The results as a table.
+pub fn render(r: &TuneReport) -> String {
+    let mut s = String::new();
+    let sv = &r.server;
+    let what = match sv.kind.as_str() {
+        "simulated" => format!(
+            "simulated handler {} us ({}) mean, {} workers, max {} connections",
+            sv.service_time_us.unwrap_or(0),
+            sv.service_dist.as_deref().unwrap_or("?"),
+            sv.workers.unwrap_or(0),
+            sv.max_connections.unwrap_or(0),
+        ),
+        "command" => format!(
+            "your server, started per backlog: {}",
+            sv.command.as_deref().unwrap_or("?")
+        ),
+        _ => format!(
+            "the server running at {} (its own backlog)",
+            sv.addr.as_deref().unwrap_or("?")
+        ),
+    };
+    let capacity = match &r.capacity_run {
+        Some(c) => format!(
+            "capacity ~{} (measured: {} ok in {:.1} s, {} in flight{}{})",
+            rate(r.capacity),
+            c.ok,
+            c.elapsed_s,
+            c.concurrency,
+            if c.not_ok > 0 {
+                format!(", {} not ok", c.not_ok)
+            } else {
+                String::new()
+            },
+            c.generator_busy_max.map_or_else(String::new, |b| format!(
+                ", generator thread busy {:.0}%",
+                b * 100.0
+            ))
+        ),
+        None => format!("capacity ~{}", rate(r.capacity)),
+    };
+    let _ = writeln!(
+        s,
+        "synack-load tune: {what}: {capacity}; bursts of {} each second; target {}",
+        r.burst,
+        rate(r.target_rate)
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  {:>7} {:>9} {:>15} {:>14} {:>10}  past it, clients saw",
+        "backlog", "effective", "max clean rate", "p99 connect", "peak queue",
+    );
+    for b in &r.backlogs {
+        let _ = writeln!(
+            s,
+            "  {:>7} {:>9} {:>15} {:>14} {:>10}  {}",
+            if b.backlog == 0 {
+                "?".to_string()
+            } else {
+                b.backlog.to_string()
+            },
+            b.effective_backlog
+                .map_or_else(|| "?".into(), |e| e.to_string()),
+            b.max_clean_rate.map_or_else(
+                || "none".into(),
+                |r| format!("{}+{}", rate(r), b.steps.first().map_or(0, |s| s.burst))
+            ),
+            b.p99_at_max_clean_us
+                .map_or_else(|| "-".into(), |u| format!("{:.1} ms", u as f64 / 1000.0)),
+            b.peak_queue_at_max_clean
+                .map_or_else(|| "-".into(), |q| q.to_string()),
+            match (&b.past_it, b.generator_bound_at) {
+                (Some(p), _) => p.clone(),
+                (None, Some(g)) => format!("generator-bound from {}: no verdict there", rate(g)),
+                (None, None) => "no drops at any rate tried".into(),
+            }
+        );
+    }
+    let _ = writeln!(s);
+    for line in &r.reasoning {
+        let _ = writeln!(s, "  {line}");
+    }
+    let kills: Vec<String> = r
+        .server_runs
+        .iter()
+        .filter(|x| x.killed)
+        .map(|x| format!("backlog {}", x.backlog))
+        .collect();
+    if !kills.is_empty() {
+        let _ = writeln!(
+            s,
+            "  note: the server did not exit within the grace period after SIGTERM ({}): SIGKILL stopped it",
+            kills.join(", ")
+        );
+    }
+    s
+}
+
+/// `tune --report DIR`.
+pub fn write_html(dir: &Path, r: &TuneReport) -> std::io::Result<std::path::PathBuf> {
+    let title = "synack-load tune".to_string();
+    let mut page = Page::new(&title);
+    page.pre(&render(r));
+    let series: Vec<Series> = r
+        .backlogs
+        .iter()
+        .map(|b| Series {
+            label: format!("backlog {}", b.backlog),
+            points: b
+                .steps
+                .iter()
+                .map(|s| (s.offered(), s.connect.p99 as f64))
+                .collect(),
+        })
+        .collect();
+    page.svg(&charts::latency_vs_rate(
+        "connect p99 against offered rate (rate + bursts), one line per backlog",
+        &series,
+    )?);
+    // The smallest backlog's first saturated step shows the cliff best.
+    if let Some((b, st)) = r
+        .backlogs
+        .iter()
+        .find_map(|b| b.steps.iter().find(|s| s.saturated).map(|s| (b.backlog, s)))
+    {
+        page.h2(&format!("backlog {b} at {}: past the knee", rate(st.rate)));
+        html::flood_charts(&mut page, &st.flood)?;
+    }
+    page.write(dir, &title)
+}

@@ -1,0 +1,90 @@
+//! tune's own server: synack on 127.0.0.1 with a simulated handler that holds its connection
+//! slot for a service time, then answers `ok`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use synack::Server;
+use tokio::io::AsyncWriteExt;
+
+use super::{ServiceDist, Simulated};
+
+/// What the simulated handler answers.
+pub const ANSWER: &[u8] = b"ok\n";
+
+fn service_time(mean: Duration, dist: ServiceDist) -> Duration {
+    match dist {
+        ServiceDist::Fixed => mean,
+        ServiceDist::Exp => {
+            // Inverse transform: -ln(U) * mean, U in (0, 1].
+            let u = 1.0 - fastrand::f64();
+            mean.mul_f64(-u.ln())
+        }
+    }
+}
+
+/// Starts the simulated server: probe on, queue sampling off (inet_diag watches it), a handler
+/// that holds its slot for a service time, then answers [`ANSWER`].
+///
+/// # Errors
+///
+/// synack's: a configuration it refuses, a bind that fails.
+pub fn start_server(
+    sim: &Simulated,
+    backlog: u32,
+    served: Arc<ServiceClock>,
+) -> Result<Server, synack::Error> {
+    let mean = sim.service_time;
+    let dist = sim.dist;
+    Server::builder()
+        .bind("127.0.0.1:0")?
+        .backlog(backlog)
+        .workers(sim.workers)
+        .max_connections(sim.max_connections)
+        .probe(true)
+        .serve(move |mut conn: synack::Connection| {
+            let served = served.clone();
+            async move {
+                let t = std::time::Instant::now();
+                let want = service_time(mean, dist);
+                // Sleep short by the timer's usual overshoot, so the mean comes out as asked.
+                tokio::time::sleep(want.saturating_sub(served.overshoot())).await;
+                served.add(want, t.elapsed());
+                conn.write_all(ANSWER).await
+            }
+        })
+}
+
+/// The service times the simulated handler really took (tokio's timer rounds sleeps up to
+/// its millisecond tick, so they run longer than asked).
+#[derive(Debug, Default)]
+pub struct ServiceClock {
+    total_ns: AtomicU64,
+    count: AtomicU64,
+    /// Running mean of (slept - asked), ns: what the timer adds to a sleep.
+    overshoot_ns: AtomicU64,
+}
+
+impl ServiceClock {
+    fn overshoot(&self) -> Duration {
+        Duration::from_nanos(self.overshoot_ns.load(Relaxed))
+    }
+
+    fn add(&self, asked: Duration, took: Duration) {
+        self.total_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        // An exponential moving average (1/64) of how far past the asked time sleeps end,
+        // counted from what was really slept.
+        let slept = asked.saturating_sub(self.overshoot());
+        let over = took.saturating_sub(slept).as_nanos() as u64;
+        let old = self.overshoot_ns.load(Relaxed);
+        self.overshoot_ns.store(old - old / 64 + over / 64, Relaxed);
+    }
+
+    /// The mean service time so far.
+    pub fn mean(&self) -> Option<Duration> {
+        let n = self.count.load(Relaxed);
+        (n > 0).then(|| Duration::from_nanos(self.total_ns.load(Relaxed) / n))
+    }
+}
