@@ -8,15 +8,7 @@ use synack_load::report::tune::TuneReport;
 use synack_load::sweep::{SweepReport, Verdict};
 
 mod common;
-use common::{bin, flood, greeting_server, tmp};
-
-/// The floods here load both cores: one at a time, so one's load does not make another's
-/// generator late (those that assert it kept its schedule need the machine to themselves).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+use common::{bin, flood, greeting_server, serial, tmp};
 
 /// Every timeout must have the kernel's evidence behind it: a listen overflow (host-wide) or
 /// a SYN the kernel retransmitted.

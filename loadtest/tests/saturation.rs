@@ -1,30 +1,14 @@
 //! sweep, tune and the HTML report, against real servers on loopback.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use synack_load::report::tune::TuneReport;
 use synack_load::sweep::SweepReport;
 use tokio::io::AsyncWriteExt;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_synack-load"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("synack-sat-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-/// The kernel's overflow counters are host-wide: these tests take turns so that one's
-/// overflows are not read as another's.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+mod common;
+use common::{bin, serial, tmp};
 
 fn run(args: &[&str]) -> String {
     let out = bin().args(args).output().unwrap();

@@ -58,6 +58,15 @@ pub fn greeting_server() -> synack::Server {
         .unwrap()
 }
 
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// One heavy test at a time within a test binary: the kernel's overflow counters are
+/// host-wide (one test's overflows must not be read as another's), and floods load both
+/// cores (one's load must not make another's generator late).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Waits (bounded: 20 s) until `cond` holds.
 pub fn wait_for(mut cond: impl FnMut() -> bool) {
     for _ in 0..2000 {
