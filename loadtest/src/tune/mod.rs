@@ -168,9 +168,12 @@ pub fn run(spec: &TuneSpec, mut progress: impl FnMut(&str)) -> Result<TuneReport
 /// The offered rates for each backlog: the `--load` fractions of the capacity, and always
 /// the target itself (the recommendation is judged there).
 fn rates(load: &[f64], capacity: f64, target: f64) -> Vec<f64> {
+    // A fraction that comes within half a connection per second of the target gives way to
+    // it: the target step must run at the target itself.
     let mut rates: Vec<f64> = load
         .iter()
         .map(|f| (capacity * f).round().max(1.0))
+        .filter(|r| (r - target).abs() >= 0.5)
         .collect();
     rates.push(target);
     rates.sort_by(f64::total_cmp);
@@ -930,6 +933,9 @@ mod tests {
             vec![1000.0, 2000.0, 3000.0]
         );
         assert_eq!(rates(&[0.5], 100.0, 80.0), vec![50.0, 80.0]);
+        // A measured capacity: half of it rounds near the target, which stays.
+        assert_eq!(rates(&[0.5], 340.86, 170.43), vec![170.43]);
+        assert_eq!(rates(&[0.25, 0.5], 340.86, 170.43), vec![85.0, 170.43]);
     }
 
     #[test]
