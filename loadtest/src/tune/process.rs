@@ -108,7 +108,7 @@ impl ServerProcess {
         stop_servers_on_interrupt()?;
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
-            .arg(command)
+            .arg(shell_line(command))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -278,6 +278,21 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The line the shell runs: a simple command is `exec`'d, so that the server itself is the
+/// group's leader and gets the parent-death signal (a shell's children would not: it is not
+/// inherited across fork). A compound command (`;`, `&&`, a pipe, a redirection) runs as
+/// written: `exec` its server yourself to have the same.
+fn shell_line(command: &str) -> String {
+    let compound = ["&", "|", ";", "<", ">", "(", ")", "`", "$(", "\n"]
+        .iter()
+        .any(|m| command.contains(m));
+    if compound || command.trim_start().starts_with("exec ") {
+        command.to_string()
+    } else {
+        format!("exec {command}")
+    }
+}
+
 fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -342,6 +357,15 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
         assert!(text.contains("exit status 3"), "{text}");
         assert!(text.contains("no such option"), "{text}");
+    }
+
+    #[test]
+    fn a_simple_command_is_execd_and_a_compound_one_runs_as_written() {
+        assert_eq!(shell_line("srv --port 80"), "exec srv --port 80");
+        assert_eq!(shell_line("exec srv"), "exec srv");
+        for c in ["a && b", "a; b", "a | b", "a > f", "(a)", "echo $(id)"] {
+            assert_eq!(shell_line(c), c);
+        }
     }
 
     #[test]
