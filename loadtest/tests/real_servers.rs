@@ -13,7 +13,7 @@ use synack_load::report::tune::TuneReport;
 use synack_load::sweep::{SweepReport, Verdict};
 
 mod common;
-use common::real::{Nginx, backlog_server_script, python3};
+use common::real::{Nginx, PythonServer, backlog_server_script, python3};
 use common::{bin, flood, serial, skip_or_fail, tmp};
 
 const LOCATIONS: &str = r#"
@@ -334,6 +334,72 @@ fn tune_server_cmd_tries_each_backlog_on_a_real_server_and_leaves_nothing_runnin
     // The JSON reads back as it was written.
     let again: TuneReport = serde_json::from_str(&serde_json::to_string(&rep).unwrap()).unwrap();
     assert_eq!(again, rep);
+}
+
+/// `tune ADDR` on the Python server at `backlog`, started here; its report and its output.
+fn tune_running(backlog: u32) -> Option<(TuneReport, Output)> {
+    let server = PythonServer::start(backlog, 2, 5)?;
+    let json = tmp(&format!("tune-running-{backlog}.json"));
+    let out = bin()
+        .args([
+            "tune",
+            &server.addr.to_string(),
+            "--burst",
+            "60",
+            "--load",
+            "0.5",
+            "--step-duration",
+            "1s",
+            "--lag-limit",
+            "200ms",
+            "--send-text",
+            "PING\\r\\n\\r\\n",
+            "--read",
+            "3",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let rep: TuneReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    Some((rep, out))
+}
+
+#[test]
+fn tune_addr_says_whether_a_running_servers_backlog_absorbs_the_bursts() {
+    let _turn = serial();
+    let Some((small, out)) = tune_running(4) else {
+        skip_or_fail(
+            "tune_addr_says_whether_a_running_servers_backlog_absorbs_the_bursts",
+            "python3 is not installed",
+        );
+        return;
+    };
+    let all = text(&out);
+    assert_eq!(small.server.kind, "running");
+    assert_eq!(small.backlogs.len(), 1);
+    assert_eq!(small.backlogs[0].effective_backlog, Some(4), "{all}");
+    assert_eq!(small.recommended_backlog, None);
+    if !small.generator_bound {
+        // Bursts of 60 cannot wait in a queue of 5; the model's estimate: (60 + 0.5) / 0.75
+        // to a power of two.
+        assert_eq!(small.absorbs, Some(false), "{all}");
+        assert_eq!(small.estimated_backlog, Some(128), "{all}");
+        assert!(
+            all.contains("estimate (the queue model, not measured)"),
+            "{all}"
+        );
+    }
+    let (big, out) = tune_running(256).unwrap();
+    let all = text(&out);
+    assert_eq!(big.backlogs[0].effective_backlog, Some(256), "{all}");
+    if !big.generator_bound {
+        assert_eq!(big.absorbs, Some(true), "{all}");
+        assert_eq!(big.estimated_backlog, None);
+        assert!(all.contains("the server's backlog (256) absorbs"), "{all}");
+    }
 }
 
 /// Runs `synack-load tune ARGS`, which must fail with exit 2 and one line naming `want`.

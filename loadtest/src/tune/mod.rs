@@ -566,6 +566,28 @@ fn run_running(
     let mut report = recommend(spec, cap, target_rate, vec![result], None);
     let absorbs = report.recommended_backlog.is_some();
     report.absorbs = (!report.generator_bound).then_some(absorbs);
+    if absorbs
+        && let Some(first) = report
+            .reasoning
+            .iter_mut()
+            .find(|l| l.starts_with("recommended backlog"))
+    {
+        let b = &report.backlogs[0];
+        *first = format!(
+            "the server's backlog{} absorbs {} plus bursts of {} with zero drops{}.",
+            b.effective_backlog
+                .map_or_else(String::new, |e| format!(" ({e})")),
+            rate(target_rate),
+            spec.burst,
+            match b.peak_queue_at_target {
+                Some(p) => format!(
+                    ", its deepest queue ({p}) within {:.0}% headroom",
+                    spec.headroom * 100.0
+                ),
+                None => " (its queue not readable from here)".into(),
+            }
+        );
+    }
     if !absorbs && !report.generator_bound {
         report.estimated_backlog = estimate_backlog(target_rate, spec.burst, cap, spec.headroom);
         report.reasoning.push(match report.estimated_backlog {
@@ -725,6 +747,11 @@ fn check(spec: &TuneSpec) -> Result<(), String> {
     }
     match &spec.server {
         ServerUnderTest::Simulated(sim) => {
+            if spec.exchange.talks() {
+                return Err(
+                    "the simulated server answers \"ok\" to any connection: a request and an expected answer are for your server (ADDR or --server-cmd)".into(),
+                );
+            }
             if sim.max_connections == 0 || sim.workers == 0 {
                 return Err("--max-connections and --workers must be at least 1".into());
             }
@@ -971,5 +998,15 @@ mod tests {
         let mut quiet = cmd("srv {port} {backlog}", None);
         quiet.exchange = Exchange::default();
         assert!(check(&quiet).unwrap_err().contains("--http"));
+        // The simulated server takes no request.
+        let talking = TuneSpec {
+            exchange: Exchange {
+                answer: crate::exchange::Answer::Bytes(1),
+                ..Exchange::default()
+            },
+            ..TuneSpec::default()
+        };
+        assert!(check(&talking).unwrap_err().contains("simulated server"));
+        assert!(check(&TuneSpec::default()).is_ok());
     }
 }

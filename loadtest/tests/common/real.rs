@@ -357,3 +357,58 @@ pub fn python3() -> Option<PathBuf> {
 pub fn backlog_server_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/backlog_server.py")
 }
+
+/// backlog_server.py running on a port of 127.0.0.1 (`--port 0`: the kernel picks), started
+/// by the test; dropping it kills it.
+pub struct PythonServer {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl PythonServer {
+    /// Starts it with `backlog`, `workers` and `service_ms`, and waits (bounded: 10 s) for
+    /// its `listening` line. None without python3 (the caller then calls `skip_or_fail`).
+    pub fn start(backlog: u32, workers: u32, service_ms: u32) -> Option<PythonServer> {
+        use std::io::BufRead as _;
+        let python = python3()?;
+        let mut child = Command::new(python)
+            .arg(backlog_server_script())
+            .args(["--port", "0", "--backlog", &backlog.to_string()])
+            .args(["--workers", &workers.to_string()])
+            .args(["--service-ms", &service_ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut server = PythonServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+        };
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("backlog_server.py said nothing in 10 s");
+        // "listening 127.0.0.1:PORT backlog B"
+        let addr = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("backlog_server.py said {line:?}"));
+        server.addr = addr;
+        Some(server)
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
