@@ -589,6 +589,21 @@ fn run_running(
         );
     }
     if !absorbs && !report.generator_bound {
+        let b = &report.backlogs[0];
+        let line = format!(
+            "the server's backlog{} does not absorb {} plus bursts of {} without drops and {:.0}% headroom{}.",
+            b.effective_backlog
+                .map_or_else(String::new, |e| format!(" ({e})")),
+            rate(target_rate),
+            spec.burst,
+            spec.headroom * 100.0,
+            b.past_it
+                .as_ref()
+                .map_or_else(String::new, |p| format!(": {p}"))
+        );
+        if let Some(first) = report.reasoning.first_mut() {
+            *first = line;
+        }
         report.estimated_backlog = estimate_backlog(target_rate, spec.burst, cap, spec.headroom);
         report.reasoning.push(match report.estimated_backlog {
             Some(b) => format!(
