@@ -12,6 +12,18 @@ use crate::plan::{CloseMode, Load, PlanBuilder};
 use crate::tune::{ServerCommand, ServerUnderTest, ServiceDist, Simulated, TuneSpec};
 
 /// Floods a TCP server with connects and measures what the handshake costs.
+///
+/// ```
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+///
+/// let cli = Cli::try_parse_from(["synack-load", "flood", "127.0.0.1:7878", "--rate", "2.5k"])?;
+/// let Command::Flood(flood) = cli.command else { unreachable!() };
+/// assert_eq!(flood.rate, Some(2500.0));
+/// // A subcommand is required: there is no default one.
+/// assert!(Cli::try_parse_from(["synack-load"]).is_err());
+/// # Ok::<(), clap::Error>(())
+/// ```
 #[derive(Debug, Parser)]
 #[command(name = "synack-load", version, about, long_about = None)]
 pub struct Cli {
@@ -21,6 +33,17 @@ pub struct Cli {
 }
 
 /// The subcommands.
+///
+/// ```
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+///
+/// let cli = Cli::try_parse_from(["synack-load", "tune"])?;
+/// assert!(matches!(cli.command, Command::Tune(_)));
+/// let cli = Cli::try_parse_from(["synack-load", "sweep", "127.0.0.1:7878", "--rates", "1k"])?;
+/// assert!(matches!(cli.command, Command::Sweep(s) if s.rates == [1000.0]));
+/// # Ok::<(), clap::Error>(())
+/// ```
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Open connections to ADDR as fast or as steadily as asked, and report.
@@ -36,6 +59,19 @@ pub enum Command {
 }
 
 /// `synack-load merge`.
+///
+/// ```
+/// use std::path::PathBuf;
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+///
+/// let cli = Cli::try_parse_from(["synack-load", "merge", "a.hlog", "b.hlog"])?;
+/// let Command::Merge(merge) = cli.command else { unreachable!() };
+/// assert_eq!(merge.files, [PathBuf::from("a.hlog"), PathBuf::from("b.hlog")]);
+/// // At least one file.
+/// assert!(Cli::try_parse_from(["synack-load", "merge"]).is_err());
+/// # Ok::<(), clap::Error>(())
+/// ```
 #[derive(Debug, Args)]
 pub struct MergeArgs {
     /// Interval log files written with --hlog.
@@ -44,6 +80,19 @@ pub struct MergeArgs {
 }
 
 /// How connections close.
+///
+/// ```
+/// use clap::{Parser, ValueEnum};
+/// use synack_load::cli::{Cli, CloseArg, Command};
+///
+/// assert_eq!(CloseArg::from_str("fin", false), Ok(CloseArg::Fin));
+/// assert!(CloseArg::from_str("linger", false).is_err());
+/// // Without --close, connections end with an RST.
+/// let cli = Cli::try_parse_from(["synack-load", "flood", "127.0.0.1:7878"])?;
+/// let Command::Flood(flood) = cli.command else { unreachable!() };
+/// assert_eq!(flood.conn.close, CloseArg::Rst);
+/// # Ok::<(), clap::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CloseArg {
     /// SO_LINGER 0: RST, so the generator keeps no TIME_WAIT and does not run out of ports.
@@ -53,6 +102,21 @@ pub enum CloseArg {
 }
 
 /// Where to flood: an address, or a synack server started in this process.
+///
+/// ```
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+///
+/// let args = ["synack-load", "flood", "--embedded", "--server-backlog", "64"];
+/// let Command::Flood(f) = Cli::try_parse_from(args)?.command else { unreachable!() };
+/// assert!(f.target.embedded && f.target.addr.is_none());
+/// assert_eq!((f.target.server_backlog, f.target.stray_server_flag()), (Some(64), None));
+/// // Without --embedded, a --server-* flag has nothing to configure: the command refuses it.
+/// let args = ["synack-load", "flood", "127.0.0.1:7878", "--server-backlog", "64"];
+/// let Command::Flood(f) = Cli::try_parse_from(args)?.command else { unreachable!() };
+/// assert_eq!(f.target.stray_server_flag(), Some("--server-backlog"));
+/// # Ok::<(), clap::Error>(())
+/// ```
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     /// The server, host:port (names resolved; IPv6 as `[::1]:port`). Not with --embedded.
@@ -99,6 +163,22 @@ impl TargetArgs {
 
 /// What each connection says once connected and what its answer must be: the flags `flood`,
 /// `sweep` and `tune` share.
+///
+/// ```
+/// use std::time::Duration;
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+///
+/// let args = ["synack-load", "flood", "127.0.0.1:8080", "--http", "GET /health",
+///     "--header", "Accept: */*", "--expect", "HTTP/1.1 200"];
+/// let Command::Flood(f) = Cli::try_parse_from(args)?.command else { unreachable!() };
+/// let exchange = f.conn.exchange.exchange()?;
+/// let request = exchange.http.unwrap();
+/// assert_eq!(request.headers, [("Accept".to_string(), "*/*".to_string())]);
+/// assert_eq!(exchange.expect.as_deref(), Some(&b"HTTP/1.1 200"[..]));
+/// assert_eq!(exchange.read_timeout, Duration::from_secs(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Args, Clone, Default)]
 pub struct ExchangeArgs {
     /// Once connected, send this many filler bytes. [default: 0]
@@ -190,6 +270,23 @@ impl ExchangeArgs {
 }
 
 /// What each connection does, and how the generator runs.
+///
+/// ```
+/// use std::time::Duration;
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+/// use synack_load::plan::{CloseMode, Load};
+///
+/// let args = ["synack-load", "flood", "127.0.0.1:7878", "--close", "fin", "--threads", "2",
+///     "--watch-listener"];
+/// let Command::Flood(f) = Cli::try_parse_from(args)?.command else { unreachable!() };
+/// assert_eq!(f.conn.watch(), Some(Duration::from_millis(10)));
+/// let load = Load::Closed { concurrency: 4 };
+/// let plan = f.conn.plan_builder("127.0.0.1:7878", load, Duration::from_secs(1))?.build()?;
+/// assert_eq!((plan.close, plan.threads), (CloseMode::Fin, 2));
+/// assert!(!plan.uses_socket_reuse()); // a FIN close always takes a new socket
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Args)]
 pub struct ConnArgs {
     /// What each connection sends and must hear back.
@@ -242,6 +339,21 @@ pub struct ConnArgs {
 }
 
 /// `synack-load flood`.
+///
+/// ```
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+/// use synack_load::plan::Load;
+///
+/// let line = "synack-load flood 127.0.0.1:7878 --rate 10k --burst 500";
+/// let Command::Flood(f) = Cli::try_parse_from(line.split(' '))?.command else { unreachable!() };
+/// assert_eq!(f.load(), Load::Open { from: 10_000.0, to: 10_000.0, burst: 500 });
+/// // Neither --rate nor --ramp: a closed loop of 64.
+/// let line = "synack-load flood 127.0.0.1:7878";
+/// let Command::Flood(f) = Cli::try_parse_from(line.split(' '))?.command else { unreachable!() };
+/// assert_eq!(f.load(), Load::Closed { concurrency: 64 });
+/// # Ok::<(), clap::Error>(())
+/// ```
 #[derive(Debug, Args)]
 pub struct FloodArgs {
     /// The target.
@@ -284,6 +396,21 @@ pub struct FloodArgs {
 }
 
 /// `synack-load sweep`.
+///
+/// ```
+/// use std::time::Duration;
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+///
+/// let line = "synack-load sweep 127.0.0.1:7878 --rates 1k,2k,5k --step-duration 2s";
+/// let Command::Sweep(s) = Cli::try_parse_from(line.split(' '))?.command else { unreachable!() };
+/// assert_eq!(s.rates, [1000.0, 2000.0, 5000.0]);
+/// assert_eq!((s.step_duration, s.settle), (Duration::from_secs(2), Duration::from_millis(500)));
+/// // --from and --to go together.
+/// let line = "synack-load sweep 127.0.0.1:7878 --from 1k";
+/// assert!(Cli::try_parse_from(line.split(' ')).is_err());
+/// # Ok::<(), clap::Error>(())
+/// ```
 #[derive(Debug, Args)]
 pub struct SweepArgs {
     /// The target.
@@ -328,6 +455,18 @@ pub struct SweepArgs {
 }
 
 /// How the simulated handler's service time is drawn.
+///
+/// ```
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+/// use synack_load::tune::{ServerUnderTest, ServiceDist};
+///
+/// let line = "synack-load tune --service-dist fixed";
+/// let Command::Tune(t) = Cli::try_parse_from(line.split(' '))?.command else { unreachable!() };
+/// let ServerUnderTest::Simulated(sim) = t.spec()?.server else { unreachable!() };
+/// assert_eq!(sim.dist, ServiceDist::Fixed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ServiceDistArg {
     /// Exponentially distributed around the mean.
@@ -337,6 +476,23 @@ pub enum ServiceDistArg {
 }
 
 /// `synack-load tune`.
+///
+/// ```
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+/// use synack_load::tune::ServerUnderTest;
+///
+/// let args = ["synack-load", "tune", "127.0.0.1:8080", "--http", "GET /health", "--rate", "2k"];
+/// let Command::Tune(t) = Cli::try_parse_from(args)?.command else { unreachable!() };
+/// let spec = t.spec()?;
+/// assert_eq!(spec.server, ServerUnderTest::Running("127.0.0.1:8080".into()));
+/// assert_eq!((spec.rate, spec.burst), (Some(2000.0), 200));
+/// // The simulated server's flags configure nothing of a server already running.
+/// let args = ["synack-load", "tune", "127.0.0.1:8080", "--workers", "4"];
+/// let Command::Tune(t) = Cli::try_parse_from(args)?.command else { unreachable!() };
+/// assert_eq!(t.spec().unwrap_err().exit_code(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Args)]
 pub struct TuneArgs {
     /// A server already running at ADDR (host:port), whose backlog is its own: measures it
@@ -507,6 +663,22 @@ impl TuneArgs {
 }
 
 /// A list of source addresses.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command, Sources};
+///
+/// let line = "synack-load flood 127.0.0.1:7878 --source 127.0.0.2-127.0.0.4,127.0.0.9";
+/// let Command::Flood(f) = Cli::try_parse_from(line.split(' '))?.command else { unreachable!() };
+/// let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+/// let want = Sources(vec![ip("127.0.0.2"), ip("127.0.0.3"), ip("127.0.0.4"), ip("127.0.0.9")]);
+/// assert_eq!(f.conn.source, Some(want));
+/// // A range that goes down is refused.
+/// let line = "synack-load flood 127.0.0.1:7878 --source 127.0.0.9-127.0.0.2";
+/// assert!(Cli::try_parse_from(line.split(' ')).is_err());
+/// # Ok::<(), clap::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources(pub Vec<IpAddr>);
 
@@ -532,6 +704,21 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 /// A text flag's bytes, its escapes turned into bytes (see [`unescape`]).
+///
+/// ```
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command, Escaped};
+///
+/// let args = ["synack-load", "flood", "127.0.0.1:6379", "--send-text", r"PING\r\n",
+///     "--expect", "+PONG"];
+/// let Command::Flood(f) = Cli::try_parse_from(args)?.command else { unreachable!() };
+/// assert_eq!(f.conn.exchange.send_text, Some(Escaped(b"PING\r\n".to_vec())));
+/// assert_eq!(f.conn.exchange.expect, Some(Escaped(b"+PONG".to_vec())));
+/// // An escape that is not one of those is refused when the flags are parsed.
+/// let args = ["synack-load", "flood", "127.0.0.1:6379", "--expect", r"\q"];
+/// assert!(Cli::try_parse_from(args).is_err());
+/// # Ok::<(), clap::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Escaped(pub Vec<u8>);
 

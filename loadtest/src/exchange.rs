@@ -100,6 +100,20 @@ impl Payload {
 }
 
 /// How a connection's answer is read.
+///
+/// ```
+/// use std::time::Duration;
+/// use synack_load::exchange::{Answer, HttpRequest};
+/// use synack_load::plan::{Load, PlanBuilder};
+///
+/// let load = Load::Closed { concurrency: 1 };
+/// let plan = PlanBuilder::new("127.0.0.1:8080", load, Duration::from_secs(1)).threads(Some(1));
+/// assert_eq!(plan.clone().build()?.answer, Answer::Ignored);
+/// // A HEAD request's response is read to the end of its head: it has no body.
+/// let head = plan.http(Some(HttpRequest::parse("HEAD /").unwrap())).build()?;
+/// assert_eq!(head.answer, Answer::Http { head_request: true });
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Answer {
     /// Not read (besides the probe header and `--expect`'s bytes).

@@ -14,6 +14,20 @@ use crate::watch::Watcher;
 
 /// What a flood does besides building its report (the commands write `--json` and
 /// `--report` themselves, with every command's outputs).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use synack_load::flood::{Output, flood};
+/// use synack_load::plan::{Load, PlanBuilder};
+///
+/// let load = Load::Open { from: 1000.0, to: 1000.0, burst: 0 };
+/// let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(5)).build()?;
+/// let out = Output { hlog: Some("run.hlog".into()), live: true, ..Output::default() };
+/// let report = flood(&plan, &out)?;
+/// // Not watched (`watch: None`): the report has no accept-queue series.
+/// assert!(report.listener_queue.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default, Clone)]
 pub struct Output {
     /// `--hlog FILE`.

@@ -47,6 +47,17 @@ pub enum Pacer {
 }
 
 /// One attempt's place in the schedule.
+///
+/// ```
+/// use std::time::Duration;
+/// use synack_load::pacer::{Due, Pacer};
+///
+/// // 10 a second, plus 5 at once at the start of every second, for 10 s.
+/// let p = Pacer::new(10.0, 10.0, 5, Duration::from_secs(10));
+/// assert_eq!(p.due(4), Some(Due { at: Duration::ZERO, burst: true }));
+/// assert_eq!(p.due(6), Some(Due { at: Duration::from_millis(100), burst: false }));
+/// assert_eq!(p.due(150), None); // 10 x (5 + 10) attempts in all
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Due {
     /// From the start.

@@ -10,6 +10,20 @@ use crate::exchange::{Answer, Exchange, HttpRequest, Payload};
 use crate::pacer::{Due, Pacer};
 
 /// How attempts are started.
+///
+/// ```
+/// use std::time::Duration;
+/// use synack_load::plan::{Load, PlanBuilder};
+///
+/// let plan = |load| PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(10)).build();
+/// // From 0 to 200 a second over 10 s: 1000 attempts, a mean of 100 a second.
+/// let ramp = plan(Load::Open { from: 0.0, to: 200.0, burst: 0 })?;
+/// assert_eq!((ramp.planned(), ramp.offered_rate()), (Some(1000), Some(100.0)));
+/// // A closed loop has no schedule: attempts start as others end.
+/// let closed = plan(Load::Closed { concurrency: 8 })?;
+/// assert_eq!((closed.planned(), closed.scheduled(0)), (None, None));
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Load {
     /// Open loop: attempts start on a fixed schedule, `from` per second rising linearly to
@@ -31,6 +45,19 @@ pub enum Load {
 }
 
 /// How a connection is closed.
+///
+/// ```
+/// use std::time::Duration;
+/// use synack_load::plan::{CloseMode, Load, PlanBuilder};
+///
+/// let load = Load::Closed { concurrency: 8 };
+/// let builder = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1));
+/// assert_eq!(builder.clone().build()?.close, CloseMode::Rst); // the default
+/// // A FIN leaves TIME_WAIT on the generator and always takes a new socket.
+/// let fin = builder.close(CloseMode::Fin).build()?;
+/// assert!(!fin.uses_socket_reuse());
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CloseMode {
@@ -40,7 +67,22 @@ pub enum CloseMode {
     Fin,
 }
 
-/// Everything a flood needs to run.
+/// Everything a flood needs to run, built by [`PlanBuilder::build`].
+///
+/// ```
+/// use std::time::Duration;
+/// use synack_load::plan::{Load, PlanBuilder};
+///
+/// let load = Load::Open { from: 100.0, to: 100.0, burst: 0 };
+/// let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(10))
+///     .read(Some(18))
+///     .build()?;
+/// assert_eq!((plan.target.port(), plan.target_text.as_str()), (7878, "127.0.0.1:7878"));
+/// assert_eq!(plan.scheduled(50), Some(Duration::from_millis(500)));
+/// // The longest an attempt can last: the connect timeout (3 s), then the read timeout (2 s).
+/// assert_eq!(plan.attempt_budget(), Duration::from_secs(5));
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The address as the user wrote it.

@@ -19,6 +19,20 @@ pub fn latency_histogram() -> Histogram<u64> {
 }
 
 /// What one generator thread measured.
+///
+/// ```
+/// use synack_load::outcome::Outcome;
+/// use synack_load::record::Recorder;
+///
+/// let (mut one, mut two) = (Recorder::default(), Recorder::default());
+/// one.outcome(Outcome::Refused, None);
+/// two.outcome(Outcome::Other, Some(libc::EACCES));
+/// one.merge(&two);
+/// assert_eq!((one.count(Outcome::Refused), one.count(Outcome::Other)), (1, 1));
+/// // An `other` ending keeps the OS's message for its errno.
+/// let (msg, n) = one.other_errors.iter().next().unwrap();
+/// assert!(msg.ends_with("(os error 13)") && *n == 1);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Recorder {
     /// `connect()` to established, us.

@@ -52,6 +52,43 @@ impl Verdict {
 }
 
 /// One step of a sweep.
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::engine::RunResult;
+/// # use synack_load::outcome::Outcome;
+/// # use synack_load::plan::{Load, PlanBuilder};
+/// # use synack_load::record::Recorder;
+/// # use synack_load::report::{FloodReport, HostFacts};
+/// # // A delivered 1 s flood at `rate`: every attempt connected in 50 us, but `timeouts`.
+/// # fn flood(rate: f64, timeouts: u64) -> FloodReport {
+/// #     let load = Load::Open { from: rate, to: rate, burst: 0 };
+/// #     let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1));
+/// #     let plan = plan.build().unwrap();
+/// #     let n = rate as u64;
+/// #     let mut rec = Recorder::default();
+/// #     (rec.attempts, rec.established) = (n, n - timeouts);
+/// #     rec.connect.saturating_record_n(50, n - timeouts);
+/// #     (0..n - timeouts).for_each(|_| rec.outcome(Outcome::Ok, None));
+/// #     (0..timeouts).for_each(|_| rec.outcome(Outcome::Timeout, None));
+/// #     let run = RunResult {
+/// #         rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #         started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
+/// #         active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// #     };
+/// #     FloodReport::build(&plan, &run, &HostFacts::default(), None, None, Vec::new())
+/// # }
+/// use synack_load::sweep::{Verdict, step};
+///
+/// // `flood(rate, timeouts)`: a delivered 1 s flood, every connect 50 us but `timeouts`.
+/// let p99_limit = Duration::from_millis(1);
+/// let clean = step(flood(1000.0, 0), 1000.0, 0, p99_limit);
+/// assert_eq!((clean.verdict, clean.connect.p99, clean.offered()), (Verdict::Clean, 50, 1000.0));
+/// let past = step(flood(2000.0, 12), 2000.0, 0, p99_limit);
+/// assert_eq!((past.verdict, past.saturated, past.timeouts), (Verdict::Saturated, true, 12));
+/// assert_eq!(past.reasons, ["12 timeouts"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     /// Offered rate (besides bursts), per second.
@@ -253,6 +290,43 @@ pub fn run_step(
 }
 
 /// What a sweep found.
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::engine::RunResult;
+/// # use synack_load::outcome::Outcome;
+/// # use synack_load::plan::{Load, PlanBuilder};
+/// # use synack_load::record::Recorder;
+/// # use synack_load::report::{FloodReport, HostFacts};
+/// # // A delivered 1 s flood at `rate`: every attempt connected in 50 us, but `timeouts`.
+/// # fn flood(rate: f64, timeouts: u64) -> FloodReport {
+/// #     let load = Load::Open { from: rate, to: rate, burst: 0 };
+/// #     let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1));
+/// #     let plan = plan.build().unwrap();
+/// #     let n = rate as u64;
+/// #     let mut rec = Recorder::default();
+/// #     (rec.attempts, rec.established) = (n, n - timeouts);
+/// #     rec.connect.saturating_record_n(50, n - timeouts);
+/// #     (0..n - timeouts).for_each(|_| rec.outcome(Outcome::Ok, None));
+/// #     (0..timeouts).for_each(|_| rec.outcome(Outcome::Timeout, None));
+/// #     let run = RunResult {
+/// #         rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #         started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
+/// #         active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// #     };
+/// #     FloodReport::build(&plan, &run, &HostFacts::default(), None, None, Vec::new())
+/// # }
+/// use synack_load::sweep::{SweepReport, step};
+///
+/// // `flood(rate, timeouts)`: a delivered 1 s flood, every connect 50 us but `timeouts`.
+/// let p99_limit = Duration::from_millis(1);
+/// let at = |rate, timeouts| step(flood(rate, timeouts), rate, 0, p99_limit);
+/// let steps = vec![at(1000.0, 0), at(2000.0, 0), at(3000.0, 12)];
+/// let r = SweepReport::new("127.0.0.1:7878", Duration::from_secs(1), p99_limit, steps);
+/// assert_eq!((r.saturation_rate, r.last_good_rate), (Some(3000.0), Some(2000.0)));
+/// assert_eq!(r.saturation_reasons, ["12 timeouts"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepReport {
     /// [`SCHEMA`].

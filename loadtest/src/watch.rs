@@ -15,6 +15,19 @@ use synack_sys::diag::{Diag, ListenerSample};
 pub const MAX_SAMPLES: usize = 100_000;
 
 /// One reading of the listener's queue.
+///
+/// ```
+/// use synack_load::report::charts::queue_over_time;
+/// use synack_load::watch::QueuePoint;
+///
+/// let at = |t_ms, len| QueuePoint { t_ms, len, backlog: 16 };
+/// let points = [at(0.0, 0), at(10.0, 9), at(20.0, 17), at(30.0, 4)];
+/// // Linux drops at `len > backlog` (a queue holds backlog + 1): at 20 ms it was full.
+/// assert_eq!(points.iter().filter(|p| p.len > p.backlog).count(), 1);
+/// let svg = queue_over_time("accept-queue depth", &points)?;
+/// assert!(svg.contains("effective backlog"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QueuePoint {
     /// Milliseconds since the watch started.
@@ -26,6 +39,21 @@ pub struct QueuePoint {
 }
 
 /// What the watch saw over a run.
+///
+/// ```
+/// use synack_load::watch::QueueWatch;
+///
+/// // `listener_queue` of a `flood --watch-listener --json` report, its series left out.
+/// let json = r#"{"sockets": 1, "effective_backlog": 128, "peak": 129, "samples": 300,
+///     "full_samples": 4, "interval_ms": 10.0, "series": [], "drops": 57}"#;
+/// let q: QueueWatch = serde_json::from_str(json)?;
+/// // The listener itself dropped SYNs or final ACKs while its queue was full.
+/// assert!(q.peak > q.effective_backlog && q.drops == Some(57));
+/// // Where the kernel does not report the listener's drops, `drops` is absent: none.
+/// let json = json.replace(r#", "drops": 57"#, "");
+/// assert_eq!(serde_json::from_str::<QueueWatch>(&json)?.drops, None);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueWatch {
     /// The listening sockets found on the target's port (several with SO_REUSEPORT).
@@ -57,6 +85,18 @@ pub fn is_local(ip: IpAddr) -> bool {
 }
 
 /// A running watch.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use synack_load::watch::Watcher;
+///
+/// let watch = Watcher::start("127.0.0.1:7878".parse().unwrap(), Duration::from_millis(10))?;
+/// std::thread::sleep(Duration::from_millis(500)); // a flood runs meanwhile
+/// let q = watch.finish()?;
+/// println!("peak {} of {} ({} samples full)", q.peak, q.effective_backlog, q.full_samples);
+/// assert_eq!(q.interval_ms, 10.0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Watcher {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<io::Result<QueueWatch>>,
@@ -64,6 +104,19 @@ pub struct Watcher {
 
 impl Watcher {
     /// Checks the target is on this host and has a listener, then samples it every `interval`.
+    ///
+    /// ```
+    /// use std::io::ErrorKind;
+    /// use std::time::Duration;
+    /// use synack_load::watch::Watcher;
+    ///
+    /// // 192.0.2.1 (TEST-NET-1) is not an address of this host: its listeners cannot be read.
+    /// let elsewhere = "192.0.2.1:80".parse().unwrap();
+    /// let Err(e) = Watcher::start(elsewhere, Duration::from_millis(10)) else {
+    ///     panic!("a watch of another host's listener");
+    /// };
+    /// assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    /// ```
     pub fn start(target: SocketAddr, interval: Duration) -> io::Result<Self> {
         if !is_local(target.ip()) {
             return Err(io::Error::new(

@@ -58,6 +58,21 @@ pub(super) const RETRY_FIRST: Duration = Duration::from_millis(1);
 pub(super) const RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// Counters every thread updates, read by the live view.
+///
+/// ```no_run
+/// use std::sync::atomic::Ordering::Relaxed;
+/// use std::time::Duration;
+/// use synack_load::plan::{Load, PlanBuilder};
+///
+/// let load = Load::Closed { concurrency: 8 };
+/// let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(3)).build()?;
+/// let run = synack_load::engine::run(&plan, |elapsed, p, _| {
+///     let in_flight = p.attempts.load(Relaxed) - p.finished.load(Relaxed);
+///     eprintln!("{elapsed:?}: {in_flight} in flight, {} errors", p.errors.load(Relaxed));
+/// })?;
+/// assert!(run.rec.established <= run.rec.attempts);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Attempts started.
@@ -92,6 +107,21 @@ impl Progress {
 }
 
 /// One second of connect latency from one thread, for the interval log and the live view.
+///
+/// Each thread sends one for every second to [`run`], which adds them up per second over the
+/// threads into [`RunResult::intervals`] and [`RunResult::response_intervals`].
+///
+/// ```
+/// use std::time::Duration;
+/// use synack_load::engine::Interval;
+/// use synack_load::record::{latency_histogram, record_us};
+///
+/// let (connect, response) = (latency_histogram(), latency_histogram());
+/// let mut third = Interval { second: 2, connect, response };
+/// record_us(&mut third.connect, Duration::from_micros(180));
+/// assert_eq!((third.connect.len(), third.connect.max()), (1, 180));
+/// assert!(third.response.is_empty()); // no answer ended in that second
+/// ```
 #[derive(Debug)]
 pub struct Interval {
     /// Seconds since the start.
@@ -103,6 +133,33 @@ pub struct Interval {
 }
 
 /// What a whole run measured.
+///
+/// Returned by [`run`]; a report is built from it with
+/// [`FloodReport::build`](crate::report::FloodReport::build).
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::plan::{Load, PlanBuilder};
+/// # use synack_load::report::{FloodReport, HostFacts};
+/// use synack_load::engine::RunResult;
+/// use synack_load::record::Recorder;
+///
+/// # let load = Load::Closed { concurrency: 8 };
+/// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(3));
+/// # let plan = plan.threads(Some(1)).build()?;
+/// let mut rec = Recorder::default();
+/// (rec.attempts, rec.established) = (1000, 1000);
+/// let run = RunResult {
+///     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+///     started_at: SystemTime::now(), elapsed: Duration::from_secs(3),
+///     active: Duration::from_secs(2), thread_cpu: Vec::new(),
+/// };
+/// let report = FloodReport::build(&plan, &run, &HostFacts::default(), None, None, Vec::new());
+/// // The achieved rate is over `active` (to the last connection established), not `elapsed`.
+/// assert_eq!(report.achieved_rate, 500.0);
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug)]
 pub struct RunResult {
     /// All threads merged.

@@ -42,6 +42,19 @@ fn err(e: impl std::fmt::Display) -> std::io::Error {
 }
 
 /// One line of a latency-vs-rate chart.
+///
+/// ```
+/// use synack_load::report::charts::{Series, latency_vs_rate};
+///
+/// let p99 = Series {
+///     label: "p99".into(),
+///     points: vec![(1000.0, 180.0), (2000.0, 240.0), (5000.0, 1900.0)],
+/// };
+/// let svg = latency_vs_rate("connect p99 against offered rate", &[p99])?;
+/// assert!(svg.starts_with("<svg"));
+/// assert_eq!(svg.matches("<circle").count(), 3); // a mark at each point
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Series {
     /// The legend.
     pub label: String,

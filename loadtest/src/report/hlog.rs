@@ -57,6 +57,25 @@ pub fn write(
 }
 
 /// One interval read back from a log.
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// use synack_load::record::{latency_histogram, record_us};
+/// use synack_load::report::hlog::{self, CONNECT_TAG};
+///
+/// let mut second = latency_histogram();
+/// record_us(&mut second, Duration::from_micros(250));
+/// let by_second = BTreeMap::from([(0, second.clone()), (1, second)]);
+/// let path = std::env::temp_dir().join(format!("synack-load-doc-{}.hlog", std::process::id()));
+/// hlog::write(&path, SystemTime::now(), &[(CONNECT_TAG, &by_second)])?;
+/// let read = hlog::read(&path)?;
+/// assert_eq!((read.len(), read[1].start), (2, Duration::from_secs(1)));
+/// assert_eq!(read[1].tag.as_deref(), Some(CONNECT_TAG));
+/// assert_eq!(read[1].histogram.max(), 250);
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct LoggedInterval {
     /// Offset of the interval's start from the log's base time.
@@ -105,6 +124,28 @@ pub fn read(path: &Path) -> io::Result<Vec<LoggedInterval>> {
 }
 
 /// One series of a merge: the histogram of every interval with one tag, and how many.
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::record::{latency_histogram, record_us};
+/// use synack_load::report::hlog::{self, CONNECT_TAG, RESPONSE_TAG};
+///
+/// # let mut h = latency_histogram();
+/// # record_us(&mut h, Duration::from_micros(250));
+/// # let connect = BTreeMap::from([(0, h.clone()), (1, h.clone())]);
+/// # let response = BTreeMap::from([(1, h)]);
+/// # let name = format!("synack-load-doc-{}-merged.hlog", std::process::id());
+/// # let path = std::env::temp_dir().join(name);
+/// // A log of two connect intervals and one response interval, one value in each.
+/// hlog::write(&path, SystemTime::now(), &[(CONNECT_TAG, &connect), (RESPONSE_TAG, &response)])?;
+/// let merged = hlog::merge(&[&path, &path])?;
+/// assert_eq!((merged[CONNECT_TAG].intervals, merged[CONNECT_TAG].histogram.len()), (4, 4));
+/// // Series are never mixed.
+/// assert_eq!((merged[RESPONSE_TAG].intervals, merged[RESPONSE_TAG].histogram.len()), (2, 2));
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Merged {
     /// All the tag's intervals added up.

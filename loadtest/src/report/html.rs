@@ -16,12 +16,39 @@ pub fn esc(s: &str) -> String {
 }
 
 /// A page under construction.
+///
+/// ```
+/// use synack_load::report::html::Page;
+///
+/// let mut page = Page::new("synack-load flood 127.0.0.1:7878");
+/// page.h2("connect latency");
+/// page.p("p99 < 1 ms & no drops");
+/// let dir = std::env::temp_dir().join(format!("synack-load-doc-{}", std::process::id()));
+/// let html = std::fs::read_to_string(page.write(&dir, "flood")?)?;
+/// // Text is escaped: the page is well-formed XHTML.
+/// assert!(html.contains("<p>p99 &lt; 1 ms &amp; no drops</p>"));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Page {
     body: String,
 }
 
 impl Page {
     /// A page with a title.
+    ///
+    /// ```
+    /// use synack_load::report::html::Page;
+    ///
+    /// let page = Page::new("sweep <127.0.0.1:7878>");
+    /// let dir = std::env::temp_dir().join(format!("synack-load-doc-{}-t", std::process::id()));
+    /// let html = std::fs::read_to_string(page.write(&dir, "sweep")?)?;
+    /// // The title heads the body; `write`'s title is the document's.
+    /// assert!(html.contains("<title>sweep</title>"));
+    /// assert!(html.contains("<h1>sweep &lt;127.0.0.1:7878&gt;</h1>"));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new(title: &str) -> Self {
         let mut body = String::new();
         let _ = writeln!(body, "<h1>{}</h1>", esc(title));

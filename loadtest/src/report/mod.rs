@@ -175,6 +175,33 @@ impl Latency {
 }
 
 /// Connections by SYN retransmissions.
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::engine::RunResult;
+/// # use synack_load::plan::{Load, PlanBuilder};
+/// use synack_load::record::Recorder;
+/// use synack_load::report::{FloodReport, HostFacts, RetransBucket};
+///
+/// # let load = Load::Closed { concurrency: 8 };
+/// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
+/// # let run = |rec| RunResult {
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// # };
+/// // `plan`: a 1 s flood to 127.0.0.1:7878; `run(rec)`: a finished run that recorded `rec`.
+/// let mut rec = Recorder::default();
+/// rec.retrans[0] = 90; // established at the first SYN
+/// rec.retrans[1] = 10; // after one retransmission, about 1 s later
+/// let report = FloodReport::build(&plan, &run(rec), &HostFacts::default(), None, None, vec![]);
+/// let once = RetransBucket { retransmits: 1, or_more: false, connections: 10 };
+/// assert_eq!(report.syn_retransmits[1], once);
+/// assert!(report.syn_retransmits.last().unwrap().or_more); // 8 or more
+/// assert_eq!(report.syn_retransmitted(), 10);
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetransBucket {
     /// `tcpi_total_retrans` at establishment.
@@ -186,6 +213,34 @@ pub struct RetransBucket {
 }
 
 /// Kernel counters' change over the run.
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::engine::RunResult;
+/// # use synack_load::plan::{Load, PlanBuilder};
+/// use synack_load::record::Recorder;
+/// use synack_load::report::{FloodReport, HostFacts, KERNEL_COUNTERS};
+///
+/// # let load = Load::Closed { concurrency: 8 };
+/// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
+/// # let run = |rec| RunResult {
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// # };
+/// // `plan`: a 1 s flood to 127.0.0.1:7878; `run(rec)`: a finished run that recorded `rec`.
+/// let at = |n: u64| Some(BTreeMap::from([("TcpExt.ListenOverflows".to_string(), n)]));
+/// let (host, run) = (HostFacts::default(), run(Recorder::default()));
+/// let report = FloodReport::build(&plan, &run, &host, at(10), at(17), vec![]);
+/// let kernel = report.kernel.as_ref().unwrap();
+/// assert_eq!(kernel.scope, "host"); // every socket of the host counts, not only the flood's
+/// assert_eq!(kernel.counters["TcpExt.ListenOverflows"], 7);
+/// // Every reported counter is there, zeros included.
+/// assert_eq!(kernel.counters.len(), KERNEL_COUNTERS.len());
+/// assert_eq!(report.kernel_delta("Tcp.ActiveOpens"), Some(0));
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelDelta {
     /// Always "host" (the network namespace's counters, every socket on it, not only ours).
@@ -196,6 +251,35 @@ pub struct KernelDelta {
 
 /// Whether the generator delivered the load asked, with the figures that say so. Every
 /// figure here is the generator's own, not the server's.
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::engine::RunResult;
+/// # use synack_load::plan::{Load, PlanBuilder};
+/// use synack_load::outcome::Outcome;
+/// use synack_load::record::Recorder;
+/// use synack_load::report::{FloodReport, HostFacts};
+///
+/// # let load = Load::Open { from: 1000.0, to: 1000.0, burst: 0 };
+/// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
+/// # let run = |rec| RunResult {
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// # };
+/// // `plan`: 1000 a second for 1 s; `run(rec)`: a finished run that recorded `rec`.
+/// // The generator started 600 of the 1000.
+/// let mut rec = Recorder::default();
+/// rec.attempts = 600;
+/// (0..400).for_each(|_| rec.outcome(Outcome::NotStarted, None));
+/// let report = FloodReport::build(&plan, &run(rec), &HostFacts::default(), None, None, vec![]);
+/// let g = &report.generator;
+/// assert!(!g.delivered);
+/// assert_eq!((g.scheduled, g.started, g.not_started), (Some(1000), 600, 400));
+/// assert!(g.reasons[0].starts_with("400 of 1000 scheduled attempts were never started"));
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorReport {
     /// True when the generator started what was asked, on schedule, and saw every attempt
@@ -234,6 +318,35 @@ pub struct GeneratorReport {
 }
 
 /// What each connection sent and what its answer had to be.
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::engine::RunResult;
+/// # use synack_load::plan::{Load, PlanBuilder};
+/// use synack_load::exchange::HttpRequest;
+/// use synack_load::record::Recorder;
+/// use synack_load::report::{FloodReport, HostFacts};
+///
+/// # let run = |rec| RunResult {
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// # };
+/// // `run(rec)`: a finished 1 s run that recorded `rec`.
+/// let load = Load::Closed { concurrency: 8 };
+/// let plan = PlanBuilder::new("127.0.0.1:8080", load, Duration::from_secs(1))
+///     .http(Some(HttpRequest::parse("GET /health").unwrap()))
+///     .expect(Some(b"HTTP/1.1 200".to_vec()))
+///     .build()?;
+/// let host = HostFacts::default();
+/// let report = FloodReport::build(&plan, &run(Recorder::default()), &host, None, None, vec![]);
+/// let e = &report.exchange;
+/// assert_eq!((e.payload.as_str(), e.answer.as_str()), ("http", "http"));
+/// assert_eq!(e.http_request.as_deref(), Some("GET /health HTTP/1.1"));
+/// assert_eq!(e.expect.as_deref(), Some("HTTP/1.1 200"));
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExchangeReport {
     /// Bytes written once connected.
@@ -284,6 +397,30 @@ impl ExchangeReport {
 }
 
 /// Answers that were not what was asked, by why (and their first line).
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::engine::RunResult;
+/// # use synack_load::plan::{Load, PlanBuilder};
+/// use synack_load::record::Recorder;
+/// use synack_load::report::{FloodReport, HostFacts, UnexpectedAnswer};
+///
+/// # let load = Load::Closed { concurrency: 8 };
+/// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
+/// # let run = |rec| RunResult {
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// # };
+/// // `plan`: a 1 s flood to 127.0.0.1:7878; `run(rec)`: a finished run that recorded `rec`.
+/// let why = "did not start with --expect: HTTP/1.1 503 Service Unavailable";
+/// let mut rec = Recorder::default();
+/// rec.unexpected(why, 3);
+/// let report = FloodReport::build(&plan, &run(rec), &HostFacts::default(), None, None, vec![]);
+/// assert_eq!(report.unexpected, [UnexpectedAnswer { why: why.into(), count: 3 }]);
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnexpectedAnswer {
     /// Why, with the answer's first line: `did not start with --expect: HTTP/1.1 503 ...`.
@@ -297,6 +434,35 @@ fn default_close() -> String {
 }
 
 /// Everything a flood measured. Serialised as the `--json` output (schema [`SCHEMA`]).
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::engine::RunResult;
+/// # use synack_load::plan::{Load, PlanBuilder};
+/// use synack_load::outcome::Outcome;
+/// use synack_load::record::Recorder;
+/// use synack_load::report::{FloodReport, HostFacts, SCHEMA};
+///
+/// # let load = Load::Closed { concurrency: 8 };
+/// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
+/// # let run = |rec| RunResult {
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// # };
+/// // `plan`: a 1 s flood to 127.0.0.1:7878; `run(rec)`: a finished run that recorded `rec`.
+/// let mut rec = Recorder::default();
+/// (rec.attempts, rec.established) = (3, 2);
+/// [Outcome::Ok, Outcome::Ok, Outcome::Refused].map(|o| rec.outcome(o, None));
+/// let report = FloodReport::build(&plan, &run(rec), &HostFacts::default(), None, None, vec![]);
+/// assert_eq!((report.schema.as_str(), report.outcome(Outcome::Refused)), (SCHEMA, 1));
+/// assert_eq!(report.outcomes.len(), Outcome::ALL.len()); // every class, zeros included
+/// // What `--json` writes reads back as the same report.
+/// let json = serde_json::to_string(&report).unwrap();
+/// assert_eq!(serde_json::from_str::<FloodReport>(&json).unwrap(), report);
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FloodReport {
     /// [`SCHEMA`].
@@ -412,6 +578,17 @@ pub fn kernel_snapshot() -> Option<BTreeMap<String, u64>> {
 
 /// What a report needs to know of the host besides the run, read once at its end (the
 /// report itself is built without I/O).
+///
+/// ```
+/// use synack_load::report::{HostFacts, SYSCTLS};
+///
+/// let host = HostFacts::read();
+/// // The sysctls of SYSCTLS this host publishes, by their dotted names.
+/// assert!(host.sysctls.keys().all(|name| SYSCTLS.contains(&name.as_str())));
+/// assert!(host.fd_limit.is_some_and(|soft| soft > 0));
+/// // A report built from the default knows nothing of the host.
+/// assert_eq!(HostFacts::default().sysctls.len(), 0);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostFacts {
     /// [`SYSCTLS`], as read.

@@ -17,6 +17,20 @@ use crate::tune::process::Stopped;
 pub const SCHEMA: &str = "synack-load/tune/3";
 
 /// The results for one backlog.
+///
+/// ```
+/// use synack_load::report::tune::BacklogResult;
+///
+/// // One backlog's row of `tune --json`, without the fields tune/2 added.
+/// let json = r#"{"backlog": 64, "effective_backlog": 64, "steps": [],
+///     "max_clean_rate": 1500.0, "p99_at_max_clean_us": 310, "peak_queue_at_max_clean": 12,
+///     "past_it": "at 3.0k/s: 4.2% timeouts, 0.0% unserved, 37 SYN-retransmitted"}"#;
+/// let b: BacklogResult = serde_json::from_str(json)?;
+/// assert_eq!((b.max_clean_rate, b.peak_queue_at_target), (Some(1500.0), None));
+/// // Those read as none.
+/// assert!(b.generator_bound_at.is_none() && b.generator_reasons.is_empty());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BacklogResult {
     /// The backlog asked for (for a running server: its effective backlog, 0 when unknown).
@@ -45,6 +59,21 @@ pub struct BacklogResult {
 }
 
 /// The server tune measured.
+///
+/// ```
+/// use synack_load::report::tune::TunedServer;
+///
+/// let server = TunedServer {
+///     kind: "command".into(),
+///     command: Some("./my-server --port {port} --backlog {backlog}".into()),
+///     ..TunedServer::default()
+/// };
+/// let json = serde_json::to_value(&server)?;
+/// assert_eq!(json["command"], "./my-server --port {port} --backlog {backlog}");
+/// // The simulated server's figures are null for any other kind.
+/// assert!(json["service_time_us"].is_null() && json["workers"].is_null());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TunedServer {
     /// "simulated" (synack here, a simulated handler), "command" (`--server-cmd`, started
@@ -65,6 +94,18 @@ pub struct TunedServer {
 }
 
 /// The closed-loop run that measured a real server's capacity.
+///
+/// ```
+/// use synack_load::report::tune::CapacityRun;
+///
+/// let run = CapacityRun {
+///     backlog: Some(128), concurrency: 64, ok: 12_000, not_ok: 0,
+///     elapsed_s: 1.5, rate: 8000.0, generator_busy_max: Some(0.97),
+/// };
+/// // A generator thread 97% busy: the 8k/s may be the generator's limit, not the server's.
+/// assert!(run.generator_bound());
+/// assert!(!CapacityRun { generator_busy_max: Some(0.4), ..run.clone() }.generator_bound());
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapacityRun {
     /// The backlog the server listened with meanwhile (effective, when known).
@@ -97,6 +138,22 @@ impl CapacityRun {
 }
 
 /// What tune found and recommends.
+///
+/// ```
+/// use synack_load::report::tune::{TuneReport, render};
+///
+/// // `tune --json` for a server already running, read back.
+/// let json = r#"{"schema": "synack-load/tune/3",
+///     "server": {"kind": "running", "addr": "127.0.0.1:8080"},
+///     "capacity": 4000.0, "capacity_source": "measured", "burst": 200, "target_rate": 2000.0,
+///     "backlogs": [], "absorbs": false, "estimated_backlog": 512, "reasoning": [],
+///     "generator_bound": false, "server_runs": []}"#;
+/// let r: TuneReport = serde_json::from_str(json)?;
+/// assert_eq!((r.absorbs, r.estimated_backlog), (Some(false), Some(512)));
+/// let table = render(&r);
+/// assert!(table.starts_with("synack-load tune: the server running at 127.0.0.1:8080"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TuneReport {
     /// [`SCHEMA`].

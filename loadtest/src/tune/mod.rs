@@ -25,6 +25,16 @@ use crate::sweep::{self, Step, Verdict};
 use process::ServerProcess;
 
 /// How the simulated handler's service time is drawn.
+///
+/// ```
+/// use std::time::Duration;
+/// use synack_load::tune::{ServerUnderTest, ServiceDist, TuneSpec};
+///
+/// // tune's own server draws its service times exponentially around a 2 ms mean unless
+/// // told otherwise (`--service-dist fixed`: always the mean).
+/// let ServerUnderTest::Simulated(sim) = TuneSpec::default().server else { unreachable!() };
+/// assert_eq!((sim.dist, sim.service_time), (ServiceDist::Exp, Duration::from_millis(2)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceDist {
     /// Exponentially distributed around the mean.
@@ -34,6 +44,21 @@ pub enum ServiceDist {
 }
 
 /// tune's own server: synack here with a simulated handler.
+///
+/// ```
+/// use std::time::Duration;
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+/// use synack_load::tune::{ServerUnderTest, ServiceDist, Simulated};
+///
+/// let line = "synack-load tune --service-time 4ms --max-connections 32";
+/// let Command::Tune(t) = Cli::try_parse_from(line.split(' '))?.command else { unreachable!() };
+/// // Capacity 32 / 4 ms = 8000 a second; the rest are the defaults.
+/// let service_time = Duration::from_millis(4);
+/// let sim = Simulated { service_time, dist: ServiceDist::Exp, workers: 1, max_connections: 32 };
+/// assert_eq!(t.spec()?.server, ServerUnderTest::Simulated(sim));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Simulated {
     /// The handler's mean service time (it holds its connection slot meanwhile).
@@ -47,6 +72,25 @@ pub struct Simulated {
 }
 
 /// The user's server, started once per backlog (`--server-cmd`).
+///
+/// ```
+/// use std::time::Duration;
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+/// use synack_load::tune::{ServerCommand, ServerUnderTest};
+///
+/// let line = "./my-server --port {port} --backlog {backlog}";
+/// let args = ["synack-load", "tune", "--server-cmd", line];
+/// let Command::Tune(t) = Cli::try_parse_from(args)?.command else { unreachable!() };
+/// let ServerUnderTest::Command(cmd) = t.spec()?.server else { unreachable!() };
+/// assert_eq!(cmd, ServerCommand {
+///     command: line.into(),
+///     addr: None, // {port} is a free loopback port
+///     startup_timeout: Duration::from_secs(10),
+///     grace: Duration::from_secs(3),
+/// });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerCommand {
     /// The command line, with [`process::BACKLOG`] and [`process::PORT`] to fill.
@@ -60,6 +104,23 @@ pub struct ServerCommand {
 }
 
 /// The server tune measures.
+///
+/// ```
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+/// use synack_load::tune::ServerUnderTest;
+///
+/// let server = |args: &[&str]| -> Result<ServerUnderTest, Box<dyn std::error::Error>> {
+///     let Command::Tune(t) = Cli::try_parse_from(args)?.command else { unreachable!() };
+///     Ok(t.spec()?.server)
+/// };
+/// assert!(matches!(server(&["synack-load", "tune"])?, ServerUnderTest::Simulated(_)));
+/// let cmd = server(&["synack-load", "tune", "--server-cmd", "./my-server --port {port}"])?;
+/// assert!(matches!(cmd, ServerUnderTest::Command(_)));
+/// let running = server(&["synack-load", "tune", "127.0.0.1:8080"])?;
+/// assert_eq!(running, ServerUnderTest::Running("127.0.0.1:8080".into()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerUnderTest {
     /// synack here, a simulated handler.

@@ -74,6 +74,20 @@ pub fn fill(template: &str, port: u16, backlog: u32) -> String {
 }
 
 /// How a server's run ended.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use synack_load::tune::process::ServerProcess;
+///
+/// // A server that ignores SIGTERM, and a child of its own that does too.
+/// let mut server = ServerProcess::start("trap '' TERM; sleep 30 & wait", 64)?;
+/// std::thread::sleep(Duration::from_millis(100)); // the shell sets its trap
+/// let stopped = server.stop(Duration::from_millis(200));
+/// // The grace period passed: SIGKILL stopped the whole group, and tune's table says so.
+/// assert!(stopped.killed);
+/// assert_eq!((stopped.backlog, stopped.exit.as_str()), (64, "killed by SIGKILL"));
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stopped {
     /// The backlog it was started with.
@@ -87,6 +101,22 @@ pub struct Stopped {
 }
 
 /// One run of the user's server.
+///
+/// ```no_run
+/// use std::net::SocketAddr;
+/// use std::time::Duration;
+/// use synack_load::tune::process::{ServerProcess, fill, free_port};
+///
+/// let port = free_port()?;
+/// let line = fill("./my-server --port {port} --backlog {backlog}", port, 256);
+/// let mut server = ServerProcess::start(&line, 256)?;
+/// let addr = SocketAddr::from(([127, 0, 0, 1], port));
+/// let listener = server.wait_listening(addr, Duration::from_secs(10))?;
+/// println!("listening on {addr}, effective backlog {}", listener.backlog);
+/// let stopped = server.stop(Duration::from_secs(3));
+/// assert!(!stopped.killed, "it took longer than 3 s to exit after SIGTERM");
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
@@ -104,6 +134,18 @@ impl ServerProcess {
     ///
     /// [`LoadError::Run`] when the shell cannot be started or the interrupt handler cannot be
     /// installed.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use synack_load::tune::process::ServerProcess;
+    ///
+    /// let server = ServerProcess::start("echo starting; exec sleep 30", 64)?;
+    /// std::thread::sleep(Duration::from_millis(100));
+    /// assert_eq!(server.output(), "starting");
+    /// // Dropped, it is stopped: SIGTERM to its whole process group.
+    /// drop(server);
+    /// # Ok::<(), synack_load::error::LoadError>(())
+    /// ```
     pub fn start(command: &str, backlog: u32) -> Result<Self, LoadError> {
         stop_servers_on_interrupt()?;
         let mut cmd = Command::new("sh");

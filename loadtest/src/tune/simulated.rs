@@ -58,6 +58,23 @@ pub fn start_server(
 
 /// The service times the simulated handler really took (tokio's timer rounds sleeps up to
 /// its millisecond tick, so they run longer than asked).
+///
+/// ```no_run
+/// use std::io::Read;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use synack_load::tune::{ServiceClock, ServiceDist, Simulated, start_server};
+///
+/// let service_time = Duration::from_millis(2);
+/// let sim = Simulated { service_time, dist: ServiceDist::Fixed, workers: 1, max_connections: 8 };
+/// let served = Arc::new(ServiceClock::default());
+/// assert_eq!(served.mean(), None); // nothing served yet
+/// let server = start_server(&sim, 64, served.clone())?;
+/// // The probe header, then "ok\n" after the service time, then the close.
+/// std::net::TcpStream::connect(server.local_addr())?.read_to_end(&mut Vec::new())?;
+/// assert!(served.mean().is_some_and(|m| m >= Duration::from_millis(2)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct ServiceClock {
     total_ns: AtomicU64,
