@@ -110,26 +110,14 @@ impl Progress {
 ///
 /// Each thread sends one for every second to [`run`], which adds them up per second over the
 /// threads into [`RunResult::intervals`] and [`RunResult::response_intervals`].
-///
-/// ```
-/// use std::time::Duration;
-/// use synack_load::engine::Interval;
-/// use synack_load::record::{latency_histogram, record_us};
-///
-/// let (connect, response) = (latency_histogram(), latency_histogram());
-/// let mut third = Interval { second: 2, connect, response };
-/// record_us(&mut third.connect, Duration::from_micros(180));
-/// assert_eq!((third.connect.len(), third.connect.max()), (1, 180));
-/// assert!(third.response.is_empty()); // no answer ended in that second
-/// ```
 #[derive(Debug)]
-pub struct Interval {
+pub(crate) struct Interval {
     /// Seconds since the start.
-    pub second: u64,
+    pub(crate) second: u64,
     /// Connect latency recorded in that second, us.
-    pub connect: Histogram<u64>,
+    pub(crate) connect: Histogram<u64>,
     /// `connect()` to the answer's end, for the answers that ended in that second, us.
-    pub response: Histogram<u64>,
+    pub(crate) response: Histogram<u64>,
 }
 
 /// What a whole run measured.
