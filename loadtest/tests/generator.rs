@@ -4,8 +4,8 @@
 
 use synack_load::outcome::Outcome;
 use synack_load::report::FloodReport;
+use synack_load::report::sweep::{SweepReport, Verdict};
 use synack_load::report::tune::TuneReport;
-use synack_load::sweep::{SweepReport, Verdict};
 
 mod common;
 use common::{bin, flood, greeting_server, serial, tmp};

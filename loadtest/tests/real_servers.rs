@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::process::Output;
 
 use synack_load::report::FloodReport;
+use synack_load::report::sweep::{SweepReport, Verdict};
 use synack_load::report::tune::TuneReport;
-use synack_load::sweep::{SweepReport, Verdict};
 
 mod common;
 use common::real::{Nginx, PythonServer, backlog_server_script, python3};
@@ -211,7 +211,7 @@ fn a_sweep_with_http_counts_what_nginx_logged() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let rep: SweepReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(rep.schema, synack_load::sweep::SCHEMA);
+    assert_eq!(rep.schema, synack_load::report::sweep::SCHEMA);
     assert_eq!(rep.steps.len(), 2);
     let mut ours: u64 = 0;
     for st in &rep.steps {

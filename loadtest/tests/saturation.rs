@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use synack_load::report::sweep::SweepReport;
 use synack_load::report::tune::TuneReport;
-use synack_load::sweep::SweepReport;
 use tokio::io::AsyncWriteExt;
 
 mod common;

@@ -6,7 +6,8 @@ use crate::cli::SweepArgs;
 use crate::error::LoadError;
 use crate::plan::Load;
 use crate::report::fmt_rate as rate;
-use crate::sweep::{SweepReport, render, run_step, write_html};
+use crate::report::sweep::{SweepReport, render, write_html};
+use crate::sweep::run_step;
 
 /// The rates a sweep's flags ask for: rising, each above the last.
 fn rates(args: &SweepArgs) -> Result<Vec<f64>, LoadError> {

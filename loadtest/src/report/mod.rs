@@ -4,6 +4,7 @@
 pub mod charts;
 pub mod hlog;
 pub mod html;
+pub mod sweep;
 pub mod table;
 pub mod tune;
 

@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::charts::{self, Series};
 use super::fmt_rate as rate;
 use super::html::{self, Page};
-use crate::sweep::Step;
-use crate::tune::process::Stopped;
+use super::sweep::Step;
 
 /// The tune JSON schema identifier.
 pub const SCHEMA: &str = "synack-load/tune/3";
@@ -135,6 +134,33 @@ impl CapacityRun {
         self.generator_busy_max
             .is_some_and(|b| b >= Self::BUSY_LIMIT)
     }
+}
+
+/// One start of the user's server (`tune --server-cmd`) and how it ended.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use synack_load::tune::process::ServerProcess;
+///
+/// // A server that ignores SIGTERM, and a child of its own that does too.
+/// let mut server = ServerProcess::start("trap '' TERM; sleep 30 & wait", 64)?;
+/// std::thread::sleep(Duration::from_millis(100)); // the shell sets its trap
+/// let stopped = server.stop(Duration::from_millis(200));
+/// // The grace period passed: SIGKILL stopped the whole group, and tune's table says so.
+/// assert!(stopped.killed);
+/// assert_eq!((stopped.backlog, stopped.exit.as_str()), (64, "killed by SIGKILL"));
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopped {
+    /// The backlog it was started with.
+    pub backlog: u32,
+    /// The command line run.
+    pub command: String,
+    /// How it exited, in words (`exit status 0`, `stopped by SIGTERM`, `killed by SIGKILL`).
+    pub exit: String,
+    /// Whether SIGTERM was not enough within the grace period and SIGKILL stopped it.
+    pub killed: bool,
 }
 
 /// What tune found and recommends.

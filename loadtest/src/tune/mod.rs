@@ -20,8 +20,9 @@ use crate::flood::{self, Output};
 use crate::outcome::Outcome;
 use crate::plan::{CloseMode, Load, Plan, PlanBuilder, resolve};
 use crate::report::fmt_rate as rate;
+use crate::report::sweep::{Step, Verdict};
 use crate::report::tune::{BacklogResult, CapacityRun, SCHEMA, TuneReport, TunedServer};
-use crate::sweep::{self, Step, Verdict};
+use crate::sweep;
 use process::ServerProcess;
 
 /// How the simulated handler's service time is drawn.

@@ -10,11 +10,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use synack_sys::diag::{Diag, ListenerSample};
 use synack_sys::process::{Stop, group_alive, signal_group, spawn_group};
 
 use crate::error::LoadError;
+use crate::report::tune::Stopped;
 
 /// The placeholder for the backlog in `--server-cmd`.
 pub const BACKLOG: &str = "{backlog}";
@@ -71,33 +71,6 @@ pub fn fill(template: &str, port: u16, backlog: u32) -> String {
     template
         .replace(PORT, &port.to_string())
         .replace(BACKLOG, &backlog.to_string())
-}
-
-/// How a server's run ended.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use synack_load::tune::process::ServerProcess;
-///
-/// // A server that ignores SIGTERM, and a child of its own that does too.
-/// let mut server = ServerProcess::start("trap '' TERM; sleep 30 & wait", 64)?;
-/// std::thread::sleep(Duration::from_millis(100)); // the shell sets its trap
-/// let stopped = server.stop(Duration::from_millis(200));
-/// // The grace period passed: SIGKILL stopped the whole group, and tune's table says so.
-/// assert!(stopped.killed);
-/// assert_eq!((stopped.backlog, stopped.exit.as_str()), (64, "killed by SIGKILL"));
-/// # Ok::<(), synack_load::error::LoadError>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stopped {
-    /// The backlog it was started with.
-    pub backlog: u32,
-    /// The command line run.
-    pub command: String,
-    /// How it exited, in words (`exit status: 0`, `signal: 15 (SIGTERM)`).
-    pub exit: String,
-    /// Whether SIGTERM was not enough within the grace period and SIGKILL stopped it.
-    pub killed: bool,
 }
 
 /// One run of the user's server.
