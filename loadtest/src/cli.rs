@@ -568,6 +568,10 @@ pub struct TuneArgs {
     /// generator, and no recommendation stands on it.
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_duration)]
     pub lag_limit: Duration,
+    /// A step the generator did not deliver (a stall of a shared host, often passing) is run
+    /// again up to this many times; only a delivered run judges the server.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
     /// What each connection says to your server and must hear back (ADDR or --server-cmd;
     /// the simulated server answers "ok" to any connection).
     #[command(flatten)]
@@ -657,6 +661,7 @@ impl TuneArgs {
             connect_timeout: self.connect_timeout,
             threads: self.threads as usize,
             lag_limit: self.lag_limit,
+            retries: self.retries,
             exchange,
         })
     }

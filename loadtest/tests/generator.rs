@@ -305,6 +305,12 @@ fn tune_refuses_to_recommend_from_what_the_generator_did_not_deliver() {
         "{:#?}",
         rep.backlogs[0]
     );
+    // Run again twice (--retries 2), never delivered: it stands as generator-bound.
+    assert_eq!(rep.backlogs[0].reruns, 2);
+    assert!(
+        text.contains("run again because the generator had not delivered"),
+        "{text}"
+    );
     assert!(
         rep.reasoning[0].starts_with("no recommendation: the generator could not deliver"),
         "{:?}",

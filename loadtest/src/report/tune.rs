@@ -55,6 +55,10 @@ pub struct BacklogResult {
     /// Why the generator fell short there.
     #[serde(default)]
     pub generator_reasons: Vec<String>,
+    /// Steps run again because the generator had not delivered them (`--retries`); only a
+    /// delivered run judges the server.
+    #[serde(default)]
+    pub reruns: u32,
 }
 
 /// The server tune measured.
@@ -299,6 +303,15 @@ pub fn render(r: &TuneReport) -> String {
     let _ = writeln!(s);
     for line in &r.reasoning {
         let _ = writeln!(s, "  {line}");
+    }
+    let reruns: u32 = r.backlogs.iter().map(|b| b.reruns).sum();
+    if reruns > 0 {
+        let _ = writeln!(
+            s,
+            "  note: {reruns} step{} run again because the generator had not delivered {} (--retries); only delivered runs judge the server",
+            if reruns == 1 { " was" } else { "s were" },
+            if reruns == 1 { "it" } else { "them" }
+        );
     }
     let kills: Vec<String> = r
         .server_runs
