@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::diagnose::{Target, parse_target};
 use crate::error::LoadError;
 use crate::exchange::{Answer, Exchange, HttpRequest, Payload, unescape};
 use crate::plan::{CloseMode, Load, PlanBuilder};
@@ -54,8 +55,41 @@ pub enum Command {
     /// synack server started here with a simulated handler (no arguments needed), your
     /// server's command (--server-cmd), or a server already running (ADDR).
     Tune(Box<TuneArgs>),
+    /// Watch every TCP listener on this host (or those given) without sending a packet: its
+    /// backlog, its accept queue over time, its own drops, its processes, the kernel's counters
+    /// and log; then findings in plain words. Safe on a production host: it only reads.
+    Diagnose(DiagnoseArgs),
     /// Merge HdrHistogram interval logs (from --hlog) and print the combined percentiles.
     Merge(MergeArgs),
+}
+
+/// `synack-load diagnose`.
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    /// Ports (8080) or addresses (127.0.0.1:8080, [::1]:8080) to watch. [default: every TCP
+    /// listener on this host]
+    #[arg(value_name = "PORT | ADDR", value_parser = parse_target)]
+    pub targets: Vec<Target>,
+    /// How long to watch.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, conflicts_with = "until_interrupted")]
+    pub duration: Duration,
+    /// Watch until Ctrl-C (or SIGTERM), then report.
+    #[arg(long)]
+    pub until_interrupted: bool,
+    /// How often each accept queue is read.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Serve Prometheus metrics on this address until stopped (per listener: queue depth, its
+    /// peak since the last scrape, backlog, time full, drops, owner; and the kernel's counters,
+    /// classified). Loopback unless another address is given.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
+    /// Also write the report as JSON (schema synack-load/diagnose/1).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also write DIR/report.html: each listener's queue over time against its backlog.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
 }
 
 /// `synack-load merge`.

@@ -8,10 +8,12 @@
 
 pub mod cli;
 pub mod commands;
+pub mod diagnose;
 pub mod embedded;
 pub mod engine;
 pub mod error;
 pub mod exchange;
+pub mod exporter;
 pub mod flood;
 pub mod outcome;
 pub mod pacer;

@@ -26,6 +26,25 @@ pub struct ListenerSample {
     pub socket_drops: Vec<(u32, u64)>,
 }
 
+/// One TCP listening socket, as inet_diag shows it (what `ss -lnt` prints a line of).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListeningSocket {
+    /// The address it is bound to (`0.0.0.0` or `[::]` for the wildcard).
+    pub local: SocketAddr,
+    /// Its inode: the `socket:[N]` a process's `/proc/PID/fd` links to.
+    pub inode: u32,
+    /// The user id that owns it.
+    pub uid: u32,
+    /// Connections waiting in its accept queue (`ss` Recv-Q).
+    pub len: u32,
+    /// Its effective backlog (`ss` Send-Q): what the kernel granted.
+    pub backlog: u32,
+    /// Its `sk_drops`: SYNs and final ACKs it dropped, where the kernel reports it.
+    pub drops: Option<u64>,
+    /// An IPv6 socket that takes no IPv4 connections.
+    pub v6only: bool,
+}
+
 /// A netlink socket that reads TCP listeners.
 ///
 /// ```no_run
@@ -63,6 +82,32 @@ impl Diag {
                 io::ErrorKind::Unsupported,
                 "inet_diag (NETLINK_SOCK_DIAG) is Linux-only",
             ))
+        }
+    }
+
+    /// Every TCP listening socket of this network namespace, IPv4 and IPv6, in one dump each.
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut diag = synack_sys::diag::Diag::new()?;
+    /// for l in diag.listeners()? {
+    ///     println!("{} {} of {}", l.local, l.len, l.backlog);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A netlink error, or a reply that does not parse.
+    pub fn listeners(&mut self) -> io::Result<Vec<ListeningSocket>> {
+        #[cfg(target_os = "linux")]
+        {
+            self.inner.listeners()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            match self.inner {}
         }
     }
 

@@ -13,7 +13,7 @@ use netlink_packet_sock_diag::inet::{
 };
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
-use super::ListenerSample;
+use super::{ListenerSample, ListeningSocket};
 
 /// Whether a listener bound to `listen` (IPv6-only or not) takes connections to `target`.
 fn serves(listen: IpAddr, v6only: bool, target: IpAddr) -> bool {
@@ -75,10 +75,40 @@ impl Diag {
         Ok(out)
     }
 
+    /// Every TCP listening socket of this network namespace, IPv4 and IPv6.
+    pub fn listeners(&mut self) -> io::Result<Vec<ListeningSocket>> {
+        let mut out = Vec::new();
+        for family in [AF_INET, AF_INET6] {
+            self.dump_full(family, |id, uid, inode, rq, wq, drops, v6only| {
+                out.push(ListeningSocket {
+                    local: SocketAddr::new(id.source_address, id.source_port),
+                    inode,
+                    uid,
+                    len: rq,
+                    backlog: wq,
+                    drops: drops.map(u64::from),
+                    v6only,
+                });
+            })?;
+        }
+        Ok(out)
+    }
+
     fn dump(
         &mut self,
         family: u8,
         mut each: impl FnMut(&SocketId, u32, u32, u32, Option<u32>, bool),
+    ) -> io::Result<()> {
+        self.dump_full(family, |id, _uid, inode, rq, wq, drops, v6only| {
+            each(id, inode, rq, wq, drops, v6only)
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn dump_full(
+        &mut self,
+        family: u8,
+        mut each: impl FnMut(&SocketId, u32, u32, u32, u32, Option<u32>, bool),
     ) -> io::Result<()> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -118,6 +148,7 @@ impl Diag {
                         let v6only = r.nlas.iter().any(|n| matches!(n, Nla::SkV6Only(true)));
                         each(
                             &r.header.socket_id,
+                            r.header.uid,
                             r.header.inode,
                             r.header.recv_queue,
                             r.header.send_queue,

@@ -26,6 +26,7 @@ mod unix;
 #[cfg(feature = "diag")]
 pub mod diag;
 pub mod errno;
+pub mod host;
 pub mod process;
 
 #[cfg(target_os = "linux")]
@@ -284,6 +285,12 @@ pub fn set_sched_batch() -> io::Result<()> {
 /// The resident set size of this process, bytes (Linux `/proc/self/statm`); `None` elsewhere.
 pub fn resident_bytes() -> Option<u64> {
     imp::resident_bytes()
+}
+
+/// Whether this process runs as root (effective uid 0): what it may read of other users'
+/// processes and of the kernel's log.
+pub fn is_root() -> bool {
+    unix::is_root()
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock that every process on the host shares.

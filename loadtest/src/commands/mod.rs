@@ -2,6 +2,7 @@
 //! and writes the outputs asked for. They orchestrate only; failures come back as one
 //! [`LoadError`], which `main` turns into one line and an exit status.
 
+mod diagnose;
 mod flood;
 mod merge;
 mod sweep;
@@ -21,6 +22,7 @@ pub fn run(command: Command) -> Result<(), LoadError> {
         Command::Flood(args) => flood::command(&args),
         Command::Sweep(args) => sweep::command(&args),
         Command::Tune(args) => tune::command(&args),
+        Command::Diagnose(args) => diagnose::command(&args),
         Command::Merge(args) => merge::command(&args),
     }
 }

@@ -2,6 +2,7 @@
 //! connect-latency intervals as an HdrHistogram log.
 
 pub mod charts;
+pub mod diagnose;
 pub mod hlog;
 pub mod html;
 pub mod sweep;

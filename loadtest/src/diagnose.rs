@@ -1,0 +1,408 @@
+//! `synack-load diagnose`: the production view of every TCP listener on this host, without
+//! sending a packet. Samples every listener through inet_diag (what `ss -lnt` reads), the
+//! kernel's TCP counters each second, the sysctls that decide what a full queue does, and (as
+//! root) the kernel's log; finds the processes that own the listeners through `/proc`; then
+//! [`crate::report::diagnose`] turns it into findings. It only reads: no socket option is
+//! changed, no connection made.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use synack_sys::diag::{Diag, ListeningSocket};
+use synack_sys::host::{Kmsg, socket_owners};
+
+use crate::error::LoadError;
+use crate::report::diagnose::{
+    CounterSecond, DiagnoseReport, KernelLine, ListenerReport, Member, Process, SCHEMA, SYSCTLS,
+    findings,
+};
+use crate::watch::QueuePoint;
+
+/// Which listeners to watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Every listener on this port, whatever its address.
+    Port(u16),
+    /// The listeners bound to this address and port.
+    Addr(SocketAddr),
+}
+
+impl Target {
+    fn takes(&self, s: &ListeningSocket) -> bool {
+        match *self {
+            Target::Port(p) => s.local.port() == p,
+            Target::Addr(a) => s.local == a,
+        }
+    }
+}
+
+/// What `diagnose` is asked to do.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use synack_load::diagnose::{DiagnoseSpec, Target, run};
+///
+/// let spec = DiagnoseSpec {
+///     targets: vec![Target::Port(8080)],
+///     duration: Some(Duration::from_secs(5)),
+///     interval: Duration::from_millis(10),
+/// };
+/// let report = run(&spec, None, |_| {})?;
+/// for f in &report.findings {
+///     println!("{}: {}", f.severity, f.text);
+/// }
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiagnoseSpec {
+    /// The listeners to watch; empty: every one.
+    pub targets: Vec<Target>,
+    /// How long; `None`: until interrupted.
+    pub duration: Option<Duration>,
+    /// The sampling interval of the queues.
+    pub interval: Duration,
+}
+
+/// The most queue readings kept per listener for its series (past it, readings are merged
+/// two by two, keeping the deeper).
+const SERIES_MAX: usize = 20_000;
+
+/// Depth histogram buckets: a queue length at most each bound (the last: any more).
+pub const DEPTH_BOUNDS: [u32; 12] = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, u32::MAX];
+
+/// One listener group being watched (the sockets on one address: several with SO_REUSEPORT).
+#[derive(Debug, Default)]
+struct Watched {
+    members: BTreeMap<u32, MemberState>,
+    samples: u64,
+    full: u64,
+    nonempty: u64,
+    peak: u32,
+    backlog: u32,
+    depth: [u64; DEPTH_BOUNDS.len()],
+    series: Vec<QueuePoint>,
+    /// Seconds (since the start) in which it was seen full or dropped.
+    full_seconds: HashSet<u64>,
+    uid: u32,
+}
+
+#[derive(Debug, Default)]
+struct MemberState {
+    backlog: u32,
+    first_drops: Option<u64>,
+    last_drops: Option<u64>,
+    /// sk_drops at the start of the current second.
+    second_start_drops: Option<u64>,
+    /// Drops per second since the start.
+    drops_by_second: BTreeMap<u64, u64>,
+}
+
+impl Watched {
+    fn sample(&mut self, t_ms: f64, second: u64, sockets: &[&ListeningSocket]) {
+        let len: u32 = sockets.iter().map(|s| s.len).sum();
+        let backlog: u32 = sockets.iter().map(|s| s.backlog).sum();
+        let full = sockets.iter().any(|s| s.len > s.backlog);
+        self.samples += 1;
+        self.full += u64::from(full);
+        self.nonempty += u64::from(len > 0);
+        self.peak = self.peak.max(len);
+        self.backlog = backlog;
+        let b = DEPTH_BOUNDS.iter().position(|&b| len <= b).unwrap_or(0);
+        self.depth[b] += 1;
+        if full {
+            self.full_seconds.insert(second);
+        }
+        for s in sockets {
+            self.uid = s.uid;
+            let m = self.members.entry(s.inode).or_default();
+            m.backlog = s.backlog;
+            if let Some(d) = s.drops {
+                m.first_drops.get_or_insert(d);
+                let start = *m.second_start_drops.get_or_insert(d);
+                if d > start {
+                    m.drops_by_second.insert(second, d - start);
+                }
+                m.last_drops = Some(d);
+            }
+        }
+        if self.series.len() >= SERIES_MAX {
+            // Halve the resolution, keeping each pair's deeper reading.
+            self.series = self
+                .series
+                .chunks(2)
+                .map(|c| *c.iter().max_by_key(|p| p.len).unwrap_or(&c[0]))
+                .collect();
+        }
+        self.series.push(QueuePoint { t_ms, len, backlog });
+    }
+
+    fn new_second(&mut self) {
+        for m in self.members.values_mut() {
+            m.second_start_drops = m.last_drops;
+        }
+    }
+
+    fn drops(&self) -> Option<u64> {
+        let mut any = false;
+        let mut sum = 0;
+        for m in self.members.values() {
+            if let (Some(a), Some(b)) = (m.first_drops, m.last_drops) {
+                any = true;
+                sum += b.saturating_sub(a);
+            }
+        }
+        any.then_some(sum)
+    }
+
+    fn drops_in(&self, second: u64) -> u64 {
+        self.members
+            .values()
+            .filter_map(|m| m.drops_by_second.get(&second))
+            .sum()
+    }
+}
+
+/// Checks the targets against what listens now: a port or address nothing listens on is bad
+/// input, as is an address that is not this host's.
+fn check_targets(targets: &[Target], now: &[ListeningSocket]) -> Result<(), LoadError> {
+    for t in targets {
+        if let Target::Addr(a) = t
+            && !a.ip().is_unspecified()
+            && !crate::watch::is_local(a.ip())
+        {
+            return Err(LoadError::Usage(format!(
+                "{a}: not an address of this host; diagnose reads this host's listeners (give a port, or one of its addresses)"
+            )));
+        }
+        if !now.iter().any(|s| t.takes(s)) {
+            return Err(LoadError::Usage(match t {
+                Target::Port(p) => format!(
+                    "port {p}: nothing listens on it here (TCP, this network namespace); `synack-load diagnose` with no argument lists every listener"
+                ),
+                Target::Addr(a) => format!(
+                    "{a}: nothing listens there (TCP, this network namespace); `synack-load diagnose` with no argument lists every listener"
+                ),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `PORT` or `ADDR:PORT` (`[::1]:80`).
+///
+/// ```
+/// use synack_load::diagnose::{Target, parse_target};
+///
+/// assert_eq!(parse_target("8080"), Ok(Target::Port(8080)));
+/// assert!(matches!(parse_target("127.0.0.1:80"), Ok(Target::Addr(_))));
+/// assert!(parse_target("eighty").is_err());
+/// ```
+///
+/// # Errors
+///
+/// A line naming the value and what is accepted.
+pub fn parse_target(s: &str) -> Result<Target, String> {
+    if let Ok(p) = s.trim().parse::<u16>() {
+        if p == 0 {
+            return Err("port 0: give the port a server listens on".into());
+        }
+        return Ok(Target::Port(p));
+    }
+    s.trim().parse::<SocketAddr>().map(Target::Addr).map_err(|_| {
+        format!("{s:?}: expected a port (8080) or an address with its port (127.0.0.1:8080, [::1]:8080)")
+    })
+}
+
+/// Samples until the duration passes or `stop` is set; `tick` gets the listeners as sampled
+/// (for the exporter) each interval.
+///
+/// # Errors
+///
+/// [`LoadError::Usage`] for targets nothing listens on; [`LoadError::Run`] when inet_diag or
+/// `/proc` cannot be read.
+pub fn run(
+    spec: &DiagnoseSpec,
+    stop: Option<Arc<AtomicBool>>,
+    mut tick: impl FnMut(&[ListeningSocket]),
+) -> Result<DiagnoseReport, LoadError> {
+    let mut diag =
+        Diag::new().map_err(|e| LoadError::Run(format!("inet_diag (NETLINK_SOCK_DIAG): {e}")))?;
+    let read = |diag: &mut Diag| {
+        diag.listeners()
+            .map_err(|e| LoadError::Run(format!("inet_diag: {e}")))
+    };
+    let first = read(&mut diag)?;
+    check_targets(&spec.targets, &first)?;
+    let wanted =
+        |s: &ListeningSocket| spec.targets.is_empty() || spec.targets.iter().any(|t| t.takes(s));
+    let mut kmsg = Kmsg::open().ok();
+    let kernel_log_readable = kmsg.is_some();
+    let sysctls: BTreeMap<String, String> = SYSCTLS
+        .iter()
+        .filter_map(|n| Some((n.to_string(), synack_sys::sysctl_text(n)?)))
+        .collect();
+    let t0 = Instant::now();
+    let mut counters_prev = synack_sys::tcp_counters().ok().flatten();
+    let mut per_second: Vec<CounterSecond> = Vec::new();
+    let mut kernel_log: Vec<KernelLine> = Vec::new();
+    let mut watched: BTreeMap<SocketAddr, Watched> = BTreeMap::new();
+    let mut inodes: HashSet<u32> = HashSet::new();
+    let mut second = 0u64;
+    let mut next = t0;
+    let mut current = first;
+    loop {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(t0);
+        let t_ms = elapsed.as_secs_f64() * 1e3;
+        let this_second = elapsed.as_secs();
+        if this_second > second {
+            // A second ended: the counters' change over it, the kernel's log lines.
+            let counters = synack_sys::tcp_counters().ok().flatten();
+            if let (Some(a), Some(b)) = (&counters_prev, &counters) {
+                per_second.push(CounterSecond::between(second, a, b));
+            }
+            counters_prev = counters;
+            if let Some(k) = kmsg.as_mut() {
+                kernel_log.extend(KernelLine::syn_flood(second, k.read_new()));
+            }
+            for w in watched.values_mut() {
+                w.new_second();
+            }
+            second = this_second;
+        }
+        let mut groups: BTreeMap<SocketAddr, Vec<&ListeningSocket>> = BTreeMap::new();
+        for s in current.iter().filter(|s| wanted(s)) {
+            groups.entry(s.local).or_default().push(s);
+            inodes.insert(s.inode);
+        }
+        for (addr, sockets) in &groups {
+            watched
+                .entry(*addr)
+                .or_default()
+                .sample(t_ms, second, sockets);
+        }
+        tick(&current);
+        let done = spec.duration.is_some_and(|d| elapsed >= d)
+            || stop.as_ref().is_some_and(|s| s.load(Relaxed));
+        if done {
+            break;
+        }
+        next += spec.interval;
+        let wait = next.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            // Behind: sample now, and keep the schedule from here.
+            next = Instant::now();
+        } else {
+            std::thread::sleep(wait);
+        }
+        current = read(&mut diag)?;
+    }
+    let elapsed = t0.elapsed();
+    // The last part second.
+    let counters = synack_sys::tcp_counters().ok().flatten();
+    if let (Some(a), Some(b)) = (&counters_prev, &counters) {
+        per_second.push(CounterSecond::between(second, a, b));
+    }
+    if let Some(k) = kmsg.as_mut() {
+        kernel_log.extend(KernelLine::syn_flood(second, k.read_new()));
+    }
+    let owners = socket_owners(&inodes).map_err(|e| LoadError::Run(format!("/proc: {e}")))?;
+    let root = synack_sys::is_root();
+    let listeners: Vec<ListenerReport> = watched
+        .iter()
+        .map(|(addr, w)| {
+            let mut processes: Vec<Process> = w
+                .members
+                .keys()
+                .flat_map(|i| owners.by_inode.get(i).cloned().unwrap_or_default())
+                .map(|o| Process {
+                    pid: o.pid,
+                    command: o.command,
+                })
+                .collect();
+            processes.sort_by_key(|p| p.pid);
+            processes.dedup();
+            let seconds_with_drops: Vec<(u64, u64)> = (0..=second)
+                .map(|s| (s, w.drops_in(s)))
+                .filter(|(_, d)| *d > 0)
+                .collect();
+            ListenerReport {
+                address: addr.to_string(),
+                sockets: w.members.len(),
+                members: w
+                    .members
+                    .iter()
+                    .map(|(inode, m)| Member {
+                        inode: *inode,
+                        backlog: m.backlog,
+                        drops: m
+                            .first_drops
+                            .zip(m.last_drops)
+                            .map(|(a, b)| b.saturating_sub(a)),
+                    })
+                    .collect(),
+                effective_backlog: w.backlog,
+                samples: w.samples,
+                peak_queue: w.peak,
+                full_fraction: if w.samples > 0 {
+                    w.full as f64 / w.samples as f64
+                } else {
+                    0.0
+                },
+                nonempty_fraction: if w.samples > 0 {
+                    w.nonempty as f64 / w.samples as f64
+                } else {
+                    0.0
+                },
+                depth_histogram: DEPTH_BOUNDS
+                    .iter()
+                    .zip(w.depth)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(b, n)| (*b, n))
+                    .collect(),
+                drops: w.drops(),
+                drops_by_second: seconds_with_drops,
+                full_seconds: {
+                    let mut v: Vec<u64> = w.full_seconds.iter().copied().collect();
+                    v.sort_unstable();
+                    v
+                },
+                uid: w.uid,
+                processes,
+                series: if w.peak > 0 {
+                    w.series.clone()
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect();
+    let mut report = DiagnoseReport {
+        schema: SCHEMA.into(),
+        duration_s: elapsed.as_secs_f64(),
+        interval_ms: spec.interval.as_secs_f64() * 1e3,
+        targets: spec
+            .targets
+            .iter()
+            .map(|t| match t {
+                Target::Port(p) => p.to_string(),
+                Target::Addr(a) => a.to_string(),
+            })
+            .collect(),
+        listeners,
+        counters: per_second,
+        sysctls,
+        kernel_log,
+        kernel_log_readable,
+        owners_visible: owners.unreadable == 0,
+        root,
+        attributions: Vec::new(),
+        findings: Vec::new(),
+    };
+    report.attribute();
+    report.findings = findings(&report);
+    Ok(report)
+}
