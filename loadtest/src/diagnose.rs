@@ -70,23 +70,37 @@ pub struct DiagnoseSpec {
 /// two by two, keeping the deeper).
 const SERIES_MAX: usize = 20_000;
 
+/// How often a reading is full (both families, each listener's `sk_drops`, the dearest part
+/// of a dump for the kernel): every this many readings, and the last.
+const DROPS_EVERY: u64 = 10;
+
 /// Depth histogram buckets: a queue length at most each bound (the last: any more).
 pub const DEPTH_BOUNDS: [u32; 12] = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, u32::MAX];
 
 /// One listener group being watched (the sockets on one address: several with SO_REUSEPORT).
 #[derive(Debug, Default)]
 struct Watched {
-    members: BTreeMap<u32, MemberState>,
+    addr: Option<SocketAddr>,
+    /// Its sockets, by inode (one, or a few with SO_REUSEPORT).
+    members: Vec<(u32, MemberState)>,
     samples: u64,
     full: u64,
     nonempty: u64,
     peak: u32,
     backlog: u32,
     depth: [u64; DEPTH_BOUNDS.len()],
+    /// The queue where it changed: a reading is kept when its length differs from the last
+    /// one kept (with the reading before it, so the chart keeps its steps).
     series: Vec<QueuePoint>,
-    /// Seconds (since the start) in which it was seen full or dropped.
+    last: Option<QueuePoint>,
+    /// Seconds (since the start) in which it was seen full.
     full_seconds: HashSet<u64>,
     uid: u32,
+    /// This reading's sums over the group.
+    now_len: u32,
+    now_backlog: u32,
+    now_full: bool,
+    seen: bool,
 }
 
 #[derive(Debug, Default)]
@@ -101,10 +115,41 @@ struct MemberState {
 }
 
 impl Watched {
-    fn sample(&mut self, t_ms: f64, second: u64, sockets: &[&ListeningSocket]) {
-        let len: u32 = sockets.iter().map(|s| s.len).sum();
-        let backlog: u32 = sockets.iter().map(|s| s.backlog).sum();
-        let full = sockets.iter().any(|s| s.len > s.backlog);
+    /// Adds one socket's reading to this round's sums.
+    fn add(&mut self, s: &ListeningSocket, second: u64) {
+        self.seen = true;
+        self.now_len += s.len;
+        self.now_backlog += s.backlog;
+        self.now_full |= s.len > s.backlog;
+        self.uid = s.uid;
+        let m = match self.members.iter().position(|(i, _)| *i == s.inode) {
+            Some(k) => &mut self.members[k].1,
+            None => {
+                self.members.push((s.inode, MemberState::default()));
+                &mut self.members.last_mut().expect("just pushed").1
+            }
+        };
+        m.backlog = s.backlog;
+        if let Some(d) = s.drops {
+            m.first_drops.get_or_insert(d);
+            let start = *m.second_start_drops.get_or_insert(d);
+            if d > start {
+                m.drops_by_second.insert(second, d - start);
+            }
+            m.last_drops = Some(d);
+        }
+    }
+
+    /// Closes this round: its sums become a reading.
+    fn sample(&mut self, t_ms: f64, second: u64) {
+        if !std::mem::take(&mut self.seen) {
+            return;
+        }
+        let (len, backlog, full) = (
+            std::mem::take(&mut self.now_len),
+            std::mem::take(&mut self.now_backlog),
+            std::mem::take(&mut self.now_full),
+        );
         self.samples += 1;
         self.full += u64::from(full);
         self.nonempty += u64::from(len > 0);
@@ -115,32 +160,30 @@ impl Watched {
         if full {
             self.full_seconds.insert(second);
         }
-        for s in sockets {
-            self.uid = s.uid;
-            let m = self.members.entry(s.inode).or_default();
-            m.backlog = s.backlog;
-            if let Some(d) = s.drops {
-                m.first_drops.get_or_insert(d);
-                let start = *m.second_start_drops.get_or_insert(d);
-                if d > start {
-                    m.drops_by_second.insert(second, d - start);
-                }
-                m.last_drops = Some(d);
+        let point = QueuePoint { t_ms, len, backlog };
+        let changed = self
+            .series
+            .last()
+            .is_none_or(|p| p.len != len || p.backlog != backlog);
+        if changed {
+            if let Some(prev) = self.last.filter(|p| self.series.last() != Some(p)) {
+                self.series.push(prev);
             }
+            if self.series.len() >= SERIES_MAX {
+                // Halve the resolution, keeping each pair's deeper reading.
+                self.series = self
+                    .series
+                    .chunks(2)
+                    .map(|c| *c.iter().max_by_key(|p| p.len).unwrap_or(&c[0]))
+                    .collect();
+            }
+            self.series.push(point);
         }
-        if self.series.len() >= SERIES_MAX {
-            // Halve the resolution, keeping each pair's deeper reading.
-            self.series = self
-                .series
-                .chunks(2)
-                .map(|c| *c.iter().max_by_key(|p| p.len).unwrap_or(&c[0]))
-                .collect();
-        }
-        self.series.push(QueuePoint { t_ms, len, backlog });
+        self.last = Some(point);
     }
 
     fn new_second(&mut self) {
-        for m in self.members.values_mut() {
+        for (_, m) in &mut self.members {
             m.second_start_drops = m.last_drops;
         }
     }
@@ -148,7 +191,7 @@ impl Watched {
     fn drops(&self) -> Option<u64> {
         let mut any = false;
         let mut sum = 0;
-        for m in self.members.values() {
+        for (_, m) in &self.members {
             if let (Some(a), Some(b)) = (m.first_drops, m.last_drops) {
                 any = true;
                 sum += b.saturating_sub(a);
@@ -159,8 +202,8 @@ impl Watched {
 
     fn drops_in(&self, second: u64) -> u64 {
         self.members
-            .values()
-            .filter_map(|m| m.drops_by_second.get(&second))
+            .iter()
+            .filter_map(|(_, m)| m.drops_by_second.get(&second))
             .sum()
     }
 }
@@ -189,6 +232,14 @@ fn check_targets(targets: &[Target], now: &[ListeningSocket]) -> Result<(), Load
         }
     }
     Ok(())
+}
+
+/// Whether any of `sockets` is IPv4, and any IPv6.
+fn families(sockets: &[ListeningSocket]) -> (bool, bool) {
+    (
+        sockets.iter().any(|s| s.local.is_ipv4()),
+        sockets.iter().any(|s| s.local.is_ipv6()),
+    )
 }
 
 /// Parses `PORT` or `ADDR:PORT` (`[::1]:80`).
@@ -230,11 +281,15 @@ pub fn run(
 ) -> Result<DiagnoseReport, LoadError> {
     let mut diag =
         Diag::new().map_err(|e| LoadError::Run(format!("inet_diag (NETLINK_SOCK_DIAG): {e}")))?;
-    let read = |diag: &mut Diag| {
-        diag.listeners()
+    // A full reading (both families, with sk_drops) every DROPS_EVERY rounds; in between,
+    // only the families that have listeners, without sk_drops: the kernel walks every
+    // listener once per family asked.
+    let read = |diag: &mut Diag, full: bool, v4: bool, v6: bool| {
+        let (v4, v6) = if full { (true, true) } else { (v4, v6) };
+        diag.listeners_of(v4, v6, full)
             .map_err(|e| LoadError::Run(format!("inet_diag: {e}")))
     };
-    let first = read(&mut diag)?;
+    let first = read(&mut diag, true, true, true)?;
     check_targets(&spec.targets, &first)?;
     let wanted =
         |s: &ListeningSocket| spec.targets.is_empty() || spec.targets.iter().any(|t| t.takes(s));
@@ -248,11 +303,14 @@ pub fn run(
     let mut counters_prev = synack_sys::tcp_counters().ok().flatten();
     let mut per_second: Vec<CounterSecond> = Vec::new();
     let mut kernel_log: Vec<KernelLine> = Vec::new();
-    let mut watched: BTreeMap<SocketAddr, Watched> = BTreeMap::new();
+    let mut watched: Vec<Watched> = Vec::new();
+    let mut index: std::collections::HashMap<SocketAddr, usize> = std::collections::HashMap::new();
     let mut inodes: HashSet<u32> = HashSet::new();
     let mut second = 0u64;
     let mut next = t0;
     let mut current = first;
+    let mut round = 0u64;
+    let (mut has_v4, mut has_v6) = families(&current);
     loop {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(t0);
@@ -268,21 +326,24 @@ pub fn run(
             if let Some(k) = kmsg.as_mut() {
                 kernel_log.extend(KernelLine::syn_flood(second, k.read_new()));
             }
-            for w in watched.values_mut() {
+            for w in &mut watched {
                 w.new_second();
             }
             second = this_second;
         }
-        let mut groups: BTreeMap<SocketAddr, Vec<&ListeningSocket>> = BTreeMap::new();
         for s in current.iter().filter(|s| wanted(s)) {
-            groups.entry(s.local).or_default().push(s);
+            let k = *index.entry(s.local).or_insert_with(|| {
+                watched.push(Watched {
+                    addr: Some(s.local),
+                    ..Watched::default()
+                });
+                watched.len() - 1
+            });
             inodes.insert(s.inode);
+            watched[k].add(s, second);
         }
-        for (addr, sockets) in &groups {
-            watched
-                .entry(*addr)
-                .or_default()
-                .sample(t_ms, second, sockets);
+        for w in &mut watched {
+            w.sample(t_ms, second);
         }
         tick(&current);
         let done = spec.duration.is_some_and(|d| elapsed >= d)
@@ -298,7 +359,16 @@ pub fn run(
         } else {
             std::thread::sleep(wait);
         }
-        current = read(&mut diag)?;
+        round += 1;
+        let last = spec
+            .duration
+            .is_some_and(|d| next.saturating_duration_since(t0) >= d);
+        let full = round.is_multiple_of(DROPS_EVERY) || last;
+        current = read(&mut diag, full, has_v4, has_v6)?;
+        if full {
+            // The families that have listeners, as of this full reading.
+            (has_v4, has_v6) = families(&current);
+        }
     }
     let elapsed = t0.elapsed();
     // The last part second.
@@ -311,13 +381,15 @@ pub fn run(
     }
     let owners = socket_owners(&inodes).map_err(|e| LoadError::Run(format!("/proc: {e}")))?;
     let root = synack_sys::is_root();
+    watched.sort_by_key(|w| w.addr);
     let listeners: Vec<ListenerReport> = watched
         .iter()
-        .map(|(addr, w)| {
+        .map(|w| {
+            let addr = w.addr.expect("set when watched");
             let mut processes: Vec<Process> = w
                 .members
-                .keys()
-                .flat_map(|i| owners.by_inode.get(i).cloned().unwrap_or_default())
+                .iter()
+                .flat_map(|(i, _)| owners.by_inode.get(i).cloned().unwrap_or_default())
                 .map(|o| Process {
                     pid: o.pid,
                     command: o.command,

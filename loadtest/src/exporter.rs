@@ -38,7 +38,7 @@ const OWNERS_EVERY: Duration = Duration::from_secs(10);
 ///
 /// let mut x = Exporter::install("127.0.0.1:9464".parse().unwrap())?;
 /// let mut diag = synack_sys::diag::Diag::new().unwrap();
-/// x.update(&diag.listeners().unwrap()); // each interval
+/// x.update(&diag.listeners(true).unwrap()); // each interval
 /// # Ok::<(), synack_load::error::LoadError>(())
 /// ```
 pub struct Exporter {

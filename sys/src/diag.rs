@@ -85,12 +85,14 @@ impl Diag {
         }
     }
 
-    /// Every TCP listening socket of this network namespace, IPv4 and IPv6, in one dump each.
+    /// Every TCP listening socket of this network namespace, IPv4 and IPv6, in one dump each;
+    /// with `meminfo`, each one's `sk_drops` too (without it, `drops` is `None` and the dump
+    /// costs the kernel less).
     ///
     /// ```no_run
     /// # fn main() -> std::io::Result<()> {
     /// let mut diag = synack_sys::diag::Diag::new()?;
-    /// for l in diag.listeners()? {
+    /// for l in diag.listeners(true)? {
     ///     println!("{} {} of {}", l.local, l.len, l.backlog);
     /// }
     /// # Ok(())
@@ -100,13 +102,37 @@ impl Diag {
     /// # Errors
     ///
     /// A netlink error, or a reply that does not parse.
-    pub fn listeners(&mut self) -> io::Result<Vec<ListeningSocket>> {
+    pub fn listeners(&mut self, meminfo: bool) -> io::Result<Vec<ListeningSocket>> {
         #[cfg(target_os = "linux")]
         {
-            self.inner.listeners()
+            self.inner.listeners(meminfo)
         }
         #[cfg(not(target_os = "linux"))]
         {
+            let _ = meminfo;
+            match self.inner {}
+        }
+    }
+
+    /// As [`Diag::listeners`], for IPv4 (`v4`) and/or IPv6 (`v6`) sockets only: the kernel
+    /// walks every listener once per family, so a family with none is worth leaving out.
+    ///
+    /// # Errors
+    ///
+    /// A netlink error, or a reply that does not parse.
+    pub fn listeners_of(
+        &mut self,
+        v4: bool,
+        v6: bool,
+        meminfo: bool,
+    ) -> io::Result<Vec<ListeningSocket>> {
+        #[cfg(target_os = "linux")]
+        {
+            self.inner.listeners_of(v4, v6, meminfo)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (v4, v6, meminfo);
             match self.inner {}
         }
     }

@@ -32,7 +32,7 @@ pub struct Owners {
 /// # fn main() -> std::io::Result<()> {
 /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
 /// let mut diag = synack_sys::diag::Diag::new()?;
-/// let me = diag.listeners()?.into_iter().find(|s| s.local == l.local_addr().unwrap()).unwrap();
+/// let me = diag.listeners(false)?.into_iter().find(|s| s.local == l.local_addr().unwrap()).unwrap();
 /// let owners = synack_sys::host::socket_owners(&[me.inode].into_iter().collect())?;
 /// assert_eq!(owners.by_inode[&me.inode][0].pid, std::process::id());
 /// # Ok(())
