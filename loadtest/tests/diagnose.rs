@@ -383,3 +383,33 @@ fn a_listener_of_another_users_process_is_seen_as_root() {
         l.processes
     );
 }
+
+#[test]
+fn the_grafana_dashboard_asks_only_for_metrics_the_exporter_serves() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/grafana/synack-diagnose.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // The metrics the exporter's documentation lists (src/exporter.rs).
+    let exporter = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/exporter.rs"),
+    )
+    .unwrap();
+    let mut exprs = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let e = t["expr"].as_str().unwrap();
+            exprs += 1;
+            for name in e
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("synack_"))
+            {
+                assert!(
+                    exporter.contains(&format!("`{name}`")),
+                    "{name} (in {e:?}) is not a metric the exporter serves"
+                );
+            }
+        }
+    }
+    assert!(exprs >= 8, "{exprs}");
+}
