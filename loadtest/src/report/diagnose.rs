@@ -424,7 +424,7 @@ pub fn findings(r: &DiagnoseReport) -> Vec<Finding> {
         out.push(host(
             "warning",
             format!(
-                "the host sent {cookies} SYN cookies (TcpExt.SyncookiesSent, host-wide): a SYN queue overflowed (tcp_max_syn_backlog = {}), and connections were made without it (no TCP options such as window scaling from those SYNs).",
+                "the host sent {cookies} SYN cookies (TcpExt.SyncookiesSent, host-wide): a listener's SYN queue overflowed (it is bounded by the listener's backlog and by tcp_max_syn_backlog = {}), and those connections were made without it (no TCP options such as window scaling from their SYNs).",
                 r.sysctls
                     .get("net.ipv4.tcp_max_syn_backlog")
                     .map_or("?", String::as_str)
@@ -435,7 +435,7 @@ pub fn findings(r: &DiagnoseReport) -> Vec<Finding> {
         out.push(host(
             "problem",
             format!(
-                "the SYN queue was full {qfull} times (TcpExt.TCPReqQFullDrop + TCPReqQFullDoCookies, host-wide): half-open connections, not the accept queue, ran out of room."
+                "a SYN queue was full {qfull} times (TcpExt.TCPReqQFullDrop + TCPReqQFullDoCookies, host-wide): half-open connections ran out of room. A listener's SYN queue is bounded by its backlog as well as by tcp_max_syn_backlog, so a small backlog fills both queues."
             ),
         ));
     }
