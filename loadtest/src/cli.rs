@@ -66,7 +66,7 @@ pub enum Command {
 /// `synack-load diagnose`.
 #[derive(Debug, Args)]
 pub struct DiagnoseArgs {
-    /// Ports (8080) or addresses (127.0.0.1:8080, [::1]:8080) to watch. [default: every TCP
+    /// Ports (8080) or addresses (127.0.0.1:8080, `[::1]:8080`) to watch. [default: every TCP
     /// listener on this host]
     #[arg(value_name = "PORT | ADDR", value_parser = parse_target)]
     pub targets: Vec<Target>,
