@@ -311,7 +311,7 @@ impl DiagnoseReport {
 /// ```
 pub fn backlog_for(backlog: u32, worst_second_drops: u64) -> u32 {
     let needed = (u64::from(backlog) + 1 + worst_second_drops) as f64 / 0.75;
-    (needed.ceil() as u64).min(u64::from(u32::MAX / 2)) as u32
+    ((needed.ceil() as u64).min(1 << 31) as u32).next_power_of_two()
 }
 
 /// What the run shows, per listener and for the host, each with its evidence.
@@ -338,7 +338,7 @@ pub fn findings(r: &DiagnoseReport) -> Vec<Finding> {
         let drops = l.drops.unwrap_or(0);
         if drops > 0 || l.full_fraction > 0.0 {
             let worst = l.drops_by_second.iter().map(|(_, d)| *d).max().unwrap_or(0);
-            let want = backlog_for(l.effective_backlog, worst).next_power_of_two();
+            let want = backlog_for(l.effective_backlog, worst);
             out.push(finding(
                 "problem",
                 format!(
