@@ -81,8 +81,9 @@ pub struct DiagnoseArgs {
     pub interval: Duration,
     /// Serve Prometheus metrics on this address until stopped (per listener: queue depth, its
     /// peak since the last scrape, backlog, time full, drops, owner; and the kernel's counters,
-    /// classified). Loopback unless another address is given.
-    #[arg(long, value_name = "ADDR")]
+    /// classified). Loopback unless another address is given. Runs until Ctrl-C (or SIGTERM),
+    /// then reports.
+    #[arg(long, value_name = "ADDR", conflicts_with = "duration")]
     pub serve: Option<std::net::SocketAddr>,
     /// Also write the report as JSON (schema synack-load/diagnose/1).
     #[arg(long, value_name = "FILE")]
