@@ -151,6 +151,16 @@ fn what_cannot_be_watched_is_refused() {
         (vec!["192.0.2.7:80".into()], "not an address of this host"),
         (vec!["eighty".into()], "expected a port"),
         (vec!["--interval".into(), "0s".into()], "must be above zero"),
+        // The exporter runs until stopped: a duration would be ignored.
+        (
+            vec![
+                "--serve".into(),
+                "127.0.0.1:1".into(),
+                "--duration".into(),
+                "1s".into(),
+            ],
+            "cannot be used with",
+        ),
     ] {
         let out = bin().arg("diagnose").args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
