@@ -70,9 +70,15 @@ pub struct DiagnoseSpec {
 /// two by two, keeping the deeper).
 const SERIES_MAX: usize = 20_000;
 
-/// How often a reading is full (both families, each listener's `sk_drops`, the dearest part
-/// of a dump for the kernel): every this many readings, and the last.
-const DROPS_EVERY: u64 = 10;
+/// How often a reading is full (every listener, with its `sk_drops`, the dearest part of a
+/// dump for the kernel): every this many readings, and the last. In between, only the hot
+/// listeners are read (see [`hot_listeners`]).
+const DROPS_EVERY: u64 = 20;
+
+/// Every this many full readings, both families are read, whatever the last one found (a
+/// family with no listener is otherwise left out: the kernel walks every listener once per
+/// family).
+const FAMILIES_EVERY: u64 = 5;
 
 /// Depth histogram buckets: a queue length at most each bound (the last: any more).
 pub const DEPTH_BOUNDS: [u32; 12] = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, u32::MAX];
@@ -234,6 +240,39 @@ fn check_targets(targets: &[Target], now: &[ListeningSocket]) -> Result<(), Load
     Ok(())
 }
 
+/// A listener stays hot this many readings after it last had anything (a second at 10 ms).
+const HOT_FOR: u64 = 100;
+
+/// The listeners to read at every interval until the next full reading: those with anything
+/// in their queue, full, or dropping at this full reading, or in the last [`HOT_FOR`]
+/// readings. `None` (read every listener every time) when a hot one is a group of several
+/// sockets, which an exact lookup cannot tell apart.
+fn hot_listeners(
+    now: &[ListeningSocket],
+    watched: &[Watched],
+    index: &std::collections::HashMap<SocketAddr, usize>,
+    until: &mut std::collections::HashMap<SocketAddr, u64>,
+    round: u64,
+) -> Option<Vec<SocketAddr>> {
+    for s in now {
+        let w = index.get(&s.local).map(|&k| &watched[k]);
+        let dropping = w.is_some_and(|w| {
+            w.members
+                .iter()
+                .any(|(i, m)| *i == s.inode && m.last_drops != m.first_drops)
+        });
+        if s.len > 0 || dropping {
+            until.insert(s.local, round + HOT_FOR);
+        }
+    }
+    until.retain(|_, u| *u >= round);
+    let hot: Vec<SocketAddr> = until.keys().copied().collect();
+    let grouped = hot
+        .iter()
+        .any(|a| index.get(a).is_some_and(|&k| watched[k].members.len() > 1));
+    (!grouped).then_some(hot)
+}
+
 /// Whether any of `sockets` is IPv4, and any IPv6.
 fn families(sockets: &[ListeningSocket]) -> (bool, bool) {
     (
@@ -284,10 +323,25 @@ pub fn run(
     // A full reading (both families, with sk_drops) every DROPS_EVERY rounds; in between,
     // only the families that have listeners, without sk_drops: the kernel walks every
     // listener once per family asked.
+    // With targets, the kernel itself keeps to their ports (a filter program), so the other
+    // listeners of a busy host cost it little.
+    let mut ports: Vec<u16> = spec
+        .targets
+        .iter()
+        .map(|t| match t {
+            Target::Port(p) => *p,
+            Target::Addr(a) => a.port(),
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
     let read = |diag: &mut Diag, full: bool, v4: bool, v6: bool| {
-        let (v4, v6) = if full { (true, true) } else { (v4, v6) };
-        diag.listeners_of(v4, v6, full)
-            .map_err(|e| LoadError::Run(format!("inet_diag: {e}")))
+        if ports.is_empty() {
+            diag.listeners_of(v4, v6, full)
+        } else {
+            diag.listeners_on(&ports, v4, v6, full)
+        }
+        .map_err(|e| LoadError::Run(format!("inet_diag: {e}")))
     };
     let first = read(&mut diag, true, true, true)?;
     check_targets(&spec.targets, &first)?;
@@ -311,6 +365,12 @@ pub fn run(
     let mut current = first;
     let mut round = 0u64;
     let (mut has_v4, mut has_v6) = families(&current);
+    // The listeners read at every interval: those that had anything in their queue or
+    // dropped at a recent full reading. `None`: every listener, every time (a reuseport group
+    // is hot, whose sockets an exact lookup cannot tell apart).
+    let mut hot: Option<Vec<SocketAddr>> = None;
+    let mut hot_until: std::collections::HashMap<SocketAddr, u64> =
+        std::collections::HashMap::new();
     loop {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(t0);
@@ -364,11 +424,36 @@ pub fn run(
             .duration
             .is_some_and(|d| next.saturating_duration_since(t0) >= d);
         let full = round.is_multiple_of(DROPS_EVERY) || last;
-        current = read(&mut diag, full, has_v4, has_v6)?;
-        if full {
-            // The families that have listeners, as of this full reading.
+        let both = round.is_multiple_of(DROPS_EVERY * FAMILIES_EVERY) || last;
+        current = if full || hot.is_none() {
+            if both {
+                read(&mut diag, full, true, true)?
+            } else {
+                read(&mut diag, full, has_v4, has_v6)?
+            }
+        } else {
+            // Between full readings, only the listeners that had something: each by an
+            // exact lookup, which costs the kernel nothing like a walk of every listener.
+            let mut v = Vec::new();
+            for addr in hot.iter().flatten() {
+                if let Some(s) = diag
+                    .listener_at(*addr, false)
+                    .map_err(|e| LoadError::Run(format!("inet_diag: {e}")))?
+                {
+                    v.push(s);
+                }
+            }
+            v
+        };
+        if full && both {
+            // The families that have listeners, as of this reading of both.
             (has_v4, has_v6) = families(&current);
         }
+        if full {
+            hot = hot_listeners(&current, &watched, &index, &mut hot_until, round);
+        }
+        // (A reading between full ones holds only the hot listeners: the others' readings
+        // are the full ones, every DROPS_EVERY.)
     }
     let elapsed = t0.elapsed();
     // The last part second.

@@ -137,6 +137,55 @@ impl Diag {
         }
     }
 
+    /// As [`Diag::listeners_of`], for the listeners on `ports` (1 to 1024) only: the kernel
+    /// runs a filter program on each listener and fills in only those on the ports, so the
+    /// other listeners of a busy host cost it little.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for no port or more than 1024; a netlink error, or a reply that does not
+    /// parse.
+    pub fn listeners_on(
+        &mut self,
+        ports: &[u16],
+        v4: bool,
+        v6: bool,
+        meminfo: bool,
+    ) -> io::Result<Vec<ListeningSocket>> {
+        #[cfg(target_os = "linux")]
+        {
+            self.inner.listeners_on(ports, v4, v6, meminfo)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (ports, v4, v6, meminfo);
+            match self.inner {}
+        }
+    }
+
+    /// The listener that takes connections to `local`, by an exact lookup (not a dump: the
+    /// kernel finds it as it would for a SYN, whatever the number of listeners); `None` when
+    /// there is none. With SO_REUSEPORT it is one socket of the group.
+    ///
+    /// # Errors
+    ///
+    /// A netlink error, or a reply that does not parse.
+    pub fn listener_at(
+        &mut self,
+        local: SocketAddr,
+        meminfo: bool,
+    ) -> io::Result<Option<ListeningSocket>> {
+        #[cfg(target_os = "linux")]
+        {
+            self.inner.listener_at(local, meminfo)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (local, meminfo);
+            match self.inner {}
+        }
+    }
+
     /// The TCP listeners on `target`'s port that take connections to `target`: bound to its
     /// address or to the wildcard (a dual-stack `[::]` one unless it is IPv6-only).
     ///

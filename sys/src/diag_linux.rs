@@ -105,6 +105,66 @@ impl Diag {
         Ok(out)
     }
 
+    /// As [`Diag::listeners_of`], for the listeners on `ports` only (at most 1024): the kernel
+    /// runs a filter of our own (`INET_DIAG_REQ_BYTECODE`) on each listener and fills in only
+    /// those on the ports, so the other listeners of a busy host cost it little.
+    pub fn listeners_on(
+        &mut self,
+        ports: &[u16],
+        v4: bool,
+        v6: bool,
+        meminfo: bool,
+    ) -> io::Result<Vec<ListeningSocket>> {
+        let Some(filter) = port_filter(ports) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "inet_diag: a port filter takes 1 to 1024 ports",
+            ));
+        };
+        let mut out = Vec::new();
+        let families = [(AF_INET, v4), (AF_INET6, v6)];
+        for family in families.iter().filter(|(_, on)| *on).map(|(f, _)| *f) {
+            self.sock.send(&raw_request(family, meminfo, &filter), 0)?;
+            loop {
+                let size = self.sock.recv(&mut &mut self.buf[..], 0)?;
+                if parse_listeners(&self.buf[..size], &mut out)? {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The listener that takes connections to `local` (an exact lookup, not a dump: the
+    /// kernel finds it in its listening hash as it would for a SYN), `None` when there is
+    /// none. With SO_REUSEPORT it is one of the group's sockets.
+    pub fn listener_at(
+        &mut self,
+        local: SocketAddr,
+        meminfo: bool,
+    ) -> io::Result<Option<ListeningSocket>> {
+        let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
+        let mut req = raw_request(family, meminfo, &[]);
+        // Not a dump: one socket, by its address (inet_diag_sockid: sport, then src).
+        req[6..8].copy_from_slice(&NLM_F_REQUEST_.to_ne_bytes());
+        let id = NLMSG_HDRLEN + 8;
+        req[id..id + 2].copy_from_slice(&local.port().to_be_bytes());
+        match local.ip() {
+            IpAddr::V4(a) => req[id + 4..id + 8].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => req[id + 4..id + 20].copy_from_slice(&a.octets()),
+        }
+        // No cookie to check (INET_DIAG_NOCOOKIE).
+        req[id + 40..id + 48].fill(0xff);
+        self.sock.send(&req, 0)?;
+        let size = self.sock.recv(&mut &mut self.buf[..], 0)?;
+        let mut out = Vec::new();
+        match parse_listeners(&self.buf[..size], &mut out) {
+            Ok(_) => Ok(out.pop().filter(|s| s.local.port() == local.port())),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends a dump request for the LISTEN sockets of `family`.
     fn request(&mut self, family: u8, meminfo: bool) -> io::Result<()> {
         let mut hdr = NetlinkHeader::default();
@@ -305,4 +365,121 @@ fn parse_msg(m: &[u8]) -> io::Result<ListeningSocket> {
         at += (alen + 3) & !3;
     }
     Ok(s)
+}
+
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+const INET_DIAG_BC_JMP: u8 = 1;
+const INET_DIAG_BC_S_EQ: u8 = 11;
+/// The most ports a filter takes (its jumps are 16-bit).
+pub(super) const MAX_FILTER_PORTS: usize = 1024;
+const TCP_LISTEN: u32 = 10;
+const NLM_F_REQUEST_: u16 = 1;
+const NLM_F_DUMP_: u16 = 0x300;
+
+/// A filter program (`struct inet_diag_bc_op`s) that takes a socket whose local port is one
+/// of `ports`, written as `ss` writes an "or": each test goes on (taken, through a jump to the
+/// end) on a match and skips to the next test otherwise; the last test's "no" jumps past the
+/// end (not taken). The kernel audits that every jump lands on the chain of "yes" jumps.
+/// `None` for no port, or more than [`MAX_FILTER_PORTS`].
+fn port_filter(ports: &[u16]) -> Option<Vec<u8>> {
+    if ports.is_empty() || ports.len() > MAX_FILTER_PORTS {
+        return None;
+    }
+    let n = ports.len();
+    let mut bc = Vec::with_capacity(12 * n);
+    for (i, &p) in ports.iter().enumerate() {
+        // S_EQ: yes = on (8: to what follows), no = skip it and the jump after (12).
+        bc.push(INET_DIAG_BC_S_EQ);
+        bc.push(8);
+        bc.extend_from_slice(&12u16.to_ne_bytes());
+        // The operand: the port, in the next op's `no`.
+        bc.extend_from_slice(&[0, 0]);
+        bc.extend_from_slice(&p.to_ne_bytes());
+        if i + 1 < n {
+            // A match jumps over the rest to the end.
+            let rest = 8 * (n - 1 - i) + 4 * (n - 2 - i);
+            bc.push(INET_DIAG_BC_JMP);
+            bc.push(4);
+            bc.extend_from_slice(&((rest + 4) as u16).to_ne_bytes());
+        }
+    }
+    Some(bc)
+}
+
+/// A dump request for the LISTEN sockets of `family` with a filter program: `nlmsghdr`,
+/// `inet_diag_req_v2`, then the program as an `INET_DIAG_REQ_BYTECODE` attribute.
+fn raw_request(family: u8, meminfo: bool, filter: &[u8]) -> Vec<u8> {
+    let attr_len = if filter.is_empty() {
+        0
+    } else {
+        4 + filter.len()
+    };
+    let total = NLMSG_HDRLEN + 56 + ((attr_len + 3) & !3);
+    let mut b = Vec::with_capacity(total);
+    b.extend_from_slice(&(total as u32).to_ne_bytes());
+    b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b.extend_from_slice(&(NLM_F_REQUEST_ | NLM_F_DUMP_).to_ne_bytes());
+    b.extend_from_slice(&[0; 8]); // seq, pid
+    b.push(family);
+    b.push(IPPROTO_TCP);
+    b.push(if meminfo {
+        1 << (INET_DIAG_SKMEMINFO - 1)
+    } else {
+        0
+    });
+    b.push(0);
+    b.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    b.extend_from_slice(&[0; 48]); // inet_diag_sockid: any
+    if !filter.is_empty() {
+        b.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+        b.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        b.extend_from_slice(filter);
+    }
+    b.resize(total, 0);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_filter_takes_only_its_ports() {
+        let ls: Vec<std::net::TcpListener> = (0..4)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        let mut d = Diag::new().unwrap();
+        let all = d.listeners(false).unwrap();
+        assert!(
+            ports
+                .iter()
+                .all(|p| all.iter().any(|s| s.local.port() == *p))
+        );
+        for want in [&ports[..1], &ports[1..3]] {
+            let got = d.listeners_on(want, true, true, true).unwrap();
+            let mut seen: Vec<u16> = got.iter().map(|s| s.local.port()).collect();
+            seen.sort_unstable();
+            let mut want = want.to_vec();
+            want.sort_unstable();
+            assert_eq!(seen, want);
+            assert!(got.iter().all(|s| s.drops.is_some()), "meminfo asked");
+        }
+        assert!(d.listeners_on(&[], true, true, false).is_err());
+    }
+
+    #[test]
+    fn a_listener_is_found_by_its_address() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut d = Diag::new().unwrap();
+        let s = d.listener_at(addr, true).unwrap().expect("found");
+        assert_eq!(s.local, addr);
+        assert!(s.drops.is_some());
+        let wild = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let w = wild.local_addr().unwrap();
+        assert_eq!(d.listener_at(w, false).unwrap().map(|s| s.local), Some(w));
+        drop(l);
+        assert_eq!(d.listener_at(addr, false).unwrap(), None);
+    }
 }
