@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The cost of watching many listeners: N listeners (default 1000) in a network namespace of
 # its own, `synack-load diagnose` reading them every INTERVAL (default 10ms). Prints the CPU
-# that SECONDS (default 8) more of watching cost, as a share of one core: a 1 s run and a
+# that SECONDS (default 16) more of watching cost, as a share of one core: a 1 s run and a
 # (1 + SECONDS) s run, CPU time (user + system) from /usr/bin/time, start-up taken out.
 # ONE=1 watches one port among them instead of all. Root (ip netns).
 # Usage: [ONE=1] scripts/diagnose-overhead.sh [N] [INTERVAL] [SECONDS] [synack-load binary]
 set -euo pipefail
-N=${1:-1000}; INTERVAL=${2:-10ms}; SECS=${3:-8}
+N=${1:-1000}; INTERVAL=${2:-10ms}; SECS=${3:-16}
 BIN=${4:-$(dirname "$0")/../target/release/synack-load}
 NS=synack-overhead-$$
 READY=$(mktemp)

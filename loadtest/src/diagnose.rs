@@ -71,14 +71,17 @@ pub struct DiagnoseSpec {
 const SERIES_MAX: usize = 20_000;
 
 /// How often a reading is full (every listener, with its `sk_drops`, the dearest part of a
-/// dump for the kernel): every this many readings, and the last. In between, only the hot
-/// listeners are read (see [`hot_listeners`]).
-const DROPS_EVERY: u64 = 20;
+/// dump for the kernel): at least this long apart (every interval when it is longer), and
+/// the last. In between, only the hot listeners are read (see [`hot_listeners`]). An idle
+/// listener's readings are this far apart; its drops are counted exactly all the same
+/// (`sk_drops` only grows), and one with anything in its queue is read every interval from
+/// the next full reading on.
+const FULL_EVERY: Duration = Duration::from_millis(500);
 
 /// Every this many full readings, both families are read, whatever the last one found (a
 /// family with no listener is otherwise left out: the kernel walks every listener once per
 /// family).
-const FAMILIES_EVERY: u64 = 5;
+const FAMILIES_EVERY: u64 = 2;
 
 /// Depth histogram buckets: a queue length at most each bound (the last: any more).
 pub const DEPTH_BOUNDS: [u32; 12] = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, u32::MAX];
@@ -240,12 +243,12 @@ fn check_targets(targets: &[Target], now: &[ListeningSocket]) -> Result<(), Load
     Ok(())
 }
 
-/// A listener stays hot this many readings after it last had anything (a second at 10 ms).
-const HOT_FOR: u64 = 100;
+/// A listener stays hot this long after it last had anything.
+const HOT_FOR: Duration = Duration::from_secs(1);
 
 /// The listeners to read at every interval until the next full reading: those with anything
-/// in their queue, full, or dropping at this full reading, or in the last [`HOT_FOR`]
-/// readings. `None` (read every listener every time) when a hot one is a group of several
+/// in their queue, full, or dropping at this full reading, or within [`HOT_FOR`] (`hot_for`
+/// readings) before it. `None` (read every listener every time) when a hot one is a group of several
 /// sockets, which an exact lookup cannot tell apart.
 fn hot_listeners(
     now: &[ListeningSocket],
@@ -253,6 +256,7 @@ fn hot_listeners(
     index: &std::collections::HashMap<SocketAddr, usize>,
     until: &mut std::collections::HashMap<SocketAddr, u64>,
     round: u64,
+    hot_for: u64,
 ) -> Option<Vec<SocketAddr>> {
     for s in now {
         let w = index.get(&s.local).map(|&k| &watched[k]);
@@ -262,7 +266,7 @@ fn hot_listeners(
                 .any(|(i, m)| *i == s.inode && m.last_drops != m.first_drops)
         });
         if s.len > 0 || dropping {
-            until.insert(s.local, round + HOT_FOR);
+            until.insert(s.local, round + hot_for);
         }
     }
     until.retain(|_, u| *u >= round);
@@ -320,7 +324,7 @@ pub fn run(
 ) -> Result<DiagnoseReport, LoadError> {
     let mut diag =
         Diag::new().map_err(|e| LoadError::Run(format!("inet_diag (NETLINK_SOCK_DIAG): {e}")))?;
-    // A full reading (both families, with sk_drops) every DROPS_EVERY rounds; in between,
+    // A full reading (every listener, with sk_drops) every FULL_EVERY; in between,
     // only the families that have listeners, without sk_drops: the kernel walks every
     // listener once per family asked.
     // With targets, the kernel itself keeps to their ports (a filter program), so the other
@@ -364,6 +368,10 @@ pub fn run(
     let mut next = t0;
     let mut current = first;
     let mut round = 0u64;
+    let mut touched: Vec<usize> = Vec::new();
+    // Readings per full one, and full ones per reading of both families (once a second or so).
+    let full_every = (FULL_EVERY.as_nanos() / spec.interval.as_nanos().max(1)).max(1) as u64;
+    let hot_for = (HOT_FOR.as_nanos() / spec.interval.as_nanos().max(1)).max(1) as u64;
     let (mut has_v4, mut has_v6) = families(&current);
     // The listeners read at every interval: those that had anything in their queue or
     // dropped at a recent full reading. `None`: every listener, every time (a reuseport group
@@ -400,10 +408,14 @@ pub fn run(
                 watched.len() - 1
             });
             inodes.insert(s.inode);
+            if !watched[k].seen {
+                touched.push(k);
+            }
             watched[k].add(s, second);
         }
-        for w in &mut watched {
-            w.sample(t_ms, second);
+        // Only the listeners this reading holds (between full readings, the hot ones).
+        for k in touched.drain(..) {
+            watched[k].sample(t_ms, second);
         }
         tick(&current);
         let done = spec.duration.is_some_and(|d| elapsed >= d)
@@ -423,8 +435,8 @@ pub fn run(
         let last = spec
             .duration
             .is_some_and(|d| next.saturating_duration_since(t0) >= d);
-        let full = round.is_multiple_of(DROPS_EVERY) || last;
-        let both = round.is_multiple_of(DROPS_EVERY * FAMILIES_EVERY) || last;
+        let full = round.is_multiple_of(full_every) || last;
+        let both = round.is_multiple_of(full_every * FAMILIES_EVERY) || last;
         current = if full || hot.is_none() {
             if both {
                 read(&mut diag, full, true, true)?
@@ -450,10 +462,10 @@ pub fn run(
             (has_v4, has_v6) = families(&current);
         }
         if full {
-            hot = hot_listeners(&current, &watched, &index, &mut hot_until, round);
+            hot = hot_listeners(&current, &watched, &index, &mut hot_until, round, hot_for);
         }
         // (A reading between full ones holds only the hot listeners: the others' readings
-        // are the full ones, every DROPS_EVERY.)
+        // are the full ones, every FULL_EVERY.)
     }
     let elapsed = t0.elapsed();
     // The last part second.
