@@ -1,19 +1,17 @@
-//! Linux: inet_diag over NETLINK_SOCK_DIAG.
+//! Linux: inet_diag over NETLINK_SOCK_DIAG. The requests are written and the replies read
+//! in place, by the kernel's layouts (no message is decoded into owned parts): with a
+//! thousand listeners read every few milliseconds, the decoding was most of the cost.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
-use netlink_packet_sock_diag::SockDiagMessage;
-use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
-use netlink_packet_sock_diag::inet::{
-    ExtensionFlags, InetRequest, SocketId, StateFlags, nlas::Nla,
-};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
 use super::{ListenerSample, ListeningSocket};
+
+const AF_INET: u8 = libc::AF_INET as u8;
+const AF_INET6: u8 = libc::AF_INET6 as u8;
+const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
 
 /// Whether a listener bound to `listen` (IPv6-only or not) takes connections to `target`.
 fn serves(listen: IpAddr, v6only: bool, target: IpAddr) -> bool {
@@ -50,35 +48,25 @@ impl Diag {
     /// The queue of the TCP listeners on `target`'s port that accept connections to `target`
     /// (bound to its address or to the wildcard; a dual-stack `[::]` one unless IPv6-only).
     pub fn listener_queue(&mut self, target: SocketAddr) -> io::Result<ListenerSample> {
-        let families: &[u8] = if target.is_ipv4() {
-            // A dual-stack [::] listener also takes IPv4 connections.
-            &[AF_INET, AF_INET6]
-        } else {
-            &[AF_INET6]
-        };
+        // A dual-stack [::] listener also takes IPv4 connections.
+        let sockets = self.listeners_of(target.is_ipv4(), true, true)?;
         let mut out = ListenerSample::default();
-        for &family in families {
-            self.dump(family, |id, inode, rq, wq, drops, v6only| {
-                let matches = id.source_port == target.port()
-                    && serves(id.source_address, v6only, target.ip());
-                if matches {
-                    out.sockets += 1;
-                    out.len += rq;
-                    out.backlog += wq;
-                    if let Some(d) = drops {
-                        out.drops = Some(out.drops.unwrap_or(0) + u64::from(d));
-                        out.socket_drops.push((inode, u64::from(d)));
-                    }
-                }
-            })?;
+        for s in sockets.iter().filter(|s| {
+            s.local.port() == target.port() && serves(s.local.ip(), s.v6only, target.ip())
+        }) {
+            out.sockets += 1;
+            out.len += s.len;
+            out.backlog += s.backlog;
+            if let Some(d) = s.drops {
+                out.drops = Some(out.drops.unwrap_or(0) + d);
+                out.socket_drops.push((s.inode, d));
+            }
         }
         Ok(out)
     }
 
     /// Every TCP listening socket of this network namespace, IPv4 and IPv6; with `meminfo`,
-    /// each one's `sk_drops` too (the kernel's dearest part of the dump). The replies are
-    /// read in place (no message is decoded into owned parts): with a thousand listeners
-    /// read every few milliseconds, the decoding was most of the cost.
+    /// each one's `sk_drops` too (the kernel's dearest part of the dump).
     pub fn listeners(&mut self, meminfo: bool) -> io::Result<Vec<ListeningSocket>> {
         self.listeners_of(true, true, meminfo)
     }
@@ -91,18 +79,7 @@ impl Diag {
         v6: bool,
         meminfo: bool,
     ) -> io::Result<Vec<ListeningSocket>> {
-        let mut out = Vec::new();
-        let families = [(AF_INET, v4), (AF_INET6, v6)];
-        for family in families.iter().filter(|(_, on)| *on).map(|(f, _)| *f) {
-            self.request(family, meminfo)?;
-            loop {
-                let size = self.sock.recv(&mut &mut self.buf[..], 0)?;
-                if parse_listeners(&self.buf[..size], &mut out)? {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        self.dump(v4, v6, meminfo, &[])
     }
 
     /// As [`Diag::listeners_of`], for the listeners on `ports` only (at most 1024): the kernel
@@ -121,10 +98,21 @@ impl Diag {
                 "inet_diag: a port filter takes 1 to 1024 ports",
             ));
         };
+        self.dump(v4, v6, meminfo, &filter)
+    }
+
+    /// One dump per family asked, its replies read in place.
+    fn dump(
+        &mut self,
+        v4: bool,
+        v6: bool,
+        meminfo: bool,
+        filter: &[u8],
+    ) -> io::Result<Vec<ListeningSocket>> {
         let mut out = Vec::new();
         let families = [(AF_INET, v4), (AF_INET6, v6)];
         for family in families.iter().filter(|(_, on)| *on).map(|(f, _)| *f) {
-            self.sock.send(&raw_request(family, meminfo, &filter), 0)?;
+            self.sock.send(&raw_request(family, meminfo, filter), 0)?;
             loop {
                 let size = self.sock.recv(&mut &mut self.buf[..], 0)?;
                 if parse_listeners(&self.buf[..size], &mut out)? {
@@ -146,7 +134,7 @@ impl Diag {
         let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
         let mut req = raw_request(family, meminfo, &[]);
         // Not a dump: one socket, by its address (inet_diag_sockid: sport, then src).
-        req[6..8].copy_from_slice(&NLM_F_REQUEST_.to_ne_bytes());
+        req[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
         let id = NLMSG_HDRLEN + 8;
         req[id..id + 2].copy_from_slice(&local.port().to_be_bytes());
         match local.ip() {
@@ -162,118 +150,6 @@ impl Diag {
             Ok(_) => Ok(out.pop().filter(|s| s.local.port() == local.port())),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
-        }
-    }
-
-    /// Sends a dump request for the LISTEN sockets of `family`.
-    fn request(&mut self, family: u8, meminfo: bool) -> io::Result<()> {
-        let mut hdr = NetlinkHeader::default();
-        hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let socket_id = if family == AF_INET {
-            SocketId::new_v4()
-        } else {
-            SocketId::new_v6()
-        };
-        let mut packet = NetlinkMessage::new(
-            hdr,
-            SockDiagMessage::InetRequest(InetRequest {
-                family,
-                protocol: IPPROTO_TCP,
-                extensions: if meminfo {
-                    ExtensionFlags::SKMEMINFO
-                } else {
-                    ExtensionFlags::empty()
-                },
-                states: StateFlags::LISTEN,
-                socket_id,
-            })
-            .into(),
-        );
-        packet.finalize();
-        let mut req = vec![0; packet.buffer_len()];
-        packet.serialize(&mut req);
-        self.sock.send(&req, 0)?;
-        Ok(())
-    }
-
-    fn dump(
-        &mut self,
-        family: u8,
-        mut each: impl FnMut(&SocketId, u32, u32, u32, Option<u32>, bool),
-    ) -> io::Result<()> {
-        self.dump_full(family, true, |id, _uid, inode, rq, wq, drops, v6only| {
-            each(id, inode, rq, wq, drops, v6only)
-        })
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn dump_full(
-        &mut self,
-        family: u8,
-        meminfo: bool,
-        mut each: impl FnMut(&SocketId, u32, u32, u32, u32, Option<u32>, bool),
-    ) -> io::Result<()> {
-        let mut hdr = NetlinkHeader::default();
-        hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let socket_id = if family == AF_INET {
-            SocketId::new_v4()
-        } else {
-            SocketId::new_v6()
-        };
-        let mut packet = NetlinkMessage::new(
-            hdr,
-            SockDiagMessage::InetRequest(InetRequest {
-                family,
-                protocol: IPPROTO_TCP,
-                extensions: if meminfo {
-                    ExtensionFlags::SKMEMINFO
-                } else {
-                    ExtensionFlags::empty()
-                },
-                states: StateFlags::LISTEN,
-                socket_id,
-            })
-            .into(),
-        );
-        packet.finalize();
-        let mut req = vec![0; packet.buffer_len()];
-        packet.serialize(&mut req);
-        self.sock.send(&req, 0)?;
-        loop {
-            let size = self.sock.recv(&mut &mut self.buf[..], 0)?;
-            let mut offset = 0;
-            while offset < size {
-                let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[offset..size])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let step = msg.header.length as usize;
-                match msg.payload {
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                        let drops = r.nlas.iter().find_map(|n| match n {
-                            Nla::MemInfo(m) => Some(m.drops),
-                            _ => None,
-                        });
-                        let v6only = r.nlas.iter().any(|n| matches!(n, Nla::SkV6Only(true)));
-                        each(
-                            &r.header.socket_id,
-                            r.header.uid,
-                            r.header.inode,
-                            r.header.recv_queue,
-                            r.header.send_queue,
-                            drops,
-                            v6only,
-                        );
-                    }
-                    NetlinkPayload::Done(_) => return Ok(()),
-                    NetlinkPayload::Error(e) => {
-                        return Err(io::Error::other(format!("inet_diag: {e:?}")));
-                    }
-                    _ => {}
-                }
-                if step == 0 {
-                    return Ok(());
-                }
-                offset += step;
-            }
         }
     }
 }
@@ -373,8 +249,8 @@ const INET_DIAG_BC_S_EQ: u8 = 11;
 /// The most ports a filter takes (its jumps are 16-bit).
 pub(super) const MAX_FILTER_PORTS: usize = 1024;
 const TCP_LISTEN: u32 = 10;
-const NLM_F_REQUEST_: u16 = 1;
-const NLM_F_DUMP_: u16 = 0x300;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
 
 /// A filter program (`struct inet_diag_bc_op`s) that takes a socket whose local port is one
 /// of `ports`, written as `ss` writes an "or": each test goes on (taken, through a jump to the
@@ -406,8 +282,8 @@ fn port_filter(ports: &[u16]) -> Option<Vec<u8>> {
     Some(bc)
 }
 
-/// A dump request for the LISTEN sockets of `family` with a filter program: `nlmsghdr`,
-/// `inet_diag_req_v2`, then the program as an `INET_DIAG_REQ_BYTECODE` attribute.
+/// A dump request for the LISTEN sockets of `family`: `nlmsghdr`, `inet_diag_req_v2`, then
+/// the filter program (if any) as an `INET_DIAG_REQ_BYTECODE` attribute.
 fn raw_request(family: u8, meminfo: bool, filter: &[u8]) -> Vec<u8> {
     let attr_len = if filter.is_empty() {
         0
@@ -418,7 +294,7 @@ fn raw_request(family: u8, meminfo: bool, filter: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(total);
     b.extend_from_slice(&(total as u32).to_ne_bytes());
     b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    b.extend_from_slice(&(NLM_F_REQUEST_ | NLM_F_DUMP_).to_ne_bytes());
+    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     b.extend_from_slice(&[0; 8]); // seq, pid
     b.push(family);
     b.push(IPPROTO_TCP);
