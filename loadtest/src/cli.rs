@@ -475,6 +475,10 @@ pub struct SweepArgs {
     /// Also start N connections at once at the start of every second.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub burst: u64,
+    /// A step the generator did not deliver is run again up to this many times; only a
+    /// delivered run judges the server.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
     /// Per connection.
     #[command(flatten)]
     pub conn: ConnArgs,

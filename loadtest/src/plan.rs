@@ -286,11 +286,8 @@ pub struct PlanBuilder {
     load: Load,
     duration: Duration,
     connections: Option<u64>,
-    payload: Payload,
-    answer: Answer,
-    http: Option<HttpRequest>,
-    expect: Option<Vec<u8>>,
-    read_timeout: Duration,
+    /// What each connection says and hears (payload, answer, HTTP, expect, read timeout).
+    exchange: Exchange,
     hold: Option<Duration>,
     close: CloseMode,
     reuse_sockets: bool,
@@ -325,11 +322,7 @@ impl PlanBuilder {
             load,
             duration,
             connections: None,
-            payload: Payload::Filler(0),
-            answer: Answer::Ignored,
-            http: None,
-            expect: None,
-            read_timeout: Duration::from_secs(2),
+            exchange: Exchange::default(),
             hold: None,
             close: CloseMode::Rst,
             reuse_sockets: true,
@@ -346,17 +339,8 @@ impl PlanBuilder {
     setters! {
         /// Stop after this many attempts.
         connections: Option<u64>,
-        /// What to write once connected (not with [`PlanBuilder::http`]).
-        payload: Payload,
-        /// How to read the answer (not with [`PlanBuilder::http`]).
-        answer: Answer,
-        /// One HTTP/1.1 request per connection, its response read to its end (`Host` is the
-        /// target as given).
-        http: Option<HttpRequest>,
-        /// The bytes every answer must start with; at least that many are read.
-        expect: Option<Vec<u8>>,
-        /// How long to wait for the first byte (and for a send).
-        read_timeout: Duration,
+        /// What each connection says and hears, all at once.
+        exchange: Exchange,
         /// Keep each connection open this long.
         hold: Option<Duration>,
         /// RST or FIN.
@@ -379,13 +363,35 @@ impl PlanBuilder {
         other_fds: u64,
     }
 
-    /// What each connection says and hears, all at once.
-    pub fn exchange(self, e: Exchange) -> Self {
-        self.payload(e.payload)
-            .answer(e.answer)
-            .http(e.http)
-            .expect(e.expect)
-            .read_timeout(e.read_timeout)
+    /// What to write once connected (not with [`PlanBuilder::http`]).
+    pub fn payload(mut self, v: Payload) -> Self {
+        self.exchange.payload = v;
+        self
+    }
+
+    /// How to read the answer (not with [`PlanBuilder::http`]).
+    pub fn answer(mut self, v: Answer) -> Self {
+        self.exchange.answer = v;
+        self
+    }
+
+    /// One HTTP/1.1 request per connection, its response read to its end (`Host` is the
+    /// target as given).
+    pub fn http(mut self, v: Option<HttpRequest>) -> Self {
+        self.exchange.http = v;
+        self
+    }
+
+    /// The bytes every answer must start with; at least that many are read.
+    pub fn expect(mut self, v: Option<Vec<u8>>) -> Self {
+        self.exchange.expect = v;
+        self
+    }
+
+    /// How long to wait for the first byte (and for a send).
+    pub fn read_timeout(mut self, v: Duration) -> Self {
+        self.exchange.read_timeout = v;
+        self
     }
 
     /// `n` filler bytes to send once connected (`--send N`).
@@ -409,14 +415,15 @@ impl PlanBuilder {
     pub fn build(self) -> Result<Plan, LoadError> {
         let addr = self.target_text.as_str();
         let target = resolve(addr)?;
-        let (payload, answer) = match &self.http {
-            Some(_) if !self.payload.is_empty() => {
+        let x = self.exchange;
+        let (payload, answer) = match &x.http {
+            Some(_) if !x.payload.is_empty() => {
                 return Err(LoadError::Usage(
                     "--http writes its own request: not with --send, --send-text or --send-file"
                         .into(),
                 ));
             }
-            Some(_) if self.answer != Answer::Ignored => {
+            Some(_) if x.answer != Answer::Ignored => {
                 return Err(LoadError::Usage(
                     "--http reads the response to its end: not with --read".into(),
                 ));
@@ -427,9 +434,9 @@ impl PlanBuilder {
                     head_request: r.is_head(),
                 },
             ),
-            None => (self.payload.clone(), self.answer),
+            None => (x.payload.clone(), x.answer),
         };
-        if self.expect.as_ref().is_some_and(|e| e.is_empty()) {
+        if x.expect.as_ref().is_some_and(|e| e.is_empty()) {
             return Err(LoadError::Usage(
                 "--expect \"\": give the bytes the answer must start with".into(),
             ));
@@ -519,8 +526,8 @@ impl PlanBuilder {
             connections: self.connections,
             payload,
             answer,
-            expect: self.expect.map(Into::into),
-            read_timeout: self.read_timeout,
+            expect: x.expect.map(Into::into),
+            read_timeout: x.read_timeout,
             hold: self.hold,
             close: self.close,
             reuse_sockets: self.reuse_sockets,

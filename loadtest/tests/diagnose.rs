@@ -13,7 +13,7 @@ use synack_load::report::diagnose::DiagnoseReport;
 
 mod common;
 use common::real::python3;
-use common::{bin, serial, skip_or_fail, tmp};
+use common::{Netns, bin, ip, serial, skip_or_fail, tmp};
 
 /// A listener on 127.0.0.1 with `backlog` that never accepts.
 fn listener(backlog: i32, reuseport: Option<u16>) -> Socket {
@@ -241,26 +241,6 @@ fn the_exporter_serves_a_scrape_that_parses() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(json.exists());
     drop(l);
-}
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 /// A python3 listener asking for `backlog`, run by `prefix` (a namespace, another user; the

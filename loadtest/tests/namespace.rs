@@ -7,15 +7,7 @@ use std::process::Command;
 use synack_load::report::FloodReport;
 
 mod common;
-use common::{skip_or_fail, tmp};
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+use common::{Netns, ip, skip_or_fail, tmp};
 
 /// `synack-load flood 192.0.2.1:80 args...` inside the namespace, which must succeed; its report.
 fn flood_in(ns: &Netns, args: &[&str]) -> FloodReport {
@@ -38,18 +30,6 @@ fn flood_in(ns: &Netns, args: &[&str]) -> FloodReport {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 #[test]

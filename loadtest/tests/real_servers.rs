@@ -259,6 +259,23 @@ fn running_with(marker: &str) -> Vec<String> {
     found
 }
 
+/// What tune asks of the Python backlog server (2 workers of 5 ms): bursts of 60 at half its
+/// capacity, short steps, each connection a request and its 3-byte answer.
+const PYTHON_TUNE: &[&str] = &[
+    "--burst",
+    "60",
+    "--load",
+    "0.5",
+    "--step-duration",
+    "1s",
+    "--lag-limit",
+    "200ms",
+    "--send-text",
+    "PING\\r\\n\\r\\n",
+    "--read",
+    "3",
+];
+
 /// The Python server's command template, its answer marked with this test process's id so
 /// that a copy left running can be found.
 fn python_server(python: &std::path::Path, marker: &str) -> String {
@@ -288,18 +305,9 @@ fn tune_server_cmd_tries_each_backlog_on_a_real_server_and_leaves_nothing_runnin
             &python_server(&python, &marker),
             "--backlogs",
             "4,256",
-            "--burst",
-            "60",
-            "--load",
-            "0.5",
-            "--step-duration",
-            "1s",
-            "--lag-limit",
-            "200ms",
-            "--send-text",
-            "PING\\r\\n\\r\\n",
-            "--read",
-            "3",
+        ])
+        .args(PYTHON_TUNE)
+        .args([
             "--expect",
             "ok ",
             "--quiet",
@@ -341,25 +349,9 @@ fn tune_running(backlog: u32) -> Option<(TuneReport, Output)> {
     let server = PythonServer::start(backlog, 2, 5)?;
     let json = tmp(&format!("tune-running-{backlog}.json"));
     let out = bin()
-        .args([
-            "tune",
-            &server.addr.to_string(),
-            "--burst",
-            "60",
-            "--load",
-            "0.5",
-            "--step-duration",
-            "1s",
-            "--lag-limit",
-            "200ms",
-            "--send-text",
-            "PING\\r\\n\\r\\n",
-            "--read",
-            "3",
-            "--quiet",
-            "--json",
-            json.to_str().unwrap(),
-        ])
+        .args(["tune", &server.addr.to_string()])
+        .args(PYTHON_TUNE)
+        .args(["--quiet", "--json", json.to_str().unwrap()])
         .output()
         .unwrap();
     let rep: TuneReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())

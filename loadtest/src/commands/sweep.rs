@@ -6,8 +6,9 @@ use crate::cli::SweepArgs;
 use crate::error::LoadError;
 use crate::plan::Load;
 use crate::report::fmt_rate as rate;
+use crate::report::sweep::Verdict;
 use crate::report::sweep::{SweepReport, render, write_html};
-use crate::sweep::run_step;
+use crate::sweep::Steps;
 
 /// The rates a sweep's flags ask for: rising, each above the last.
 fn rates(args: &SweepArgs) -> Result<Vec<f64>, LoadError> {
@@ -60,6 +61,14 @@ pub(super) fn command(args: &SweepArgs) -> Result<(), LoadError> {
         )?
         .other_fds(embedded_fds(server.as_ref()))
         .build()?;
+    let runner = Steps {
+        base: &base,
+        burst: args.burst,
+        duration: args.step_duration,
+        watch: args.conn.watch(),
+        p99_limit: args.p99_limit,
+        retries: args.retries,
+    };
     let mut steps = Vec::new();
     for (i, &r) in rates.iter().enumerate() {
         if i > 0 {
@@ -68,14 +77,17 @@ pub(super) fn command(args: &SweepArgs) -> Result<(), LoadError> {
         if !args.quiet {
             eprintln!("step {}/{}: {}", i + 1, rates.len(), rate(r));
         }
-        steps.push(run_step(
-            &base,
-            r,
-            args.burst,
-            args.step_duration,
-            args.conn.watch(),
-            args.p99_limit,
-        )?);
+        let (st, _) = runner.run(r, |st, tries| {
+            if st.verdict == Verdict::GeneratorBound && tries < args.retries && !args.quiet {
+                eprintln!(
+                    "  the generator did not deliver it ({}): again, {} of --retries {}",
+                    st.reasons.join("; "),
+                    tries + 1,
+                    args.retries
+                );
+            }
+        })?;
+        steps.push(st);
     }
     let rep = SweepReport::new(&base.target_text, args.step_duration, args.p99_limit, steps);
     print!("{}", render(&rep));

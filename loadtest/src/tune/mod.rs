@@ -248,6 +248,12 @@ fn rates(load: &[f64], capacity: f64, target: f64) -> Vec<f64> {
     rates
 }
 
+/// The rate to absorb (`--rate`, or half the capacity) and the rates to try for it.
+fn offered(spec: &TuneSpec, capacity: f64) -> (f64, Vec<f64>) {
+    let target = spec.rate.unwrap_or(capacity * 0.5);
+    (target, rates(&spec.load, capacity, target))
+}
+
 fn sorted_backlogs(spec: &TuneSpec) -> Vec<u32> {
     let mut b = spec.backlogs.clone();
     b.sort_unstable();
@@ -303,48 +309,43 @@ fn measure_backlog(
     } = at;
     let mut steps: Vec<Step> = Vec::new();
     let mut reruns = 0;
+    let runner = sweep::Steps {
+        base,
+        burst: spec.burst,
+        duration: spec.step_duration,
+        watch,
+        p99_limit: Duration::from_secs(3600),
+        retries: spec.retries,
+    };
     for (i, &r) in rates.iter().enumerate() {
         if i > 0 {
             std::thread::sleep(Duration::from_millis(300));
         }
-        let mut tries = 0;
-        let st = loop {
-            let st = sweep::run_step(
-                base,
-                r,
-                spec.burst,
-                spec.step_duration,
-                watch,
-                Duration::from_secs(3600),
-            )
-            .map_err(|e| LoadError::Run(e.to_string()))?;
-            progress(&format!(
-                "backlog {backlog}: {} + bursts of {}: {}",
-                rate(r),
-                spec.burst,
-                match st.verdict {
-                    Verdict::Saturated => format!("drops ({})", st.reasons.join(", ")),
-                    Verdict::Clean => format!("clean, connect p99 {} us", st.connect.p99),
-                    Verdict::GeneratorBound => {
-                        format!("generator-bound, no verdict ({})", st.reasons.join("; "))
+        let (st, again) = runner
+            .run(r, |st, tries| {
+                progress(&format!(
+                    "backlog {backlog}: {} + bursts of {}: {}",
+                    rate(r),
+                    spec.burst,
+                    match st.verdict {
+                        Verdict::Saturated => format!("drops ({})", st.reasons.join(", ")),
+                        Verdict::Clean => format!("clean, connect p99 {} us", st.connect.p99),
+                        Verdict::GeneratorBound => {
+                            format!("generator-bound, no verdict ({})", st.reasons.join("; "))
+                        }
                     }
+                ));
+                if st.verdict == Verdict::GeneratorBound && tries < spec.retries {
+                    progress(&format!(
+                        "backlog {backlog}: {} again ({} of --retries {})",
+                        rate(r),
+                        tries + 1,
+                        spec.retries
+                    ));
                 }
-            ));
-            // A step the generator fell short of judges nothing; a stall of the host (a
-            // shared machine, another process) is often passing: run it again, and let only
-            // a delivered run judge.
-            if st.verdict != Verdict::GeneratorBound || tries == spec.retries {
-                break st;
-            }
-            tries += 1;
-            reruns += 1;
-            progress(&format!(
-                "backlog {backlog}: {} again ({tries} of --retries {})",
-                rate(r),
-                spec.retries
-            ));
-            std::thread::sleep(Duration::from_millis(300));
-        };
+            })
+            .map_err(|e| LoadError::Run(e.to_string()))?;
+        reruns += again;
         let stop = st.verdict != Verdict::Clean;
         steps.push(st);
         if stop {
@@ -389,8 +390,7 @@ fn run_simulated(
     progress: &mut impl FnMut(&str),
 ) -> Result<TuneReport, LoadError> {
     let capacity = sim.max_connections as f64 / sim.service_time.as_secs_f64();
-    let target_rate = spec.rate.unwrap_or(capacity * 0.5);
-    let rates = rates(&spec.load, capacity, target_rate);
+    let (target_rate, rates) = offered(spec, capacity);
     let served = Arc::new(ServiceClock::default());
     let mut results = Vec::new();
     // The handler answers ANSWER: read it, so a connection is done when it is served.
@@ -559,8 +559,7 @@ fn run_command(
         let addr_text = addr.to_string();
         if capacity.is_none() {
             let c = measure_capacity(spec, &addr_text, effective, progress)?;
-            target_rate = spec.rate.unwrap_or(c.rate * 0.5);
-            rate_list = rates(&spec.load, c.rate, target_rate);
+            (target_rate, rate_list) = offered(spec, c.rate);
             capacity = Some(c);
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -632,8 +631,7 @@ fn run_running(
         progress(&format!("{addr}: effective backlog {b} (inet_diag)"));
     }
     let c = measure_capacity(spec, addr_text, effective, progress)?;
-    let target_rate = spec.rate.unwrap_or(c.rate * 0.5);
-    let rate_list = rates(&spec.load, c.rate, target_rate);
+    let (target_rate, rate_list) = offered(spec, c.rate);
     std::thread::sleep(Duration::from_millis(300));
     let base = base_plan(spec, addr_text, false, 0)?;
     let result = measure_backlog(
@@ -861,12 +859,7 @@ fn check(spec: &TuneSpec) -> Result<(), String> {
             }
         }
         ServerUnderTest::Command(cmd) => {
-            let distinct = {
-                let mut b = spec.backlogs.clone();
-                b.sort_unstable();
-                b.dedup();
-                b.len()
-            };
+            let distinct = sorted_backlogs(spec).len();
             if distinct > 1 && !cmd.command.contains(process::BACKLOG) {
                 return Err(format!(
                     "--server-cmd {:?}: the command has no {} to fill, so the {distinct} backlogs asked would all be the same server; put {} where the server takes its backlog, or give one --backlogs",

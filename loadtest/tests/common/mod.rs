@@ -91,3 +91,25 @@ pub fn skip_or_fail(test: &str, why: &str) {
         "SKIPPED {test}: {why} (runs as root; CI=true makes this a failure)"
     );
 }
+
+/// A network namespace a test made (`ip netns add`), deleted when dropped.
+pub struct Netns(pub String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Runs `ip ARGS`; its stderr when it fails.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
