@@ -34,5 +34,5 @@ fn run(cli: Cli) -> Result<(), synack::Error> {
             tokio::io::copy(&mut rd, &mut wr).await
         })?;
     common::print_listeners("echo", &server);
-    common::run(server, cli.server.grace())
+    common::run(server, &cli.server)
 }

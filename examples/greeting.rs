@@ -3,6 +3,9 @@
 //! ```text
 //! cargo run --release --example greeting -- --addr 127.0.0.1:7878 --backlog 1024
 //! ```
+//!
+//! With `--handoff`, `kill -HUP <pid>` restarts it without losing a connection: it re-executes
+//! itself, hands the new process its listening sockets, and winds down once that one serves.
 
 mod common;
 
@@ -15,7 +18,8 @@ use tokio::io::AsyncWriteExt;
 struct Cli {
     #[command(flatten)]
     server: common::ServerFlags,
-    /// The greeting written on every connection.
+    /// The greeting written on every connection; `{pid}` in it becomes this process's id (to
+    /// see which process of a handoff served a connection).
     #[arg(long, default_value = "hello from synack\n")]
     greeting: String,
     /// Wait this many microseconds before greeting (a simulated service time that holds the
@@ -39,7 +43,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<(), synack::Error> {
-    let greeting: &'static [u8] = Box::leak(cli.greeting.into_bytes().into_boxed_slice());
+    let text = cli
+        .greeting
+        .replace("{pid}", &std::process::id().to_string());
+    let greeting: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
     let service = std::time::Duration::from_micros(cli.service_us);
     let mut builder = cli.server.builder()?;
     if cli.probe {
@@ -53,5 +60,5 @@ fn run(cli: Cli) -> Result<(), synack::Error> {
         conn.write_all(greeting).await
     })?;
     common::print_listeners("greeting", &server);
-    common::run(server, cli.server.grace())
+    common::run(server, &cli.server)
 }

@@ -54,5 +54,5 @@ fn run(cli: Cli) -> Result<(), synack::Error> {
         .builder()?
         .serve(|conn| synack::http::serve(conn, service_fn(handle)))?;
     common::print_listeners("hyper", &server);
-    common::run(server, cli.server.grace())
+    common::run(server, &cli.server)
 }

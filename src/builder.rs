@@ -9,6 +9,7 @@ use socket2::Socket;
 use crate::acceptor::{AcceptConfig, FdExhaustionPolicy};
 use crate::connection::Connection;
 use crate::error::Error;
+use crate::inherit::SurplusMembers;
 use crate::limit::OverloadPolicy;
 use crate::listener::{self, Keepalive, ListenOptions};
 use crate::observe::ObserveSettings;
@@ -74,6 +75,8 @@ pub struct ServerBuilder {
     sched_batch: bool,
     accept_in_workers: bool,
     accept_batch: Option<usize>,
+    inherit: bool,
+    surplus: SurplusMembers,
 }
 
 impl Default for ServerBuilder {
@@ -112,6 +115,8 @@ impl ServerBuilder {
             sched_batch: false,
             accept_in_workers: false,
             accept_batch: None,
+            inherit: true,
+            surplus: SurplusMembers::Accept,
         }
     }
 
@@ -386,6 +391,34 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether [`serve`](Self::serve) adopts listeners this process inherited (default on):
+    /// from a [handoff](crate::Handoff) (the same sockets as the old process, matched by the
+    /// address asked for; an address not inherited is bound as usual), or from systemd socket
+    /// activation (`LISTEN_FDS`/`LISTEN_PID`/`LISTEN_FDNAMES`, also as `systemfd` sets them;
+    /// matched by address, and served when no `bind` asks for them). The environment is read
+    /// once per process, by the first server started.
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), synack::Error> {
+    /// // A server that always binds its own sockets.
+    /// let builder = synack::Server::builder().bind("127.0.0.1:0")?.inherit(false);
+    /// assert!(builder.check().is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn inherit(mut self, on: bool) -> Self {
+        self.inherit = on;
+        self
+    }
+
+    /// What to do with inherited `SO_REUSEPORT` members beyond this server's acceptors.
+    /// Default [`SurplusMembers::Accept`].
+    pub fn surplus_members(mut self, policy: SurplusMembers) -> Self {
+        self.surplus = policy;
+        self
+    }
+
     /// Checks every setting without opening anything: the errors [`serve`](Self::serve)
     /// would give for bad values.
     /// # Errors
@@ -444,6 +477,8 @@ impl ServerBuilder {
             },
             probe: self.probe,
             sched_batch: self.sched_batch,
+            inherit: self.inherit,
+            surplus: self.surplus,
             observe: ObserveSettings {
                 queue_sampling: self.queue_sampling,
                 metrics: self.metrics,
@@ -612,7 +647,9 @@ impl ServerBuilder {
         Fut: Future + 'static,
         Fut::Output: HandlerOutput,
     {
-        if self.binds.is_empty() {
+        // Without a bind, inherited sockets (socket activation) may still be served: start
+        // says NoListener when there are none.
+        if self.binds.is_empty() && !self.inherit {
             return Err(Error::NoListener);
         }
         let settings = self.validate()?;

@@ -51,6 +51,7 @@ mod stats;
 mod threads;
 mod throttle;
 
+mod inherit;
 mod limit;
 mod listener;
 mod sampler;
@@ -66,8 +67,11 @@ mod observe;
 mod acceptor;
 mod worker;
 
+mod notify;
 mod server;
 mod start;
+
+mod handoff;
 
 mod builder;
 
@@ -82,12 +86,16 @@ pub use builder::{DEFAULT_MAX_CONNECTIONS, IN_WORKER_ACCEPT_BATCH, MAX_THREADS, 
 pub use config::{BackoffConfig, KeepaliveConfig, ServerConfig};
 pub use connection::{Closing, ConnInfo, Connection};
 pub use error::Error;
+pub use handoff::{
+    Handoff, HandoffError, HandoffFailed, HandoffReport, HandoffTrigger, Inheritance, RunEnd,
+};
 /// The histogram type of [`Stats::dispatch_latency_us`] and [`Stats::accept_batch`]
 /// (re-exported from `hdrhistogram`, nothing else of it).
 #[doc(no_inline)]
 pub use hdrhistogram::Histogram;
+pub use inherit::SurplusMembers;
 pub use limit::OverloadPolicy;
-pub use listener::{Keepalive, ListenerInfo, MAX_BACKLOG};
+pub use listener::{Keepalive, ListenerInfo, ListenerOrigin, MAX_BACKLOG};
 pub use sampler::QueueSample;
 pub use server::{Server, ShutdownReport, shutdown_signal};
 pub use stats::{AcceptErrorKind, AcceptErrors, ListenerStats, Stats};

@@ -114,6 +114,10 @@ pub struct ListenerInfo {
     pub index: usize,
     /// The bound address (with the real port when port 0 was asked for).
     pub local_addr: SocketAddr,
+    /// The address asked for in [`bind`](crate::ServerBuilder::bind) (port 0 stays 0; the
+    /// local address for an adopted socket): how a [handoff](crate::Handoff)'s new process,
+    /// asking for the same, finds this socket.
+    pub requested_addr: SocketAddr,
     /// The backlog passed to `listen(2)`.
     pub requested_backlog: u32,
     /// The backlog the kernel granted: on Linux read back with `TCP_INFO` (`tcpi_sacked`);
@@ -124,8 +128,49 @@ pub struct ListenerInfo {
     /// With `SO_REUSEPORT` and several acceptors, each acceptor owns its own socket: this is the
     /// owner. `None` when every acceptor polls this listener.
     pub acceptor: Option<usize>,
-    /// Whether the socket was handed in with [`ServerBuilder::adopt`](crate::ServerBuilder::adopt).
+    /// Whether the socket was not bound here: handed in with
+    /// [`ServerBuilder::adopt`](crate::ServerBuilder::adopt), or inherited (see
+    /// [`origin`](Self::origin)).
     pub adopted: bool,
+    /// Where the socket came from.
+    pub origin: ListenerOrigin,
+}
+
+/// Where a listener's socket came from.
+/// # Examples
+///
+/// ```
+/// use tokio::io::AsyncWriteExt;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = synack::Server::builder()
+///     .bind("127.0.0.1:0")?
+///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+/// // Not started by a handoff nor by systemd: bound here.
+/// assert_eq!(server.listeners()[0].origin, synack::ListenerOrigin::Bound);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenerOrigin {
+    /// Created and bound by this server.
+    Bound,
+    /// Handed in with [`ServerBuilder::adopt`](crate::ServerBuilder::adopt).
+    Adopted,
+    /// Inherited from the process before this one in a [handoff](crate::Handoff): the same
+    /// socket, its accept queue kept.
+    Handoff {
+        /// The old process.
+        from_pid: u32,
+        /// Its `SO_REUSEPORT` member index there, if it was one.
+        member: Option<usize>,
+    },
+    /// Passed by systemd socket activation (or `systemfd`): `LISTEN_FDS`.
+    SocketActivation {
+        /// Its name in `LISTEN_FDNAMES` (`FileDescriptorName=`), if any.
+        name: Option<String>,
+    },
 }
 
 /// A listening socket and what is known of it.
@@ -177,12 +222,18 @@ pub(crate) fn open(
     }
     sock.bind(&addr.into())
         .map_err(|source| Error::bind(addr, source))?;
-    finish(sock, addr, opts, index, acceptor, false)
+    finish(sock, addr, opts, index, acceptor, ListenerOrigin::Bound)
 }
 
 /// Takes over a socket bound elsewhere (systemd socket activation, a std listener, a socket2
 /// socket), applies the options that can still be applied, and listens with the backlog.
-pub(crate) fn adopt(sock: Socket, opts: &ListenOptions, index: usize) -> Result<Listener, Error> {
+pub(crate) fn adopt(
+    sock: Socket,
+    opts: &ListenOptions,
+    index: usize,
+    acceptor: Option<usize>,
+    origin: ListenerOrigin,
+) -> Result<Listener, Error> {
     let ty = sock.r#type().map_err(|e| Error::Adopt {
         reason: "cannot read the socket type (is it a socket?)".into(),
         source: Some(e),
@@ -210,7 +261,7 @@ pub(crate) fn adopt(sock: Socket, opts: &ListenOptions, index: usize) -> Result<
             source: None,
         });
     }
-    finish(sock, addr, opts, index, None, true)
+    finish(sock, addr, opts, index, acceptor, origin)
 }
 
 fn finish(
@@ -219,8 +270,9 @@ fn finish(
     opts: &ListenOptions,
     index: usize,
     acceptor: Option<usize>,
-    adopted: bool,
+    origin: ListenerOrigin,
 ) -> Result<Listener, Error> {
+    let adopted = origin != ListenerOrigin::Bound;
     sock.set_nonblocking(true)
         .map_err(opt(addr, "O_NONBLOCK"))?;
     // Accepted sockets inherit these from the listener on Linux: set once here, not per
@@ -270,7 +322,7 @@ fn finish(
         addr = %local_addr,
         requested_backlog = opts.backlog,
         effective_backlog = ?effective_backlog,
-        adopted,
+        origin = ?origin,
         "listening"
     );
     Ok(Listener {
@@ -278,11 +330,13 @@ fn finish(
         info: ListenerInfo {
             index,
             local_addr,
+            requested_addr: addr,
             requested_backlog: opts.backlog,
             effective_backlog,
             somaxconn,
             acceptor,
             adopted,
+            origin,
         },
     })
 }

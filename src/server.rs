@@ -10,7 +10,9 @@ use socket2::Socket;
 
 use crate::acceptor::{AcceptorHandle, Control};
 use crate::dispatch::WorkerMsg;
+use crate::handoff::Inheritance;
 use crate::listener::ListenerInfo;
+use crate::notify;
 use crate::observe::Observers;
 use crate::sampler::{QueueGauge, QueueSample};
 use crate::shared::{self, Shared, Wake};
@@ -107,6 +109,10 @@ pub struct Server {
     pub(crate) paused: AtomicBool,
     pub(crate) gauges: Arc<[QueueGauge]>,
     pub(crate) observers: Observers,
+    /// What this process inherited in a handoff, if it was started by one.
+    pub(crate) inheritance: Option<Inheritance>,
+    /// Wakes [`Server::run_with_handoff`] for a [`HandoffTrigger`](crate::HandoffTrigger).
+    pub(crate) trigger: Arc<tokio::sync::Notify>,
 }
 
 impl Server {
@@ -329,24 +335,42 @@ impl Server {
     /// rest. A `grace` too long to add to the clock (`Duration::MAX`) means a century, which
     /// is to say: wait for every handler. Must not be called from inside a handler (it waits
     /// for the workers to exit).
-    pub fn shutdown_blocking(mut self, grace: Duration) -> ShutdownReport {
+    pub fn shutdown_blocking(self, grace: Duration) -> ShutdownReport {
+        notify::stopping();
+        self.wind_down(grace, true, |_| {})
+    }
+
+    /// The shutdown: stops accepting (draining the kernel queues when `drain`; when not, they
+    /// are left to whoever else holds the sockets, as in a handoff), calls `stopped` once no
+    /// acceptor accepts any more, then lets go of the listeners and waits for the handlers.
+    pub(crate) fn wind_down(
+        mut self,
+        grace: Duration,
+        drain: bool,
+        stopped: impl FnOnce(&Server),
+    ) -> ShutdownReport {
         let start = Instant::now();
         let deadline = deadline_after(start, grace);
         let before = self.stats();
         let open_now = before.open;
         self.shared.shutting_down.store(true, SeqCst);
         self.shared.closing.send_replace(true);
-        tracing::info!(target: "synack::server", open = open_now,
+        tracing::info!(target: "synack::server", open = open_now, drain,
             grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "shutting down");
-        self.stop_acceptors(true, deadline);
+        self.stop_acceptors(drain, deadline);
+        stopped(&self);
         // Each listener read once (several acceptors may share one), now that nothing accepts
-        // from it and before it closes: the kernel resets what it holds then.
-        let left_in_queue = self
-            .sockets
-            .iter()
-            .filter_map(|s| sys::listen_queue(&**s).ok().flatten())
-            .map(|q| u64::from(q.len))
-            .sum();
+        // from it and before it closes: the kernel resets what it holds then. Not so when
+        // another process holds the same sockets (a handoff): their queues are its now.
+        let left_in_queue = if drain {
+            self.sockets
+                .iter()
+                .filter_map(|s| sys::listen_queue(&**s).ok().flatten())
+                .map(|q| u64::from(q.len))
+                .sum()
+        } else {
+            0
+        };
         self.observers.stop_sampling();
         self.sockets.clear();
         {
@@ -392,7 +416,7 @@ impl Server {
         report
     }
 
-    fn stop_acceptors(&mut self, drain: bool, deadline: Instant) {
+    pub(crate) fn stop_acceptors(&mut self, drain: bool, deadline: Instant) {
         self.control(|| Control::Stop { drain, deadline });
         for a in &mut self.acceptors {
             if let Some(done) = a.done.take() {

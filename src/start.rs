@@ -17,13 +17,17 @@ use crate::acceptor::{
 };
 use crate::connection::Connection;
 use crate::error::Error;
+use crate::handoff;
+use crate::inherit::{self, Inherited, InheritedListener, Source, SurplusMembers};
 use crate::limit::Limit;
-use crate::listener::{self, ListenOptions, Listener};
+use crate::listener::{self, ListenOptions, Listener, ListenerOrigin};
+use crate::notify;
 use crate::observe::{ObserveSettings, Observers};
 use crate::probe::MonoClock;
 use crate::sampler::QueueGauge;
 use crate::server::Server;
 use crate::shared::{AcceptorShared, Shared, Wake, WorkerShared};
+use crate::sys;
 use crate::worker::{self, HandlerOutput, WorkerSetup};
 
 /// Where a listener comes from.
@@ -50,6 +54,9 @@ pub(crate) struct Settings {
     pub probe: bool,
     pub sched_batch: bool,
     pub observe: ObserveSettings,
+    /// Whether inherited listeners (a handoff, socket activation) are adopted.
+    pub inherit: bool,
+    pub surplus: SurplusMembers,
 }
 
 /// How the acceptors are woken: each thread by its own poll, each task by a notify.
@@ -69,8 +76,44 @@ where
     Fut: Future + 'static,
     Fut::Output: HandlerOutput,
 {
-    let listeners = open_listeners(binds, &s)?;
-    let (shared, drivers) = build_shared(&s)?;
+    let mut inherited = if s.inherit {
+        inherit::from_env()
+    } else {
+        Inherited::default()
+    };
+    let started = open_listeners(binds, &s, &mut inherited);
+    let handoff = inherited.handoff.take();
+    let started = started.and_then(|(listeners, let_go)| {
+        if listeners.is_empty() {
+            return Err(Error::NoListener);
+        }
+        start_on(listeners, &s, handler).map(|server| (server, let_go))
+    });
+    match (started, handoff) {
+        (Ok((mut server, let_go)), Some(h)) => {
+            server.inheritance = Some(handoff::report_ready(h, &let_go));
+            Ok(server)
+        }
+        (Err(e), Some(h)) => {
+            handoff::report_failure(h, &e);
+            Err(e)
+        }
+        (Ok((server, _)), None) => {
+            notify::ready(&server);
+            Ok(server)
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// Starts a server on its opened listeners.
+fn start_on<H, Fut>(listeners: Vec<Listener>, s: &Settings, handler: H) -> Result<Server, Error>
+where
+    H: Fn(Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future + 'static,
+    Fut::Output: HandlerOutput,
+{
+    let (shared, drivers) = build_shared(s)?;
     let gauges: Arc<[QueueGauge]> = listeners.iter().map(|_| QueueGauge::default()).collect();
     let mut server = Server {
         shared: shared.clone(),
@@ -81,18 +124,20 @@ where
         paused: AtomicBool::new(false),
         gauges: gauges.clone(),
         observers: Observers::default(),
+        inheritance: None,
+        trigger: Arc::default(),
     };
     server.observers = Observers::start(&s.observe, &shared, &listeners, &gauges)?;
-    let parts = acceptor_parts(&s, &listeners, &shared);
+    let parts = acceptor_parts(s, &listeners, &shared);
     match drivers {
         Drivers::Tasks(notifies) => {
             let tasks = parts.into_iter().zip(notifies).map(Some);
-            spawn_workers(&s, &shared, handler, tasks, &mut server)?;
+            spawn_workers(s, &shared, handler, tasks, &mut server)?;
         }
         Drivers::Threads(polls) => {
             let none = std::iter::repeat_with(|| None);
-            spawn_workers(&s, &shared, handler, none, &mut server)?;
-            spawn_acceptor_threads(&s, &shared, polls, parts, &mut server)?;
+            spawn_workers(s, &shared, handler, none, &mut server)?;
+            spawn_acceptor_threads(s, &shared, polls, parts, &mut server)?;
         }
     }
     tracing::info!(target: "synack::server", listeners = server.listeners.len(),
@@ -101,25 +146,125 @@ where
     Ok(server)
 }
 
-/// Opens every listener; with `reuse_port`, one socket per address for each acceptor.
-fn open_listeners(binds: Vec<Bind>, s: &Settings) -> Result<Vec<Listener>, Error> {
+/// Opens every listener; with `reuse_port`, one socket per address for each acceptor. An
+/// address this process inherited a socket for (a handoff, socket activation) adopts it
+/// instead of binding: every `SO_REUSEPORT` member of it, in member order, members missing for
+/// the acceptors bound beside them, surplus members kept or closed as
+/// [`SurplusMembers`] says. Inherited socket-activation sockets no address asked for are
+/// served too; inherited handoff sockets no address asked for are let go (the old process
+/// counts what their queues held when it lets go of them too).
+fn open_listeners(
+    binds: Vec<Bind>,
+    s: &Settings,
+    inherited: &mut Inherited,
+) -> Result<(Vec<Listener>, Vec<usize>), Error> {
     let split = s.opts.reuse_port && s.acceptors > 1;
+    let from_pid = inherited.handoff.as_ref().map_or(0, |h| h.from_pid);
     let mut out = Vec::new();
+    let mut let_go = Vec::new();
+    let adopt_one = |out: &mut Vec<Listener>, l: InheritedListener, acceptor: Option<usize>| {
+        let origin = match l.source {
+            Source::Handoff => ListenerOrigin::Handoff {
+                from_pid,
+                member: l.member,
+            },
+            Source::Systemd => ListenerOrigin::SocketActivation { name: l.name },
+        };
+        let index = out.len();
+        out.push(listener::adopt(l.sock, &s.opts, index, acceptor, origin)?);
+        Ok::<(), Error>(())
+    };
+    let no_binds = binds.is_empty();
     for bind in binds {
         match bind {
-            Bind::Addr(addr) if split => {
+            Bind::Addr(addr) => {
+                let asked = addr;
+                let first = out.len();
+                let mut members = inherited.take_for(addr);
+                let wanted = if split { s.acceptors } else { 1 };
+                if members.len() > wanted {
+                    let surplus = members.split_off(wanted);
+                    if surplus_closes(s.surplus, addr, surplus.len()) {
+                        let_go.extend(surplus.iter().map(|l| l.position));
+                        drop(surplus);
+                    } else {
+                        // Accepted from as well: each by an acceptor in turn (or by every
+                        // acceptor, on a shared socket).
+                        members.extend(surplus);
+                    }
+                }
                 let mut addr = addr;
-                for k in 0..s.acceptors {
-                    let l = listener::open(addr, &s.opts, out.len(), Some(k))?;
+                let mut k = 0;
+                for l in members {
+                    addr = l.addr;
+                    adopt_one(&mut out, l, split.then_some(k % s.acceptors))?;
+                    k += 1;
+                }
+                while k < wanted {
+                    let l = listener::open(addr, &s.opts, out.len(), split.then_some(k))?;
                     addr = l.info.local_addr;
                     out.push(l);
+                    k += 1;
+                }
+                for l in &mut out[first..] {
+                    l.info.requested_addr = asked;
                 }
             }
-            Bind::Addr(addr) => out.push(listener::open(addr, &s.opts, out.len(), None)?),
-            Bind::Adopt(sock) => out.push(listener::adopt(sock, &s.opts, out.len())?),
+            Bind::Adopt(sock) => {
+                let index = out.len();
+                out.push(listener::adopt(
+                    sock,
+                    &s.opts,
+                    index,
+                    None,
+                    ListenerOrigin::Adopted,
+                )?);
+            }
         }
     }
-    Ok(out)
+    for l in std::mem::take(&mut inherited.listeners) {
+        if l.source == Source::Systemd || no_binds {
+            adopt_one(&mut out, l, None)?;
+        } else {
+            tracing::warn!(target: "synack::handoff", addr = %l.addr, member = ?l.member,
+                "an inherited listener no bind() asks for: let go (what waits in its queue is reset once the old process lets go too)");
+            let_go.push(l.position);
+        }
+    }
+    Ok((out, let_go))
+}
+
+/// Whether `n` surplus inherited members of `addr` are closed (else they are accepted from).
+fn surplus_closes(policy: SurplusMembers, addr: SocketAddr, n: usize) -> bool {
+    const MIGRATE: &str = "net.ipv4.tcp_migrate_req";
+    match policy {
+        SurplusMembers::Accept => false,
+        SurplusMembers::Close => {
+            tracing::warn!(target: "synack::handoff", %addr, surplus = n,
+                migrate_req = ?sys::sysctl(MIGRATE),
+                "closing surplus SO_REUSEPORT members: without tcp_migrate_req what waits in their queues is reset");
+            true
+        }
+        SurplusMembers::Migrate => {
+            if sys::sysctl(MIGRATE) == Some(1) {
+                tracing::info!(target: "synack::handoff", %addr, surplus = n,
+                    "closing surplus SO_REUSEPORT members: {MIGRATE} is on, the kernel moves their queues to the members kept");
+                return true;
+            }
+            match sys::set_sysctl(MIGRATE, "1") {
+                Ok(()) => {
+                    tracing::info!(target: "synack::handoff", %addr, surplus = n,
+                        "set {MIGRATE}=1 in this network namespace; closing surplus SO_REUSEPORT members");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(target: "synack::handoff", %addr, surplus = n, error = %e,
+                        "{MIGRATE} is off and cannot be set here: surplus SO_REUSEPORT members are kept and accepted from, so nothing queued on them is lost");
+                    false
+                }
+            }
+        }
+    }
 }
 
 /// The state every thread shares, with each acceptor's way of being woken.

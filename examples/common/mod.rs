@@ -45,6 +45,10 @@ pub struct ServerFlags {
     #[cfg(feature = "prometheus")]
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9090")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// On SIGHUP, re-execute this program with the same arguments and hand it every listening
+    /// socket (the accept queues are kept), then wind down: a restart that loses nothing.
+    #[arg(long)]
+    pub handoff: bool,
     /// Grace period for in-flight connections on Ctrl-C, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub grace_ms: u64,
@@ -133,9 +137,43 @@ pub fn print_listeners(name: &str, server: &synack::Server) {
     }
 }
 
-/// Runs until SIGINT/SIGTERM, shuts down gracefully and prints the report.
-pub fn run(server: synack::Server, grace: Duration) -> Result<(), synack::Error> {
-    let report = server.run_until_signal(grace)?;
+/// Runs until SIGINT/SIGTERM, shuts down gracefully and prints the report; with `--handoff`,
+/// hands over to a new process on SIGHUP instead.
+pub fn run(server: synack::Server, flags: &ServerFlags) -> Result<(), synack::Error> {
+    let grace = flags.grace();
+    if let Some(i) = server.inheritance() {
+        println!(
+            "pid {} took over from pid {} (handoff {}), {:?} after it was asked",
+            std::process::id(),
+            i.from_pid,
+            i.generation,
+            i.requested_to_ready
+        );
+    }
+    let report = if flags.handoff {
+        let handoff = synack::Handoff::new().grace(grace);
+        match server.run_with_handoff(grace, &handoff)? {
+            synack::RunEnd::HandedOff(r) => {
+                println!(
+                    "handed over to pid {}: ready after {:.1} ms, stopped accepting after {:.1} ms, done after {:.1} ms; {} completed, {} aborted, {} lost, {} reset at close, {} unaccounted",
+                    r.new_pid,
+                    r.ready_after.as_secs_f64() * 1e3,
+                    r.stopped_after.as_secs_f64() * 1e3,
+                    r.duration.as_secs_f64() * 1e3,
+                    r.old.completed,
+                    r.old.aborted,
+                    r.old.lost,
+                    r.reset_at_close,
+                    r.old.unaccounted
+                );
+                return Ok(());
+            }
+            synack::RunEnd::Stopped(r) => r,
+            _ => return Ok(()),
+        }
+    } else {
+        server.run_until_signal(grace)?
+    };
     println!(
         "stopped: {} open at shutdown, {} drained from the queue, {} completed, {} aborted, {} lost, {} left in the kernel queue, {} unaccounted",
         report.open_at_start,

@@ -27,6 +27,7 @@ mod unix;
 pub mod diag;
 pub mod errno;
 pub mod host;
+pub mod inherit;
 pub mod process;
 
 #[cfg(target_os = "linux")]
@@ -228,6 +229,22 @@ pub fn sysctl(name: &str) -> Option<i64> {
 /// whitespace folded to single spaces; `None` when the OS or the name is unknown.
 pub fn sysctl_text(name: &str) -> Option<String> {
     imp::sysctl_text(name)
+}
+
+/// Writes a sysctl (`"net.ipv4.tcp_migrate_req"`, `"1"`) for this network namespace (Linux,
+/// `/proc/sys`): root, or `CAP_NET_ADMIN` over the namespace, is needed.
+///
+/// ```no_run
+/// synack_sys::set_sysctl("net.ipv4.tcp_migrate_req", "1")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// `PermissionDenied` without the right, `NotFound` for a name this kernel lacks,
+/// `Unsupported` off Linux.
+pub fn set_sysctl(name: &str, value: &str) -> io::Result<()> {
+    imp::set_sysctl(name, value)
 }
 
 /// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux): a `bind()` to an address with port 0 before

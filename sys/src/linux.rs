@@ -212,6 +212,16 @@ pub(super) fn sysctl_text(name: &str) -> Option<String> {
     Some(text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
+pub(super) fn set_sysctl(name: &str, value: &str) -> io::Result<()> {
+    if name.contains("..") || name.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a sysctl name: {name}"),
+        ));
+    }
+    std::fs::write(format!("/proc/sys/{}", name.replace('.', "/")), value)
+}
+
 pub(super) fn set_bind_address_no_port(fd: BorrowedFd<'_>) -> io::Result<()> {
     set_int(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)
 }

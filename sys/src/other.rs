@@ -67,6 +67,10 @@ pub(super) fn sysctl_text(_name: &str) -> Option<String> {
     None
 }
 
+pub(super) fn set_sysctl(_name: &str, _value: &str) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 pub(super) fn set_bind_address_no_port(_fd: BorrowedFd<'_>) -> io::Result<()> {
     Err(unsupported("IP_BIND_ADDRESS_NO_PORT"))
 }
