@@ -416,7 +416,7 @@ pub struct FloodArgs {
     /// Per connection.
     #[command(flatten)]
     pub conn: ConnArgs,
-    /// Also write the report as JSON (schema synack-load/flood/3, see loadtest/SCHEMA.md).
+    /// Also write the report as JSON (schema synack-load/flood/4, see loadtest/SCHEMA.md).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Also write connect latency as an HdrHistogram interval log, one interval per second.

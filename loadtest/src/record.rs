@@ -82,6 +82,9 @@ pub struct Recorder {
     pub outcomes: [u64; Outcome::ALL.len()],
     /// Errors of class `other`, by OS message.
     pub other_errors: BTreeMap<String, u64>,
+    /// Attempts by the second they started in (since the run's start) and how they ended:
+    /// `per_second[s][o.slot()]`, so a moment (a restart) shows as what clients saw then.
+    pub per_second: Vec<[u64; Outcome::ALL.len()]>,
 }
 
 impl Default for Recorder {
@@ -108,6 +111,7 @@ impl Default for Recorder {
             established: 0,
             outcomes: [0; Outcome::ALL.len()],
             other_errors: BTreeMap::new(),
+            per_second: Vec::new(),
         }
     }
 }
@@ -123,6 +127,17 @@ impl Recorder {
             );
             *self.other_errors.entry(msg).or_default() += 1;
         }
+    }
+
+    /// Counts an ending in the second its attempt started (see [`per_second`](Self::per_second));
+    /// [`outcome`](Self::outcome) counts it in the totals.
+    pub fn in_second(&mut self, second: u64, o: Outcome) {
+        // A day of seconds at most: a longer run's later seconds share the last row.
+        let s = usize::try_from(second.min(86_400)).unwrap_or(86_400);
+        if self.per_second.len() <= s {
+            self.per_second.resize(s + 1, [0; Outcome::ALL.len()]);
+        }
+        self.per_second[s][o.slot()] += 1;
     }
 
     /// Counts an `Other` ending with a message of our own.
@@ -179,6 +194,15 @@ impl Recorder {
         }
         for (k, v) in &other.other_errors {
             *self.other_errors.entry(k.clone()).or_default() += v;
+        }
+        if self.per_second.len() < other.per_second.len() {
+            self.per_second
+                .resize(other.per_second.len(), [0; Outcome::ALL.len()]);
+        }
+        for (mine, theirs) in self.per_second.iter_mut().zip(&other.per_second) {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a += b;
+            }
         }
     }
 }

@@ -386,7 +386,7 @@ impl<'a> Generator<'a> {
     /// slot goes back and its errno is counted. Returns false, for `start`.
     fn unstarted(&mut self, slot: usize, e: &io::Error) -> bool {
         self.pool.give_back(slot);
-        self.account(Ending::errno(errno(e)));
+        self.account(Ending::errno(errno(e)), Instant::now());
         false
     }
 
@@ -654,17 +654,19 @@ impl<'a> Generator<'a> {
                 },
             );
         }
-        self.account(ending);
+        self.account(ending, a.started);
     }
 
     /// Counts an ending: of a started attempt (from [`Self::end`]) or of one that failed before
-    /// it existed.
-    fn account(&mut self, ending: Ending) {
+    /// it existed, in the totals and in the second it `started`.
+    fn account(&mut self, ending: Ending, started: Instant) {
         match ending {
             Ending::Class(o, errno) => self.rec.outcome(o, errno),
             Ending::Other(msg) => self.rec.other(msg),
         }
         let o = ending.outcome();
+        let second = started.saturating_duration_since(self.t0).as_secs();
+        self.rec.in_second(second, o);
         if o != Outcome::Ok {
             self.progress.errors.fetch_add(1, Relaxed);
         }

@@ -230,3 +230,82 @@ pub fn queue_over_time(title: &str, points: &[QueuePoint]) -> std::io::Result<St
     }
     Ok(svg)
 }
+
+/// Attempts per second by how they ended, stacked (`ok` at the bottom), one bar per second
+/// of the run: a restart or an overload shows as the second it happened in.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use synack_load::report::SecondOutcomes;
+/// use synack_load::report::charts::outcomes_over_time;
+///
+/// let row = |second, ok, reset| SecondOutcomes {
+///     second,
+///     started: ok + reset,
+///     outcomes: BTreeMap::from([("ok".to_string(), ok), ("reset".to_string(), reset)]),
+/// };
+/// let svg = outcomes_over_time("outcomes", &[row(0, 100, 0), row(1, 90, 10)])?;
+/// assert!(svg.starts_with("<svg"));
+/// assert!(svg.contains("reset"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn outcomes_over_time(
+    title: &str,
+    rows: &[crate::report::SecondOutcomes],
+) -> std::io::Result<String> {
+    use crate::outcome::Outcome;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let xmax = rows.iter().map(|r| r.second + 1).max().unwrap_or(1) as f64;
+        let ymax = rows.iter().map(|r| r.started).max().unwrap_or(1).max(1) as f64 * 1.15;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("second of the run (attempts by the second they started)")
+            .y_desc("attempts")
+            .x_label_formatter(&fmt_count)
+            .y_label_formatter(&fmt_count)
+            .draw()
+            .map_err(err)?;
+        // The classes present, in the order Outcome lists them (ok first).
+        let classes: Vec<&str> = Outcome::ALL
+            .iter()
+            .map(|o| o.name())
+            .filter(|n| rows.iter().any(|r| r.count(n) > 0))
+            .collect();
+        for (ci, class) in classes.iter().enumerate() {
+            let color = COLORS[ci % COLORS.len()];
+            let bars = rows.iter().map(|r| {
+                let below: u64 = classes[..ci].iter().map(|c| r.count(c)).sum();
+                let x = r.second as f64;
+                let y0 = below as f64;
+                let y1 = (below + r.count(class)) as f64;
+                Rectangle::new([(x + 0.1, y0), (x + 0.9, y1)], color.filled())
+            });
+            chart
+                .draw_series(bars)
+                .map_err(err)?
+                .label(*class)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}

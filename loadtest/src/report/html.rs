@@ -102,6 +102,12 @@ pub fn flood_charts(page: &mut Page, rep: &FloodReport) -> std::io::Result<()> {
             &rep.connect_buckets,
         )?);
     }
+    if rep.per_second.len() > 1 {
+        page.svg(&charts::outcomes_over_time(
+            "attempts per second by how they ended (what clients saw, second by second)",
+            &rep.per_second,
+        )?);
+    }
     if let Some(q) = &rep.listener_queue
         && !q.series.is_empty()
     {

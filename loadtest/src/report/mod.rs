@@ -18,11 +18,11 @@ use crate::engine::RunResult;
 use crate::exchange::{Answer, Payload, first_line};
 use crate::outcome::Outcome;
 use crate::plan::{CloseMode, Load, Plan};
-use crate::record::MAX_RETRANS_BUCKET;
+use crate::record::{MAX_RETRANS_BUCKET, Recorder};
 use crate::watch::QueueWatch;
 
 /// The JSON schema identifier; bumped on any incompatible change. See `loadtest/SCHEMA.md`.
-pub const SCHEMA: &str = "synack-load/flood/3";
+pub const SCHEMA: &str = "synack-load/flood/4";
 
 /// The kernel counters reported, as `/proc/net/{netstat,snmp}` name them.
 pub const KERNEL_COUNTERS: [&str; 8] = [
@@ -547,10 +547,60 @@ pub struct FloodReport {
     /// Timeouts whose SYN the kernel had retransmitted (`TCP_INFO` at the deadline).
     #[serde(default)]
     pub timeouts_retransmitted: u64,
+    /// Attempts by the second they started in and how they ended (classes with a count
+    /// only): a moment of the run, a server restart say, shows as what clients saw then.
+    #[serde(default)]
+    pub per_second: Vec<SecondOutcomes>,
     /// Whether the generator delivered the load asked.
     pub generator: GeneratorReport,
     /// Observations worth a sentence (limits hit, what retransmits mean, ...).
     pub notes: Vec<String>,
+}
+
+/// One second of a flood: the attempts that started in it, by how they ended.
+/// # Examples
+///
+/// ```
+/// use synack_load::report::SecondOutcomes;
+///
+/// let s: SecondOutcomes = serde_json::from_str(r#"{"second": 3, "started": 10, "outcomes": {"ok": 9, "reset": 1}}"#)?;
+/// assert_eq!(s.count("ok"), 9);
+/// assert_eq!(s.count("timeout"), 0);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondOutcomes {
+    /// Seconds since the run's start (`started_at`).
+    pub second: u64,
+    /// Attempts started in it.
+    pub started: u64,
+    /// By class name, classes with a count only.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+impl SecondOutcomes {
+    /// The count of class `name` in this second (0 when absent).
+    pub fn count(&self, name: &str) -> u64 {
+        self.outcomes.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// The per-second rows of a recording.
+fn per_second(rec: &Recorder) -> Vec<SecondOutcomes> {
+    rec.per_second
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| row.iter().any(|&n| n > 0))
+        .map(|(i, row)| SecondOutcomes {
+            second: i as u64,
+            started: row.iter().sum(),
+            outcomes: Outcome::ALL
+                .iter()
+                .filter(|o| row[o.slot()] > 0)
+                .map(|o| (o.name().to_string(), row[o.slot()]))
+                .collect(),
+        })
+        .collect()
 }
 
 /// A rate per second, short: `850/s`, `2.5k/s`.
@@ -743,6 +793,7 @@ impl FloodReport {
             listener_queue: None,
             syn_retransmits_unknown: rec.retrans_unknown,
             timeouts_retransmitted: rec.timeout_retransmitted,
+            per_second: per_second(rec),
             generator,
             notes,
         }
