@@ -128,6 +128,11 @@ pub struct ServerConfig {
     /// Accept-queue sampling interval ("10ms"; default off).
     #[serde(with = "humantime_serde")]
     pub queue_sampling: Option<Duration>,
+    /// Adopt inherited listeners (a handoff, systemd socket activation; default true).
+    pub inherit: Option<bool>,
+    /// Inherited SO_REUSEPORT members beyond the acceptors: "accept" (default), "migrate" or
+    /// "close" (see [`SurplusMembers`](crate::SurplusMembers)).
+    pub surplus_members: Option<crate::SurplusMembers>,
 }
 
 impl ServerConfig {
@@ -261,7 +266,9 @@ impl ServerConfig {
             probe,
             queue_sampling,
             sched_batch,
-            accept_in_workers
+            accept_in_workers,
+            inherit,
+            surplus_members
         );
         if let Some(k) = &self.keepalive {
             b = b.keepalive(Keepalive {

@@ -632,7 +632,7 @@ impl Server {
                 match done {
                     Ok(Ok(report)) => return Ok(RunEnd::HandedOff(report)),
                     Ok(Err(failed)) => {
-                        tracing::error!(target: "synack::handoff", error = %failed.error, "handoff failed; still serving");
+                        // Logged by handoff().
                         server = *failed.server;
                         if let Some(sig) = stop_after {
                             return Ok(RunEnd::Stopped(stop(server, grace, sig).await));

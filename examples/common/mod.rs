@@ -130,8 +130,18 @@ pub fn print_listeners(name: &str, server: &synack::Server) {
         let eff = l
             .effective_backlog
             .map_or_else(|| "unknown".to_string(), |b| b.to_string());
+        let from = match &l.origin {
+            synack::ListenerOrigin::Handoff { from_pid, member } => {
+                format!(", inherited from pid {from_pid} (member {member:?})")
+            }
+            synack::ListenerOrigin::SocketActivation { name } => {
+                format!(", from socket activation (name {name:?})")
+            }
+            synack::ListenerOrigin::Adopted => ", adopted".to_string(),
+            _ => String::new(),
+        };
         println!(
-            "{name} listening on {} (backlog asked {}, effective {eff}); Ctrl-C to stop",
+            "{name} listening on {} (backlog asked {}, effective {eff}{from}); Ctrl-C to stop",
             l.local_addr, l.requested_backlog
         );
     }
