@@ -397,6 +397,8 @@ impl Server {
             Ok(c) => c,
             Err(error) => {
                 tracing::error!(target: "synack::handoff", %error, "handoff failed; still serving");
+                #[cfg(feature = "metrics")]
+                metrics::counter!("synack_handoffs_total", "result" => "failed").increment(1);
                 notify::ready_again();
                 drop(running);
                 return Err(HandoffFailed {
@@ -437,6 +439,12 @@ impl Server {
             duration: start.elapsed(),
             old,
         };
+        #[cfg(feature = "metrics")]
+        {
+            metrics::counter!("synack_handoffs_total", "result" => "ok").increment(1);
+            metrics::histogram!("synack_handoff_duration_seconds")
+                .record(report.duration.as_secs_f64());
+        }
         tracing::info!(target: "synack::handoff", new_pid = report.new_pid, generation,
             ready_ms = ready_after.as_secs_f64() * 1e3, stopped_ms = stopped_after.as_secs_f64() * 1e3,
             duration_ms = report.duration.as_secs_f64() * 1e3, completed = old.completed,
@@ -698,6 +706,13 @@ pub(crate) fn report_ready(h: HandoffChild, let_go: &[usize]) -> Inheritance {
     let now = sys::monotonic_ns();
     let requested_to_ready = (h.requested_ns > 0 && now >= h.requested_ns)
         .then(|| Duration::from_nanos(now - h.requested_ns));
+    #[cfg(feature = "metrics")]
+    {
+        metrics::gauge!("synack_handoff_generation").set(h.generation as f64);
+        if let Some(d) = requested_to_ready {
+            metrics::gauge!("synack_handoff_ready_seconds").set(d.as_secs_f64());
+        }
+    }
     tracing::info!(target: "synack::handoff", from_pid = h.from_pid, generation = h.generation,
         requested_to_ready_ms = ?requested_to_ready.map(|d| d.as_secs_f64() * 1e3),
         let_go = let_go.len(), "serving the inherited listeners; told the old process");

@@ -25,6 +25,10 @@
 //! | `synack_accept_queue_depth` | gauge | `listener`, `index` | connections waiting in the kernel accept queue |
 //! | `synack_listen_backlog_effective` | gauge | `listener`, `index` | the backlog the kernel granted |
 //! | `synack_dispatch_latency_seconds` | histogram | | `accept()` to handler start |
+//! | `synack_handoffs_total` | counter | `result` | handoffs this process asked for: `ok` (it winds down), `failed` (it serves on) |
+//! | `synack_handoff_duration_seconds` | histogram | | the old process's request to its last handler done |
+//! | `synack_handoff_generation` | gauge | | in a process a handoff started: how many handoffs led to it |
+//! | `synack_handoff_ready_seconds` | gauge | | in that process: the old process's request to its ready |
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

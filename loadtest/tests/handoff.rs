@@ -565,3 +565,39 @@ fn sockets_from_socket_activation_are_served_and_readiness_is_notified() {
         "{err}"
     );
 }
+
+#[test]
+fn the_systemd_units_verify() {
+    // No systemd runs here as init: the units are checked offline by systemd's own verifier,
+    // with ExecStart pointed at the greeting built for this test.
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip_or_fail(
+            "the_systemd_units_verify",
+            "systemd-analyze is not installed",
+        );
+        return;
+    }
+    let dir = tmp("units");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/systemd");
+    let bin = greeting_bin();
+    let mut units = Vec::new();
+    for name in ["synack-greeting.socket", "synack-greeting.service"] {
+        let text = std::fs::read_to_string(format!("{src}/{name}")).unwrap();
+        let text = text.replace("/usr/local/bin/synack-greeting", bin.to_str().unwrap());
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        units.push(path);
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
