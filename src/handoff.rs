@@ -181,6 +181,12 @@ pub struct HandoffReport {
 }
 
 /// Why a handoff did not happen. The old process keeps serving in every case.
+/// # Examples
+///
+/// ```
+/// let e = synack::HandoffError::NotReady { pid: 4242, timeout: std::time::Duration::from_secs(30) };
+/// assert_eq!(e.to_string(), "new process 4242 was not ready within 30s; stopped it");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandoffError {
@@ -226,6 +232,20 @@ pub enum HandoffError {
 }
 
 /// A handoff that did not happen, with the server, which still serves.
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server: synack::Server = unimplemented!();
+/// let server = match server.handoff(&synack::Handoff::new()) {
+///     Ok(report) => return Ok(println!("pid {} serves now", report.new_pid)),
+///     // The rollback: the same server, still accepting.
+///     Err(failed) => *failed.server,
+/// };
+/// # let _ = server;
+/// # Ok(())
+/// # }
+/// ```
 pub struct HandoffFailed {
     /// The server, accepting as before.
     pub server: Box<Server>,
@@ -346,6 +366,18 @@ impl HandoffTrigger {
 }
 
 /// How a [`Server::run_with_handoff`] ended.
+/// # Examples
+///
+/// ```
+/// fn exit_code(end: &synack::RunEnd) -> i32 {
+///     match end {
+///         synack::RunEnd::HandedOff(_) => 0,
+///         synack::RunEnd::Stopped(r) if r.aborted == 0 => 0,
+///         _ => 1,
+///     }
+/// }
+/// # let _ = exit_code;
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RunEnd {

@@ -416,6 +416,24 @@ impl Server {
         report
     }
 
+    /// Waits (at most `timeout`) until every live acceptor watches its listeners.
+    pub(crate) fn wait_watching(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let all = || {
+            self.shared
+                .acceptors
+                .iter()
+                .all(|a| a.watching.load(SeqCst) || !a.alive.load(SeqCst))
+        };
+        while !all() {
+            if Instant::now() >= deadline {
+                tracing::warn!(target: "synack::server", "not every acceptor watches its listeners yet");
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     pub(crate) fn stop_acceptors(&mut self, drain: bool, deadline: Instant) {
         self.control(|| Control::Stop { drain, deadline });
         for a in &mut self.acceptors {

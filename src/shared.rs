@@ -104,6 +104,9 @@ pub(crate) struct AcceptorShared {
     /// a handler that the burst itself started (accepting in the workers) stops the burst at
     /// once, without the pause waiting for this acceptor's answer.
     pub pause_ordered: AtomicBool,
+    /// Set once the acceptor watches its listeners (its first turn): from then on it accepts
+    /// what arrives. A handoff's new process reports ready only when every acceptor is.
+    pub watching: AtomicBool,
     pub waker: Wake,
 }
 
@@ -114,6 +117,7 @@ impl AcceptorShared {
             parked: AtomicBool::new(false),
             alive: AtomicBool::new(true),
             pause_ordered: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
             waker,
         }
     }

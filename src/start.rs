@@ -91,6 +91,8 @@ where
     });
     match (started, handoff) {
         (Ok((mut server, let_go)), Some(h)) => {
+            // Ready means accepting: the old process stops as soon as it hears it.
+            server.wait_watching(std::time::Duration::from_secs(5));
             server.inheritance = Some(handoff::report_ready(h, &let_go));
             Ok(server)
         }

@@ -150,6 +150,14 @@ impl Greeting {
         );
     }
 
+    /// A stdout line containing `what`, seen already or waited for.
+    fn seen(&mut self, what: &str) -> String {
+        match self.log.iter().find(|l| l.contains(what)) {
+            Some(l) => l.clone(),
+            None => self.expect(what),
+        }
+    }
+
     /// Waits (bounded) for a stderr line containing `what`.
     fn expect_err(&mut self, what: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -496,6 +504,37 @@ fn shrinking_from_two_accept_loops_to_one_states_what_was_lost() {
         reset <= failed,
         "counted {reset} reset, clients saw {failed}"
     );
+}
+
+#[test]
+fn growing_from_one_accept_loop_to_two_binds_a_member_beside_the_inherited_one() {
+    let _g = serial();
+    let cfg = tmp("grow.toml");
+    std::fs::write(
+        &cfg,
+        "bind = [\"127.0.0.1:0\"]\nworkers = 1\nreuse_port = true\n",
+    )
+    .unwrap();
+    let mut g = Greeting::start(&["--config", cfg.to_str().unwrap()], None);
+    let flood = flood_thread(g.addr(), flood_args(1000), "grow", None);
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(
+        &cfg,
+        "bind = [\"127.0.0.1:0\"]\nworkers = 2\nreuse_port = true\naccept_in_workers = true\n",
+    )
+    .unwrap();
+    let old = g.pid;
+    let line = g.handoff();
+    assert_eq!(figure(&line, "reset at close"), 0, "{line}");
+    // The new process's two listeners: the inherited member, and one bound beside it.
+    let inherited = g.seen(&format!("inherited from pid {old}"));
+    assert!(inherited.contains(&g.addr()), "{inherited}");
+    let rep = flood.join().unwrap();
+    eprintln!("grow: {line}; flood outcomes {:?}", rep.outcomes);
+    assert_eq!(server_failures(&rep), 0, "{:?}", rep.outcomes);
+    assert_eq!(syn_retransmitted(&rep), 0);
+    signal(g.pid, 15);
+    g.expect("stopped:");
 }
 
 #[test]

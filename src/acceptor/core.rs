@@ -252,6 +252,9 @@ impl AcceptCore {
                 Err(err) => self.registration_failed(i, &err),
             }
         }
+        if !self.me().watching.load(SeqCst) {
+            self.me().watching.store(true, SeqCst);
+        }
     }
 
     /// A listener the driver could not (de)register: retried after its back-off.
