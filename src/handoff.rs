@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::inherit::{self, HandoffChild};
+use crate::inherit::{self, Inheritance};
 use crate::notify;
 use crate::server::{Server, ShutdownReport};
 use crate::sys;
@@ -275,37 +275,6 @@ impl std::error::Error for HandoffFailed {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.error)
     }
-}
-
-/// What a process started by a handoff inherited: [`Server::inheritance`].
-/// # Examples
-///
-/// ```
-/// use tokio::io::AsyncWriteExt;
-///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let server = synack::Server::builder()
-///     .bind("127.0.0.1:0")?
-///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
-/// match server.inheritance() {
-///     Some(i) => println!("handoff {} from pid {}", i.generation, i.from_pid),
-///     None => println!("a fresh start"),
-/// }
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Inheritance {
-    /// The old process.
-    pub from_pid: u32,
-    /// How many handoffs led to this process (1 for the first).
-    pub generation: u64,
-    /// From the old process's request to this process's `ready`, on the host's monotonic
-    /// clock (`None` when not known).
-    pub requested_to_ready: Option<Duration>,
-    /// Inherited sockets this process did not keep.
-    pub let_go: usize,
 }
 
 /// Whether a handoff of this process is under way.
@@ -720,48 +689,6 @@ fn wait_briefly(child: &mut std::process::Child) -> String {
         }
     }
     "it closed the pipe but still runs".to_string()
-}
-
-/// The new process's side: tells the old one it serves, with the inherited sockets (by the
-/// old process's index) it let go.
-pub(crate) fn report_ready(h: HandoffChild, let_go: &[usize]) -> Inheritance {
-    let list = let_go
-        .iter()
-        .map(usize::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let line = format!("ready pid={} let_go={list}\n", std::process::id());
-    if let Err(e) = sys::inherit::write_all(&h.ready, line.as_bytes()) {
-        tracing::error!(target: "synack::handoff", error = %e, from_pid = h.from_pid,
-            "cannot tell the old process this one is ready (it may have given up): serving anyway");
-    }
-    let now = sys::monotonic_ns();
-    let requested_to_ready = (h.requested_ns > 0 && now >= h.requested_ns)
-        .then(|| Duration::from_nanos(now - h.requested_ns));
-    #[cfg(feature = "metrics")]
-    {
-        metrics::gauge!("synack_handoff_generation").set(h.generation as f64);
-        if let Some(d) = requested_to_ready {
-            metrics::gauge!("synack_handoff_ready_seconds").set(d.as_secs_f64());
-        }
-    }
-    tracing::info!(target: "synack::handoff", from_pid = h.from_pid, generation = h.generation,
-        requested_to_ready_ms = ?requested_to_ready.map(|d| d.as_secs_f64() * 1e3),
-        let_go = let_go.len(), "serving the inherited listeners; told the old process");
-    Inheritance {
-        from_pid: h.from_pid,
-        generation: h.generation,
-        requested_to_ready,
-        let_go: let_go.len(),
-    }
-}
-
-/// The new process's side when it cannot start: tells the old one why (it keeps serving).
-pub(crate) fn report_failure(h: HandoffChild, e: &Error) {
-    let line = format!("failed: {}\n", e.to_string().replace('\n', " "));
-    let _ = sys::inherit::write_all(&h.ready, line.as_bytes());
-    tracing::error!(target: "synack::handoff", from_pid = h.from_pid, error = %e,
-        "cannot start on the inherited listeners; the old process keeps serving");
 }
 
 #[cfg(test)]

@@ -86,14 +86,12 @@ pub use builder::{DEFAULT_MAX_CONNECTIONS, IN_WORKER_ACCEPT_BATCH, MAX_THREADS, 
 pub use config::{BackoffConfig, KeepaliveConfig, ServerConfig};
 pub use connection::{Closing, ConnInfo, Connection};
 pub use error::Error;
-pub use handoff::{
-    Handoff, HandoffError, HandoffFailed, HandoffReport, HandoffTrigger, Inheritance, RunEnd,
-};
+pub use handoff::{Handoff, HandoffError, HandoffFailed, HandoffReport, HandoffTrigger, RunEnd};
 /// The histogram type of [`Stats::dispatch_latency_us`] and [`Stats::accept_batch`]
 /// (re-exported from `hdrhistogram`, nothing else of it).
 #[doc(no_inline)]
 pub use hdrhistogram::Histogram;
-pub use inherit::SurplusMembers;
+pub use inherit::{Inheritance, SurplusMembers};
 pub use limit::OverloadPolicy;
 pub use listener::{Keepalive, ListenerInfo, ListenerOrigin, MAX_BACKLOG};
 pub use sampler::QueueSample;

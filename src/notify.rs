@@ -6,7 +6,7 @@
 
 use sd_notify::NotifyState;
 
-use crate::server::Server;
+use std::net::SocketAddr;
 
 fn send(states: &[NotifyState<'_>], what: &str) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
@@ -20,10 +20,9 @@ fn send(states: &[NotifyState<'_>], what: &str) {
     }
 }
 
-/// `READY=1`, with the listeners in `STATUS=`.
-pub(crate) fn ready(server: &Server) {
-    let addrs = server
-        .local_addrs()
+/// `READY=1`, with the listeners' addresses in `STATUS=`.
+pub(crate) fn ready(addrs: &[SocketAddr]) {
+    let addrs = addrs
         .iter()
         .map(|a| a.to_string())
         .collect::<Vec<_>>()

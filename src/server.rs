@@ -10,7 +10,7 @@ use socket2::Socket;
 
 use crate::acceptor::{AcceptorHandle, Control};
 use crate::dispatch::WorkerMsg;
-use crate::handoff::Inheritance;
+use crate::inherit::Inheritance;
 use crate::listener::ListenerInfo;
 use crate::notify;
 use crate::observe::Observers;

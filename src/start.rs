@@ -17,7 +17,6 @@ use crate::acceptor::{
 };
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::handoff;
 use crate::inherit::{self, Inherited, InheritedListener, Source, SurplusMembers};
 use crate::limit::Limit;
 use crate::listener::{self, ListenOptions, Listener, ListenerOrigin};
@@ -93,15 +92,15 @@ where
         (Ok((mut server, let_go)), Some(h)) => {
             // Ready means accepting: the old process stops as soon as it hears it.
             server.wait_watching(std::time::Duration::from_secs(5));
-            server.inheritance = Some(handoff::report_ready(h, &let_go));
+            server.inheritance = Some(inherit::report_ready(h, &let_go));
             Ok(server)
         }
         (Err(e), Some(h)) => {
-            handoff::report_failure(h, &e);
+            inherit::report_failure(h, &e);
             Err(e)
         }
         (Ok((server, _)), None) => {
-            notify::ready(&server);
+            notify::ready(&server.local_addrs());
             Ok(server)
         }
         (Err(e), None) => Err(e),
