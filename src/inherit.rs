@@ -377,7 +377,7 @@ impl Inherited {
     }
 }
 
-/// What a process started by a handoff inherited: [`Server::inheritance`].
+/// What a process started by a handoff inherited: [`Server::inheritance`](crate::Server::inheritance).
 /// # Examples
 ///
 /// ```
