@@ -604,6 +604,7 @@ impl Server {
     /// match server.run_with_handoff(Duration::from_secs(30), &synack::Handoff::new())? {
     ///     synack::RunEnd::Stopped(r) => println!("stopped: {r:?}"),
     ///     synack::RunEnd::HandedOff(r) => println!("pid {} serves now", r.new_pid),
+    ///     _ => {}
     /// }
     /// # Ok(())
     /// # }
