@@ -29,6 +29,12 @@ pub const IN_WORKER_ACCEPT_BATCH: usize = 4;
 /// Tomcat's default `maxConnections` (NIO connector).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 
+/// The default [handshake cap](ServerBuilder::max_handshakes) per worker (actix-tls's).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+
+/// The default [handshake timeout](ServerBuilder::handshake_timeout).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl Server {
     /// Starts configuring a server.
     pub fn builder() -> ServerBuilder {
@@ -77,6 +83,10 @@ pub struct ServerBuilder {
     accept_batch: Option<usize>,
     inherit: bool,
     surplus: SurplusMembers,
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    max_handshakes: usize,
+    handshake_timeout: Duration,
 }
 
 impl Default for ServerBuilder {
@@ -117,6 +127,10 @@ impl ServerBuilder {
             accept_batch: None,
             inherit: true,
             surplus: SurplusMembers::Accept,
+            #[cfg(feature = "tls")]
+            tls: None,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 
@@ -412,6 +426,50 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS (feature `tls`): every connection starts with a rustls handshake, run on its
+    /// worker as part of the connection (never in an acceptor, nor ahead of the next accept),
+    /// and the handler gets the TLS stream through the same [`Connection`], with what was
+    /// negotiated in [`ConnInfo::tls`](crate::ConnInfo::tls).
+    /// [`tls::server_config`](crate::tls::server_config) reads PEM files.
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), synack::Error> {
+    /// let config = synack::tls::server_config("cert.pem", "key.pem", &[b"http/1.1"])?;
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:8443")?
+    ///     .tls(config)
+    ///     .serve(|mut conn: synack::Connection| async move {
+    ///         let version = conn.info().tls.as_ref().map_or("none", |t| t.version);
+    ///         conn.write_all(format!("hello over {version}\n").as_bytes()).await
+    ///     })?;
+    /// # drop(server);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: impl Into<std::sync::Arc<rustls::ServerConfig>>) -> Self {
+        self.tls = Some(config.into());
+        self
+    }
+
+    /// TLS handshakes in progress per worker (the whole server allows this times the workers);
+    /// at the cap the acceptors stop, and new connections wait in the kernel's accept queue,
+    /// where the backlog applies. At least 1. Default [`DEFAULT_MAX_HANDSHAKES`].
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n;
+        self
+    }
+
+    /// How long a TLS handshake may take before its connection is closed (and counted in
+    /// [`TlsFailures::timeout`](crate::TlsFailures::timeout)). Above zero. Default 3 s.
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
     /// What to do with inherited `SO_REUSEPORT` members beyond this server's acceptors.
     /// Default [`SurplusMembers::Accept`].
     pub fn surplus_members(mut self, policy: SurplusMembers) -> Self {
@@ -450,6 +508,7 @@ impl ServerBuilder {
         self.check_limits()?;
         let workers = self.check_threads()?;
         self.check_accept()?;
+        self.check_tls()?;
         self.check_socket_options()?;
         self.check_intervals()?;
         let acceptors = if self.accept_in_workers {
@@ -462,7 +521,21 @@ impl ServerBuilder {
             None if self.accept_in_workers => IN_WORKER_ACCEPT_BATCH,
             None => THREAD_ACCEPT_BATCH,
         };
+        #[cfg(feature = "tls")]
+        let tls = self.tls.clone().map(|config| crate::tls::TlsSettings {
+            config,
+            timeout: self.handshake_timeout,
+        });
+        #[cfg(feature = "tls")]
+        let handshake_cap = tls
+            .as_ref()
+            .map(|_| self.max_handshakes.saturating_mul(workers));
+        #[cfg(not(feature = "tls"))]
+        let handshake_cap = None;
         Ok(Settings {
+            #[cfg(feature = "tls")]
+            tls,
+            handshake_cap,
             opts: self.opts.clone(),
             max_connections: self.max_connections,
             workers,
@@ -521,6 +594,24 @@ impl ServerBuilder {
             ));
         }
         Ok(workers)
+    }
+
+    fn check_tls(&self) -> Result<(), Error> {
+        if self.max_handshakes == 0 {
+            return Err(Error::invalid(
+                "max_handshakes",
+                0,
+                "at least 1 handshake in progress per worker",
+            ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::invalid(
+                "handshake_timeout",
+                "0s",
+                "a timeout above zero",
+            ));
+        }
+        Ok(())
     }
 
     fn check_accept(&self) -> Result<(), Error> {

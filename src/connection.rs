@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::shared::Slot;
+use crate::tls::TlsInfo;
 
 /// Where a connection came from and how it travelled through the server.
 /// # Examples
@@ -23,7 +24,7 @@ use crate::shared::Slot;
 /// let server = synack::Server::builder()
 ///     .bind("127.0.0.1:0")?
 ///     .serve(|mut conn: synack::Connection| async move {
-///         let info = *conn.info();
+///         let info = conn.info().clone();
 ///         let waited = info.dispatched_at - info.accepted_at;
 ///         let line = format!("#{} from {} on worker {} after {waited:?}\n", info.id, info.peer_addr, info.worker);
 ///         conn.write_all(line.as_bytes()).await
@@ -32,7 +33,7 @@ use crate::shared::Slot;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnInfo {
     /// Unique per server, in accept order per acceptor.
@@ -53,6 +54,9 @@ pub struct ConnInfo {
     /// When its handler was started on the worker (its first poll); `accepted_at` to this is
     /// the dispatch latency.
     pub dispatched_at: Instant,
+    /// What the TLS handshake negotiated (version, ALPN, SNI, resumed), on a server with
+    /// [`tls`](crate::ServerBuilder::tls); `None` on plain TCP.
+    pub tls: Option<Box<TlsInfo>>,
 }
 
 /// Resolves when the server begins a graceful shutdown (or is gone); see
@@ -151,6 +155,9 @@ enum Io {
     Raw(std::net::TcpStream),
     /// Registered.
     Tokio(TcpStream),
+    /// TLS over a registered socket, the handshake done.
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// The registration failed and took the socket with it.
     Closed,
 }
@@ -175,6 +182,8 @@ impl Connection {
         let n = match &self.io {
             Io::Raw(s) => (&*s).write(buf)?,
             Io::Tokio(s) => s.try_write(buf)?,
+            #[cfg(feature = "tls")]
+            Io::Tls(_) => return Err(io::ErrorKind::Unsupported.into()),
             Io::Closed => return Err(io::ErrorKind::NotConnected.into()),
         };
         if n < buf.len() {
@@ -211,6 +220,8 @@ impl Connection {
         match &self.io {
             Io::Raw(s) => Some(SockRef::from(s)),
             Io::Tokio(s) => Some(SockRef::from(s)),
+            #[cfg(feature = "tls")]
+            Io::Tls(t) => Some(SockRef::from(t.get_ref().0)),
             Io::Closed => None,
         }
     }
@@ -240,8 +251,38 @@ impl Connection {
         self.register()?;
         match &mut self.io {
             Io::Tokio(s) => Ok(s),
+            #[cfg(feature = "tls")]
+            Io::Tls(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a TLS connection: read and write the Connection itself",
+            )),
             _ => Err(closed()),
         }
+    }
+
+    /// The plain socket, registered, taken out for a TLS handshake (the connection is closed
+    /// until [`set_tls`](Self::set_tls) puts the stream back).
+    #[cfg(feature = "tls")]
+    pub(crate) fn take_tcp(&mut self) -> io::Result<TcpStream> {
+        self.register()?;
+        match std::mem::replace(&mut self.io, Io::Closed) {
+            Io::Tokio(s) => Ok(s),
+            other => {
+                self.io = other;
+                Err(closed())
+            }
+        }
+    }
+
+    /// The TLS stream, its handshake done, and what it negotiated.
+    #[cfg(feature = "tls")]
+    pub(crate) fn set_tls(
+        &mut self,
+        tls: tokio_rustls::server::TlsStream<TcpStream>,
+        info: TlsInfo,
+    ) {
+        self.io = Io::Tls(Box::new(tls));
+        self.info.tls = Some(Box::new(info));
     }
 
     /// Registers a raw socket with the worker's reactor (a no-op once registered). If that
@@ -299,6 +340,10 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        #[cfg(feature = "tls")]
+        if let Io::Tls(t) = &mut this.io {
+            return Pin::new(&mut **t).poll_read(cx, buf);
+        }
         if let Some(done) = this.optimistic(|s| s.read(buf.initialize_unfilled())) {
             return Poll::Ready(done.map(|n| buf.advance(n)));
         }
@@ -313,6 +358,10 @@ impl AsyncWrite for Connection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        #[cfg(feature = "tls")]
+        if let Io::Tls(t) = &mut this.io {
+            return Pin::new(&mut **t).poll_write(cx, buf);
+        }
         if let Some(done) = this.optimistic(|s| s.write(buf)) {
             return Poll::Ready(done);
         }
@@ -322,6 +371,8 @@ impl AsyncWrite for Connection {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             Io::Tokio(t) => Pin::new(t).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Io::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
             _ => Poll::Ready(Ok(())),
         }
     }
@@ -330,6 +381,8 @@ impl AsyncWrite for Connection {
         match &mut self.get_mut().io {
             Io::Raw(s) => Poll::Ready(s.shutdown(std::net::Shutdown::Write)),
             Io::Tokio(t) => Pin::new(t).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Io::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
             Io::Closed => Poll::Ready(Err(closed())),
         }
     }
@@ -340,6 +393,10 @@ impl AsyncWrite for Connection {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        #[cfg(feature = "tls")]
+        if let Io::Tls(t) = &mut this.io {
+            return Pin::new(&mut **t).poll_write_vectored(cx, bufs);
+        }
         if let Some(done) = this.optimistic(|s| s.write_vectored(bufs)) {
             return Poll::Ready(done);
         }

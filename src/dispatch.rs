@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::mpsc::error::SendError;
 
-use crate::shared::{Shared, Slot};
+use crate::shared::{HandshakePermit, Shared, Slot};
 use crate::throttle::RateLimited;
 
 /// An accepted socket on its way from an acceptor to a worker.
@@ -29,6 +29,8 @@ pub(crate) struct Accepted {
     pub id: u64,
     pub accepted_at: Instant,
     pub slot: Slot,
+    /// With TLS: its place in the handshake cap, given back when the handshake ends.
+    pub handshake: Option<HandshakePermit>,
 }
 
 /// Messages from the acceptors and the server to a worker.

@@ -123,6 +123,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A TLS certificate or key file could not be used.
+    #[error("TLS {file}: {reason}")]
+    Tls {
+        /// The file.
+        file: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The signal handlers could not be installed.
     #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
     Signal(#[source] io::Error),

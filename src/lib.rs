@@ -58,6 +58,8 @@ mod sampler;
 
 mod shared;
 
+pub mod tls;
+
 mod connection;
 mod dispatch;
 #[cfg(feature = "metrics")]
@@ -81,7 +83,10 @@ mod config;
 pub mod http;
 
 pub use acceptor::FdExhaustionPolicy;
-pub use builder::{DEFAULT_MAX_CONNECTIONS, IN_WORKER_ACCEPT_BATCH, MAX_THREADS, ServerBuilder};
+pub use builder::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
+    IN_WORKER_ACCEPT_BATCH, MAX_THREADS, ServerBuilder,
+};
 #[cfg(feature = "config")]
 pub use config::{BackoffConfig, KeepaliveConfig, ServerConfig};
 pub use connection::{Closing, ConnInfo, Connection};
@@ -97,6 +102,7 @@ pub use listener::{Keepalive, ListenerInfo, ListenerOrigin, MAX_BACKLOG};
 pub use sampler::QueueSample;
 pub use server::{Server, ShutdownReport, shutdown_signal};
 pub use stats::{AcceptErrorKind, AcceptErrors, ListenerStats, Stats};
+pub use tls::{TlsFailures, TlsInfo, TlsStats};
 pub use worker::HandlerOutput;
 
 /// Internals the micro-benchmarks (`benches/hot_path.rs`) measure in isolation. Not part of

@@ -168,6 +168,11 @@ impl Server {
         let mut s = self.shared.merged_stats();
         s.paused = self.paused.load(Relaxed);
         s.max_connections = self.shared.limit.max();
+        s.tls.in_progress = self
+            .shared
+            .handshakes
+            .as_ref()
+            .map_or(0, |h| h.count() as u64);
         s.listeners = self
             .listeners
             .iter()

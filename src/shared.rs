@@ -18,6 +18,9 @@ use crate::stats::{AcceptorStats, Stats, WorkerStats};
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub limit: Limit,
+    /// With TLS: the handshakes in progress, capped (`max_handshakes` per worker): at the
+    /// cap the acceptors stop as at the connection limit.
+    pub handshakes: Option<Limit>,
     pub workers: Box<[WorkerShared]>,
     pub acceptors: Box<[AcceptorShared]>,
     pub shutting_down: AtomicBool,
@@ -55,14 +58,32 @@ impl Shared {
     /// Gives a slot back to the limit and wakes whoever waits for one.
     pub fn release_slot(&self) {
         self.limit.release();
+        self.wake_parked();
+        if self.shutting_down.load(Relaxed) {
+            let _guard = self.idle.0.lock();
+            self.idle.1.notify_all();
+        }
+    }
+
+    /// Whether an acceptor may take another connection: a slot in the limit, and (with TLS)
+    /// room for another handshake.
+    pub fn has_room(&self) -> bool {
+        self.limit.has_room() && self.handshakes.as_ref().is_none_or(Limit::has_room)
+    }
+
+    /// Ends a handshake: its place in the cap back, parked acceptors woken.
+    pub fn release_handshake(&self) {
+        if let Some(h) = &self.handshakes {
+            h.release();
+            self.wake_parked();
+        }
+    }
+
+    fn wake_parked(&self) {
         for a in self.acceptors.iter() {
             if a.parked.load(SeqCst) && a.parked.swap(false, SeqCst) {
                 a.waker.wake();
             }
-        }
-        if self.shutting_down.load(Relaxed) {
-            let _guard = self.idle.0.lock();
-            self.idle.1.notify_all();
         }
     }
 }
@@ -176,6 +197,26 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.release(self.worker);
+    }
+}
+
+/// A place in the handshake cap (see [`Shared::handshakes`]), taken before `accept()` and
+/// given back when the connection's TLS handshake ends, however it ends.
+#[derive(Debug)]
+pub(crate) struct HandshakePermit {
+    shared: Arc<Shared>,
+}
+
+impl HandshakePermit {
+    /// Wraps a place already taken with `try_acquire`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        HandshakePermit { shared }
+    }
+}
+
+impl Drop for HandshakePermit {
+    fn drop(&mut self) {
+        self.shared.release_handshake();
     }
 }
 

@@ -56,6 +56,11 @@ pub(crate) struct Settings {
     /// Whether inherited listeners (a handoff, socket activation) are adopted.
     pub inherit: bool,
     pub surplus: SurplusMembers,
+    /// With TLS: the handshakes in progress the whole server allows (per worker times the
+    /// workers).
+    pub handshake_cap: Option<usize>,
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// How the acceptors are woken: each thread by its own poll, each task by a notify.
@@ -290,6 +295,7 @@ fn build_shared(s: &Settings) -> Result<(Arc<Shared>, Drivers), Error> {
     };
     let shared = Arc::new(Shared {
         limit: Limit::new(s.max_connections),
+        handshakes: s.handshake_cap.map(Limit::new),
         workers: (0..s.workers).map(|_| WorkerShared::new()).collect(),
         acceptors: acceptors.into_boxed_slice(),
         shutting_down: AtomicBool::new(false),
@@ -338,6 +344,8 @@ where
 {
     let handler = Arc::new(handler);
     let setup = WorkerSetup {
+        #[cfg(feature = "tls")]
+        tls: s.tls.clone(),
         opts: Arc::new(s.opts.clone()),
         sched_batch: s.sched_batch,
         observe: s.observe,

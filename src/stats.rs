@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::tls::TlsStats;
+
 /// Why an `accept()` failed, grouped as the kernel reports it.
 /// # Examples
 ///
@@ -142,7 +144,7 @@ impl AcceptErrors {
 }
 
 /// Microsecond histogram bounds: 1 us to one hour, 3 significant figures.
-fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
 }
 
@@ -214,6 +216,11 @@ pub struct WorkerStats {
     /// Dispatched to this worker, then closed unserved: the worker had died.
     pub lost: AtomicU64,
     pub dispatch_us: Mutex<Histogram<u64>>,
+    /// TLS handshakes done, resumed, and failed by kind (timeout, protocol, certificate, io).
+    pub tls_done: AtomicU64,
+    pub tls_resumed: AtomicU64,
+    pub tls_failed: [AtomicU64; 4],
+    pub tls_handshake_us: Mutex<Histogram<u64>>,
 }
 
 impl Default for WorkerStats {
@@ -239,6 +246,10 @@ impl WorkerStats {
             handler_errors: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             dispatch_us: Mutex::new(latency_histogram()),
+            tls_done: AtomicU64::new(0),
+            tls_resumed: AtomicU64::new(0),
+            tls_failed: Default::default(),
+            tls_handshake_us: Mutex::new(latency_histogram()),
         }
     }
 }
@@ -355,6 +366,9 @@ pub struct Stats {
     /// or able to. A dead one is logged at error level on `synack::acceptor`, and each listener
     /// no live acceptor takes from any more is shut down.
     pub acceptors_alive: Vec<bool>,
+    /// TLS handshakes (zeros on plain TCP): done, resumed, failed by kind, in progress, and
+    /// their latency. Failed ones count in [`completed`](Self::completed) too: their task ended.
+    pub tls: TlsStats,
 }
 
 impl Stats {
@@ -385,6 +399,7 @@ impl Stats {
             max_connections: 0,
             workers_alive: Vec::new(),
             acceptors_alive: Vec::new(),
+            tls: TlsStats::default(),
         };
         for a in acceptors {
             s.accepted += a.accepted.load(Relaxed);
@@ -408,6 +423,16 @@ impl Stats {
             s.lost += w.lost.load(Relaxed);
             if let Ok(h) = w.dispatch_us.lock() {
                 let _ = s.dispatch_latency_us.add(&*h);
+            }
+            s.tls.handshakes += w.tls_done.load(Relaxed);
+            s.tls.resumed += w.tls_resumed.load(Relaxed);
+            let f = &w.tls_failed;
+            s.tls.failed.timeout += f[0].load(Relaxed);
+            s.tls.failed.protocol += f[1].load(Relaxed);
+            s.tls.failed.certificate += f[2].load(Relaxed);
+            s.tls.failed.io += f[3].load(Relaxed);
+            if let Ok(h) = w.tls_handshake_us.lock() {
+                let _ = s.tls.handshake_us.add(&*h);
             }
         }
         s

@@ -91,7 +91,7 @@ fn batch_bound(in_workers: bool) {
 
 /// Each connection's acceptor and worker, as its handler sees them.
 async fn whose(mut conn: synack::Connection) -> std::io::Result<()> {
-    let i = *conn.info();
+    let i = conn.info().clone();
     let line = format!("{} {}", i.acceptor, i.worker);
     tokio::io::AsyncWriteExt::write_all(&mut conn, line.as_bytes()).await?;
     // Held until the client closes, so the next connection is not served by a free worker

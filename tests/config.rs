@@ -30,7 +30,7 @@ async fn describe(mut conn: synack::Connection) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let line = {
         let s = conn.sock_ref().unwrap();
-        let i = *conn.info();
+        let i = conn.info().clone();
         // Field 41 of /proc/thread-self/stat is the scheduling policy (3 = SCHED_BATCH).
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
         let policy = stat

@@ -188,7 +188,7 @@ fn conn_info_describes_the_connection() {
         .unwrap()
         .workers(1)
         .serve(|mut conn: synack::Connection| async move {
-            let i = *conn.info();
+            let i = conn.info().clone();
             let line = format!(
                 "{} {} {} {} {} {} {}",
                 i.id,

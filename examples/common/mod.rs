@@ -49,6 +49,15 @@ pub struct ServerFlags {
     /// socket (the accept queues are kept), then wind down: a restart that loses nothing.
     #[arg(long)]
     pub handoff: bool,
+    /// Serve TLS with this certificate chain (PEM, with --tls-key; built with --features tls).
+    /// ALPN offers h2 and http/1.1.
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Grace period for in-flight connections on Ctrl-C, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub grace_ms: u64,
@@ -99,6 +108,14 @@ impl ServerFlags {
         }
         if self.addrs.is_empty() && !file_binds {
             b = b.bind(DEFAULT_ADDR)?;
+        }
+        #[cfg(feature = "tls")]
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            b = b.tls(synack::tls::server_config(
+                cert,
+                key,
+                &[b"h2", b"http/1.1"],
+            )?);
         }
         #[cfg(feature = "prometheus")]
         if let Some(addr) = self.metrics {

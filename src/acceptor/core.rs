@@ -20,7 +20,7 @@ use super::{AcceptConfig, AcceptorExit, Control, Watched};
 use crate::dispatch::{Accepted, Dispatch};
 use crate::limit::OverloadPolicy;
 use crate::listener;
-use crate::shared::{AcceptorShared, Shared, Slot};
+use crate::shared::{AcceptorShared, HandshakePermit, Shared, Slot};
 use crate::stats::AcceptorStats;
 use crate::sys;
 use crate::throttle::RateLimited;
@@ -221,7 +221,7 @@ impl AcceptCore {
     /// is not missed). True when there is room after all.
     fn try_unpark(&self) -> bool {
         self.me().parked.store(true, SeqCst);
-        if self.shared.limit.has_room() {
+        if self.shared.has_room() {
             self.me().parked.store(false, SeqCst);
             true
         } else {
@@ -295,13 +295,26 @@ impl AcceptCore {
                 self.reach_limit();
                 break;
             }
+            // TLS: a place for the handshake, before accept() too, so that at the cap the
+            // connection stays in the kernel's queue.
+            let permit = match &self.shared.handshakes {
+                Some(h) if !h.try_acquire() => {
+                    if queue {
+                        self.shared.release_slot();
+                    }
+                    self.reach_handshake_cap(h.max());
+                    break;
+                }
+                Some(_) => Some(HandshakePermit::new(self.shared.clone())),
+                None => None,
+            };
             match sys::accept(&self.entries[i].sock) {
                 Ok((stream, peer)) => {
                     let accepted_at = Instant::now();
                     accepted += 1;
                     self.backoff.reset(&mut self.entries[i]);
                     if queue || self.shared.limit.try_acquire() {
-                        self.dispatch(i, stream, peer, accepted_at, dispatch);
+                        self.dispatch(i, stream, peer, accepted_at, permit, dispatch);
                     } else {
                         // Counted before the RST, so whoever sees the reset sees the count.
                         self.stats().rejected.fetch_add(1, Relaxed);
@@ -332,6 +345,17 @@ impl AcceptCore {
         self.stats().record_batch(accepted);
     }
 
+    /// At the handshake cap: parked like at the connection limit.
+    fn reach_handshake_cap(&mut self, cap: usize) {
+        self.at_limit = true;
+        self.stats().limit_reached.fetch_add(1, Relaxed);
+        if let Some(held) = self.limit_log.allow(Instant::now()) {
+            tracing::info!(target: "synack::acceptor", acceptor = self.id,
+                max_handshakes = cap, held_back = held,
+                "TLS handshake cap reached; new connections wait in the kernel accept queue");
+        }
+    }
+
     fn reach_limit(&mut self) {
         self.at_limit = true;
         self.stats().limit_reached.fetch_add(1, Relaxed);
@@ -348,6 +372,7 @@ impl AcceptCore {
         stream: std::net::TcpStream,
         peer: SocketAddr,
         accepted_at: Instant,
+        handshake: Option<HandshakePermit>,
         dispatch: &mut impl Dispatch,
     ) {
         let w = dispatch.pick(&self.shared);
@@ -364,6 +389,7 @@ impl AcceptCore {
             accepted_at,
             // Counts it open on worker `w`.
             slot: Slot::new(self.shared.clone(), w),
+            handshake,
         };
         let stats = &self.shared.acceptors[self.id].stats;
         stats.accepted.fetch_add(1, Relaxed);

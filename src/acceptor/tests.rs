@@ -47,6 +47,7 @@ fn config() -> AcceptConfig {
 fn shared(max_connections: usize) -> Arc<Shared> {
     let notify = Arc::new(tokio::sync::Notify::new());
     Arc::new(Shared {
+        handshakes: None,
         limit: Limit::new(max_connections),
         workers: vec![WorkerShared::new()].into_boxed_slice(),
         acceptors: vec![AcceptorShared::new(Wake::Task(notify))].into_boxed_slice(),

@@ -57,6 +57,9 @@ pub(super) struct Ctx<H> {
     pub(super) opts: Arc<ListenOptions>,
     /// The observers' hook on each dispatch.
     pub(super) hook: DispatchHook,
+    /// TLS: the acceptor of handshakes, and their timeout.
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<(tokio_rustls::TlsAcceptor, std::time::Duration)>,
 }
 
 /// An accept loop's dispatch on its own worker: `start` runs each connection's handler at
@@ -86,6 +89,9 @@ pub(crate) struct WorkerSetup {
     /// Run the worker under `SCHED_BATCH`.
     pub sched_batch: bool,
     pub observe: ObserveSettings,
+    /// TLS: the handshake each connection starts with.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// Starts worker `index`.
@@ -115,6 +121,11 @@ where
         shared,
         handler,
         opts: setup.opts.clone(),
+        #[cfg(feature = "tls")]
+        tls: setup
+            .tls
+            .clone()
+            .map(|t| (tokio_rustls::TlsAcceptor::from(t.config.clone()), t.timeout)),
     };
     let sched_batch = setup.sched_batch;
     let thread = std::thread::Builder::new()

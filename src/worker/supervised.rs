@@ -15,6 +15,7 @@ use crate::connection::{ConnInfo, Connection};
 use crate::dispatch::Accepted;
 use crate::listener;
 use crate::probe::ProbeHeader;
+use crate::shared::HandshakePermit;
 use crate::stats::WorkerStats;
 use crate::threads::{forget_panic, panic_message};
 
@@ -109,6 +110,7 @@ where
         accepted_at: acc.accepted_at,
         // Set when the handler starts.
         dispatched_at: acc.accepted_at,
+        tls: None,
     };
     // One span per connection around its handler; nothing is built when debug is off.
     let span = tracing::debug_span!(target: "synack::conn", "conn", id = info.id,
@@ -116,6 +118,7 @@ where
     Supervised {
         stage: Stage::Waiting {
             conn: Some(Connection::new(acc.stream, info, acc.slot)),
+            permit: acc.handshake,
         },
         span,
         guard,
@@ -127,7 +130,10 @@ pin_project_lite::pin_project! {
     #[project = StageProj]
     enum Stage<Fut> {
         /// Set up, its handler not started yet.
-        Waiting { conn: Option<Connection> },
+        Waiting { conn: Option<Connection>, permit: Option<HandshakePermit> },
+        /// Its TLS handshake (with its place in the cap, given back when it ends): the
+        /// connection, or `None` when it failed (counted).
+        Handshaking { fut: Pin<Box<dyn Future<Output = Option<Connection>>>> },
         /// The handler's future.
         Running { #[pin] fut: Fut },
         /// Ended (only seen if polled again).
@@ -208,7 +214,7 @@ where
 
 impl<H, Fut> Future for Supervised<H, Fut>
 where
-    H: Fn(Connection) -> Fut,
+    H: Fn(Connection) -> Fut + 'static,
     Fut: Future,
     Fut::Output: HandlerOutput,
 {
@@ -218,12 +224,47 @@ where
         let mut this = self.project();
         let outcome = loop {
             match this.stage.as_mut().project() {
-                StageProj::Waiting { conn } => {
+                StageProj::Waiting { conn, permit } => {
                     let Some(conn) = conn.take() else {
                         break Err(Box::new("connection lost before its handler started") as _);
                     };
+                    let permit = permit.take();
+                    #[cfg(feature = "tls")]
+                    if let Some((acceptor, timeout)) = &this.guard.ctx.tls {
+                        let fut = handshake(
+                            conn,
+                            acceptor.clone(),
+                            *timeout,
+                            permit,
+                            this.guard.ctx.clone(),
+                            this.span.clone(),
+                        );
+                        this.stage.set(Stage::Handshaking { fut: Box::pin(fut) });
+                        continue;
+                    }
+                    drop(permit);
                     match start(conn, &this.guard.ctx, this.span) {
                         Ok(fut) => this.stage.set(Stage::Running { fut }),
+                        Err(panic) => break Err(panic),
+                    }
+                }
+                StageProj::Handshaking { fut } => {
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(Some(conn))) => {
+                            match start(conn, &this.guard.ctx, this.span) {
+                                Ok(fut) => this.stage.set(Stage::Running { fut }),
+                                Err(panic) => break Err(panic),
+                            }
+                        }
+                        Ok(Poll::Ready(None)) => {
+                            // The handshake failed (counted by kind): the connection's task
+                            // ends here, its slot freed, without a handler.
+                            this.stage.set(Stage::Ended);
+                            this.guard.done = true;
+                            this.guard.stats().completed.fetch_add(1, Relaxed);
+                            return Poll::Ready(());
+                        }
                         Err(panic) => break Err(panic),
                     }
                 }
@@ -279,4 +320,75 @@ where
         }
         Poll::Ready(())
     }
+}
+
+/// A connection's TLS handshake on its worker, bounded by `timeout`: the connection with the
+/// TLS stream in it, or `None` when the handshake failed (counted by kind, logged at debug).
+/// Its place in the handshake cap is given back when it ends.
+#[cfg(feature = "tls")]
+async fn handshake<H>(
+    mut conn: Connection,
+    acceptor: tokio_rustls::TlsAcceptor,
+    timeout: std::time::Duration,
+    permit: Option<HandshakePermit>,
+    ctx: Rc<Ctx<H>>,
+    span: tracing::Span,
+) -> Option<Connection> {
+    use crate::tls::{Failure, TlsInfo, failure_kind};
+    let stats = &ctx.shared.workers[ctx.index].stats;
+    let started = Instant::now();
+    let tcp = match conn.take_tcp() {
+        Ok(t) => t,
+        Err(e) => {
+            stats.tls_failed[3].fetch_add(1, Relaxed);
+            tracing::debug!(target: "synack::conn", parent: &span, error = %e, "cannot register the connection for its TLS handshake");
+            return None;
+        }
+    };
+    let result = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+    drop(permit);
+    let failure = match result {
+        Ok(Ok(tls)) => {
+            let took = started.elapsed();
+            let server = tls.get_ref().1;
+            let resumed = server.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            let info = TlsInfo {
+                version: match server.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                    _ => "unknown",
+                },
+                alpn: server.alpn_protocol().map(<[u8]>::to_vec),
+                sni: server.server_name().map(str::to_string),
+                resumed,
+                handshake: took,
+            };
+            stats.tls_done.fetch_add(1, Relaxed);
+            if resumed {
+                stats.tls_resumed.fetch_add(1, Relaxed);
+            }
+            if let Ok(mut h) = stats.tls_handshake_us.lock() {
+                h.saturating_record((took.as_micros() as u64).max(1));
+            }
+            conn.set_tls(tls, info);
+            return Some(conn);
+        }
+        Ok(Err(e)) => {
+            let kind = failure_kind(&e);
+            tracing::debug!(target: "synack::conn", parent: &span, error = %e, kind = ?kind, "TLS handshake failed");
+            kind
+        }
+        Err(_) => {
+            tracing::debug!(target: "synack::conn", parent: &span, timeout_ms = timeout.as_millis() as u64, "TLS handshake timed out; closed");
+            Failure::Timeout
+        }
+    };
+    let slot = match failure {
+        Failure::Timeout => 0,
+        Failure::Protocol => 1,
+        Failure::Certificate => 2,
+        Failure::Io => 3,
+    };
+    stats.tls_failed[slot].fetch_add(1, Relaxed);
+    None
 }

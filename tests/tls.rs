@@ -1,0 +1,205 @@
+//! TLS on synack (feature `tls`): a rustls client against the server, over real sockets on
+//! 127.0.0.1. The handshake runs on the worker; what it negotiated reaches the handler; a
+//! client that never finishes its handshake hits the timeout and is counted; at the handshake
+//! cap new connections wait in the kernel's queue; a shutdown during handshakes accounts for
+//! every connection.
+#![cfg(feature = "tls")]
+
+mod common;
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A self-signed certificate for `localhost`, made for this test.
+fn cert() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let der = c.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der()));
+    (der, key)
+}
+
+fn server_config(alpn: &[&[u8]]) -> (rustls::ServerConfig, CertificateDer<'static>) {
+    let (der, key) = cert();
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    (cfg, der)
+}
+
+fn client(ca: Option<&CertificateDer<'static>>, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        roots.add(ca.clone()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+/// A TLS server whose handler writes what was negotiated: `version alpn sni resumed`.
+fn tls_server(cfg: rustls::ServerConfig, b: synack::ServerBuilder) -> synack::Server {
+    b.bind("127.0.0.1:0")
+        .unwrap()
+        .tls(cfg)
+        .serve(|mut conn: synack::Connection| async move {
+            let line = match conn.info().tls.as_deref() {
+                Some(t) => format!(
+                    "{} {} {} {}",
+                    t.version,
+                    t.alpn_str().unwrap_or("-"),
+                    t.sni.as_deref().unwrap_or("-"),
+                    t.resumed
+                ),
+                None => "plain".to_string(),
+            };
+            conn.write_all(line.as_bytes()).await?;
+            conn.shutdown().await
+        })
+        .unwrap()
+}
+
+async fn fetch(
+    addr: std::net::SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+) -> std::io::Result<String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await?;
+    let mut out = String::new();
+    tls.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+fn wait(cond: impl FnMut() -> bool) {
+    common::wait_for("the server to get there", cond);
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_handler_sees_the_negotiated_version_alpn_and_sni() {
+    let (cfg, ca) = server_config(&[b"h2", b"http/1.1"]);
+    let server = tls_server(cfg, synack::Server::builder().workers(1));
+    let addr = server.local_addr();
+    let rt = rt();
+    let h2 = rt
+        .block_on(fetch(addr, &client(Some(&ca), &[b"h2"])))
+        .unwrap();
+    assert_eq!(h2, "TLSv1.3 h2 localhost false");
+    let h1 = rt
+        .block_on(fetch(addr, &client(Some(&ca), &[b"http/1.1"])))
+        .unwrap();
+    assert_eq!(h1, "TLSv1.3 http/1.1 localhost false");
+    let none = rt.block_on(fetch(addr, &client(Some(&ca), &[]))).unwrap();
+    assert_eq!(none, "TLSv1.3 - localhost false");
+    let s = server.stats();
+    assert_eq!(s.tls.handshakes, 3);
+    assert_eq!(s.tls.failed.total(), 0);
+    assert_eq!(s.tls.handshake_us.len(), 3);
+    // A client that trusts no root refuses the certificate (its alert: unknown CA): counted,
+    // the server serves on.
+    assert!(rt.block_on(fetch(addr, &client(None, &[]))).is_err());
+    wait(|| server.stats().tls.failed.total() == 1);
+    assert_eq!(
+        server.stats().tls.failed.certificate,
+        1,
+        "{:?}",
+        server.stats().tls.failed
+    );
+    let report = server.shutdown_blocking(Duration::from_secs(5));
+    assert_eq!(report.unaccounted, 0);
+}
+
+#[test]
+fn a_client_that_never_finishes_its_handshake_times_out_and_is_counted() {
+    let (cfg, ca) = server_config(&[]);
+    let server = tls_server(
+        cfg,
+        synack::Server::builder()
+            .workers(1)
+            .handshake_timeout(Duration::from_millis(300)),
+    );
+    // Connected, then silent: no ClientHello.
+    let silent = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    wait(|| server.stats().tls.failed.timeout == 1);
+    assert_eq!(server.stats().open, 0, "the connection was closed");
+    // Half a ClientHello, then silent.
+    let mut half = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    wait(|| server.stats().tls.failed.timeout == 2);
+    // The server still does handshakes.
+    let rt = rt();
+    assert!(
+        rt.block_on(fetch(server.local_addr(), &client(Some(&ca), &[])))
+            .is_ok()
+    );
+    drop((silent, half));
+    let report = server.shutdown_blocking(Duration::from_secs(5));
+    assert_eq!(report.unaccounted, 0);
+}
+
+#[test]
+fn at_the_handshake_cap_new_connections_wait_in_the_kernel_queue() {
+    let (cfg, ca) = server_config(&[]);
+    let server = tls_server(
+        cfg,
+        synack::Server::builder()
+            .workers(1)
+            .max_handshakes(2)
+            .handshake_timeout(Duration::from_secs(30)),
+    );
+    let addr = server.local_addr();
+    // Two silent clients take both places; three more wait in the kernel's accept queue.
+    let silent: Vec<_> = (0..5)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    wait(|| {
+        let s = server.stats();
+        s.tls.in_progress == 2 && s.listeners[0].queue_len == Some(3)
+    });
+    assert_eq!(server.stats().accepted, 2);
+    // Each place freed takes the next from the queue: the silent ones leave, and a real
+    // client behind them is served.
+    drop(silent);
+    let rt = rt();
+    assert_eq!(
+        rt.block_on(fetch(addr, &client(Some(&ca), &[]))).unwrap(),
+        "TLSv1.3 - localhost false"
+    );
+    let report = server.shutdown_blocking(Duration::from_secs(5));
+    assert_eq!(report.unaccounted, 0);
+}
+
+#[test]
+fn a_shutdown_during_handshakes_accounts_for_every_connection() {
+    let (cfg, _) = server_config(&[]);
+    let server = tls_server(
+        cfg,
+        synack::Server::builder()
+            .workers(1)
+            .handshake_timeout(Duration::from_secs(30)),
+    );
+    let silent: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(server.local_addr()).unwrap())
+        .collect();
+    wait(|| server.stats().tls.in_progress == 3);
+    // Grace runs out with three handshakes unfinished: aborted, and counted.
+    let report = server.shutdown_blocking(Duration::from_millis(200));
+    assert_eq!(report.aborted, 3, "{report:?}");
+    assert_eq!(report.unaccounted, 0, "{report:?}");
+    drop(silent);
+}
