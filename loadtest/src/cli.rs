@@ -327,6 +327,9 @@ pub struct ConnArgs {
     /// What each connection sends and must hear back.
     #[command(flatten)]
     pub exchange: ExchangeArgs,
+    /// TLS on each connection.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Keep each connection open this long before closing it (fills a server's connection
     /// limit and backlog).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -858,6 +861,76 @@ impl FloodArgs {
     }
 }
 
+/// TLS on each connection: `--tls` and what goes with it.
+///
+/// ```
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command};
+/// use synack_load::tls::Resumption;
+///
+/// let line = "synack-load flood 127.0.0.1:8443 --tls --insecure --alpn h2,http/1.1 --tls-resumption 0.5";
+/// let Command::Flood(f) = Cli::try_parse_from(line.split(' '))?.command else { unreachable!() };
+/// let o = f.conn.tls.options().unwrap();
+/// assert_eq!(o.alpn, ["h2", "http/1.1"]);
+/// assert_eq!(o.resumption, Resumption::Ratio(0.5));
+/// # Ok::<(), clap::Error>(())
+/// ```
+#[derive(Debug, Args, Clone)]
+pub struct TlsArgs {
+    /// TLS on every connection (rustls): the handshake is timed apart from the TCP connect and
+    /// the first byte, and whether the server resumed a session is counted from what it did.
+    #[arg(long)]
+    pub tls: bool,
+    /// The server name sent (SNI) and checked. [default: the target's host]
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub sni: Option<String>,
+    /// Trust the CA certificates of this PEM file. [default: the web's roots (webpki-roots)]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls",
+        conflicts_with = "insecure"
+    )]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Accept any server certificate (a test server's self-signed one); the handshake and its
+    /// signatures are still real.
+    #[arg(long, requires = "tls")]
+    pub insecure: bool,
+    /// ALPN protocols to offer, in order: h2,http/1.1.
+    #[arg(long, value_name = "LIST", requires = "tls", value_delimiter = ',')]
+    pub alpn: Vec<String>,
+    /// Session resumption offered: off (every handshake full, no session kept), on (resume
+    /// whenever a ticket is at hand), or a share of attempts (0.25). Resumption needs the
+    /// answer read (--read, --expect, --http): tickets come after the handshake.
+    #[arg(long, value_name = "off|on|RATIO", default_value = "off")]
+    pub tls_resumption: crate::tls::Resumption,
+    /// Offer TLS 1.3 only.
+    #[arg(long, requires = "tls", conflicts_with = "tls12")]
+    pub tls13_only: bool,
+    /// Offer TLS 1.2 only.
+    #[arg(long, requires = "tls")]
+    pub tls12: bool,
+}
+
+impl TlsArgs {
+    /// What the flags ask for; `None` without `--tls`.
+    pub fn options(&self) -> Option<crate::tls::TlsOptions> {
+        use crate::tls::{TlsOptions, Versions};
+        self.tls.then(|| TlsOptions {
+            sni: self.sni.clone(),
+            cacert: self.cacert.clone(),
+            insecure: self.insecure,
+            alpn: self.alpn.clone(),
+            resumption: self.tls_resumption,
+            versions: match (self.tls13_only, self.tls12) {
+                (true, _) => Versions::Tls13,
+                (_, true) => Versions::Tls12,
+                _ => Versions::Both,
+            },
+        })
+    }
+}
+
 impl ConnArgs {
     /// A plan builder with these flags set: the one way from flags to a [`crate::plan::Plan`].
     ///
@@ -882,7 +955,8 @@ impl ConnArgs {
             .connect_timeout(self.connect_timeout)
             .probe(self.probe)
             .max_in_flight(self.max_in_flight)
-            .lag_limit(self.lag_limit);
+            .lag_limit(self.lag_limit)
+            .tls(self.tls.options());
         Ok(b.exchange(self.exchange.exchange()?))
     }
 

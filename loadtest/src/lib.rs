@@ -21,5 +21,6 @@ pub mod plan;
 pub mod record;
 pub mod report;
 pub mod sweep;
+pub mod tls;
 pub mod tune;
 pub mod watch;

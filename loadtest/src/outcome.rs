@@ -38,6 +38,10 @@ pub enum Outcome {
     /// The answer was not what was asked: it did not start with `--expect`, or an HTTP
     /// response was malformed, cut short by a close, or not complete within `--read-timeout`.
     BadResponse,
+    /// The TLS handshake failed: an alert from the server, a certificate refused, no common
+    /// version or ALPN protocol, or the server closed or stalled during it (the kinds are
+    /// tallied in the report).
+    TlsFailed,
     /// The generator's own lateness: at the attempt's deadline the kernel had done its part
     /// (the connection was established, or the answer was waiting to be read), but the
     /// generator had not got to it.
@@ -51,7 +55,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every class, in report order.
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Ok,
         Outcome::Refused,
         Outcome::Timeout,
@@ -62,6 +66,7 @@ impl Outcome {
         Outcome::Unserved,
         Outcome::NoAnswer,
         Outcome::BadResponse,
+        Outcome::TlsFailed,
         Outcome::Late,
         Outcome::NotStarted,
         Outcome::Other,
@@ -93,6 +98,7 @@ impl Outcome {
             Outcome::Unserved => "unserved",
             Outcome::NoAnswer => "no_answer",
             Outcome::BadResponse => "bad_response",
+            Outcome::TlsFailed => "tls_failed",
             Outcome::Late => "late",
             Outcome::NotStarted => "not_started",
             Outcome::Other => "other",
@@ -127,6 +133,9 @@ impl Outcome {
             }
             Outcome::BadResponse => {
                 "the answer was not what was asked: not starting with --expect, or an HTTP response malformed, cut short, or not complete within --read-timeout"
+            }
+            Outcome::TlsFailed => {
+                "the TLS handshake failed: an alert, a certificate refused, no common version or ALPN, or the server closed or stalled during it (kinds tallied)"
             }
             Outcome::Late => {
                 "the generator's lateness: the kernel had established it (or the answer waited) but the generator got to it after its deadline"

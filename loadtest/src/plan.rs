@@ -127,6 +127,8 @@ pub struct Plan {
     pub max_in_flight: usize,
     /// Open loop: a start-lag p99 above this means the generator did not keep the schedule.
     pub lag_limit: Duration,
+    /// TLS on every connection (`--tls`): the clients, built once.
+    pub tls: Option<Arc<crate::tls::TlsPlan>>,
 }
 
 /// Descriptors kept back from the open-file limit for everything but attempts: stdio, each
@@ -251,6 +253,11 @@ impl Plan {
         self.answer != Answer::Ignored || self.expect.is_some() || self.probe
     }
 
+    /// Whether sockets are watched for reading: to read, or for a TLS handshake.
+    pub fn watches_reads(&self) -> bool {
+        self.reads() || self.tls.is_some()
+    }
+
     /// The longest an attempt can last once started: the bound on the run's tail.
     pub fn attempt_budget(&self) -> Duration {
         let mut b = self.connect_timeout;
@@ -298,6 +305,7 @@ pub struct PlanBuilder {
     max_in_flight: Option<u64>,
     lag_limit: Duration,
     other_fds: u64,
+    tls: Option<crate::tls::TlsOptions>,
 }
 
 macro_rules! setters {
@@ -333,6 +341,7 @@ impl PlanBuilder {
             max_in_flight: None,
             lag_limit: Duration::from_millis(1),
             other_fds: 0,
+            tls: None,
         }
     }
 
@@ -361,6 +370,8 @@ impl PlanBuilder {
         lag_limit: Duration,
         /// Descriptors the process needs besides the attempts meanwhile (an embedded server's).
         other_fds: u64,
+        /// TLS on every connection, as asked (`None`: plain TCP).
+        tls: Option<crate::tls::TlsOptions>,
     }
 
     /// What to write once connected (not with [`PlanBuilder::http`]).
@@ -516,7 +527,22 @@ impl PlanBuilder {
                 }
             )));
         }
+        let tls = match &self.tls {
+            Some(o) => {
+                let reads = answer != Answer::Ignored || x.expect.is_some() || self.probe;
+                if o.resumption != crate::tls::Resumption::Off && !reads {
+                    return Err(LoadError::Usage(
+                        "--tls-resumption on or a ratio needs the answer read (--read, --expect or --http): \
+                         the server's session tickets come after the handshake"
+                            .into(),
+                    ));
+                }
+                Some(Arc::new(o.build(host_of(&self.target_text))?))
+            }
+            None => None,
+        };
         Ok(Plan {
+            tls,
             max_in_flight,
             lag_limit: self.lag_limit,
             target_text: self.target_text,
@@ -537,6 +563,12 @@ impl PlanBuilder {
             probe: self.probe,
         })
     }
+}
+
+/// The host part of `host:port` (`[::1]:443` gives `::1`).
+fn host_of(target: &str) -> &str {
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Resolves `host:port` to the first address; port 0 and unresolvable names are refused.
@@ -582,6 +614,7 @@ impl Plan {
             probe: false,
             max_in_flight: 1000,
             lag_limit: Duration::from_millis(1),
+            tls: None,
         }
     }
 }

@@ -85,6 +85,15 @@ pub struct Recorder {
     /// Attempts by the second they started in (since the run's start) and how they ended:
     /// `per_second[s][o.slot()]`, so a moment (a restart) shows as what clients saw then.
     pub per_second: Vec<[u64; Outcome::ALL.len()]>,
+    /// With `--tls`: the handshake (established to done), us.
+    pub tls_handshake: Histogram<u64>,
+    /// Handshakes done full, and resumed (as the server did them).
+    pub tls_full: u64,
+    pub tls_resumed: u64,
+    /// Handshakes that offered resumption.
+    pub tls_offered: u64,
+    /// `tls_failed` endings by kind (the alert, what rustls refused, a stall, a close).
+    pub tls_failures: BTreeMap<String, u64>,
 }
 
 impl Default for Recorder {
@@ -112,6 +121,11 @@ impl Default for Recorder {
             outcomes: [0; Outcome::ALL.len()],
             other_errors: BTreeMap::new(),
             per_second: Vec::new(),
+            tls_handshake: latency_histogram(),
+            tls_full: 0,
+            tls_resumed: 0,
+            tls_offered: 0,
+            tls_failures: BTreeMap::new(),
         }
     }
 }
@@ -194,6 +208,13 @@ impl Recorder {
         }
         for (k, v) in &other.other_errors {
             *self.other_errors.entry(k.clone()).or_default() += v;
+        }
+        let _ = self.tls_handshake.add(&other.tls_handshake);
+        self.tls_full += other.tls_full;
+        self.tls_resumed += other.tls_resumed;
+        self.tls_offered += other.tls_offered;
+        for (k, v) in &other.tls_failures {
+            *self.tls_failures.entry(k.clone()).or_default() += v;
         }
         if self.per_second.len() < other.per_second.len() {
             self.per_second

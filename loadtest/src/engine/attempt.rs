@@ -23,6 +23,8 @@ pub(super) const KERNEL_TICK: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Phase {
     Connecting,
+    /// The TLS handshake (`--tls`), after the TCP one.
+    TlsHandshake,
     Sending,
     Reading,
     Holding,
@@ -46,6 +48,10 @@ pub(super) struct Attempt {
     pub header: [u8; probe::LEN],
     pub header_got: usize,
     pub dispatch_ns: u64,
+    /// With `--tls`: the client connection.
+    pub tls: Option<Box<rustls::ClientConnection>>,
+    /// Whether any of the server's handshake came.
+    pub tls_got: bool,
 }
 
 impl Attempt {
@@ -69,6 +75,8 @@ impl Attempt {
             header: [0; probe::LEN],
             header_got: 0,
             dispatch_ns: 0,
+            tls: None,
+            tls_got: false,
         }
     }
 }
@@ -196,6 +204,20 @@ pub(super) fn judge_deadline(
                 None => (Ending::of(Outcome::Timeout), false),
             }
         }
+        Phase::TlsHandshake => {
+            let came_in_time = view.info.is_none_or(|i| by_deadline(i.last_data_recv_ms));
+            let ending = match view.waiting {
+                Waiting::Data if came_in_time => Ending::of(Outcome::Late),
+                Waiting::Error(n) => Ending::errno(n),
+                // Some of the server's handshake came, then it stalled or closed.
+                _ if a.tls_got => Ending::of(Outcome::TlsFailed),
+                // It closed before a byte of its handshake: it took the connection.
+                Waiting::Eof => Ending::of(Outcome::TlsFailed),
+                // Nothing came: the server never took it from its queue, or never answered.
+                Waiting::Data | Waiting::Nothing => Ending::of(Outcome::Unserved),
+            };
+            (ending, false)
+        }
         Phase::Sending => (Ending::of(Outcome::Unserved), false),
         Phase::Reading => {
             // Whether what is waiting came by the deadline (the kernel's stamp of the last
@@ -238,6 +260,55 @@ pub(super) enum ReadStep {
     Wait,
     /// Failed with this errno.
     Failed(i32),
+    /// The TLS session failed (its kind, for the tally).
+    TlsFailed(String),
+}
+
+/// Reads once from an attempt: the plain socket, or, with TLS, the decrypted stream (taking
+/// more records from the socket as needed).
+pub(super) fn read_attempt(
+    sock: &Socket,
+    tls: Option<&mut rustls::ClientConnection>,
+    buf: &mut [u8],
+) -> ReadStep {
+    let Some(c) = tls else {
+        return read_some(sock, buf);
+    };
+    loop {
+        match c.reader().read(buf) {
+            Ok(0) => return ReadStep::Eof,
+            Ok(n) => return ReadStep::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // Closed without close_notify: an end all the same.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return ReadStep::Eof,
+            Err(e) => return ReadStep::TlsFailed(e.to_string()),
+        }
+        match c.read_tls(&mut &*sock) {
+            Ok(0) => return ReadStep::Eof,
+            Ok(_) => {
+                if let Err(e) = c.process_new_packets() {
+                    return ReadStep::TlsFailed(crate::tls::failure_kind(&e));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStep::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return ReadStep::Failed(errno(&e)),
+        }
+    }
+}
+
+/// Writes what TLS has pending to the socket: `Ok(true)` when all of it went, `Ok(false)`
+/// when the socket is full (wait for writability).
+pub(super) fn flush_tls(sock: &Socket, c: &mut rustls::ClientConnection) -> io::Result<bool> {
+    while c.wants_write() {
+        match c.write_tls(&mut &*sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Reads once (retrying on `EINTR`).

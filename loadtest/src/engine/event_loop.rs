@@ -17,8 +17,8 @@ use synack::probe::{self, MonoClock, ProbeHeader};
 
 use super::answer::{AnswerReader, Fed};
 use super::attempt::{
-    Attempt, Ending, KERNEL_TICK, Phase, ReadStep, errno, judge_deadline, kernel_view, next_phase,
-    read_some,
+    Attempt, Ending, KERNEL_TICK, Phase, ReadStep, errno, flush_tls, judge_deadline, kernel_view,
+    next_phase, read_attempt,
 };
 use super::pool::{Pool, Spare, new_socket};
 use super::timers::{Timer, Timers};
@@ -350,7 +350,7 @@ impl<'a> Generator<'a> {
         };
         if !registered {
             // Readable too from the start when we will read: no re-registration later.
-            let interest = if self.plan.reads() {
+            let interest = if self.plan.watches_reads() {
                 Interest::WRITABLE | Interest::READABLE
             } else {
                 Interest::WRITABLE
@@ -406,6 +406,7 @@ impl<'a> Generator<'a> {
                 Ok(None) => self.established(slot, Instant::now()),
                 Ok(Some(e)) | Err(e) => self.end(slot, Ending::errno(errno(&e))),
             },
+            Phase::TlsHandshake => self.drive_tls(slot),
             Phase::Sending => self.send(slot),
             Phase::Reading => self.read(slot),
             Phase::Holding => {}
@@ -439,7 +440,95 @@ impl<'a> Generator<'a> {
         } else {
             self.rec.retrans_unknown += 1;
         }
+        if let Some(tls) = &self.plan.tls {
+            return self.start_tls(slot, tls.clone(), now);
+        }
         self.advance(slot);
+    }
+
+    /// Starts the TLS handshake of an established attempt (`--tls`), bounded by
+    /// `--read-timeout`.
+    fn start_tls(&mut self, slot: usize, tls: std::sync::Arc<crate::tls::TlsPlan>, now: Instant) {
+        let Some(a) = self.pool.get_mut(slot) else {
+            return;
+        };
+        match tls.connect(a.seq) {
+            Ok(c) => {
+                if tls.offers_resumption(a.seq) {
+                    self.rec.tls_offered += 1;
+                }
+                a.tls = Some(Box::new(c));
+                a.phase = Phase::TlsHandshake;
+                self.timers.push(Timer {
+                    at: now + self.plan.read_timeout,
+                    slot,
+                    seq: a.seq,
+                    phase: Phase::TlsHandshake,
+                });
+                self.drive_tls(slot);
+            }
+            Err(e) => self.tls_failed(slot, crate::tls::failure_kind(&e)),
+        }
+    }
+
+    /// Moves a TLS handshake on as far as the socket allows; once done, records it and goes
+    /// to the attempt's next phase.
+    fn drive_tls(&mut self, slot: usize) {
+        let Some(a) = self.pool.get_mut(slot) else {
+            return;
+        };
+        let Attempt {
+            sock,
+            tls,
+            tls_got,
+            established,
+            started,
+            ..
+        } = a;
+        let Some(c) = tls.as_deref_mut() else {
+            return self.advance(slot);
+        };
+        loop {
+            match flush_tls(sock, c) {
+                Ok(_) => {}
+                Err(e) => return self.end(slot, Ending::errno(errno(&e))),
+            }
+            if !c.is_handshaking() {
+                break;
+            }
+            if !c.wants_read() {
+                // What it must write waits for the socket to drain.
+                return;
+            }
+            match c.read_tls(&mut &*sock) {
+                Ok(0) => return self.tls_failed(slot, "closed during the handshake".into()),
+                Ok(_) => {
+                    *tls_got = true;
+                    if let Err(e) = c.process_new_packets() {
+                        // The alert it owes the server, if the socket takes it.
+                        let _ = flush_tls(sock, c);
+                        return self.tls_failed(slot, crate::tls::failure_kind(&e));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.end(slot, Ending::errno(errno(&e))),
+            }
+        }
+        let took = Instant::now().saturating_duration_since(established.unwrap_or(*started));
+        record_us(&mut self.rec.tls_handshake, took);
+        if c.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            self.rec.tls_resumed += 1;
+        } else {
+            self.rec.tls_full += 1;
+        }
+        self.advance(slot);
+    }
+
+    /// A TLS session that failed: its kind tallied, the attempt ended.
+    fn tls_failed(&mut self, slot: usize, kind: String) {
+        *self.rec.tls_failures.entry(kind).or_default() += 1;
+        self.end(slot, Ending::of(Outcome::TlsFailed));
     }
 
     /// Moves an established attempt to its next phase (send, read, hold) or ends it. Each
@@ -468,7 +557,7 @@ impl<'a> Generator<'a> {
         match phase {
             Phase::Sending => self.send(slot),
             Phase::Reading => self.read(slot),
-            Phase::Holding | Phase::Connecting => {}
+            Phase::Holding | Phase::Connecting | Phase::TlsHandshake => {}
         }
     }
 
@@ -477,12 +566,27 @@ impl<'a> Generator<'a> {
             return;
         };
         let total = self.plan.payload.len();
-        while a.sent < total {
+        loop {
+            // With TLS, what rustls holds goes out first.
+            if let Some(c) = a.tls.as_deref_mut() {
+                match flush_tls(&a.sock, c) {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => return self.end(slot, Ending::errno(errno(&e))),
+                }
+            }
+            if a.sent >= total {
+                break;
+            }
             let chunk = match &self.plan.payload {
                 Payload::Filler(_) => &self.filler[..(total - a.sent).min(self.filler.len())],
                 Payload::Bytes(b) => &b[a.sent..],
             };
-            match (&a.sock).write(chunk) {
+            let wrote = match a.tls.as_deref_mut() {
+                Some(c) => c.writer().write(chunk),
+                None => (&a.sock).write(chunk),
+            };
+            match wrote {
                 Ok(n) => a.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -506,7 +610,7 @@ impl<'a> Generator<'a> {
         };
         if probe && a.header_got < probe::LEN {
             loop {
-                match read_some(&a.sock, &mut a.header[a.header_got..]) {
+                match read_attempt(&a.sock, a.tls.as_deref_mut(), &mut a.header[a.header_got..]) {
                     ReadStep::Eof => {
                         return self.end(slot, Ending::Other("closed before the probe header"));
                     }
@@ -519,6 +623,7 @@ impl<'a> Generator<'a> {
                     }
                     ReadStep::Wait => return,
                     ReadStep::Failed(n) => return self.end(slot, Ending::errno(n)),
+                    ReadStep::TlsFailed(kind) => return self.tls_failed(slot, kind),
                 }
             }
             let Some(h) = ProbeHeader::decode(&a.header) else {
@@ -547,7 +652,7 @@ impl<'a> Generator<'a> {
             }
         }
         loop {
-            match read_some(&a.sock, &mut self.buf) {
+            match read_attempt(&a.sock, a.tls.as_deref_mut(), &mut self.buf) {
                 // The server closed before a byte of its answer: it took the connection (a
                 // FIN comes only from an accepted socket) but did not answer.
                 ReadStep::Eof if a.answer.got == 0 && wants_answer => {
@@ -577,6 +682,7 @@ impl<'a> Generator<'a> {
                 }
                 ReadStep::Wait => return,
                 ReadStep::Failed(n) => return self.end(slot, Ending::errno(n)),
+                ReadStep::TlsFailed(kind) => return self.tls_failed(slot, kind),
             }
         }
         if wants_answer {
@@ -621,6 +727,14 @@ impl<'a> Generator<'a> {
         let (ending, retransmitted) =
             judge_deadline(a, view, self.plan.connect_timeout, by_deadline);
         self.rec.timeout_retransmitted += u64::from(retransmitted);
+        if ending == Ending::of(Outcome::TlsFailed) {
+            let kind = if a.tls_got {
+                "the handshake stalled (not done within --read-timeout)"
+            } else {
+                "closed before any of the handshake"
+            };
+            return self.tls_failed(slot, kind.into());
+        }
         if ending == Ending::of(Outcome::BadResponse) {
             let why = format!(
                 "not complete within --read-timeout ({} bytes): {}",

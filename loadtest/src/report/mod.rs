@@ -110,6 +110,9 @@ pub enum Latency {
     Connect,
     /// Open loop: scheduled start to established.
     FromSchedule,
+    /// With `--tls`: established to the TLS handshake done (ClientHello to the server's
+    /// Finished processed).
+    TlsHandshake,
     /// `connect()` to the first byte read.
     FirstByte,
     /// `connect()` to the answer's end (an HTTP response read to its end).
@@ -130,8 +133,9 @@ pub enum Latency {
 
 impl Latency {
     /// Every latency, in table order.
-    pub const ALL: [Latency; 10] = [
+    pub const ALL: [Latency; 11] = [
         Latency::Connect,
+        Latency::TlsHandshake,
         Latency::FromSchedule,
         Latency::FirstByte,
         Latency::Response,
@@ -148,6 +152,7 @@ impl Latency {
         match self {
             Latency::Connect => "connect",
             Latency::FromSchedule => "from_schedule",
+            Latency::TlsHandshake => "tls_handshake",
             Latency::FirstByte => "first_byte",
             Latency::Response => "response",
             Latency::StartLag => "start_lag",
@@ -164,6 +169,7 @@ impl Latency {
         match self {
             Latency::Connect => "connect",
             Latency::FromSchedule => "from schedule",
+            Latency::TlsHandshake => "tls handshake",
             Latency::FirstByte => "first byte",
             Latency::Response => "full answer",
             Latency::StartLag => "start lag",
@@ -547,6 +553,9 @@ pub struct FloodReport {
     /// Timeouts whose SYN the kernel had retransmitted (`TCP_INFO` at the deadline).
     #[serde(default)]
     pub timeouts_retransmitted: u64,
+    /// With `--tls`: what was offered and what the server did.
+    #[serde(default)]
+    pub tls: Option<TlsReport>,
     /// Attempts by the second they started in and how they ended (classes with a count
     /// only): a moment of the run, a server restart say, shows as what clients saw then.
     #[serde(default)]
@@ -555,6 +564,41 @@ pub struct FloodReport {
     pub generator: GeneratorReport,
     /// Observations worth a sentence (limits hit, what retransmits mean, ...).
     pub notes: Vec<String>,
+}
+
+/// A flood's TLS: what the generator offered, and what the server did (from rustls after each
+/// handshake, not from what was asked).
+/// # Examples
+///
+/// ```
+/// use synack_load::report::TlsReport;
+///
+/// let t: TlsReport = serde_json::from_str(r#"{"sni": "localhost", "alpn": [], "resumption": "on",
+///     "versions": "Both", "handshakes": 10, "full": 1, "resumed": 9, "offered_resumption": 10,
+///     "failures": {}}"#)?;
+/// assert_eq!(t.full + t.resumed, t.handshakes);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsReport {
+    /// The server name sent.
+    pub sni: String,
+    /// ALPN protocols offered.
+    pub alpn: Vec<String>,
+    /// `--tls-resumption` as asked: off, on, or the share.
+    pub resumption: String,
+    /// The versions offered (`Both`, `Tls13`, `Tls12`).
+    pub versions: String,
+    /// Handshakes done.
+    pub handshakes: u64,
+    /// Of those, full (the server did not resume).
+    pub full: u64,
+    /// Of those, resumed (the server accepted the ticket or session).
+    pub resumed: u64,
+    /// Handshakes that offered resumption.
+    pub offered_resumption: u64,
+    /// `tls_failed` attempts by kind.
+    pub failures: BTreeMap<String, u64>,
 }
 
 /// One second of a flood: the attempts that started in it, by how they ended.
@@ -692,6 +736,11 @@ impl FloodReport {
         for (l, h, kept) in [
             (Latency::Connect, &rec.connect, true),
             (
+                Latency::TlsHandshake,
+                &rec.tls_handshake,
+                plan.tls.is_some(),
+            ),
+            (
                 Latency::FirstByte,
                 &rec.first_byte,
                 !rec.first_byte.is_empty() || answers,
@@ -794,6 +843,21 @@ impl FloodReport {
             syn_retransmits_unknown: rec.retrans_unknown,
             timeouts_retransmitted: rec.timeout_retransmitted,
             per_second: per_second(rec),
+            tls: plan.tls.as_ref().map(|t| TlsReport {
+                sni: t.name.to_str().into_owned(),
+                alpn: t.options.alpn.clone(),
+                resumption: match t.options.resumption {
+                    crate::tls::Resumption::Off => "off".into(),
+                    crate::tls::Resumption::On => "on".into(),
+                    crate::tls::Resumption::Ratio(r) => format!("{r}"),
+                },
+                versions: format!("{:?}", t.options.versions),
+                handshakes: rec.tls_full + rec.tls_resumed,
+                full: rec.tls_full,
+                resumed: rec.tls_resumed,
+                offered_resumption: rec.tls_offered,
+                failures: rec.tls_failures.clone(),
+            }),
             generator,
             notes,
         }

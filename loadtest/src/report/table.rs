@@ -152,6 +152,24 @@ pub fn render(r: &FloodReport) -> String {
             String::new()
         }
     );
+    if let Some(t) = &r.tls {
+        let _ = writeln!(
+            s,
+            "  TLS (server name {}, ALPN {}, resumption {}, versions {}): {} handshakes: {} full, {} resumed by the server ({} offered resumption)",
+            t.sni,
+            if t.alpn.is_empty() {
+                "none".to_string()
+            } else {
+                t.alpn.join(",")
+            },
+            t.resumption,
+            t.versions,
+            t.handshakes,
+            t.full,
+            t.resumed,
+            t.offered_resumption
+        );
+    }
     let _ = writeln!(s);
     let _ = writeln!(s, "  outcomes ([gen]: the generator's, not the server's)");
     for o in Outcome::ALL {
@@ -172,6 +190,9 @@ pub fn render(r: &FloodReport) -> String {
     }
     for u in &r.unexpected {
         let _ = writeln!(s, "      bad_response: {}: {}", u.why, u.count);
+    }
+    for (kind, n) in r.tls.iter().flat_map(|t| &t.failures) {
+        let _ = writeln!(s, "      tls_failed: {kind}: {n}");
     }
     let kept: u64 = r.unexpected.iter().map(|u| u.count).sum();
     if r.outcome(Outcome::BadResponse) > kept {

@@ -132,6 +132,17 @@ impl Nginx {
     ///
     /// If nginx does not come up: with its error log.
     pub fn start(backlog: u32, locations: &str) -> Option<Nginx> {
+        Self::start_with(backlog, locations, None)
+    }
+
+    /// As [`Nginx::start`], serving TLS with the PEM `(certificate, key)` (OpenSSL, nginx's
+    /// own session cache and tickets on), each handshake logged to `tls.log` as
+    /// `$ssl_session_reused $ssl_protocol` (see [`Nginx::tls_log`]).
+    pub fn start_tls(backlog: u32, locations: &str, cert: &Path, key: &Path) -> Option<Nginx> {
+        Self::start_with(backlog, locations, Some((cert, key)))
+    }
+
+    fn start_with(backlog: u32, locations: &str, tls: Option<(&Path, &Path)>) -> Option<Nginx> {
         let bin = nginx_bin()?;
         let early_log = knows_early_error_log(&bin);
         let dir = tmp(&format!(
@@ -144,7 +155,7 @@ impl Nginx {
             let port = free_port();
             std::fs::write(
                 dir.join("nginx.conf"),
-                config(&dir, port, backlog, locations),
+                config(&dir, port, backlog, locations, tls),
             )
             .unwrap();
             let _ = std::fs::remove_file(dir.join("nginx.pid"));
@@ -250,6 +261,18 @@ impl Nginx {
             .collect()
     }
 
+    /// Each TLS request's `(session reused, protocol)` from `tls.log` (with `start_tls`).
+    pub fn tls_log(&self) -> Vec<(bool, String)> {
+        let text = std::fs::read_to_string(self.dir.join("tls.log")).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (reused, proto) = l.split_once(' ').unwrap_or((l, ""));
+                (reused == "r", proto.to_string())
+            })
+            .collect()
+    }
+
     /// Requests per status, from the access log.
     pub fn statuses(&self) -> BTreeMap<u16, u64> {
         let mut counts = BTreeMap::new();
@@ -311,8 +334,27 @@ impl Drop for Nginx {
 }
 
 /// The nginx.conf of an instance in `dir`: everything it writes stays in `dir`.
-fn config(dir: &Path, port: u16, backlog: u32, locations: &str) -> String {
+fn config(
+    dir: &Path,
+    port: u16,
+    backlog: u32,
+    locations: &str,
+    tls: Option<(&Path, &Path)>,
+) -> String {
     let d = dir.display();
+    let (ssl, tls_conf) = match tls {
+        Some((cert, key)) => (
+            " ssl",
+            format!(
+                "ssl_certificate \"{}\";\n        ssl_certificate_key \"{}\";\n        \
+                 ssl_session_cache shared:SYNACK:1m;\n        ssl_session_tickets on;\n        \
+                 access_log \"{d}/tls.log\" synack_tls;",
+                cert.display(),
+                key.display()
+            ),
+        ),
+        None => ("", String::new()),
+    };
     format!(
         r#"daemon off;
 master_process on;
@@ -327,9 +369,12 @@ http {{
     uwsgi_temp_path "{d}/uwsgi_temp";
     scgi_temp_path "{d}/scgi_temp";
     log_format synack '$status $request_method $request_uri $request_length';
+    log_format synack_tls '$ssl_session_reused $ssl_protocol';
     access_log "{d}/access.log" synack;
     server {{
-        listen 127.0.0.1:{port} backlog={backlog};
+        listen 127.0.0.1:{port}{ssl} backlog={backlog};
+        access_log "{d}/access.log" synack;
+        {tls_conf}
         {locations}
     }}
 }}

@@ -1,0 +1,187 @@
+//! The generator's TLS against real servers on 127.0.0.1: a synack TLS server (what it did,
+//! from its statistics, against what the generator reports) and nginx with OpenSSL, started by
+//! the test with its own configuration and certificate (resumption off: its log shows no
+//! reused session; on: it shows them, as many as the generator counted).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::real::Nginx;
+use common::{flood, serial, skip_or_fail, tmp};
+use synack_load::report::FloodReport;
+use tokio::io::AsyncWriteExt;
+
+/// A self-signed certificate for `localhost`: (certificate PEM path, key PEM path, DER pair).
+fn cert(name: &str) -> (std::path::PathBuf, std::path::PathBuf, rustls::ServerConfig) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = tmp(&format!("{name}-cert.pem"));
+    let key_path = tmp(&format!("{name}-key.pem"));
+    std::fs::write(&cert_path, c.cert.pem()).unwrap();
+    std::fs::write(&key_path, c.signing_key.serialize_pem()).unwrap();
+    let config = synack::tls::server_config(&cert_path, &key_path, &[b"http/1.1"]).unwrap();
+    (cert_path, key_path, config)
+}
+
+fn synack_tls(config: rustls::ServerConfig) -> synack::Server {
+    synack::Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .tls(Arc::new(config))
+        .serve(|mut c: synack::Connection| async move {
+            c.write_all(b"hi").await?;
+            c.shutdown().await
+        })
+        .unwrap()
+}
+
+fn tls_of(rep: &FloodReport) -> &synack_load::report::TlsReport {
+    rep.tls.as_ref().expect("a --tls run reports its TLS")
+}
+
+#[test]
+fn against_synack_the_resumed_handshakes_are_what_the_server_did() {
+    let _g = serial();
+    let (cert_path, _, config) = cert("synack");
+    let server = synack_tls(config);
+    let addr = server.local_addr().to_string();
+    let base = [
+        "--tls",
+        "--cacert",
+        cert_path.to_str().unwrap(),
+        "--sni",
+        "localhost",
+        "--expect",
+        "hi",
+        "--connections",
+        "300",
+        "--concurrency",
+        "4",
+        "--threads",
+        "1",
+    ];
+    // Off: every handshake full, on both sides.
+    let (_, rep) = flood(
+        &addr,
+        &[&base[..], &["--tls-resumption", "off"]].concat(),
+        "tls-off",
+    );
+    let t = tls_of(&rep);
+    assert_eq!(rep.outcomes["ok"], 300, "{:?}", rep.outcomes);
+    assert_eq!((t.full, t.resumed, t.offered_resumption), (300, 0, 0));
+    let s = server.stats().tls;
+    assert_eq!((s.handshakes, s.resumed), (300, 0));
+    assert!(rep.latency_us.contains_key("tls_handshake"));
+    // On: resumed whenever a session is at hand; the generator's count is the server's.
+    let (_, rep) = flood(
+        &addr,
+        &[&base[..], &["--tls-resumption", "on"]].concat(),
+        "tls-on",
+    );
+    let t = tls_of(&rep);
+    assert_eq!(rep.outcomes["ok"], 300, "{:?}", rep.outcomes);
+    let s = server.stats().tls;
+    assert!(t.resumed > 0, "{t:?}");
+    assert_eq!(s.resumed, t.resumed, "server {s:?} against generator {t:?}");
+    assert_eq!(s.handshakes, 600);
+    // A share: half the attempts offer it, evenly; no more than those resume.
+    let (_, rep) = flood(
+        &addr,
+        &[&base[..], &["--tls-resumption", "0.5"]].concat(),
+        "tls-half",
+    );
+    let t = tls_of(&rep);
+    assert_eq!(t.offered_resumption, 150, "{t:?}");
+    assert!(t.resumed <= 150 && t.resumed > 0, "{t:?}");
+    // A client that trusts another CA: every attempt tls_failed, its kind tallied.
+    let (other, _, _) = cert("other");
+    let (_, rep) = flood(
+        &addr,
+        &[
+            "--tls",
+            "--cacert",
+            other.to_str().unwrap(),
+            "--sni",
+            "localhost",
+            "--connections",
+            "20",
+            "--concurrency",
+            "2",
+            "--threads",
+            "1",
+        ],
+        "tls-wrong-ca",
+    );
+    assert_eq!(rep.outcomes["tls_failed"], 20, "{:?}", rep.outcomes);
+    assert_eq!(tls_of(&rep).failures.values().sum::<u64>(), 20);
+    assert_eq!(
+        server
+            .shutdown_blocking(std::time::Duration::from_secs(5))
+            .unaccounted,
+        0
+    );
+}
+
+#[test]
+fn against_nginx_resumption_off_shows_no_reused_session_and_on_shows_them() {
+    let _g = serial();
+    let (cert_path, key_path, _) = cert("nginx");
+    let Some(nginx) = Nginx::start_tls(
+        511,
+        r#"location = /health { return 200 "ok\n"; }"#,
+        &cert_path,
+        &key_path,
+    ) else {
+        skip_or_fail(
+            "against_nginx_resumption_off_shows_no_reused_session_and_on_shows_them",
+            "nginx is not installed",
+        );
+        return;
+    };
+    let addr = nginx.addr.to_string();
+    let base = [
+        "--tls",
+        "--insecure",
+        "--alpn",
+        "http/1.1",
+        "--http",
+        "GET /health",
+        "--expect",
+        "HTTP/1.1 200",
+        "--connections",
+        "200",
+        "--concurrency",
+        "4",
+        "--threads",
+        "1",
+    ];
+    let (_, off) = flood(
+        &addr,
+        &[&base[..], &["--tls-resumption", "off"]].concat(),
+        "nginx-tls-off",
+    );
+    assert_eq!(off.outcomes["ok"], 200, "{:?}", off.outcomes);
+    let (_, on) = flood(
+        &addr,
+        &[&base[..], &["--tls-resumption", "on"]].concat(),
+        "nginx-tls-on",
+    );
+    assert_eq!(on.outcomes["ok"], 200, "{:?}", on.outcomes);
+    let log = nginx.tls_log();
+    assert_eq!(log.len(), 400, "one line per request");
+    let (first, second) = log.split_at(200);
+    assert!(
+        first.iter().all(|(reused, _)| !reused),
+        "resumption off: none reused"
+    );
+    let reused = second.iter().filter(|(r, _)| *r).count() as u64;
+    assert!(reused > 0, "resumption on: nginx reused sessions");
+    assert_eq!(
+        reused,
+        tls_of(&on).resumed,
+        "nginx's count is the generator's"
+    );
+    assert_eq!(tls_of(&off).resumed, 0);
+    nginx.stop();
+}
