@@ -25,6 +25,11 @@
 //! | `synack_accept_queue_depth` | gauge | `listener`, `index` | connections waiting in the kernel accept queue |
 //! | `synack_listen_backlog_effective` | gauge | `listener`, `index` | the backlog the kernel granted |
 //! | `synack_dispatch_latency_seconds` | histogram | | `accept()` to handler start |
+//! | `synack_tls_handshakes_total` | counter | | TLS handshakes done (feature `tls`) |
+//! | `synack_tls_resumed_total` | counter | | of those, resumed |
+//! | `synack_tls_failed_total` | counter | `kind` | failed handshakes: `timeout`, `protocol`, `certificate`, `io` |
+//! | `synack_tls_handshakes_in_progress` | gauge | | handshakes under way (capped by `max_handshakes`) |
+//! | `synack_tls_handshake_seconds` | histogram | | TLS handshake latency, recorded as each ends |
 //! | `synack_handoffs_total` | counter | `result` | handoffs this process asked for: `ok` (it winds down), `failed` (it serves on) |
 //! | `synack_handoff_duration_seconds` | histogram | | the old process's request to its last handler done |
 //! | `synack_handoff_generation` | gauge | | in a process a handoff started: how many handoffs led to it |
@@ -97,6 +102,20 @@ fn publish(shared: &Shared, listeners: &[(ListenerInfo, Weak<Socket>)]) {
     }
     metrics::gauge!("synack_connections_open").set(s.open as f64);
     metrics::gauge!("synack_connections_max").set(shared.limit.max() as f64);
+    if let Some(h) = &shared.handshakes {
+        metrics::counter!("synack_tls_handshakes_total").absolute(s.tls.handshakes);
+        metrics::counter!("synack_tls_resumed_total").absolute(s.tls.resumed);
+        let f = s.tls.failed;
+        for (kind, n) in [
+            ("timeout", f.timeout),
+            ("protocol", f.protocol),
+            ("certificate", f.certificate),
+            ("io", f.io),
+        ] {
+            metrics::counter!("synack_tls_failed_total", "kind" => kind).absolute(n);
+        }
+        metrics::gauge!("synack_tls_handshakes_in_progress").set(h.count() as f64);
+    }
     let alive = |v: &[bool]| v.iter().filter(|a| **a).count() as f64;
     metrics::gauge!("synack_workers_alive").set(alive(&s.workers_alive));
     metrics::gauge!("synack_acceptors_alive").set(alive(&s.acceptors_alive));

@@ -185,3 +185,99 @@ fn against_nginx_resumption_off_shows_no_reused_session_and_on_shows_them() {
     assert_eq!(tls_of(&off).resumed, 0);
     nginx.stop();
 }
+
+#[test]
+fn bad_tls_input_gets_one_clear_line() {
+    let _g = serial();
+    // An unreadable --cacert: a usage error naming the file, exit 2.
+    let out = common::bin()
+        .args([
+            "flood",
+            "127.0.0.1:9",
+            "--tls",
+            "--cacert",
+            "/nonexistent/ca.pem",
+            "--connections",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // --tls-resumption on without reading the answer: refused, not a silent full handshake.
+    let out = common::bin()
+        .args([
+            "flood",
+            "127.0.0.1:9",
+            "--tls",
+            "--insecure",
+            "--tls-resumption",
+            "on",
+            "--connections",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-resumption"));
+    let (cert_path, _, config) = cert("bad-input");
+    let server = synack_tls(config);
+    let addr = server.local_addr().to_string();
+    // A self-signed certificate without --cacert or --insecure: refused, and the report says
+    // what to give.
+    let (out, rep) = flood(
+        &addr,
+        &[
+            "--tls",
+            "--connections",
+            "5",
+            "--concurrency",
+            "1",
+            "--threads",
+            "1",
+        ],
+        "tls-no-ca",
+    );
+    assert_eq!(rep.outcomes["tls_failed"], 5, "{:?}", rep.outcomes);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        rep.notes
+            .iter()
+            .any(|n| n.contains("--insecure") && n.contains("--cacert")),
+        "{:?}",
+        rep.notes
+    );
+    let _ = text;
+    // The wrong name: the certificate is for localhost.
+    let (_, rep) = flood(
+        &addr,
+        &[
+            "--tls",
+            "--cacert",
+            cert_path.to_str().unwrap(),
+            "--sni",
+            "wrong.example",
+            "--connections",
+            "5",
+            "--concurrency",
+            "1",
+            "--threads",
+            "1",
+        ],
+        "tls-wrong-sni",
+    );
+    assert_eq!(rep.outcomes["tls_failed"], 5, "{:?}", rep.outcomes);
+    let kinds: Vec<&String> = tls_of(&rep).failures.keys().collect();
+    assert!(
+        kinds.iter().any(|k| k.contains("NotValidForName")),
+        "{kinds:?}"
+    );
+    assert!(
+        rep.notes.iter().any(|n| n.contains("--sni")),
+        "{:?}",
+        rep.notes
+    );
+    drop(server);
+}

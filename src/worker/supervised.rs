@@ -370,6 +370,8 @@ async fn handshake<H>(
             if let Ok(mut h) = stats.tls_handshake_us.lock() {
                 h.saturating_record((took.as_micros() as u64).max(1));
             }
+            #[cfg(feature = "metrics")]
+            metrics::histogram!("synack_tls_handshake_seconds").record(took.as_secs_f64());
             conn.set_tls(tls, info);
             return Some(conn);
         }

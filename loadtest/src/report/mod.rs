@@ -1050,6 +1050,26 @@ fn explain(
     generator: &GeneratorReport,
 ) -> Vec<String> {
     let mut notes = Vec::new();
+    let refused_cert: u64 = rec
+        .tls_failures
+        .iter()
+        .filter(|(k, _)| k.starts_with("certificate refused"))
+        .map(|(_, n)| n)
+        .sum();
+    if refused_cert > 0 {
+        let kinds: Vec<&str> = rec
+            .tls_failures
+            .keys()
+            .filter(|k| k.starts_with("certificate refused"))
+            .map(String::as_str)
+            .collect();
+        notes.push(format!(
+            "{refused_cert} TLS handshakes failed because this generator refused the server's certificate ({}): \
+             give --cacert FILE with the CA that signed it (a self-signed certificate is its own CA), \
+             --sni NAME with a name the certificate holds, or --insecure for a test server",
+            kinds.join("; ")
+        ));
+    }
     let (overflowed, evidence) = queue_evidence(kernel);
     let retrans: u64 = rec.retrans[1..].iter().sum();
     if retrans > 0 {
