@@ -618,6 +618,9 @@ pub struct TuneArgs {
     /// the simulated server answers "ok" to any connection).
     #[command(flatten)]
     pub exchange: ExchangeArgs,
+    /// TLS on each connection (with the simulated server: a certificate made for the run).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Also write the results as JSON (schema synack-load/tune/3).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -704,6 +707,7 @@ impl TuneArgs {
             threads: self.threads as usize,
             lag_limit: self.lag_limit,
             retries: self.retries,
+            tls: self.tls.options(),
             exchange,
         })
     }

@@ -179,6 +179,9 @@ pub struct TuneSpec {
     pub retries: u32,
     /// What each connection says and must hear back (the user's server only).
     pub exchange: Exchange,
+    /// TLS on every connection (`--tls`); with the simulated server, tune makes it a
+    /// self-signed certificate for `localhost` and trusts just that one.
+    pub tls: Option<crate::tls::TlsOptions>,
 }
 
 impl Default for TuneSpec {
@@ -205,6 +208,7 @@ impl Default for TuneSpec {
             lag_limit: Duration::from_millis(1),
             retries: 2,
             exchange: Exchange::default(),
+            tls: None,
         }
     }
 }
@@ -280,6 +284,7 @@ fn base_plan(spec: &TuneSpec, addr: &str, probe: bool, other_fds: u64) -> Result
     .probe(probe)
     .lag_limit(spec.lag_limit)
     .other_fds(other_fds)
+    .tls(spec.tls.clone())
     .build()
 }
 
@@ -393,21 +398,32 @@ fn run_simulated(
     let (target_rate, rates) = offered(spec, capacity);
     let served = Arc::new(ServiceClock::default());
     let mut results = Vec::new();
+    // With --tls: a certificate made for this run, trusted by the generator alone. (The
+    // probe header is not written over TLS, so the probe is off then.)
+    let made = match &spec.tls {
+        Some(o) => Some(simulated::self_signed(o)?),
+        None => None,
+    };
+    let probe = made.is_none();
     // The handler answers ANSWER: read it, so a connection is done when it is served.
     let spec_here = TuneSpec {
         exchange: Exchange {
             answer: crate::exchange::Answer::Bytes(ANSWER.len()),
             ..Exchange::default()
         },
+        tls: made.as_ref().map(|m| m.client.clone()),
         ..spec.clone()
     };
+    let server_tls = made.as_ref().map(|m| m.server.clone());
     for backlog in sorted_backlogs(spec) {
-        let server = start_server(sim, backlog, served.clone()).map_err(|e| match e {
-            synack::Error::InvalidConfig { .. } => LoadError::Usage(e.to_string()),
-            _ => LoadError::Run(e.to_string()),
-        })?;
+        let server = start_server(sim, backlog, served.clone(), server_tls.clone()).map_err(
+            |e| match e {
+                synack::Error::InvalidConfig { .. } => LoadError::Usage(e.to_string()),
+                _ => LoadError::Run(e.to_string()),
+            },
+        )?;
         let addr = server.local_addr().to_string();
-        let base = base_plan(&spec_here, &addr, true, sim.max_connections as u64 + 32)?;
+        let base = base_plan(&spec_here, &addr, probe, sim.max_connections as u64 + 32)?;
         let effective = server.listeners()[0].effective_backlog;
         results.push(measure_backlog(
             &spec_here,

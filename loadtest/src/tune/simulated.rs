@@ -34,26 +34,32 @@ pub fn start_server(
     sim: &Simulated,
     backlog: u32,
     served: Arc<ServiceClock>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<Server, synack::Error> {
     let mean = sim.service_time;
     let dist = sim.dist;
-    Server::builder()
+    let mut b = Server::builder()
         .bind("127.0.0.1:0")?
         .backlog(backlog)
         .workers(sim.workers)
         .max_connections(sim.max_connections)
-        .probe(true)
-        .serve(move |mut conn: synack::Connection| {
-            let served = served.clone();
-            async move {
-                let t = std::time::Instant::now();
-                let want = service_time(mean, dist);
-                // Sleep short by the timer's usual overshoot, so the mean comes out as asked.
-                tokio::time::sleep(want.saturating_sub(served.overshoot())).await;
-                served.add(want, t.elapsed());
-                conn.write_all(ANSWER).await
-            }
-        })
+        .inherit(false);
+    // The probe header is written before the handler, on the plain socket: not over TLS.
+    b = match tls {
+        Some(cfg) => b.tls(cfg),
+        None => b.probe(true),
+    };
+    b.serve(move |mut conn: synack::Connection| {
+        let served = served.clone();
+        async move {
+            let t = std::time::Instant::now();
+            let want = service_time(mean, dist);
+            // Sleep short by the timer's usual overshoot, so the mean comes out as asked.
+            tokio::time::sleep(want.saturating_sub(served.overshoot())).await;
+            served.add(want, t.elapsed());
+            conn.write_all(ANSWER).await
+        }
+    })
 }
 
 /// The service times the simulated handler really took (tokio's timer rounds sleeps up to
@@ -69,7 +75,7 @@ pub fn start_server(
 /// let sim = Simulated { service_time, dist: ServiceDist::Fixed, workers: 1, max_connections: 8 };
 /// let served = Arc::new(ServiceClock::default());
 /// assert_eq!(served.mean(), None); // nothing served yet
-/// let server = start_server(&sim, 64, served.clone())?;
+/// let server = start_server(&sim, 64, served.clone(), None)?;
 /// // The probe header, then "ok\n" after the service time, then the close.
 /// std::net::TcpStream::connect(server.local_addr())?.read_to_end(&mut Vec::new())?;
 /// // One service was timed: the mean of what the handler really took is known.
@@ -105,4 +111,42 @@ impl ServiceClock {
         let n = self.count.load(Relaxed);
         (n > 0).then(|| Duration::from_nanos(self.total_ns.load(Relaxed) / n))
     }
+}
+
+/// A certificate made for one tune run: the simulated server's TLS configuration, and the
+/// generator's options trusting that certificate alone (as `localhost`).
+pub(crate) struct SelfSigned {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: crate::tls::TlsOptions,
+}
+
+/// Makes a self-signed certificate for `localhost` (rcgen; nothing is kept after the run but
+/// a temporary PEM of the certificate for the generator to trust).
+pub(crate) fn self_signed(
+    asked: &crate::tls::TlsOptions,
+) -> Result<SelfSigned, crate::error::LoadError> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let run = |e: String| {
+        crate::error::LoadError::Run(format!("a certificate for the simulated server: {e}"))
+    };
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .map_err(|e| run(e.to_string()))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der()));
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![c.cert.der().clone()], key)
+        .map_err(|e| run(e.to_string()))?;
+    server.alpn_protocols = asked.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let pem = std::env::temp_dir().join(format!("synack-tune-{}-ca.pem", std::process::id()));
+    std::fs::write(&pem, c.cert.pem()).map_err(|e| run(format!("{}: {e}", pem.display())))?;
+    let client = crate::tls::TlsOptions {
+        sni: Some("localhost".into()),
+        cacert: Some(pem),
+        insecure: false,
+        ..asked.clone()
+    };
+    Ok(SelfSigned {
+        server: Arc::new(server),
+        client,
+    })
 }
