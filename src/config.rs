@@ -62,6 +62,30 @@ pub struct BackoffConfig {
     pub max: Duration,
 }
 
+/// TLS from PEM files, as in [`ServerBuilder::tls`](crate::ServerBuilder) with
+/// [`tls::server_config`](crate::tls) (feature `tls`; without it, a `[tls]` table is refused).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// # Examples
+///
+/// ```
+/// let cfg = synack::ServerConfig::from_toml_str(r#"
+///     tls = { cert = "/etc/synack/cert.pem", key = "/etc/synack/key.pem", alpn = ["h2", "http/1.1"] }
+///     max_handshakes = 128
+///     handshake_timeout = "2s"
+/// "#).unwrap();
+/// assert_eq!(cfg.tls.unwrap().alpn, ["h2", "http/1.1"]);
+/// ```
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM).
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub key: std::path::PathBuf,
+    /// ALPN protocols offered, in order (default none).
+    #[serde(default)]
+    pub alpn: Vec<String>,
+}
+
 /// A server's configuration: each field is the [`ServerBuilder`] method of the same name;
 /// `None` keeps the builder's default.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -130,6 +154,13 @@ pub struct ServerConfig {
     pub queue_sampling: Option<Duration>,
     /// Adopt inherited listeners (a handoff, systemd socket activation; default true).
     pub inherit: Option<bool>,
+    /// TLS from PEM files (feature `tls`).
+    pub tls: Option<TlsConfig>,
+    /// TLS handshakes in progress per worker (default 256).
+    pub max_handshakes: Option<usize>,
+    /// How long a TLS handshake may take ("3s", the default).
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Option<Duration>,
     /// Inherited SO_REUSEPORT members beyond the acceptors: "accept" (default), "migrate" or
     /// "close" (see [`SurplusMembers`](crate::SurplusMembers)).
     pub surplus_members: Option<crate::SurplusMembers>,
@@ -268,8 +299,26 @@ impl ServerConfig {
             sched_batch,
             accept_in_workers,
             inherit,
-            surplus_members
+            surplus_members,
+            max_handshakes,
+            handshake_timeout
         );
+        if let Some(t) = &self.tls {
+            #[cfg(feature = "tls")]
+            {
+                let alpn: Vec<&[u8]> = t.alpn.iter().map(|a| a.as_bytes()).collect();
+                b = b.tls(crate::tls::server_config(&t.cert, &t.key, &alpn)?);
+            }
+            #[cfg(not(feature = "tls"))]
+            return Err(Error::Config {
+                file: "<config>".into(),
+                key: "tls".into(),
+                reason: format!(
+                    "this build of synack has no TLS (feature tls); cert {} not loaded",
+                    t.cert.display()
+                ),
+            });
+        }
         if let Some(k) = &self.keepalive {
             b = b.keepalive(Keepalive {
                 idle: k.idle,

@@ -88,7 +88,7 @@ pub use builder::{
     IN_WORKER_ACCEPT_BATCH, MAX_THREADS, ServerBuilder,
 };
 #[cfg(feature = "config")]
-pub use config::{BackoffConfig, KeepaliveConfig, ServerConfig};
+pub use config::{BackoffConfig, KeepaliveConfig, ServerConfig, TlsConfig};
 pub use connection::{Closing, ConnInfo, Connection};
 pub use error::Error;
 pub use handoff::{Handoff, HandoffError, HandoffFailed, HandoffReport, HandoffTrigger, RunEnd};

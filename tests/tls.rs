@@ -203,3 +203,50 @@ fn a_shutdown_during_handshakes_accounts_for_every_connection() {
     assert_eq!(report.unaccounted, 0, "{report:?}");
     drop(silent);
 }
+
+#[test]
+fn tls_from_a_config_file_and_bad_certificate_files_named() {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("synack-tls-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let text = format!(
+        "bind = [\"127.0.0.1:0\"]\nworkers = 1\nmax_handshakes = 4\nhandshake_timeout = \"2s\"\n\
+         tls = {{ cert = {:?}, key = {:?}, alpn = [\"http/1.1\"] }}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let server = synack::ServerConfig::from_toml_str(&text)
+        .unwrap()
+        .builder()
+        .unwrap()
+        .serve(|mut conn: synack::Connection| async move {
+            let alpn = conn
+                .info()
+                .tls
+                .as_ref()
+                .and_then(|t| t.alpn_str().map(str::to_string));
+            conn.write_all(alpn.unwrap_or_default().as_bytes()).await?;
+            conn.shutdown().await
+        })
+        .unwrap();
+    let ca = c.cert.der().clone();
+    let got = rt()
+        .block_on(fetch(
+            server.local_addr(),
+            &client(Some(&ca), &[b"http/1.1"]),
+        ))
+        .unwrap();
+    assert_eq!(got, "http/1.1");
+    drop(server);
+    // A certificate file that is not there, and one that holds no certificate: named.
+    let err = synack::tls::server_config("/nonexistent/cert.pem", &key, &[]).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+    let err = synack::tls::server_config(&key, &key, &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("key.pem") && err.to_string().contains("no CERTIFICATE"),
+        "{err}"
+    );
+}
