@@ -68,12 +68,13 @@ pub struct BackoffConfig {
 /// # Examples
 ///
 /// ```
-/// let cfg = synack::ServerConfig::from_toml_str(r#"
-///     tls = { cert = "/etc/synack/cert.pem", key = "/etc/synack/key.pem", alpn = ["h2", "http/1.1"] }
+/// // The files are read when the configuration is checked: one that is not there is named.
+/// let err = synack::ServerConfig::from_toml_str(r#"
+///     tls = { cert = "/nonexistent/cert.pem", key = "/nonexistent/key.pem", alpn = ["h2", "http/1.1"] }
 ///     max_handshakes = 128
 ///     handshake_timeout = "2s"
-/// "#).unwrap();
-/// assert_eq!(cfg.tls.unwrap().alpn, ["h2", "http/1.1"]);
+/// "#).unwrap_err();
+/// assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
 /// ```
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
