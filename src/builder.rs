@@ -342,6 +342,9 @@ impl ServerBuilder {
     /// connection before its handler runs, for `synack-load flood --probe`. Default off: it
     /// changes what clients receive.
     ///
+    /// With [`tls`](Self::tls) the header is the session's first plaintext, and the dispatch
+    /// time is taken after the handshake (so the accept-to-dispatch span includes it).
+    ///
     /// Never turn it on for a public listener: every client receives the host's
     /// `CLOCK_MONOTONIC` in nanoseconds (its uptime) and the server's accept and dispatch
     /// timing. It is meant for a load test on one host.

@@ -178,12 +178,34 @@ impl Connection {
 
     /// Writes `buf` to the socket at once, before the handler has it; an error if it does not
     /// all fit (into a fresh socket's empty send buffer, a short header does).
-    pub(crate) fn write_now(&self, buf: &[u8]) -> io::Result<()> {
-        let n = match &self.io {
+    pub(crate) fn write_now(&mut self, buf: &[u8]) -> io::Result<()> {
+        let n = match &mut self.io {
             Io::Raw(s) => (&*s).write(buf)?,
             Io::Tokio(s) => s.try_write(buf)?,
+            // Over TLS: the first plaintext of the session, sent at once if the socket takes it
+            // (else with the handler's first write).
             #[cfg(feature = "tls")]
-            Io::Tls(_) => return Err(io::ErrorKind::Unsupported.into()),
+            Io::Tls(t) => {
+                let (tcp, tls) = t.get_mut();
+                tls.writer().write_all(buf)?;
+                struct TryWrite<'a>(&'a TcpStream);
+                impl Write for TryWrite<'_> {
+                    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                        self.0.try_write(b)
+                    }
+                    fn flush(&mut self) -> io::Result<()> {
+                        Ok(())
+                    }
+                }
+                while tls.wants_write() {
+                    match tls.write_tls(&mut TryWrite(tcp)) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.len()
+            }
             Io::Closed => return Err(io::ErrorKind::NotConnected.into()),
         };
         if n < buf.len() {

@@ -281,3 +281,49 @@ fn bad_tls_input_gets_one_clear_line() {
     );
     drop(server);
 }
+
+#[test]
+fn the_probe_works_over_tls() {
+    let _g = serial();
+    let (cert_path, _, config) = cert("probe");
+    let server = synack::Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .probe(true)
+        .tls(Arc::new(config))
+        .serve(|mut c: synack::Connection| async move {
+            c.write_all(b"hi").await?;
+            c.shutdown().await
+        })
+        .unwrap();
+    let (_, rep) = flood(
+        &server.local_addr().to_string(),
+        &[
+            "--tls",
+            "--cacert",
+            cert_path.to_str().unwrap(),
+            "--sni",
+            "localhost",
+            "--probe",
+            "--expect",
+            "hi",
+            "--connections",
+            "50",
+            "--concurrency",
+            "2",
+            "--threads",
+            "1",
+        ],
+        "tls-probe",
+    );
+    assert_eq!(rep.outcomes["ok"], 50, "{:?}", rep.outcomes);
+    for k in ["queue_wait", "dispatch", "tls_handshake"] {
+        assert!(
+            rep.latency_us.contains_key(k),
+            "{k}: {:?}",
+            rep.latency_us.keys()
+        );
+    }
+    drop(server);
+}
