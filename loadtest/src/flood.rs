@@ -126,6 +126,7 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
             &[
                 (report::hlog::CONNECT_TAG, &run.intervals),
                 (report::hlog::RESPONSE_TAG, &run.response_intervals),
+                (report::hlog::TLS_TAG, &run.tls_intervals),
             ],
         )?;
     }

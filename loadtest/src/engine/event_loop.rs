@@ -58,6 +58,7 @@ pub(super) struct Generator<'a> {
     pub(super) rec: Recorder,
     interval: Histogram<u64>,
     interval_response: Histogram<u64>,
+    interval_tls: Histogram<u64>,
     interval_no: u64,
     intervals: Sender<Interval>,
     progress: &'a Progress,
@@ -105,6 +106,7 @@ impl<'a> Generator<'a> {
             rec: Recorder::default(),
             interval: latency_histogram(),
             interval_response: latency_histogram(),
+            interval_tls: latency_histogram(),
             interval_no: 0,
             intervals,
             progress,
@@ -517,6 +519,7 @@ impl<'a> Generator<'a> {
         }
         let took = Instant::now().saturating_duration_since(established.unwrap_or(*started));
         record_us(&mut self.rec.tls_handshake, took);
+        record_us(&mut self.interval_tls, took);
         if c.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
             self.rec.tls_resumed += 1;
         } else {
@@ -807,17 +810,23 @@ impl<'a> Generator<'a> {
     }
 
     fn flush_interval(&mut self) {
-        if self.interval.is_empty() && self.interval_response.is_empty() {
+        if self.interval.is_empty()
+            && self.interval_response.is_empty()
+            && self.interval_tls.is_empty()
+        {
             return;
         }
         let connect = self.interval.clone();
         let response = self.interval_response.clone();
+        let tls = self.interval_tls.clone();
         self.interval.reset();
         self.interval_response.reset();
+        self.interval_tls.reset();
         let _ = self.intervals.send(Interval {
             second: self.interval_no,
             connect,
             response,
+            tls,
         });
     }
 }

@@ -118,6 +118,8 @@ pub(crate) struct Interval {
     pub(crate) connect: Histogram<u64>,
     /// `connect()` to the answer's end, for the answers that ended in that second, us.
     pub(crate) response: Histogram<u64>,
+    /// With `--tls`: the handshakes done in that second, us.
+    pub(crate) tls: Histogram<u64>,
 }
 
 /// What a whole run measured.
@@ -139,7 +141,7 @@ pub(crate) struct Interval {
 /// let mut rec = Recorder::default();
 /// (rec.attempts, rec.established) = (1000, 1000);
 /// let run = RunResult {
-///     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+///     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 ///     started_at: SystemTime::now(), elapsed: Duration::from_secs(3),
 ///     active: Duration::from_secs(2), thread_cpu: Vec::new(),
 /// };
@@ -157,6 +159,8 @@ pub struct RunResult {
     /// `connect()` to the answer's end, per second since the start (empty when no answer
     /// was read).
     pub response_intervals: BTreeMap<u64, Histogram<u64>>,
+    /// With `--tls`: the TLS handshake per second since the start (empty without it).
+    pub tls_intervals: BTreeMap<u64, Histogram<u64>>,
     /// Wall-clock time of the start.
     pub started_at: SystemTime,
     /// From the start to the last thread's end.
@@ -197,7 +201,8 @@ pub fn run(
         handles.push(h);
     }
     drop(tx);
-    let (intervals, response_intervals, so_far) = collect(&rx, t0, &progress, &mut tick);
+    let (intervals, response_intervals, tls_intervals, so_far) =
+        collect(&rx, t0, &progress, &mut tick);
     let mut rec = Recorder::default();
     let mut last = None;
     let mut thread_cpu = Vec::new();
@@ -218,6 +223,7 @@ pub fn run(
         rec,
         intervals,
         response_intervals,
+        tls_intervals,
         started_at,
         elapsed: end.saturating_duration_since(t0),
         active: last.map_or(Duration::ZERO, |l| l.saturating_duration_since(t0)),
@@ -240,6 +246,7 @@ pub fn generator_cpu() -> Vec<(String, Duration)> {
 }
 
 type Collected = (
+    BTreeMap<u64, Histogram<u64>>,
     BTreeMap<u64, Histogram<u64>>,
     BTreeMap<u64, Histogram<u64>>,
     Histogram<u64>,
@@ -265,6 +272,7 @@ fn collect(
 ) -> Collected {
     let mut intervals: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
     let mut responses: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    let mut tls: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
     let mut so_far = latency_histogram();
     let mut next_tick = t0 + Duration::from_secs(1);
     loop {
@@ -278,6 +286,9 @@ fn collect(
                 if !iv.response.is_empty() {
                     add_second(&mut responses, iv.second, iv.response);
                 }
+                if !iv.tls.is_empty() {
+                    add_second(&mut tls, iv.second, iv.tls);
+                }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -288,5 +299,5 @@ fn collect(
             next_tick += Duration::from_secs(1);
         }
     }
-    (intervals, responses, so_far)
+    (intervals, responses, tls, so_far)
 }

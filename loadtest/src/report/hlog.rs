@@ -21,6 +21,9 @@ pub const CONNECT_TAG: &str = "connect";
 /// The tag of the intervals of `connect()` to the answer's end.
 pub const RESPONSE_TAG: &str = "response";
 
+/// The tag of the TLS-handshake intervals (`--tls`: established to the handshake done).
+pub const TLS_TAG: &str = "tls_handshake";
+
 /// Writes one interval per second of each series (microseconds), tagged: connect latency
 /// ([`CONNECT_TAG`]) and, where answers were read, `connect()` to the answer's end
 /// ([`RESPONSE_TAG`]).
@@ -32,7 +35,7 @@ pub fn write(
     let mut file = io::BufWriter::new(std::fs::File::create(path)?);
     let mut ser = V2DeflateSerializer::new();
     let mut log = IntervalLogWriterBuilder::new()
-        .add_comment("synack-load latency, microseconds, one interval per second; tags: connect (connect() to established), response (connect() to the answer's end)")
+        .add_comment("synack-load latency, microseconds, one interval per second; tags: connect (connect() to established), response (connect() to the answer's end), tls_handshake (established to the TLS handshake done)")
         .with_start_time(started_at)
         .with_base_time(started_at)
         .begin_log_with(&mut file, &mut ser)?;

@@ -195,7 +195,7 @@ impl Latency {
 /// # let load = Load::Closed { concurrency: 8 };
 /// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
 /// # let run = |rec| RunResult {
-/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
 /// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
 /// # };
@@ -233,7 +233,7 @@ pub struct RetransBucket {
 /// # let load = Load::Closed { concurrency: 8 };
 /// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
 /// # let run = |rec| RunResult {
-/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
 /// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
 /// # };
@@ -272,7 +272,7 @@ pub struct KernelDelta {
 /// # let load = Load::Open { from: 1000.0, to: 1000.0, burst: 0 };
 /// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
 /// # let run = |rec| RunResult {
-/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
 /// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
 /// # };
@@ -337,7 +337,7 @@ pub struct GeneratorReport {
 /// use synack_load::report::{FloodReport, HostFacts};
 ///
 /// # let run = |rec| RunResult {
-/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
 /// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
 /// # };
@@ -417,7 +417,7 @@ impl ExchangeReport {
 /// # let load = Load::Closed { concurrency: 8 };
 /// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
 /// # let run = |rec| RunResult {
-/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
 /// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
 /// # };
@@ -455,7 +455,7 @@ fn default_close() -> String {
 /// # let load = Load::Closed { concurrency: 8 };
 /// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
 /// # let run = |rec| RunResult {
-/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
 /// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
 /// # };

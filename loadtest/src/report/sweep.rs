@@ -70,7 +70,7 @@ impl Verdict {
 /// #     (0..n - timeouts).for_each(|_| rec.outcome(Outcome::Ok, None));
 /// #     (0..timeouts).for_each(|_| rec.outcome(Outcome::Timeout, None));
 /// #     let run = RunResult {
-/// #         rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #         rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #         started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
 /// #         active: Duration::from_secs(1), thread_cpu: Vec::new(),
 /// #     };
@@ -283,7 +283,7 @@ pub fn step(rep: FloodReport, rate: f64, burst: u64, p99_limit: Duration) -> Ste
 /// #     (0..n - timeouts).for_each(|_| rec.outcome(Outcome::Ok, None));
 /// #     (0..timeouts).for_each(|_| rec.outcome(Outcome::Timeout, None));
 /// #     let run = RunResult {
-/// #         rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #         rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #         started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
 /// #         active: Duration::from_secs(1), thread_cpu: Vec::new(),
 /// #     };
@@ -559,6 +559,7 @@ mod tests {
             rec,
             intervals: BTreeMap::new(),
             response_intervals: BTreeMap::new(),
+            tls_intervals: BTreeMap::new(),
             started_at: SystemTime::now(),
             elapsed: Duration::from_secs(1),
             active: Duration::from_secs(1),
