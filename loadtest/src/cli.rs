@@ -914,6 +914,10 @@ pub struct TlsArgs {
     /// Offer TLS 1.2 only.
     #[arg(long, requires = "tls")]
     pub tls12: bool,
+    /// Key-exchange groups to offer, in order: x25519, p256, p384, x25519mlkem768.
+    /// [default: rustls's, X25519MLKEM768 first]
+    #[arg(long, value_name = "LIST", requires = "tls", value_delimiter = ',')]
+    pub tls_kx: Vec<String>,
 }
 
 impl TlsArgs {
@@ -931,6 +935,7 @@ impl TlsArgs {
                 (_, true) => Versions::Tls12,
                 _ => Versions::Both,
             },
+            kx: self.tls_kx.clone(),
         })
     }
 }

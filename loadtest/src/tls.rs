@@ -90,6 +90,9 @@ pub struct TlsOptions {
     pub resumption: Resumption,
     /// The versions offered.
     pub versions: Versions,
+    /// The key-exchange groups offered, in order (`x25519`, `p256`, `x25519mlkem768`); empty:
+    /// rustls's default (X25519MLKEM768 first).
+    pub kx: Vec<String>,
 }
 
 impl Default for TlsOptions {
@@ -101,6 +104,7 @@ impl Default for TlsOptions {
             alpn: Vec::new(),
             resumption: Resumption::Off,
             versions: Versions::Both,
+            kx: Vec::new(),
         }
     }
 }
@@ -138,7 +142,28 @@ impl TlsOptions {
                 Versions::Tls13 => &[&rustls::version::TLS13],
                 Versions::Tls12 => &[&rustls::version::TLS12],
             };
-            let builder = ClientConfig::builder_with_protocol_versions(versions);
+            let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+            if !self.kx.is_empty() {
+                use rustls::crypto::aws_lc_rs::kx_group;
+                let mut groups = Vec::new();
+                for k in &self.kx {
+                    groups.push(match k.as_str() {
+                        "x25519" => kx_group::X25519,
+                        "p256" => kx_group::SECP256R1,
+                        "p384" => kx_group::SECP384R1,
+                        "x25519mlkem768" => kx_group::X25519MLKEM768,
+                        other => {
+                            return Err(LoadError::Usage(format!(
+                                "--tls-kx {other:?}: x25519, p256, p384 or x25519mlkem768 are accepted"
+                            )));
+                        }
+                    });
+                }
+                provider.kx_groups = groups;
+            }
+            let builder = ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(versions)
+                .map_err(|e| LoadError::Usage(format!("--tls versions: {e}")))?;
             let mut cfg = if self.insecure {
                 let provider = rustls::crypto::CryptoProvider::get_default()
                     .cloned()

@@ -589,6 +589,9 @@ pub struct TlsReport {
     pub resumption: String,
     /// The versions offered (`Both`, `Tls13`, `Tls12`).
     pub versions: String,
+    /// The key-exchange groups offered (`--tls-kx`; empty: rustls's default).
+    #[serde(default)]
+    pub kx: Vec<String>,
     /// Handshakes done.
     pub handshakes: u64,
     /// Of those, full (the server did not resume).
@@ -852,6 +855,7 @@ impl FloodReport {
                     crate::tls::Resumption::Ratio(r) => format!("{r}"),
                 },
                 versions: format!("{:?}", t.options.versions),
+                kx: t.options.kx.clone(),
                 handshakes: rec.tls_full + rec.tls_resumed,
                 full: rec.tls_full,
                 resumed: rec.tls_resumed,
