@@ -431,6 +431,58 @@ pub struct FloodArgs {
     /// No live progress line (it is shown only on a terminal anyway).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Share the run with other generators: N agents, each running its exact part of the one
+    /// schedule (the rate, the bursts, --connections, --concurrency and --source split among
+    /// them, a remainder to the lowest indices).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_positive)]
+    pub agents: u64,
+    /// This agent's index, 0 to N-1. [default: $JOB_COMPLETION_INDEX (a Kubernetes Indexed
+    /// Job's), else 0]
+    #[arg(long, value_name = "I")]
+    pub agent_index: Option<u64>,
+    /// Start at this wall-clock time (RFC 3339 such as 2026-12-01T15:00:00Z, or Unix seconds),
+    /// then keep the schedule on the monotonic clock: every agent begins together. A time
+    /// already past is refused.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
+}
+
+/// `--start-at`: RFC 3339 or Unix seconds.
+fn parse_start_at(s: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs));
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|e| {
+        format!("{s:?}: {e}; give RFC 3339 (2026-12-01T15:00:00Z) or Unix seconds (1796137200)")
+    })
+}
+
+impl FloodArgs {
+    /// This agent's part: `--agents` and `--agent-index` (else `$JOB_COMPLETION_INDEX`).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Usage`] for a `JOB_COMPLETION_INDEX` that is not a number.
+    pub fn agent(&self) -> Result<crate::plan::Agent, LoadError> {
+        let index = match self.agent_index {
+            Some(i) => i,
+            None => match std::env::var("JOB_COMPLETION_INDEX") {
+                Ok(v) => v.trim().parse().map_err(|_| {
+                    LoadError::Usage(format!(
+                        "JOB_COMPLETION_INDEX={v:?}: not an agent index; give --agent-index I"
+                    ))
+                })?,
+                Err(_) => 0,
+            },
+        };
+        Ok(crate::plan::Agent {
+            count: self.agents,
+            index,
+        })
+    }
 }
 
 /// `synack-load sweep`.

@@ -129,6 +129,50 @@ pub struct Plan {
     pub lag_limit: Duration,
     /// TLS on every connection (`--tls`): the clients, built once.
     pub tls: Option<Arc<crate::tls::TlsPlan>>,
+    /// This generator's part of a run shared by several (`--agents`, `--agent-index`).
+    pub agent: Agent,
+    /// When the run starts, on the wall clock (`--start-at`); `None`: at once.
+    pub start_at: Option<std::time::SystemTime>,
+}
+
+/// One agent's part of a run that several generators share: agent `index` of `count` takes
+/// attempt `i` of the single-host schedule when `i % count == index`, so the union of every
+/// agent's schedule is exactly the single-host one (bursts and `--connections` included; a
+/// remainder goes to the lowest indices), and the closed loop's concurrency splits the same
+/// way.
+///
+/// ```
+/// use synack_load::plan::Agent;
+///
+/// let a = Agent { count: 4, index: 1 };
+/// assert_eq!(a.share(10), 3); // 10 = 3 + 3 + 2 + 2
+/// assert_eq!(Agent { count: 4, index: 3 }.share(10), 2);
+/// assert!(a.takes(5) && !a.takes(6));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agent {
+    /// How many agents share the run.
+    pub count: u64,
+    /// This one (0-based).
+    pub index: u64,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Agent { count: 1, index: 0 }
+    }
+}
+
+impl Agent {
+    /// This agent's part of `n` things split evenly, the remainder to the lowest indices.
+    pub fn share(&self, n: u64) -> u64 {
+        n / self.count + u64::from(self.index < n % self.count)
+    }
+
+    /// Whether attempt `i` of the single-host schedule is this agent's.
+    pub fn takes(&self, i: u64) -> bool {
+        i % self.count == self.index
+    }
 }
 
 /// Descriptors kept back from the open-file limit for everything but attempts: stdio, each
@@ -236,7 +280,50 @@ impl Plan {
 
     /// How many attempts the whole schedule holds (open loop), `--connections` included.
     pub fn planned(&self) -> Option<u64> {
+        self.planned_total().map(|n| self.agent.share(n))
+    }
+
+    /// The attempts of the whole run's schedule (every agent's), open loop.
+    pub fn planned_total(&self) -> Option<u64> {
         matches!(self.load, Load::Open { .. }).then(|| self.scheduled_before(Duration::MAX))
+    }
+
+    /// The run's id: the same for every agent of one run (derived from the flags they share
+    /// and the start time: target, load, duration, connections, agent count, start, what each
+    /// connection sends and reads, TLS), so reports of different runs are not merged.
+    pub fn run_id(&self) -> String {
+        let start = self
+            .start_at
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let text = format!(
+            "{}|{:?}|{:?}|{:?}|{}|{start}|{}|{:?}|{:?}|{}",
+            self.target_text,
+            self.load,
+            self.duration,
+            self.connections,
+            self.agent.count,
+            self.payload.len(),
+            self.answer,
+            self.expect,
+            self.tls.is_some()
+        );
+        // FNV-1a, 64 bits: stable across builds and hosts.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// The first attempt index of generator thread `thread`, and the stride between its
+    /// attempts: the threads of this agent take its attempts in turn.
+    pub fn thread_indices(&self, thread: usize) -> (u64, u64) {
+        (
+            self.agent.index + self.agent.count * thread as u64,
+            self.agent.count * self.threads as u64,
+        )
     }
 
     /// The mean offered rate over the run (open loop): the attempts the schedule holds over
@@ -306,6 +393,8 @@ pub struct PlanBuilder {
     lag_limit: Duration,
     other_fds: u64,
     tls: Option<crate::tls::TlsOptions>,
+    agent: Agent,
+    start_at: Option<std::time::SystemTime>,
 }
 
 macro_rules! setters {
@@ -342,6 +431,8 @@ impl PlanBuilder {
             lag_limit: Duration::from_millis(1),
             other_fds: 0,
             tls: None,
+            agent: Agent::default(),
+            start_at: None,
         }
     }
 
@@ -372,6 +463,10 @@ impl PlanBuilder {
         other_fds: u64,
         /// TLS on every connection, as asked (`None`: plain TCP).
         tls: Option<crate::tls::TlsOptions>,
+        /// This generator's part of a run several share.
+        agent: Agent,
+        /// When the run starts, on the wall clock.
+        start_at: Option<std::time::SystemTime>,
     }
 
     /// What to write once connected (not with [`PlanBuilder::http`]).
@@ -461,7 +556,28 @@ impl PlanBuilder {
                 "--threads {threads}: at most 1024 generator threads"
             )));
         }
-        let sources = self.sources;
+        // Each agent its slice of the source addresses.
+        let sources: Vec<IpAddr> = if self.agent.count > 1 && !self.sources.is_empty() {
+            let mine: Vec<IpAddr> = self
+                .sources
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| self.agent.takes(*j as u64))
+                .map(|(_, a)| *a)
+                .collect();
+            if mine.is_empty() {
+                return Err(LoadError::Usage(format!(
+                    "--source: {} addresses for {} agents leave agent {} none; give at least one per agent",
+                    self.sources.len(),
+                    self.agent.count,
+                    self.agent.index
+                )));
+            }
+            mine
+        } else {
+            self.sources
+        };
+
         if let Some(bad) = sources.iter().find(|s| s.is_ipv4() != target.is_ipv4()) {
             return Err(LoadError::Usage(format!(
                 "--source {bad}: the source addresses must be of the target's family ({target})"
@@ -527,6 +643,23 @@ impl PlanBuilder {
                 }
             )));
         }
+        if self.agent.count == 0 || self.agent.index >= self.agent.count {
+            return Err(LoadError::Usage(format!(
+                "--agent-index {} of --agents {}: the index runs from 0 to the agent count less one",
+                self.agent.index, self.agent.count
+            )));
+        }
+        if let Some(at) = self.start_at
+            && at <= std::time::SystemTime::now()
+        {
+            let ago = std::time::SystemTime::now()
+                .duration_since(at)
+                .unwrap_or_default();
+            return Err(LoadError::Usage(format!(
+                "--start-at: that time is already past ({:.1} s ago); give a time to come (RFC 3339 or Unix seconds)",
+                ago.as_secs_f64()
+            )));
+        }
         let tls = match &self.tls {
             Some(o) => {
                 let reads = answer != Answer::Ignored || x.expect.is_some() || self.probe;
@@ -543,6 +676,8 @@ impl PlanBuilder {
         };
         Ok(Plan {
             tls,
+            agent: self.agent,
+            start_at: self.start_at,
             max_in_flight,
             lag_limit: self.lag_limit,
             target_text: self.target_text,
@@ -615,6 +750,8 @@ impl Plan {
             max_in_flight: 1000,
             lag_limit: Duration::from_millis(1),
             tls: None,
+            agent: Agent::default(),
+            start_at: None,
         }
     }
 }
@@ -622,6 +759,46 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_index_goes_to_exactly_one_agent_and_thread() {
+        for (agents, threads) in [(1u64, 1usize), (3, 2), (4, 3), (16, 1)] {
+            let mut seen = vec![0u32; 1000];
+            for index in 0..agents {
+                let mut p = Plan::for_tests(
+                    "127.0.0.1:1".parse().unwrap(),
+                    Load::Closed { concurrency: 1 },
+                );
+                p.agent = Agent {
+                    count: agents,
+                    index,
+                };
+                p.threads = threads;
+                for t in 0..threads {
+                    let (first, stride) = p.thread_indices(t);
+                    let mut i = first;
+                    while i < 1000 {
+                        seen[i as usize] += 1;
+                        i += stride;
+                    }
+                }
+            }
+            assert!(
+                seen.iter().all(|&n| n == 1),
+                "{agents} agents x {threads} threads"
+            );
+            let shares: u64 = (0..agents)
+                .map(|index| {
+                    Agent {
+                        count: agents,
+                        index,
+                    }
+                    .share(1001)
+                })
+                .sum();
+            assert_eq!(shares, 1001);
+        }
+    }
 
     fn plan(load: Load) -> Plan {
         Plan::for_tests("127.0.0.1:1".parse().unwrap(), load)

@@ -16,6 +16,8 @@ pub(super) fn command(args: &FloodArgs) -> Result<(), LoadError> {
         .plan_builder(&addr, args.load(), args.duration)?
         .connections(args.connections)
         .other_fds(embedded_fds(server.as_ref()))
+        .agent(args.agent()?)
+        .start_at(args.start_at)
         .build()?;
     let out = Output {
         hlog: args.hlog.clone(),

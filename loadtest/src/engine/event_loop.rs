@@ -63,6 +63,10 @@ pub(super) struct Generator<'a> {
     intervals: Sender<Interval>,
     progress: &'a Progress,
     next_i: u64,
+    /// Between this thread's attempt indices: every thread of every agent takes its turn.
+    stride: u64,
+    /// When this thread started its first attempt.
+    pub(super) first_started: Option<Instant>,
     quota: usize,
     /// This thread's share of [`Plan::max_in_flight`].
     in_flight_max: usize,
@@ -88,11 +92,15 @@ impl<'a> Generator<'a> {
     ) -> Self {
         let share = |n: usize| n / plan.threads + usize::from(index < n % plan.threads);
         let in_flight_max = share(plan.max_in_flight).max(1);
-        // The closed loop's share, never past the in-flight bound.
+        // The closed loop's share (this agent's, then this thread's), never past the
+        // in-flight bound.
         let quota = match plan.load {
-            Load::Closed { concurrency } => share(concurrency).min(in_flight_max),
+            Load::Closed { concurrency } => {
+                share(plan.agent.share(concurrency as u64) as usize).min(in_flight_max)
+            }
             Load::Open { .. } => 0,
         };
+        let (first_i, stride) = plan.thread_indices(index);
         Generator {
             plan,
             t0,
@@ -110,7 +118,9 @@ impl<'a> Generator<'a> {
             interval_no: 0,
             intervals,
             progress,
-            next_i: index as u64,
+            next_i: first_i,
+            stride,
+            first_started: None,
             quota,
             in_flight_max,
             issuing: true,
@@ -221,11 +231,11 @@ impl<'a> Generator<'a> {
     fn stop_issuing(&mut self) {
         self.issuing = false;
         if matches!(self.plan.load, Load::Open { .. }) {
-            let planned = self.plan.planned().unwrap_or(0);
-            let threads = self.plan.threads as u64;
-            let left = planned.saturating_sub(self.next_i).div_ceil(threads);
+            let planned = self.plan.planned_total().unwrap_or(0);
+            let stride = self.stride;
+            let left = planned.saturating_sub(self.next_i).div_ceil(stride);
             if left > 0 {
-                self.next_i += left * threads;
+                self.next_i += left * stride;
                 self.rec.outcomes[Outcome::NotStarted.slot()] += left;
                 self.progress.not_started.fetch_add(left, Relaxed);
             }
@@ -257,7 +267,11 @@ impl<'a> Generator<'a> {
                 let mut n = 0;
                 while self.pool.live() < self.quota && n < START_BATCH {
                     let k = self.progress.issued.fetch_add(1, Relaxed);
-                    if self.plan.connections.is_some_and(|max| k >= max) {
+                    if self
+                        .plan
+                        .connections
+                        .is_some_and(|max| k >= self.plan.agent.share(max))
+                    {
                         self.issuing = false;
                         return Next::Idle;
                     }
@@ -299,7 +313,7 @@ impl<'a> Generator<'a> {
             // Wait for an attempt to end: events, not a spin.
             return Next::Idle;
         }
-        self.next_i += self.plan.threads as u64;
+        self.next_i += self.stride;
         self.start_scheduled(at, due.burst);
         Next::Now
     }
@@ -332,6 +346,9 @@ impl<'a> Generator<'a> {
     }
 
     fn start_at(&mut self, sched: Option<Instant>, now: Instant) -> bool {
+        if self.rec.attempts == 0 {
+            self.first_started = Some(now);
+        }
         self.rec.attempts += 1;
         self.progress.attempts.fetch_add(1, Relaxed);
         let (slot, spare) = self.pool.take();

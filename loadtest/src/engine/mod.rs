@@ -143,7 +143,7 @@ pub(crate) struct Interval {
 /// let run = RunResult {
 ///     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 ///     started_at: SystemTime::now(), elapsed: Duration::from_secs(3),
-///     active: Duration::from_secs(2), thread_cpu: Vec::new(),
+///     active: Duration::from_secs(2), thread_cpu: Vec::new(), start_lateness: None,
 /// };
 /// let report = FloodReport::build(&plan, &run, &HostFacts::default(), None, None, Vec::new());
 /// // The achieved rate is over `active` (to the last connection established), not `elapsed`.
@@ -169,6 +169,9 @@ pub struct RunResult {
     pub active: Duration,
     /// Each generator thread's CPU time over the run (`/proc/thread-self/stat`), where known.
     pub thread_cpu: Vec<Duration>,
+    /// How late the first attempt started against its scheduled time (`None` when none
+    /// started): with `--start-at`, how late this agent really began.
+    pub start_lateness: Option<Duration>,
 }
 
 /// Runs a flood to its end, calling `tick` about once a second with the progress so far and
@@ -179,9 +182,22 @@ pub fn run(
 ) -> io::Result<RunResult> {
     let progress = Arc::new(Progress::default());
     let (tx, rx) = channel();
-    // A short head start so every thread is up before the first scheduled attempt.
-    let t0 = Instant::now() + Duration::from_millis(20);
-    let started_at = SystemTime::now() + Duration::from_millis(20);
+    // A short head start so every thread is up before the first scheduled attempt; with
+    // --start-at, the wall-clock instant asked (then the monotonic clock from there).
+    let lead = match plan.start_at {
+        Some(at) => {
+            let lead = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            // Sleep to shortly before it, so the threads are up when it comes.
+            std::thread::sleep(lead.saturating_sub(Duration::from_millis(20)));
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+        None => Duration::from_millis(20),
+    };
+    let t0 = Instant::now() + lead;
+    let started_at = plan.start_at.unwrap_or_else(|| SystemTime::now() + lead);
     let mut handles = Vec::with_capacity(plan.threads);
     for index in 0..plan.threads {
         let plan = plan.clone();
@@ -196,7 +212,7 @@ pub fn run(
                 let mut t = Generator::new(&plan, index, t0, poll, tx, &progress);
                 t.run();
                 let used = cpu().zip(before).map(|(a, b)| a.saturating_sub(b));
-                (t.rec, t.last_established, used)
+                (t.rec, t.last_established, used, t.first_started)
             })?;
         handles.push(h);
     }
@@ -206,14 +222,22 @@ pub fn run(
     let mut rec = Recorder::default();
     let mut last = None;
     let mut thread_cpu = Vec::new();
+    let mut first: Option<Instant> = None;
     for h in handles {
-        let (r, l, cpu) = h
+        let (r, l, cpu, f) = h
             .join()
             .map_err(|_| io::Error::other("a generator thread panicked"))?;
         rec.merge(&r);
         last = last.max(l);
         thread_cpu.extend(cpu);
+        first = match (first, f) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
+    // How late the first attempt started against the schedule (its due time from t0).
+    let due0 = plan.due(plan.agent.index).map_or(Duration::ZERO, |d| d.at);
+    let start_lateness = first.map(|f| f.saturating_duration_since(t0 + due0));
     drop(so_far);
     if let Some(msg) = progress.fatal.lock().ok().and_then(|f| f.clone()) {
         return Err(io::Error::other(msg));
@@ -228,6 +252,7 @@ pub fn run(
         elapsed: end.saturating_duration_since(t0),
         active: last.map_or(Duration::ZERO, |l| l.saturating_duration_since(t0)),
         thread_cpu,
+        start_lateness,
     })
 }
 

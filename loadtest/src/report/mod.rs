@@ -197,7 +197,7 @@ impl Latency {
 /// # let run = |rec| RunResult {
 /// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
-/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(), start_lateness: None,
 /// # };
 /// // `plan`: a 1 s flood to 127.0.0.1:7878; `run(rec)`: a finished run that recorded `rec`.
 /// let mut rec = Recorder::default();
@@ -235,7 +235,7 @@ pub struct RetransBucket {
 /// # let run = |rec| RunResult {
 /// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
-/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(), start_lateness: None,
 /// # };
 /// // `plan`: a 1 s flood to 127.0.0.1:7878; `run(rec)`: a finished run that recorded `rec`.
 /// let at = |n: u64| Some(BTreeMap::from([("TcpExt.ListenOverflows".to_string(), n)]));
@@ -274,7 +274,7 @@ pub struct KernelDelta {
 /// # let run = |rec| RunResult {
 /// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
-/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(), start_lateness: None,
 /// # };
 /// // `plan`: 1000 a second for 1 s; `run(rec)`: a finished run that recorded `rec`.
 /// // The generator started 600 of the 1000.
@@ -339,7 +339,7 @@ pub struct GeneratorReport {
 /// # let run = |rec| RunResult {
 /// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
-/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(), start_lateness: None,
 /// # };
 /// // `run(rec)`: a finished 1 s run that recorded `rec`.
 /// let load = Load::Closed { concurrency: 8 };
@@ -419,7 +419,7 @@ impl ExchangeReport {
 /// # let run = |rec| RunResult {
 /// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
-/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(), start_lateness: None,
 /// # };
 /// // `plan`: a 1 s flood to 127.0.0.1:7878; `run(rec)`: a finished run that recorded `rec`.
 /// let why = "did not start with --expect: HTTP/1.1 503 Service Unavailable";
@@ -457,7 +457,7 @@ fn default_close() -> String {
 /// # let run = |rec| RunResult {
 /// #     rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #     started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
-/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(), start_lateness: None,
 /// # };
 /// // `plan`: a 1 s flood to 127.0.0.1:7878; `run(rec)`: a finished run that recorded `rec`.
 /// let mut rec = Recorder::default();
@@ -556,6 +556,9 @@ pub struct FloodReport {
     /// With `--tls`: what was offered and what the server did.
     #[serde(default)]
     pub tls: Option<TlsReport>,
+    /// This generator's part of a shared run (`--agents`, `--start-at`), with the run's id.
+    #[serde(default)]
+    pub agent: Option<AgentReport>,
     /// Attempts by the second they started in and how they ended (classes with a count
     /// only): a moment of the run, a server restart say, shows as what clients saw then.
     #[serde(default)]
@@ -564,6 +567,31 @@ pub struct FloodReport {
     pub generator: GeneratorReport,
     /// Observations worth a sentence (limits hit, what retransmits mean, ...).
     pub notes: Vec<String>,
+}
+
+/// One agent's part of a run several generators share.
+/// # Examples
+///
+/// ```
+/// use synack_load::report::AgentReport;
+///
+/// let a: AgentReport = serde_json::from_str(r#"{"run_id": "5be0f1d2a3c4b596", "count": 4,
+///     "index": 1, "start_at_unix_s": 1796137200.0, "start_lateness_us": 180}"#)?;
+/// assert_eq!((a.index, a.count), (1, 4));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentReport {
+    /// The run's id, the same for every agent of it (see `Plan::run_id`).
+    pub run_id: String,
+    /// Agents in the run.
+    pub count: u64,
+    /// This one.
+    pub index: u64,
+    /// `--start-at`, Unix seconds (`None`: it started at once).
+    pub start_at_unix_s: Option<f64>,
+    /// How late its first attempt started against its scheduled time, microseconds.
+    pub start_lateness_us: Option<u64>,
 }
 
 /// A flood's TLS: what the generator offered, and what the server did (from rustls after each
@@ -846,6 +874,16 @@ impl FloodReport {
             syn_retransmits_unknown: rec.retrans_unknown,
             timeouts_retransmitted: rec.timeout_retransmitted,
             per_second: per_second(rec),
+            agent: (plan.agent.count > 1 || plan.start_at.is_some()).then(|| AgentReport {
+                run_id: plan.run_id(),
+                count: plan.agent.count,
+                index: plan.agent.index,
+                start_at_unix_s: plan
+                    .start_at
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64()),
+                start_lateness_us: run.start_lateness.map(|d| d.as_micros() as u64),
+            }),
             tls: plan.tls.as_ref().map(|t| TlsReport {
                 sni: t.name.to_str().into_owned(),
                 alpn: t.options.alpn.clone(),

@@ -72,7 +72,7 @@ impl Verdict {
 /// #     let run = RunResult {
 /// #         rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #         started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
-/// #         active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// #         active: Duration::from_secs(1), thread_cpu: Vec::new(), start_lateness: None,
 /// #     };
 /// #     FloodReport::build(&plan, &run, &HostFacts::default(), None, None, Vec::new())
 /// # }
@@ -285,7 +285,7 @@ pub fn step(rep: FloodReport, rate: f64, burst: u64, p99_limit: Duration) -> Ste
 /// #     let run = RunResult {
 /// #         rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(), tls_intervals: BTreeMap::new(),
 /// #         started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
-/// #         active: Duration::from_secs(1), thread_cpu: Vec::new(),
+/// #         active: Duration::from_secs(1), thread_cpu: Vec::new(), start_lateness: None,
 /// #     };
 /// #     FloodReport::build(&plan, &run, &HostFacts::default(), None, None, Vec::new())
 /// # }
@@ -564,6 +564,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             active: Duration::from_secs(1),
             thread_cpu: vec![Duration::from_millis(990)],
+            start_lateness: None,
         };
         let counters = |o: i64| {
             Some(BTreeMap::from([(

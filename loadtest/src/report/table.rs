@@ -152,6 +152,17 @@ pub fn render(r: &FloodReport) -> String {
             String::new()
         }
     );
+    if let Some(a) = &r.agent {
+        let _ = writeln!(
+            s,
+            "  agent {} of {} (run {}): its part of the schedule; first attempt {} after its time",
+            a.index,
+            a.count,
+            a.run_id,
+            a.start_lateness_us
+                .map_or_else(|| "never started".to_string(), |us| format!("{us} us"))
+        );
+    }
     if let Some(t) = &r.tls {
         let _ = writeln!(
             s,

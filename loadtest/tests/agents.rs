@@ -1,0 +1,115 @@
+//! Several generators sharing one run (`--agents N --agent-index I --start-at T`): their
+//! schedules add up exactly to the single-host one, they share the run's id, and each says how
+//! late it started. (The multi-namespace run and `merge` of their reports are for later.)
+
+mod common;
+
+use std::process::Command;
+
+use common::{greeting_server, serial, tmp};
+use synack_load::report::FloodReport;
+
+fn run_agents(addr: &str, n: u64, args: &[&str], name: &str) -> Vec<FloodReport> {
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 1.5;
+    let start = format!("{start:.3}");
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            let json = tmp(&format!("{name}-{i}.json"));
+            let child = Command::new(env!("CARGO_BIN_EXE_synack-load"))
+                .args(["flood", addr, "--quiet", "--threads", "1", "--json"])
+                .arg(&json)
+                .args(["--agents", &n.to_string(), "--agent-index", &i.to_string()])
+                .args(["--start-at", &start])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (json, child)
+        })
+        .collect::<Vec<_>>();
+    children
+        .into_iter()
+        .map(|(json, child)| {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn three_agents_add_up_to_the_single_host_schedule() {
+    let _g = serial();
+    let server = greeting_server();
+    let addr = server.local_addr().to_string();
+    // Open loop with bursts: 2 s of 500/s plus 101 at each second, over three agents.
+    let reps = std::thread::scope(|s| {
+        s.spawn(|| {
+            run_agents(
+                &addr,
+                3,
+                &["--rate", "500", "--burst", "101", "--duration", "2s"],
+                "open",
+            )
+        })
+        .join()
+        .unwrap()
+    });
+    let total: u64 = reps.iter().map(|r| r.attempts).sum();
+    assert_eq!(
+        total,
+        2 * (500 + 101),
+        "the union is the single-host schedule"
+    );
+    let ids: Vec<&str> = reps
+        .iter()
+        .map(|r| r.agent.as_ref().unwrap().run_id.as_str())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    for r in &reps {
+        let a = r.agent.as_ref().unwrap();
+        assert!(a.start_lateness_us.is_some(), "{a:?}");
+        assert_eq!(a.count, 3);
+    }
+    // Closed loop with --connections 100: 34, 33, 33.
+    let reps = run_agents(
+        &addr,
+        3,
+        &["--concurrency", "4", "--connections", "100"],
+        "closed",
+    );
+    let mut got: Vec<u64> = reps.iter().map(|r| r.attempts).collect();
+    got.sort_unstable();
+    assert_eq!(got, [33, 33, 34]);
+    drop(server);
+}
+
+#[test]
+fn a_start_time_past_and_an_index_out_of_range_are_refused() {
+    for args in [
+        &["--start-at", "2020-01-01T00:00:00Z"][..],
+        &["--start-at", "yesterday"][..],
+        &["--agents", "2", "--agent-index", "2"][..],
+    ] {
+        let out = common::bin()
+            .args(["flood", "127.0.0.1:9", "--connections", "1"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--start-at") || err.contains("--agent-index"),
+            "{err}"
+        );
+    }
+}
