@@ -272,7 +272,11 @@ mod tests {
         let a = w1.as_raw_fd();
         let b = w2.as_raw_fd();
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", &format!("echo one >&{b}; echo two >&{a}")]);
+        // Through /proc (dash's `>&N` takes one digit; the numbers here may have two).
+        cmd.args([
+            "-c",
+            &format!("echo one > /proc/self/fd/{b} && echo two > /proc/self/fd/{a}"),
+        ]);
         let mut child = spawn_with_fds(&mut cmd, &[(a, b), (b, a)]).unwrap();
         assert!(child.wait().unwrap().success());
         drop((w1, w2));
