@@ -14,7 +14,7 @@ fn run_agents(addr: &str, n: u64, args: &[&str], name: &str) -> Vec<FloodReport>
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-        + 1.5;
+        + 3.0;
     let start = format!("{start:.3}");
     let children: Vec<_> = (0..n)
         .map(|i| {
