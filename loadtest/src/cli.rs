@@ -109,9 +109,16 @@ pub struct DiagnoseArgs {
 /// ```
 #[derive(Debug, Args)]
 pub struct MergeArgs {
-    /// Interval log files written with --hlog.
+    /// Interval logs written with --hlog, or JSON reports written with --json by the agents
+    /// of one run (--agents): one kind at a time.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// With JSON reports: also write the merged report as JSON (schema synack-load/merge/1).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// With JSON reports: also write DIR/report.html for the whole run.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
 }
 
 /// How connections close.

@@ -9,6 +9,10 @@ use std::process::Command;
 use common::{greeting_server, serial, tmp};
 use synack_load::report::FloodReport;
 
+fn json_of(name: &str, i: u64) -> std::path::PathBuf {
+    tmp(&format!("{name}-{i}.json"))
+}
+
 fn run_agents(addr: &str, n: u64, args: &[&str], name: &str) -> Vec<FloodReport> {
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -18,7 +22,7 @@ fn run_agents(addr: &str, n: u64, args: &[&str], name: &str) -> Vec<FloodReport>
     let start = format!("{start:.3}");
     let children: Vec<_> = (0..n)
         .map(|i| {
-            let json = tmp(&format!("{name}-{i}.json"));
+            let json = json_of(name, i);
             let child = Command::new(env!("CARGO_BIN_EXE_synack-load"))
                 .args(["flood", addr, "--quiet", "--threads", "1", "--json"])
                 .arg(&json)
@@ -80,6 +84,40 @@ fn three_agents_add_up_to_the_single_host_schedule() {
         assert!(a.start_lateness_us.is_some(), "{a:?}");
         assert_eq!(a.count, 3);
     }
+    // Merged: counts summed exactly, percentiles from the merged histograms.
+    let merged_json = tmp("open-merged.json");
+    let files: Vec<_> = (0..3).map(|i| json_of("open", i)).collect();
+    let out = common::bin()
+        .arg("merge")
+        .args(&files)
+        .arg("--json")
+        .arg(&merged_json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: synack_load::report::merge::MergedReport =
+        serde_json::from_str(&std::fs::read_to_string(&merged_json).unwrap()).unwrap();
+    assert_eq!(m.total.attempts, 2 * (500 + 101));
+    assert_eq!(m.agents.len(), 3);
+    assert_eq!(m.run_id.as_deref(), Some(ids[0]));
+    let mut union = synack_load::record::latency_histogram();
+    for r in &reps {
+        let h = synack_load::report::hlog::decode_histogram(&r.histograms["connect"]).unwrap();
+        union.add(&h).unwrap();
+    }
+    let p = synack_load::report::Percentiles::of(&union);
+    assert_eq!(
+        m.total.latency_us["connect"], p,
+        "merged percentiles are the union's"
+    );
+    assert_eq!(
+        m.total.outcomes["ok"],
+        reps.iter().map(|r| r.outcomes["ok"]).sum::<u64>()
+    );
     // Closed loop with --connections 100: 34, 33, 33.
     let reps = run_agents(
         &addr,
@@ -90,6 +128,19 @@ fn three_agents_add_up_to_the_single_host_schedule() {
     let mut got: Vec<u64> = reps.iter().map(|r| r.attempts).collect();
     got.sort_unstable();
     assert_eq!(got, [33, 33, 34]);
+    // A report of another run does not merge with these: named.
+    let out = common::bin()
+        .arg("merge")
+        .arg(json_of("open", 0))
+        .arg(json_of("closed", 1))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("closed-1.json") && err.contains("different runs"),
+        "{err}"
+    );
     drop(server);
 }
 

@@ -7,6 +7,36 @@ use crate::error::LoadError;
 use crate::report::{Percentiles, hlog};
 
 pub(super) fn command(args: &MergeArgs) -> Result<(), LoadError> {
+    if let Some(f) = args.files.iter().find(|f| !f.is_file()) {
+        return Err(LoadError::Usage(format!(
+            "merge: {}: no such file (give --hlog logs or --json reports)",
+            f.display()
+        )));
+    }
+    let json: Vec<bool> = args
+        .files
+        .iter()
+        .map(|f| {
+            std::fs::read(f)
+                .ok()
+                .and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()).copied())
+                == Some(b'{')
+        })
+        .collect();
+    if json.iter().all(|j| *j) {
+        return merge_reports(args);
+    }
+    if let Some(i) = json.iter().position(|j| *j) {
+        return Err(LoadError::Usage(format!(
+            "merge: {} is a JSON report and the others interval logs: merge one kind at a time",
+            args.files[i].display()
+        )));
+    }
+    if args.json.is_some() || args.report.is_some() {
+        return Err(LoadError::Usage(
+            "merge: --json and --report go with JSON reports, not interval logs".into(),
+        ));
+    }
     let merged = hlog::merge(&args.files).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => LoadError::Usage(format!("merge: {e}")),
         _ => LoadError::io("merge", e),
@@ -28,6 +58,20 @@ pub(super) fn command(args: &MergeArgs) -> Result<(), LoadError> {
             p.p999,
             p.max
         );
+    }
+    Ok(())
+}
+
+fn merge_reports(args: &MergeArgs) -> Result<(), LoadError> {
+    let m = crate::report::merge::merge_files(&args.files)?;
+    print!("{}", crate::report::merge::render(&m));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&m).map_err(|e| LoadError::Run(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| LoadError::io(path.display().to_string(), e))?;
+    }
+    if let Some(dir) = &args.report {
+        crate::report::html::write_flood(dir, &m.total)
+            .map_err(|e| LoadError::io(dir.display().to_string(), e))?;
     }
     Ok(())
 }

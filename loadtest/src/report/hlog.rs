@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::interval_log::{
     IntervalLogHistogram, IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
 };
-use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 
 use crate::record::latency_histogram;
 
@@ -176,4 +176,38 @@ pub fn merge(paths: &[impl AsRef<Path>]) -> io::Result<BTreeMap<String, Merged>>
         }
     }
     Ok(out)
+}
+
+/// A histogram as text, for a JSON report: HdrHistogram's V2 deflate encoding in base64 (the
+/// same encoding an interval log carries).
+///
+/// ```
+/// use synack_load::report::hlog::{decode_histogram, encode_histogram};
+///
+/// let mut h = synack_load::record::latency_histogram();
+/// h.record(250).unwrap();
+/// let back = decode_histogram(&encode_histogram(&h)).unwrap();
+/// assert_eq!(back.len(), 1);
+/// assert_eq!(back.max(), h.max());
+/// ```
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    if V2DeflateSerializer::new().serialize(h, &mut bytes).is_err() {
+        return String::new();
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Reads back what [`encode_histogram`] wrote.
+///
+/// # Errors
+///
+/// A message for text that is not base64 or not an encoded histogram.
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("not base64: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut io::Cursor::new(bytes))
+        .map_err(|e| format!("not an encoded histogram: {e:?}"))
 }

@@ -5,6 +5,7 @@ pub mod charts;
 pub mod diagnose;
 pub mod hlog;
 pub mod html;
+pub mod merge;
 pub mod sweep;
 pub mod table;
 pub mod tune;
@@ -559,6 +560,10 @@ pub struct FloodReport {
     /// This generator's part of a shared run (`--agents`, `--start-at`), with the run's id.
     #[serde(default)]
     pub agent: Option<AgentReport>,
+    /// Each latency of `latency_us` as its whole histogram (HdrHistogram V2 deflate, base64),
+    /// so that reports of several agents merge exactly (`synack-load merge`).
+    #[serde(default)]
+    pub histograms: BTreeMap<String, String>,
     /// Attempts by the second they started in and how they ended (classes with a count
     /// only): a moment of the run, a server restart say, shows as what clients saw then.
     #[serde(default)]
@@ -763,6 +768,7 @@ impl FloodReport {
         };
         let open = mode == "open";
         let mut latency_us = BTreeMap::new();
+        let mut histograms = BTreeMap::new();
         let answers = plan.answer != Answer::Ignored || plan.expect.is_some();
         for (l, h, kept) in [
             (Latency::Connect, &rec.connect, true),
@@ -787,6 +793,7 @@ impl FloodReport {
         ] {
             if kept {
                 latency_us.insert(l.name().to_string(), Percentiles::of(h));
+                histograms.insert(l.name().to_string(), hlog::encode_histogram(h));
             }
         }
         let syn_retransmits = rec
@@ -874,6 +881,7 @@ impl FloodReport {
             syn_retransmits_unknown: rec.retrans_unknown,
             timeouts_retransmitted: rec.timeout_retransmitted,
             per_second: per_second(rec),
+            histograms,
             agent: (plan.agent.count > 1 || plan.start_at.is_some()).then(|| AgentReport {
                 run_id: plan.run_id(),
                 count: plan.agent.count,

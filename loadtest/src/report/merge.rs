@@ -1,0 +1,267 @@
+//! Several agents' flood reports of one run merged into one: counts and outcomes summed
+//! exactly, latency percentiles from the merged histograms (each report carries its own), the
+//! offered and achieved rates of the whole, and a row per agent (its start lateness, whether
+//! it delivered its part, its host's kernel counters). Reports of different runs or schema
+//! versions are refused, naming the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::hlog::{decode_histogram, encode_histogram};
+use super::{FloodReport, KernelDelta, Percentiles, SCHEMA, SecondOutcomes, log_buckets};
+use crate::error::LoadError;
+
+/// The merge's JSON schema.
+pub const MERGE_SCHEMA: &str = "synack-load/merge/1";
+
+/// One agent of a merged run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRow {
+    /// The report it came from.
+    pub file: PathBuf,
+    /// Its agent index (0 for a report without one).
+    pub index: u64,
+    /// How late its first attempt started, microseconds.
+    pub start_lateness_us: Option<u64>,
+    /// Its attempts and `ok`s.
+    pub attempts: u64,
+    /// Of those, ok.
+    pub ok: u64,
+    /// Whether it delivered its part of the load (the generator's own verdict).
+    pub delivered: bool,
+    /// Why not, if not.
+    pub reasons: Vec<String>,
+    /// Its host's kernel counters over its run (host-wide on that host).
+    pub kernel: Option<KernelDelta>,
+}
+
+/// A merged run: the whole as one flood report, and a row per agent.
+///
+/// ```
+/// use synack_load::report::merge::MergedReport;
+///
+/// // The shape of `synack-load merge --json`: the whole, then the agents.
+/// let fields = ["schema", "run_id", "agents", "total"];
+/// # let _ = fields;
+/// # let _: Option<MergedReport> = None;
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergedReport {
+    /// [`MERGE_SCHEMA`].
+    pub schema: String,
+    /// The run's id, the same in every report merged (`None` for reports without one).
+    pub run_id: Option<String>,
+    /// One row per report, by agent index.
+    pub agents: Vec<AgentRow>,
+    /// The whole run, as a flood report (its rates those of the whole).
+    pub total: FloodReport,
+}
+
+/// Reads and merges flood reports (JSON, `--json`).
+///
+/// # Errors
+///
+/// [`LoadError::Usage`] naming the file: one that cannot be read or is not a flood report,
+/// of another schema version, of another run (its run id differs), or without histograms.
+pub fn merge_files(files: &[PathBuf]) -> Result<MergedReport, LoadError> {
+    let mut reports = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| LoadError::Usage(format!("merge: {}: {e}", f.display())))?;
+        let rep: FloodReport = serde_json::from_str(&text).map_err(|e| {
+            LoadError::Usage(format!(
+                "merge: {}: not a synack-load flood report ({e})",
+                f.display()
+            ))
+        })?;
+        reports.push((f.clone(), rep));
+    }
+    merge(reports)
+}
+
+fn bad(f: &Path, why: String) -> LoadError {
+    LoadError::Usage(format!("merge: {}: {why}", f.display()))
+}
+
+/// Merges reports already read.
+///
+/// # Errors
+///
+/// As [`merge_files`].
+pub fn merge(mut reports: Vec<(PathBuf, FloodReport)>) -> Result<MergedReport, LoadError> {
+    let Some((first_file, first)) = reports.first().cloned() else {
+        return Err(LoadError::Usage("merge: no report given".into()));
+    };
+    let run_id = first.agent.as_ref().map(|a| a.run_id.clone());
+    for (f, r) in &reports {
+        if r.schema != SCHEMA {
+            return Err(bad(
+                f,
+                format!("schema {} where {SCHEMA} is merged", r.schema),
+            ));
+        }
+        let id = r.agent.as_ref().map(|a| a.run_id.clone());
+        if id != run_id {
+            return Err(bad(
+                f,
+                format!(
+                    "run {} where {} is run {}: reports of different runs do not merge",
+                    id.as_deref().unwrap_or("(none)"),
+                    first_file.display(),
+                    run_id.as_deref().unwrap_or("(none)")
+                ),
+            ));
+        }
+        if r.histograms.is_empty() {
+            return Err(bad(
+                f,
+                "no histograms in it (written before they were kept?)".into(),
+            ));
+        }
+    }
+    reports.sort_by_key(|(_, r)| r.agent.as_ref().map_or(0, |a| a.index));
+    let mut total = first.clone();
+    let mut hists: BTreeMap<String, hdrhistogram::Histogram<u64>> = BTreeMap::new();
+    let mut per_second: BTreeMap<u64, SecondOutcomes> = BTreeMap::new();
+    let sum = |a: &mut BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
+        for (k, v) in b {
+            *a.entry(k.clone()).or_default() += v;
+        }
+    };
+    total.attempts = 0;
+    total.established = 0;
+    total.achieved_rate = 0.0;
+    total.offered_rate = None;
+    total.outcomes.values_mut().for_each(|v| *v = 0);
+    total.other_errors.clear();
+    total.http_statuses.clear();
+    total.syn_retransmits_unknown = 0;
+    total.timeouts_retransmitted = 0;
+    for b in &mut total.syn_retransmits {
+        b.connections = 0;
+    }
+    total.kernel = None;
+    total.notes.clear();
+    let mut agents = Vec::new();
+    for (f, r) in &reports {
+        total.attempts += r.attempts;
+        total.established += r.established;
+        total.achieved_rate += r.achieved_rate;
+        total.offered_rate = match (total.offered_rate, r.offered_rate) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        sum(&mut total.outcomes, &r.outcomes);
+        sum(&mut total.other_errors, &r.other_errors);
+        sum(&mut total.http_statuses, &r.http_statuses);
+        total.syn_retransmits_unknown += r.syn_retransmits_unknown;
+        total.timeouts_retransmitted += r.timeouts_retransmitted;
+        for (a, b) in total.syn_retransmits.iter_mut().zip(&r.syn_retransmits) {
+            a.connections += b.connections;
+        }
+        for (name, text) in &r.histograms {
+            let h = decode_histogram(text).map_err(|e| bad(f, format!("histogram {name}: {e}")))?;
+            match hists.get_mut(name) {
+                Some(have) => {
+                    let _ = have.add(&h);
+                }
+                None => {
+                    hists.insert(name.clone(), h);
+                }
+            }
+        }
+        for s in &r.per_second {
+            let e = per_second
+                .entry(s.second)
+                .or_insert_with(|| SecondOutcomes {
+                    second: s.second,
+                    started: 0,
+                    outcomes: BTreeMap::new(),
+                });
+            e.started += s.started;
+            sum(&mut e.outcomes, &s.outcomes);
+        }
+        for n in &r.notes {
+            total.notes.push(format!(
+                "agent {}: {n}",
+                r.agent.as_ref().map_or(0, |a| a.index)
+            ));
+        }
+        agents.push(AgentRow {
+            file: f.clone(),
+            index: r.agent.as_ref().map_or(0, |a| a.index),
+            start_lateness_us: r.agent.as_ref().and_then(|a| a.start_lateness_us),
+            attempts: r.attempts,
+            ok: r.outcomes.get("ok").copied().unwrap_or(0),
+            delivered: r.generator.delivered,
+            reasons: r.generator.reasons.clone(),
+            kernel: r.kernel.clone(),
+        });
+    }
+    total.latency_us = hists
+        .iter()
+        .map(|(k, h)| (k.clone(), Percentiles::of(h)))
+        .collect();
+    if let Some(c) = hists.get("connect") {
+        total.connect_buckets = log_buckets(c);
+    }
+    total.histograms = hists
+        .iter()
+        .map(|(k, h)| (k.clone(), encode_histogram(h)))
+        .collect();
+    total.per_second = per_second.into_values().collect();
+    total.generator.delivered = agents.iter().all(|a| a.delivered);
+    total.agent = None;
+    Ok(MergedReport {
+        schema: MERGE_SCHEMA.into(),
+        run_id,
+        agents,
+        total,
+    })
+}
+
+/// The merged run as text: the whole as a flood table, then a row per agent.
+pub fn render(m: &MergedReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "merged {} reports of run {}:\n",
+        m.agents.len(),
+        m.run_id.as_deref().unwrap_or("(no run id)")
+    );
+    s.push_str(&super::table::render(&m.total));
+    let _ = writeln!(
+        s,
+        "\n  agents (each row is that agent's own; kernel counters are host-wide on its host)"
+    );
+    for a in &m.agents {
+        let _ = writeln!(
+            s,
+            "    agent {:>3}: {:>9} attempts, {:>9} ok, started {} late, {}{}",
+            a.index,
+            a.attempts,
+            a.ok,
+            a.start_lateness_us
+                .map_or_else(|| "?".to_string(), |us| format!("{us} us")),
+            if a.delivered {
+                "delivered"
+            } else {
+                "GENERATOR-BOUND"
+            },
+            a.kernel
+                .as_ref()
+                .map(|k| {
+                    let over = k
+                        .counters
+                        .get("TcpExt.ListenOverflows")
+                        .copied()
+                        .unwrap_or(0);
+                    let retr = k.counters.get("Tcp.RetransSegs").copied().unwrap_or(0);
+                    format!("; its host: ListenOverflows {over:+}, RetransSegs {retr:+}")
+                })
+                .unwrap_or_default()
+        );
+    }
+    s
+}
