@@ -144,6 +144,16 @@ pub fn merge(mut reports: Vec<(PathBuf, FloodReport)>) -> Result<MergedReport, L
     }
     total.kernel = None;
     total.notes.clear();
+    let g = &mut total.generator;
+    g.scheduled = None;
+    g.started = 0;
+    g.not_started = 0;
+    g.late = 0;
+    g.offered_rate = None;
+    g.started_rate = 0.0;
+    g.peak_in_flight = 0;
+    g.thread_busy.clear();
+    g.turn_max_us = 0;
     let mut agents = Vec::new();
     for (f, r) in &reports {
         total.attempts += r.attempts;
@@ -156,6 +166,22 @@ pub fn merge(mut reports: Vec<(PathBuf, FloodReport)>) -> Result<MergedReport, L
         sum(&mut total.outcomes, &r.outcomes);
         sum(&mut total.other_errors, &r.other_errors);
         sum(&mut total.http_statuses, &r.http_statuses);
+        let (g, rg) = (&mut total.generator, &r.generator);
+        g.scheduled = match (g.scheduled, rg.scheduled) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        g.started += rg.started;
+        g.not_started += rg.not_started;
+        g.late += rg.late;
+        g.offered_rate = match (g.offered_rate, rg.offered_rate) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        g.started_rate += rg.started_rate;
+        g.peak_in_flight += rg.peak_in_flight;
+        g.thread_busy.extend(&rg.thread_busy);
+        g.turn_max_us = g.turn_max_us.max(rg.turn_max_us);
         total.syn_retransmits_unknown += r.syn_retransmits_unknown;
         total.timeouts_retransmitted += r.timeouts_retransmitted;
         for (a, b) in total.syn_retransmits.iter_mut().zip(&r.syn_retransmits) {
@@ -212,7 +238,22 @@ pub fn merge(mut reports: Vec<(PathBuf, FloodReport)>) -> Result<MergedReport, L
         .map(|(k, h)| (k.clone(), encode_histogram(h)))
         .collect();
     total.per_second = per_second.into_values().collect();
-    total.generator.delivered = agents.iter().all(|a| a.delivered);
+    let bound: Vec<String> = agents
+        .iter()
+        .filter(|a| !a.delivered)
+        .map(|a| a.index.to_string())
+        .collect();
+    total.generator.delivered = bound.is_empty();
+    total.generator.start_lag_p99_us = total.latency_us.get("start_lag").map(|p| p.p99);
+    total.generator.reasons = if bound.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "agents {} of {} did not deliver their part (their rows below, and their notes, say why)",
+            bound.join(", "),
+            agents.len()
+        )]
+    };
     total.agent = None;
     Ok(MergedReport {
         schema: MERGE_SCHEMA.into(),
