@@ -173,3 +173,135 @@ fn a_start_time_past_and_an_index_out_of_range_are_refused() {
         );
     }
 }
+
+/// `ip netns exec NS ARGS...` as a command.
+fn in_ns(ns: &common::Netns, program: &std::path::Path) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns.0]).arg(program);
+    c
+}
+
+#[test]
+fn agents_in_their_own_namespaces_merge_to_the_schedule() {
+    let test = "agents_in_their_own_namespaces_merge_to_the_schedule";
+    if !synack_sys::is_root() {
+        return common::skip_or_fail(test, "needs root for network namespaces");
+    }
+    let _g = serial();
+    let tag = std::process::id() % 100_000;
+    let name = |k: &str| format!("syag{tag}{k}");
+    // The server's namespace holds a bridge; each agent's joins it by a veth pair, with an
+    // address of its own.
+    let srv = match common::ip(&["netns", "add", &name("s")]) {
+        Ok(()) => common::Netns(name("s")),
+        Err(why) => return common::skip_or_fail(test, &format!("ip netns add: {why}")),
+    };
+    let ip = |args: &[&str]| common::ip(args).unwrap_or_else(|e| panic!("ip {args:?}: {e}"));
+    ip(&["-n", &srv.0, "link", "set", "lo", "up"]);
+    ip(&["-n", &srv.0, "link", "add", "br0", "type", "bridge"]);
+    ip(&["-n", &srv.0, "addr", "add", "10.77.0.1/24", "dev", "br0"]);
+    ip(&["-n", &srv.0, "link", "set", "br0", "up"]);
+    let mut agents = Vec::new();
+    for k in 0..3 {
+        let ns = name(&format!("a{k}"));
+        ip(&["netns", "add", &ns]);
+        let ns = common::Netns(ns);
+        let (inner, outer) = (format!("ag{k}"), format!("sv{tag}{k}"));
+        ip(&[
+            "link", "add", &inner, "netns", &ns.0, "type", "veth", "peer", "name", &outer, "netns",
+            &srv.0,
+        ]);
+        ip(&["-n", &srv.0, "link", "set", &outer, "master", "br0", "up"]);
+        ip(&[
+            "-n",
+            &ns.0,
+            "addr",
+            "add",
+            &format!("10.77.0.{}/24", 10 + k),
+            "dev",
+            &inner,
+        ]);
+        ip(&["-n", &ns.0, "link", "set", &inner, "up"]);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        agents.push(ns);
+    }
+    let mut server = in_ns(&srv, &common::greeting_bin())
+        .args(["--addr", "10.77.0.1:7878", "--workers", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Up when an agent's namespace reaches it.
+    common::wait_for(|| {
+        in_ns(&agents[0], std::path::Path::new("bash"))
+            .args(["-c", "exec 3<>/dev/tcp/10.77.0.1/7878"])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 3.0;
+    let start = format!("{start:.3}");
+    let children: Vec<_> = agents
+        .iter()
+        .enumerate()
+        .map(|(k, ns)| {
+            let json = json_of("netns", k as u64);
+            let child = in_ns(ns, std::path::Path::new(env!("CARGO_BIN_EXE_synack-load")))
+                .args([
+                    "flood",
+                    "10.77.0.1:7878",
+                    "--rate",
+                    "300",
+                    "--duration",
+                    "2s",
+                ])
+                .args(["--expect", "hello", "--threads", "1", "--quiet", "--json"])
+                .arg(&json)
+                .args([
+                    "--agents",
+                    "3",
+                    "--agent-index",
+                    &k.to_string(),
+                    "--start-at",
+                    &start,
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (json, child)
+        })
+        .collect();
+    let files: Vec<_> = children
+        .into_iter()
+        .map(|(json, child)| {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            json
+        })
+        .collect();
+    let _ = server.kill();
+    let _ = server.wait();
+    let m = synack_load::report::merge::merge_files(&files).unwrap();
+    assert_eq!(
+        m.total.attempts, 600,
+        "300/s for 2 s, split over three namespaces"
+    );
+    assert_eq!(m.total.outcomes["ok"], 600, "{:?}", m.total.outcomes);
+    for a in &m.agents {
+        assert!(a.start_lateness_us.is_some(), "{a:?}");
+        eprintln!(
+            "{test}: agent {} started {:?} us late",
+            a.index, a.start_lateness_us
+        );
+    }
+    drop(agents);
+    drop(srv);
+}

@@ -10,12 +10,11 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use common::{Netns, ip, serial, skip_or_fail, tmp};
+use common::{Netns, greeting_bin, ip, serial, skip_or_fail, tmp};
 use synack_load::report::FloodReport;
 
 /// The classes a server (not the generator) is to blame for.
@@ -29,35 +28,6 @@ const SERVER_FAILURES: [&str; 8] = [
     "unreachable",
     "other",
 ];
-
-/// `examples/greeting`, built beside this test (cargo builds the workspace's examples for
-/// `cargo test --workspace`; built here when only this test was).
-fn greeting_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = profile_dir.join("examples").join("greeting");
-    if !bin.exists() {
-        let target = profile_dir.parent().unwrap();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "-p",
-            "synack",
-            "--example",
-            "greeting",
-            "--target-dir",
-        ])
-        .arg(target);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        assert!(
-            cmd.status().unwrap().success(),
-            "cannot build examples/greeting"
-        );
-    }
-    bin
-}
 
 /// A greeting server (and the processes it hands over to): their shared stdout and stderr,
 /// line by line.

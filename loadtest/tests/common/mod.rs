@@ -113,3 +113,32 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
 }
+
+/// `examples/greeting`, built beside this test (cargo builds the workspace's examples for
+/// `cargo test --workspace`; built here when only this test was).
+pub fn greeting_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let bin = profile_dir.join("examples").join("greeting");
+    if !bin.exists() {
+        let target = profile_dir.parent().unwrap();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "-p",
+            "synack",
+            "--example",
+            "greeting",
+            "--target-dir",
+        ])
+        .arg(target);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().unwrap().success(),
+            "cannot build examples/greeting"
+        );
+    }
+    bin
+}
