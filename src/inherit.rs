@@ -89,6 +89,8 @@ pub(crate) struct InheritedListener {
     pub member: Option<usize>,
     /// The socket-activation name (`LISTEN_FDNAMES`), if any.
     pub name: Option<String>,
+    /// The backlog the old process asked for (a handoff's), to say when this one differs.
+    pub backlog: Option<u32>,
 }
 
 /// What a handoff's new process owes the old one.
@@ -272,6 +274,7 @@ fn take_records(recs: Vec<Record>) -> Vec<InheritedListener> {
                 position,
                 member: r.member,
                 name: None,
+                backlog: Some(r.backlog),
             }),
             Err(e) => {
                 tracing::warn!(target: "synack::handoff", fd = r.fd, addr = %r.addr, error = %e, "cannot take an inherited listener")
@@ -339,6 +342,7 @@ fn take_activation(list: Vec<(RawFd, Option<String>)>) -> Vec<InheritedListener>
                 position,
                 member: None,
                 name,
+                backlog: None,
             }),
             _ => {
                 // Not ours to serve (a UNIX or datagram socket): kept open, untouched, so

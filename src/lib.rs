@@ -101,8 +101,8 @@ pub use limit::OverloadPolicy;
 pub use listener::{Keepalive, ListenerInfo, ListenerOrigin, MAX_BACKLOG};
 pub use sampler::QueueSample;
 pub use server::{Server, ShutdownReport, shutdown_signal};
-pub use stats::{AcceptErrorKind, AcceptErrors, ListenerStats, Stats};
-pub use tls::{TlsFailures, TlsInfo, TlsStats};
+pub use stats::{AcceptErrorKind, AcceptErrors, ListenerStats, Stats, TlsFailures, TlsStats};
+pub use tls::TlsInfo;
 pub use worker::HandlerOutput;
 
 /// Internals the micro-benchmarks (`benches/hot_path.rs`) measure in isolation. Not part of

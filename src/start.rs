@@ -176,6 +176,10 @@ fn open_listeners(
             },
             Source::Systemd => ListenerOrigin::SocketActivation { name: l.name },
         };
+        if let Some(b) = l.backlog.filter(|b| *b != s.opts.backlog) {
+            tracing::info!(target: "synack::handoff", addr = %l.addr, old_backlog = b,
+                backlog = s.opts.backlog, "inherited listener: its backlog changes with this process");
+        }
         let index = out.len();
         out.push(listener::adopt(l.sock, &s.opts, index, acceptor, origin)?);
         Ok::<(), Error>(())

@@ -8,7 +8,8 @@
 //! where the backlog applies. A handshake that takes longer than
 //! [`handshake_timeout`](crate::ServerBuilder::handshake_timeout) is closed and counted.
 //! The handler then gets the TLS stream through the same [`Connection`](crate::Connection),
-//! with what was negotiated in [`ConnInfo::tls`](crate::ConnInfo::tls).
+//! with what was negotiated in [`ConnInfo::tls`](crate::ConnInfo::tls); what the handshakes did
+//! is counted in [`Stats::tls`](crate::Stats::tls).
 
 use std::time::Duration;
 
@@ -46,76 +47,6 @@ impl TlsInfo {
         self.alpn
             .as_deref()
             .and_then(|a| std::str::from_utf8(a).ok())
-    }
-}
-
-/// Why TLS handshakes failed, counted by kind: in [`Stats::tls`](crate::Stats::tls).
-/// # Examples
-///
-/// ```
-/// let f = synack::TlsFailures::default();
-/// assert_eq!(f.total(), 0);
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TlsFailures {
-    /// Not done within the handshake timeout (a client that never finishes, a stall).
-    pub timeout: u64,
-    /// A protocol error or an alert: no common version or cipher suite, bad messages.
-    pub protocol: u64,
-    /// A certificate the peer refused (its alert says so), or a client certificate refused.
-    pub certificate: u64,
-    /// The connection failed under the handshake (the peer closed or reset it).
-    pub io: u64,
-}
-
-impl TlsFailures {
-    /// Every failed handshake.
-    pub fn total(&self) -> u64 {
-        self.timeout + self.protocol + self.certificate + self.io
-    }
-}
-
-/// The TLS handshakes of a server: in [`Stats::tls`](crate::Stats::tls).
-/// # Examples
-///
-/// ```
-/// use tokio::io::AsyncWriteExt;
-///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let server = synack::Server::builder()
-///     .bind("127.0.0.1:0")?
-///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
-/// let tls = server.stats().tls;
-/// // A plain-TCP server does no handshakes.
-/// assert_eq!(tls.handshakes + tls.failed.total(), 0);
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct TlsStats {
-    /// Handshakes done (full and resumed).
-    pub handshakes: u64,
-    /// Of those, resumed.
-    pub resumed: u64,
-    /// Handshakes that failed, by kind (each closed its connection).
-    pub failed: TlsFailures,
-    /// Handshakes in progress now.
-    pub in_progress: u64,
-    /// Handshake latency, microseconds (done ones).
-    pub handshake_us: hdrhistogram::Histogram<u64>,
-}
-
-impl Default for TlsStats {
-    fn default() -> Self {
-        TlsStats {
-            handshakes: 0,
-            resumed: 0,
-            failed: TlsFailures::default(),
-            in_progress: 0,
-            handshake_us: crate::stats::latency_histogram(),
-        }
     }
 }
 

@@ -13,7 +13,15 @@ fn json_of(name: &str, i: u64) -> std::path::PathBuf {
     tmp(&format!("{name}-{i}.json"))
 }
 
-fn run_agents(addr: &str, n: u64, args: &[&str], name: &str) -> Vec<FloodReport> {
+/// Runs `n` agents of one flood of `addr` (a shared start 3 s ahead), each started by
+/// `launch(i)` (the synack-load binary, or it inside a namespace); their JSON report files.
+fn run_agents_via(
+    addr: &str,
+    n: u64,
+    args: &[&str],
+    name: &str,
+    launch: impl Fn(u64) -> Command,
+) -> Vec<std::path::PathBuf> {
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -23,7 +31,7 @@ fn run_agents(addr: &str, n: u64, args: &[&str], name: &str) -> Vec<FloodReport>
     let children: Vec<_> = (0..n)
         .map(|i| {
             let json = json_of(name, i);
-            let child = Command::new(env!("CARGO_BIN_EXE_synack-load"))
+            let child = launch(i)
                 .args(["flood", addr, "--quiet", "--threads", "1", "--json"])
                 .arg(&json)
                 .args(["--agents", &n.to_string(), "--agent-index", &i.to_string()])
@@ -45,9 +53,18 @@ fn run_agents(addr: &str, n: u64, args: &[&str], name: &str) -> Vec<FloodReport>
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+            json
         })
         .collect()
+}
+
+fn run_agents(addr: &str, n: u64, args: &[&str], name: &str) -> Vec<FloodReport> {
+    run_agents_via(addr, n, args, name, |_| {
+        Command::new(env!("CARGO_BIN_EXE_synack-load"))
+    })
+    .into_iter()
+    .map(|json| serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap())
+    .collect()
 }
 
 #[test]
@@ -238,55 +255,14 @@ fn agents_in_their_own_namespaces_merge_to_the_schedule() {
             .status()
             .is_ok_and(|s| s.success())
     });
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        + 3.0;
-    let start = format!("{start:.3}");
-    let children: Vec<_> = agents
-        .iter()
-        .enumerate()
-        .map(|(k, ns)| {
-            let json = json_of("netns", k as u64);
-            let child = in_ns(ns, std::path::Path::new(env!("CARGO_BIN_EXE_synack-load")))
-                .args([
-                    "flood",
-                    "10.77.0.1:7878",
-                    "--rate",
-                    "300",
-                    "--duration",
-                    "2s",
-                ])
-                .args(["--expect", "hello", "--threads", "1", "--quiet", "--json"])
-                .arg(&json)
-                .args([
-                    "--agents",
-                    "3",
-                    "--agent-index",
-                    &k.to_string(),
-                    "--start-at",
-                    &start,
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            (json, child)
-        })
-        .collect();
-    let files: Vec<_> = children
-        .into_iter()
-        .map(|(json, child)| {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            json
-        })
-        .collect();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_synack-load"));
+    let files = run_agents_via(
+        "10.77.0.1:7878",
+        3,
+        &["--rate", "300", "--duration", "2s", "--expect", "hello"],
+        "netns",
+        |k| in_ns(&agents[k as usize], bin),
+    );
     let _ = server.kill();
     let _ = server.wait();
     let m = synack_load::report::merge::merge_files(&files).unwrap();

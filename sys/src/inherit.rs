@@ -235,23 +235,6 @@ pub fn parent_pid() -> u32 {
     u32::try_from(p).unwrap_or(0)
 }
 
-/// Whether process `pid` exists (signal 0; a zombie counts until reaped).
-///
-/// ```
-/// assert!(synack_sys::inherit::process_exists(std::process::id()));
-/// ```
-pub fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 sends nothing; pid > 0 names one process.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

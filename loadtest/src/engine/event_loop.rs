@@ -459,15 +459,17 @@ impl<'a> Generator<'a> {
         } else {
             self.rec.retrans_unknown += 1;
         }
-        if let Some(tls) = &self.plan.tls {
-            return self.start_tls(slot, tls.clone(), now);
+        // The plan outlives the loop: its TLS clients are borrowed, not counted per attempt.
+        let plan = self.plan;
+        if let Some(tls) = &plan.tls {
+            return self.start_tls(slot, tls, now);
         }
         self.advance(slot);
     }
 
     /// Starts the TLS handshake of an established attempt (`--tls`), bounded by
     /// `--read-timeout`.
-    fn start_tls(&mut self, slot: usize, tls: std::sync::Arc<crate::tls::TlsPlan>, now: Instant) {
+    fn start_tls(&mut self, slot: usize, tls: &crate::tls::TlsPlan, now: Instant) {
         let Some(a) = self.pool.get_mut(slot) else {
             return;
         };

@@ -142,8 +142,16 @@ pub fn merge(mut reports: Vec<(PathBuf, FloodReport)>) -> Result<MergedReport, L
     for b in &mut total.syn_retransmits {
         b.connections = 0;
     }
+    // Per host, so in each agent's row rather than the whole's.
     total.kernel = None;
+    total.listener_queue = None;
     total.notes.clear();
+    total.unexpected.clear();
+    total.elapsed_s = 0.0;
+    if let Some(t) = &mut total.tls {
+        (t.handshakes, t.full, t.resumed, t.offered_resumption) = (0, 0, 0, 0);
+        t.failures.clear();
+    }
     let g = &mut total.generator;
     g.scheduled = None;
     g.started = 0;
@@ -182,6 +190,20 @@ pub fn merge(mut reports: Vec<(PathBuf, FloodReport)>) -> Result<MergedReport, L
         g.peak_in_flight += rg.peak_in_flight;
         g.thread_busy.extend(&rg.thread_busy);
         g.turn_max_us = g.turn_max_us.max(rg.turn_max_us);
+        total.elapsed_s = total.elapsed_s.max(r.elapsed_s);
+        for u in &r.unexpected {
+            match total.unexpected.iter_mut().find(|t| t.why == u.why) {
+                Some(t) => t.count += u.count,
+                None => total.unexpected.push(u.clone()),
+            }
+        }
+        if let (Some(t), Some(rt)) = (&mut total.tls, &r.tls) {
+            t.handshakes += rt.handshakes;
+            t.full += rt.full;
+            t.resumed += rt.resumed;
+            t.offered_resumption += rt.offered_resumption;
+            sum(&mut t.failures, &rt.failures);
+        }
         total.syn_retransmits_unknown += r.syn_retransmits_unknown;
         total.timeouts_retransmitted += r.timeouts_retransmitted;
         for (a, b) in total.syn_retransmits.iter_mut().zip(&r.syn_retransmits) {

@@ -398,13 +398,11 @@ fn run_simulated(
     let (target_rate, rates) = offered(spec, capacity);
     let served = Arc::new(ServiceClock::default());
     let mut results = Vec::new();
-    // With --tls: a certificate made for this run, trusted by the generator alone. (The
-    // probe header is not written over TLS, so the probe is off then.)
+    // With --tls: a certificate made for this run, trusted by the generator alone.
     let made = match &spec.tls {
         Some(o) => Some(simulated::self_signed(o)?),
         None => None,
     };
-    let probe = made.is_none();
     // The handler answers ANSWER: read it, so a connection is done when it is served.
     let spec_here = TuneSpec {
         exchange: Exchange {
@@ -423,7 +421,7 @@ fn run_simulated(
             },
         )?;
         let addr = server.local_addr().to_string();
-        let base = base_plan(&spec_here, &addr, probe, sim.max_connections as u64 + 32)?;
+        let base = base_plan(&spec_here, &addr, true, sim.max_connections as u64 + 32)?;
         let effective = server.listeners()[0].effective_backlog;
         results.push(measure_backlog(
             &spec_here,

@@ -43,12 +43,11 @@ pub fn start_server(
         .backlog(backlog)
         .workers(sim.workers)
         .max_connections(sim.max_connections)
-        .inherit(false);
-    // The probe header is written before the handler, on the plain socket: not over TLS.
-    b = match tls {
-        Some(cfg) => b.tls(cfg),
-        None => b.probe(true),
-    };
+        .inherit(false)
+        .probe(true);
+    if let Some(cfg) = tls {
+        b = b.tls(cfg);
+    }
     b.serve(move |mut conn: synack::Connection| {
         let served = served.clone();
         async move {
