@@ -86,8 +86,9 @@ pub struct ThreadCpu {
     pub cpu: std::time::Duration,
 }
 
-/// The CPU time of every thread of this process (Linux: `/proc/self/task/*/stat`); `Ok(None)`
-/// where the OS does not publish it.
+/// The CPU time of every thread of this process (Linux: `/proc/self/task/*/schedstat`, in
+/// nanoseconds, or `stat`'s clock ticks where there is no schedstat); `Ok(None)` where the OS
+/// does not publish it.
 pub fn thread_cpu_times() -> io::Result<Option<Vec<ThreadCpu>>> {
     imp::thread_cpu_times()
 }
@@ -123,8 +124,8 @@ pub fn is_local_among(ip: std::net::IpAddr, locals: &[std::net::IpAddr]) -> bool
     ip.is_loopback() || (!ip.is_multicast() && !ip.is_unspecified() && locals.contains(&ip))
 }
 
-/// The CPU time the calling thread has used (Linux: `/proc/thread-self/stat`); `Ok(None)`
-/// where the OS does not publish it.
+/// The CPU time the calling thread has used (Linux: `/proc/thread-self/schedstat`, or `stat`'s
+/// clock ticks); `Ok(None)` where the OS does not publish it.
 pub fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
     imp::current_thread_cpu()
 }
@@ -297,6 +298,20 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
 /// preempt it, which trades a little wakeup latency for fewer context switches.
 pub fn set_sched_batch() -> io::Result<()> {
     imp::set_sched_batch()
+}
+
+/// Puts the calling thread under `SCHED_IDLE` (Linux): it runs only when nothing else wants
+/// the CPU, and any wakeup preempts it. Benchmarks use it to keep a virtual CPU from halting
+/// without taking time from the threads they measure.
+///
+/// ```no_run
+/// std::thread::spawn(|| {
+///     synack_sys::set_sched_idle().unwrap();
+///     // ... only runs on a CPU nothing else wants ...
+/// });
+/// ```
+pub fn set_sched_idle() -> io::Result<()> {
+    imp::set_sched_idle()
 }
 
 /// The resident set size of this process, bytes (Linux `/proc/self/statm`); `None` elsewhere.

@@ -63,7 +63,19 @@ fn ticks(n: u64, tick: u64) -> std::time::Duration {
     std::time::Duration::from_nanos(n.saturating_mul(1_000_000_000) / tick)
 }
 
+/// The first field of `/proc/.../schedstat`: the time the scheduler ran the task, in
+/// nanoseconds (`stat`'s utime and stime are sampled at the clock tick, 10 ms here). `None`
+/// where the kernel has no schedstat (built without `CONFIG_SCHED_INFO`).
+fn schedstat(path: &std::path::Path) -> Option<std::time::Duration> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(std::time::Duration::from_nanos(ns))
+}
+
 pub(super) fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
+    if let Some(cpu) = schedstat(std::path::Path::new("/proc/thread-self/schedstat")) {
+        return Ok(Some(cpu));
+    }
     let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
     Ok(parse_task_stat(&stat).map(|(_, n)| ticks(n, clock_tick())))
 }
@@ -81,11 +93,8 @@ pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
             continue;
         };
         if let Some((name, n)) = parse_task_stat(&stat) {
-            out.push(super::ThreadCpu {
-                tid,
-                name,
-                cpu: ticks(n, tick),
-            });
+            let cpu = schedstat(&entry.path().join("schedstat")).unwrap_or(ticks(n, tick));
+            out.push(super::ThreadCpu { tid, name, cpu });
         }
     }
     Ok(Some(out))
@@ -275,6 +284,15 @@ pub(super) fn set_sched_batch() -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid sched_param read by the call; pid 0 is the calling thread.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(super) fn set_sched_idle() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param read by the call; pid 0 is the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -96,3 +96,7 @@ pub(super) fn resident_bytes() -> Option<u64> {
 pub(super) fn set_sched_batch() -> io::Result<()> {
     Err(unsupported("SCHED_BATCH"))
 }
+
+pub(super) fn set_sched_idle() -> io::Result<()> {
+    Err(unsupported("SCHED_IDLE"))
+}

@@ -1,17 +1,24 @@
 //! The `tls` bench target: full TLS 1.3 ECDSA P-256 handshakes, side by side in one run.
 //!
 //! 1. The floor: rustls server and client in memory, one thread, no sockets: server CPU per
-//!    handshake and client CPU per handshake, each side timed on its own calls.
-//! 2. End to end over loopback, TCP included: a synack TLS server (one worker, accepting on
+//!    handshake and client CPU per handshake: the thread's CPU time, split by each side's timed calls.
+//! 2. The same flood against a rustls server on one blocking thread (`complete_io` on a
+//!    `std::net::TcpStream`, no runtime): what TCP over loopback costs rustls itself.
+//! 3. End to end over loopback, TCP included: a synack TLS server (one worker, accepting on
 //!    it) against synack-load's rustls client (one thread, closed loop), both in this process;
 //!    the server's CPU is its threads' (`synack-worker-*`), the generator's its thread's
-//!    (`synack-load-*`), from `/proc/thread-self`.
+//!    (`synack-load-*`), from `/proc/self/task/*/schedstat` (nanoseconds).
 //!
-//! Runs interleave (floor, end to end, floor, ...) and the table gives medians with the
-//! spread, and the ratios of end-to-end rate per core to the floor's.
+//! Runs interleave (floor, blocking, synack, floor, ...); the table gives medians with the
+//! spread, and each run's rates per core over the floor of that same run (so a slower minute of
+//! the shared host divides out), medians of those ratios.
+//!
+//! While it runs, a `SCHED_IDLE` spinner on each CPU keeps the virtual CPUs from halting when
+//! the end-to-end threads sleep between connections (the floor never sleeps); it never takes
+//! the CPU from them. `--let-cpus-idle` measures without.
 //!
 //! ```text
-//! cargo bench -p synack-compare --bench tls -- [--runs 5] [--seconds 3]
+//! cargo bench -p synack-compare --bench tls -- [--runs 5] [--seconds 3] [--let-cpus-idle]
 //! ```
 
 use std::io::Write as _;
@@ -67,8 +74,26 @@ fn pump(
     true
 }
 
-/// `n` full handshakes in memory: (server CPU, client CPU), each side's own calls timed.
+/// `n` full handshakes in memory: (server CPU, client CPU). The thread's CPU time over the
+/// whole loop (what the scheduler ran, so time the host took away is not counted, as it is not
+/// for the end-to-end threads), split between the sides by their own timed calls.
 fn in_memory(certs: &Certs, n: usize) -> (Duration, Duration) {
+    let cpu = || synack_sys::current_thread_cpu().ok().flatten();
+    let before = cpu();
+    let (server_t, client_t) = in_memory_timed(certs, n);
+    let (Some(before), Some(after)) = (before, cpu()) else {
+        return (server_t, client_t);
+    };
+    let total = (after - before).as_secs_f64();
+    let share = server_t.as_secs_f64() / (server_t + client_t).as_secs_f64();
+    (
+        Duration::from_secs_f64(total * share),
+        Duration::from_secs_f64(total * (1.0 - share)),
+    )
+}
+
+/// `n` full handshakes in memory, each side's own calls timed.
+fn in_memory_timed(certs: &Certs, n: usize) -> (Duration, Duration) {
     let name = ServerName::try_from("localhost").unwrap();
     let (mut server_t, mut client_t) = (Duration::ZERO, Duration::ZERO);
     let mut buf = Vec::with_capacity(16 * 1024);
@@ -186,6 +211,98 @@ fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Duration, Duration) {
     (done, server_cpu, gen_cpu)
 }
 
+/// The same flood against a blocking rustls server on one plain thread (no runtime, no
+/// acceptor): what TCP over loopback adds to the in-memory floor, server CPU only.
+fn blocking_baseline(certs: &Certs, seconds: u64) -> (u64, Duration) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let config = certs.server.clone();
+    let stop2 = stop.clone();
+    let server = std::thread::Builder::new()
+        .name("baseline-server".into())
+        .spawn(move || {
+            let mut done = 0u64;
+            for conn in listener.incoming() {
+                if stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut tcp) = conn else { continue };
+                let _ = tcp.set_nodelay(true);
+                let mut tls = ServerConnection::new(config.clone()).unwrap();
+                let ok = (|| -> std::io::Result<()> {
+                    while tls.is_handshaking() {
+                        tls.complete_io(&mut tcp)?;
+                    }
+                    tls.writer().write_all(b"hi")?;
+                    tls.send_close_notify();
+                    while tls.wants_write() {
+                        tls.write_tls(&mut tcp)?;
+                    }
+                    Ok(())
+                })();
+                if ok.is_ok() {
+                    done += 1;
+                }
+                let mut sink = [0u8; 64];
+                let _ = tcp.shutdown(std::net::Shutdown::Write);
+                let _ = tcp.read(&mut sink);
+            }
+            done
+        })
+        .unwrap();
+    let tls = TlsOptions {
+        sni: Some("localhost".into()),
+        cacert: Some(certs.pem.clone()),
+        resumption: Resumption::Off,
+        ..TlsOptions::default()
+    };
+    let plan = PlanBuilder::new(
+        &addr.to_string(),
+        Load::Closed { concurrency: 16 },
+        Duration::from_secs(seconds),
+    )
+    .threads(Some(1))
+    .expect(Some(b"hi".to_vec()))
+    .tls(Some(tls))
+    .build()
+    .unwrap();
+    let before = threads_cpu("baseline-server");
+    let _ = synack_load::engine::run(&plan, |_, _, _| {}).unwrap();
+    let cpu = threads_cpu("baseline-server") - before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = std::net::TcpStream::connect(addr);
+    let done = server.join().unwrap();
+    (done, cpu)
+}
+
+/// One `SCHED_IDLE` spinner per CPU, until `stop`: a virtual CPU whose threads all sleep
+/// halts, the host runs someone else on it, and the caches the server had are gone when the
+/// next connection wakes it. The in-memory floor never sleeps; with spinners the end-to-end
+/// threads do not either, and they still get the CPU the moment they want it (the spinners'
+/// time is their own, not counted for anyone measured).
+fn keep_cpus_awake(stop: &Arc<std::sync::atomic::AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (0..cpus)
+        .map(|cpu| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("awake-{cpu}"))
+                .spawn(move || {
+                    let _ = synack_sys::pin_to_cpu(cpu);
+                    if synack_sys::set_sched_idle().is_err() {
+                        return;
+                    }
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+                .unwrap()
+        })
+        .collect()
+}
+
 fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -194,6 +311,7 @@ fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 fn main() {
     let mut runs = 5usize;
     let mut seconds = 3u64;
+    let mut awake = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -211,65 +329,110 @@ fn main() {
                     .filter(|&s| s > 0)
                     .unwrap_or_else(|| usage())
             }
+            "--let-cpus-idle" => awake = false,
             "--bench" => {}
             other => {
                 eprintln!(
-                    "tls bench: unknown argument {other:?}: --runs N, --seconds S are accepted"
+                    "tls bench: unknown argument {other:?}: --runs N, --seconds S and --let-cpus-idle are accepted"
                 );
                 std::process::exit(2);
             }
         }
     }
     let certs = certs();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinners = if awake {
+        keep_cpus_awake(&stop)
+    } else {
+        Vec::new()
+    };
     // Warm up both paths once.
     let _ = in_memory(&certs, 200);
     let _ = end_to_end(&certs, 1);
-    let (mut floor_s, mut floor_c, mut e2e_s, mut e2e_c) = (vec![], vec![], vec![], vec![]);
+    let mut rows: [Vec<f64>; 5] = Default::default();
+    let (mut server_ratio, mut baseline_ratio, mut client_ratio) = (vec![], vec![], vec![]);
     for i in 0..runs {
         let n = 2000;
         let (s, c) = in_memory(&certs, n);
-        floor_s.push(n as f64 / s.as_secs_f64());
-        floor_c.push(n as f64 / c.as_secs_f64());
+        let (fs, fc) = (n as f64 / s.as_secs_f64(), n as f64 / c.as_secs_f64());
+        let (bd, b_cpu) = blocking_baseline(&certs, seconds);
+        let bs = bd as f64 / b_cpu.as_secs_f64();
         let (done, s_cpu, g_cpu) = end_to_end(&certs, seconds);
-        e2e_s.push(done as f64 / s_cpu.as_secs_f64());
-        e2e_c.push(done as f64 / g_cpu.as_secs_f64());
+        let (es, ec) = (
+            done as f64 / s_cpu.as_secs_f64(),
+            done as f64 / g_cpu.as_secs_f64(),
+        );
+        for (row, v) in rows.iter_mut().zip([fs, fc, bs, es, ec]) {
+            row.push(v);
+        }
+        server_ratio.push(es / fs);
+        baseline_ratio.push(bs / fs);
+        client_ratio.push(ec / fc);
         let _ = writeln!(
             std::io::stderr(),
-            "run {}: floor server {:.0}/s client {:.0}/s; end to end {done} handshakes, server {:.0}/s per core, generator {:.0}/s per core",
+            "run {}: floor server {fs:.0}/s client {fc:.0}/s; blocking rustls server over loopback {bs:.0}/s; synack {done} handshakes, server {es:.0}/s per core, generator {ec:.0}/s per core",
             i + 1,
-            floor_s[i],
-            floor_c[i],
-            e2e_s[i],
-            e2e_c[i]
         );
     }
     let row = |name: &str, v: &[f64]| {
         let (m, lo, hi) = median_spread(v.to_vec());
         println!(
-            "  {name:<52} {m:>9.0}/s  ({lo:.0} .. {hi:.0})  {:>6.1} us each",
+            "  {name:<58} {m:>7.0}/s  ({lo:.0} .. {hi:.0})  {:>6.1} us each",
             1e6 / m
         );
-        m
     };
-    println!("full TLS 1.3 ECDSA P-256 handshakes, medians of {runs} interleaved runs (spread):");
-    let fs = row("rustls in memory, server side (the floor)", &floor_s);
-    let fc = row("rustls in memory, client side (the floor)", &floor_c);
-    let es = row(
+    let ratio = |name: &str, v: &[f64], goal: &str| {
+        let (m, lo, hi) = median_spread(v.to_vec());
+        println!("  {name:<58} {m:>7.2}x  ({lo:.2} .. {hi:.2}){goal}");
+    };
+    println!(
+        "full TLS 1.3 ECDSA P-256 handshakes (X25519MLKEM768, rustls' default), CPU time per handshake, medians of {runs} interleaved runs (spread):"
+    );
+    row("rustls in memory, server side (the floor)", &rows[0]);
+    row("rustls in memory, client side (the floor)", &rows[1]);
+    row(
+        "rustls server, one blocking thread, over loopback",
+        &rows[2],
+    );
+    row(
         "synack server over loopback, TCP included, per core",
-        &e2e_s,
+        &rows[3],
     );
-    let ec = row(
+    row(
         "synack-load client over loopback, TCP included, per core",
-        &e2e_c,
+        &rows[4],
+    );
+    println!("ratios to the floor of the same run, medians (spread):");
+    ratio("synack server", &server_ratio, "  goal at least 0.87x");
+    ratio(
+        "blocking rustls server over loopback (what TCP costs rustls)",
+        &baseline_ratio,
+        "",
+    );
+    ratio("synack-load client", &client_ratio, "  goal at least 0.9x");
+    println!(
+        "  (the synack server's own part: {:.2}x the blocking rustls server's rate, medians)",
+        median_spread(
+            server_ratio
+                .iter()
+                .zip(&baseline_ratio)
+                .map(|(s, b)| s / b)
+                .collect()
+        )
+        .0
     );
     println!(
-        "  server: {:.2}x the floor's rate (goal at least 0.87x)",
-        es / fs
+        "  CPUs {}",
+        if awake {
+            "kept from halting by a SCHED_IDLE spinner each, as the floor's never halts (--let-cpus-idle: without)"
+        } else {
+            "left to halt between connections (the end-to-end threads sleep, the floor does not)"
+        }
     );
-    println!(
-        "  generator: {:.2}x the floor's rate (goal at least 0.9x)",
-        ec / fc
-    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in spinners {
+        let _ = s.join();
+    }
     let _ = std::fs::remove_file(&certs.pem);
 }
 
