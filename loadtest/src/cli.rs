@@ -119,6 +119,10 @@ pub struct MergeArgs {
     /// With JSON reports: also write DIR/report.html for the whole run.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// With interval logs: also write one merged interval log, the intervals that start at the
+    /// same instant (the same second of a shared --start-at) added up, by tag.
+    #[arg(long, value_name = "FILE")]
+    pub hlog: Option<PathBuf>,
 }
 
 /// How connections close.

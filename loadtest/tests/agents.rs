@@ -1,6 +1,7 @@
 //! Several generators sharing one run (`--agents N --agent-index I --start-at T`): their
-//! schedules add up exactly to the single-host one, they share the run's id, and each says how
-//! late it started. (The multi-namespace run and `merge` of their reports are for later.)
+//! schedules add up exactly to the single-host one, they share the run's id, each says how late
+//! it started, their reports merge, and their interval logs line up second by second; the same
+//! with every agent in a network namespace of its own.
 
 mod common;
 
@@ -11,6 +12,10 @@ use synack_load::report::FloodReport;
 
 fn json_of(name: &str, i: u64) -> std::path::PathBuf {
     tmp(&format!("{name}-{i}.json"))
+}
+
+fn hlog_of(name: &str, i: u64) -> std::path::PathBuf {
+    tmp(&format!("{name}-{i}.hlog"))
 }
 
 /// Runs `n` agents of one flood of `addr` (a shared start 3 s ahead), each started by
@@ -34,6 +39,8 @@ fn run_agents_via(
             let child = launch(i)
                 .args(["flood", addr, "--quiet", "--threads", "1", "--json"])
                 .arg(&json)
+                .arg("--hlog")
+                .arg(hlog_of(name, i))
                 .args(["--agents", &n.to_string(), "--agent-index", &i.to_string()])
                 .args(["--start-at", &start])
                 .args(args)
@@ -143,6 +150,47 @@ fn three_agents_add_up_to_the_single_host_schedule() {
     assert_eq!(
         m.total.outcomes["ok"],
         reps.iter().map(|r| r.outcomes["ok"]).sum::<u64>()
+    );
+    // The interval logs line up: every agent's starts at the shared start time, its
+    // intervals at whole seconds after it, and merged second by second they hold every
+    // established connection.
+    let start = reps[0].agent.as_ref().unwrap().start_at_unix_s.unwrap();
+    let start =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis((start * 1000.0).round() as u64);
+    for i in 0..3 {
+        let ivs = synack_load::report::hlog::read(&hlog_of("open", i)).unwrap();
+        assert!(!ivs.is_empty());
+        for iv in &ivs {
+            let after = iv.at.duration_since(start).unwrap();
+            assert_eq!(after.subsec_millis(), 0, "{iv:?}");
+            assert_eq!(iv.at - iv.start, start, "{iv:?}");
+        }
+    }
+    let merged_hlog = tmp("open-merged.hlog");
+    let hlogs: Vec<_> = (0..3).map(|i| hlog_of("open", i)).collect();
+    let out = common::bin()
+        .arg("merge")
+        .args(&hlogs)
+        .arg("--hlog")
+        .arg(&merged_hlog)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("intervals line up"),
+        "{text}"
+    );
+    let ivs = synack_load::report::hlog::read(&merged_hlog).unwrap();
+    let connects: u64 = ivs
+        .iter()
+        .filter(|i| i.tag.as_deref() == Some("connect"))
+        .map(|i| i.histogram.len())
+        .sum();
+    assert_eq!(connects, reps.iter().map(|r| r.established).sum::<u64>());
+    let seconds: std::collections::BTreeSet<_> = ivs.iter().map(|i| i.at).collect();
+    assert!(
+        seconds.len() <= 3,
+        "2 s of schedule, one more at most for the stragglers: {seconds:?}"
     );
     // Closed loop with --connections 100: 34, 33, 33.
     let reps = run_agents(

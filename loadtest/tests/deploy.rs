@@ -87,5 +87,13 @@ fn the_agents_job_runs_as_local_processes_and_merges() {
     assert_eq!(m.total.attempts, 600, "300/s for 2 s over three agents");
     assert_eq!(m.total.outcomes["ok"], 600, "{:?}", m.total.outcomes);
     assert!(results.join("report/report.html").exists());
+    // And the agents' interval logs, merged second by second, hold every connect.
+    let ivs = synack_load::report::hlog::read(&results.join("merged.hlog")).unwrap();
+    let connects: u64 = ivs
+        .iter()
+        .filter(|i| i.tag.as_deref() == Some("connect"))
+        .map(|i| i.histogram.len())
+        .sum();
+    assert_eq!(connects, m.total.established);
     drop(server);
 }

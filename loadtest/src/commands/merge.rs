@@ -37,10 +37,13 @@ pub(super) fn command(args: &MergeArgs) -> Result<(), LoadError> {
             "merge: --json and --report go with JSON reports, not interval logs".into(),
         ));
     }
-    let merged = hlog::merge(&args.files).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => LoadError::Usage(format!("merge: {e}")),
+    let as_usage = |e: io::Error| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::InvalidData => {
+            LoadError::Usage(format!("merge: {e}"))
+        }
         _ => LoadError::io("merge", e),
-    })?;
+    };
+    let merged = hlog::merge(&args.files).map_err(as_usage)?;
     if merged.is_empty() {
         println!("no intervals in {} logs", args.files.len());
     }
@@ -59,10 +62,46 @@ pub(super) fn command(args: &MergeArgs) -> Result<(), LoadError> {
             p.max
         );
     }
+    // Whether the intervals line up: agents of one run share a start, and their intervals
+    // start at the same whole seconds after it.
+    let aligned = hlog::merge_aligned(&args.files).map_err(as_usage)?;
+    let instants: std::collections::BTreeSet<_> =
+        aligned.series.values().flat_map(|by| by.keys()).collect();
+    match aligned.start_times.as_slice() {
+        [] => {}
+        [start] => println!(
+            "intervals line up: every log starts at {} (Unix seconds); {} one-second intervals in all",
+            unix(*start),
+            instants.len()
+        ),
+        starts => println!(
+            "intervals do not line up: the logs start at {} different times ({}), so a second of one is not the same second of another (give every agent the same --start-at)",
+            starts.len(),
+            starts
+                .iter()
+                .map(|t| unix(*t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+    if let Some(path) = &args.hlog {
+        hlog::write_aligned(path, &aligned)
+            .map_err(|e| LoadError::io(path.display().to_string(), e))?;
+    }
     Ok(())
 }
 
+fn unix(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
 fn merge_reports(args: &MergeArgs) -> Result<(), LoadError> {
+    if args.hlog.is_some() {
+        return Err(LoadError::Usage(
+            "merge: --hlog goes with interval logs, not JSON reports (merge the agents' --hlog files for it)".into(),
+        ));
+    }
     let m = crate::report::merge::merge_files(&args.files)?;
     print!("{}", crate::report::merge::render(&m));
     if let Some(path) = &args.json {

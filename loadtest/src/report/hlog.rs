@@ -27,6 +27,10 @@ pub const TLS_TAG: &str = "tls_handshake";
 /// Writes one interval per second of each series (microseconds), tagged: connect latency
 /// ([`CONNECT_TAG`]) and, where answers were read, `connect()` to the answer's end
 /// ([`RESPONSE_TAG`]).
+///
+/// `StartTime` is `started_at` (with `--start-at`, the instant every agent shares) and the
+/// intervals' timestamps are absolute (Unix seconds, no `BaseTime`), whole seconds after it:
+/// the intervals of agents that started together carry the same timestamps and line up.
 pub fn write(
     path: &Path,
     started_at: SystemTime,
@@ -37,8 +41,10 @@ pub fn write(
     let mut log = IntervalLogWriterBuilder::new()
         .add_comment("synack-load latency, microseconds, one interval per second; tags: connect (connect() to established), response (connect() to the answer's end), tls_handshake (established to the TLS handshake done)")
         .with_start_time(started_at)
-        .with_base_time(started_at)
         .begin_log_with(&mut file, &mut ser)?;
+    let epoch = started_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
     // Intervals in time order, each second's series side by side.
     let mut all: Vec<(u64, &str, &Histogram<u64>)> = series
         .iter()
@@ -49,7 +55,7 @@ pub fn write(
         let tag = Tag::new(tag).ok_or_else(|| io::Error::other(format!("bad tag {tag:?}")))?;
         log.write_histogram(
             h,
-            Duration::from_secs(second),
+            epoch + Duration::from_secs(second),
             Duration::from_secs(1),
             Some(tag),
         )
@@ -71,9 +77,11 @@ pub fn write(
 /// record_us(&mut second, Duration::from_micros(250));
 /// let by_second = BTreeMap::from([(0, second.clone()), (1, second)]);
 /// let path = std::env::temp_dir().join(format!("synack-load-doc-{}.hlog", std::process::id()));
-/// hlog::write(&path, SystemTime::now(), &[(CONNECT_TAG, &by_second)])?;
+/// let started = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_600_000_250);
+/// hlog::write(&path, started, &[(CONNECT_TAG, &by_second)])?;
 /// let read = hlog::read(&path)?;
 /// assert_eq!((read.len(), read[1].start), (2, Duration::from_secs(1)));
+/// assert_eq!(read[1].at, started + Duration::from_secs(1));
 /// assert_eq!(read[1].tag.as_deref(), Some(CONNECT_TAG));
 /// assert_eq!(read[1].histogram.max(), 250);
 /// # std::fs::remove_file(&path)?;
@@ -81,8 +89,11 @@ pub fn write(
 /// ```
 #[derive(Debug)]
 pub struct LoggedInterval {
-    /// Offset of the interval's start from the log's base time.
+    /// Offset of the interval's start from the log's `StartTime` (from its first interval where
+    /// the log has none).
     pub start: Duration,
+    /// When the interval started (its timestamp, plus `BaseTime` where the log has one).
+    pub at: SystemTime,
     /// The interval's length.
     pub duration: Duration,
     /// Its tag, if any.
@@ -100,10 +111,17 @@ fn decode(h: &IntervalLogHistogram<'_>) -> io::Result<Histogram<u64>> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))
 }
 
+/// A log's timestamps carry milliseconds (as decimal seconds, read back through a float):
+/// rounded to the millisecond, so that equal instants compare equal.
+fn to_ms(t: Duration) -> Duration {
+    Duration::from_millis((t.as_secs_f64() * 1000.0).round() as u64)
+}
+
 /// Reads every interval of a log file.
 pub fn read(path: &Path) -> io::Result<Vec<LoggedInterval>> {
     let data = std::fs::read(path)?;
     let mut out = Vec::new();
+    let (mut base, mut start) = (SystemTime::UNIX_EPOCH, None);
     for entry in IntervalLogIterator::new(&data) {
         let entry = entry.map_err(|e| {
             io::Error::new(
@@ -114,13 +132,20 @@ pub fn read(path: &Path) -> io::Result<Vec<LoggedInterval>> {
                 ),
             )
         })?;
-        if let LogEntry::Interval(h) = entry {
-            out.push(LoggedInterval {
-                start: h.start_timestamp(),
-                duration: h.duration(),
-                tag: h.tag().map(|t| t.as_str().to_string()),
-                histogram: decode(&h)?,
-            });
+        match entry {
+            LogEntry::BaseTime(t) => base = SystemTime::UNIX_EPOCH + to_ms(t),
+            LogEntry::StartTime(t) => start = Some(SystemTime::UNIX_EPOCH + to_ms(t)),
+            LogEntry::Interval(h) => {
+                let at = base + to_ms(h.start_timestamp());
+                let from = *start.get_or_insert(at);
+                out.push(LoggedInterval {
+                    start: at.duration_since(from).unwrap_or(Duration::ZERO),
+                    at,
+                    duration: h.duration(),
+                    tag: h.tag().map(|t| t.as_str().to_string()),
+                    histogram: decode(&h)?,
+                });
+            }
         }
     }
     Ok(out)
@@ -155,6 +180,104 @@ pub struct Merged {
     pub histogram: Histogram<u64>,
     /// Intervals merged.
     pub intervals: usize,
+}
+
+/// The intervals of several logs added up where they start at the same instant, by tag: what
+/// the agents of one run (a shared `--start-at`) measured in each second, all together.
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::record::{latency_histogram, record_us};
+/// use synack_load::report::hlog::{self, CONNECT_TAG};
+///
+/// # let mut h = latency_histogram();
+/// # record_us(&mut h, Duration::from_micros(250));
+/// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_600_000);
+/// // Two agents, both started at `start`: one measured seconds 0 and 1, the other only 1.
+/// let dir = std::env::temp_dir();
+/// let (a, b) = (dir.join(format!("doc-{}-a.hlog", std::process::id())), dir.join(format!("doc-{}-b.hlog", std::process::id())));
+/// hlog::write(&a, start, &[(CONNECT_TAG, &BTreeMap::from([(0, h.clone()), (1, h.clone())]))])?;
+/// hlog::write(&b, start, &[(CONNECT_TAG, &BTreeMap::from([(1, h)]))])?;
+/// let aligned = hlog::merge_aligned(&[&a, &b])?;
+/// assert_eq!(aligned.start_times, vec![start]);
+/// let connect = &aligned.series[CONNECT_TAG];
+/// assert_eq!(connect.len(), 2);
+/// assert_eq!(connect[&(start + Duration::from_secs(1))].len(), 2);
+/// # std::fs::remove_file(&a)?; std::fs::remove_file(&b)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Aligned {
+    /// The logs' distinct start times, earliest first: one where the agents shared a start.
+    pub start_times: Vec<SystemTime>,
+    /// By tag, by the instant an interval starts, every log's interval of that instant added.
+    pub series: BTreeMap<String, BTreeMap<SystemTime, Histogram<u64>>>,
+}
+
+/// Adds up the intervals of `paths` that start at the same instant; see [`Aligned`].
+pub fn merge_aligned(paths: &[impl AsRef<Path>]) -> io::Result<Aligned> {
+    let mut start_times = Vec::new();
+    let mut series: BTreeMap<String, BTreeMap<SystemTime, Histogram<u64>>> = BTreeMap::new();
+    for p in paths {
+        let intervals = read(p.as_ref())?;
+        if let Some(first) = intervals.first() {
+            let started = first.at - first.start;
+            if !start_times.contains(&started) {
+                start_times.push(started);
+            }
+        }
+        for iv in intervals {
+            series
+                .entry(iv.tag.unwrap_or_default())
+                .or_default()
+                .entry(iv.at)
+                .or_insert_with(latency_histogram)
+                .add(&iv.histogram)
+                .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        }
+    }
+    start_times.sort();
+    Ok(Aligned {
+        start_times,
+        series,
+    })
+}
+
+/// Writes merged intervals (see [`merge_aligned`]) as one log: `StartTime` the earliest start,
+/// absolute timestamps, one-second intervals.
+pub fn write_aligned(path: &Path, aligned: &Aligned) -> io::Result<()> {
+    let mut file = io::BufWriter::new(std::fs::File::create(path)?);
+    let mut ser = V2DeflateSerializer::new();
+    let start = aligned
+        .start_times
+        .first()
+        .copied()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment("synack-load merge: the intervals of several agents' logs that start at the same instant, added up, by tag; microseconds")
+        .with_start_time(start)
+        .begin_log_with(&mut file, &mut ser)?;
+    let mut all: Vec<(SystemTime, &str, &Histogram<u64>)> = aligned
+        .series
+        .iter()
+        .flat_map(|(tag, by)| by.iter().map(move |(at, h)| (*at, tag.as_str(), h)))
+        .collect();
+    all.sort_by_key(|(at, _, _)| *at);
+    for (at, tag, h) in all {
+        let tag = if tag.is_empty() {
+            None
+        } else {
+            Some(Tag::new(tag).ok_or_else(|| io::Error::other(format!("bad tag {tag:?}")))?)
+        };
+        let since_epoch = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        log.write_histogram(h, since_epoch, Duration::from_secs(1), tag)
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+    }
+    drop(log);
+    io::Write::flush(&mut file)
 }
 
 /// Merges every interval of every log, by tag (untagged intervals under `""`): series are
