@@ -59,7 +59,7 @@ pub enum Command {
     /// backlog, its accept queue over time, its own drops, its processes, the kernel's counters
     /// and log; then findings in plain words. Safe on a production host: it only reads.
     Diagnose(DiagnoseArgs),
-    /// Merge HdrHistogram interval logs (from --hlog) and print the combined percentiles.
+    /// Merge the JSON reports of one run's agents (--agents) into one, or HdrHistogram interval logs (from --hlog) second by second, and print the combined percentiles.
     Merge(MergeArgs),
 }
 

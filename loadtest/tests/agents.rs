@@ -127,6 +127,12 @@ fn three_agents_add_up_to_the_single_host_schedule() {
         serde_json::from_str(&std::fs::read_to_string(&merged_json).unwrap()).unwrap();
     assert_eq!(m.total.attempts, 2 * (500 + 101));
     assert_eq!(m.agents.len(), 3);
+    // The whole's threads and in-flight bound are all the agents'.
+    assert_eq!(m.total.threads, 3);
+    assert_eq!(
+        m.total.generator.max_in_flight,
+        reps.iter().map(|r| r.generator.max_in_flight).sum::<usize>()
+    );
     assert_eq!(m.run_id.as_deref(), Some(ids[0]));
     let mut union = synack_load::record::latency_histogram();
     for r in &reps {

@@ -160,7 +160,11 @@ pub fn merge(mut reports: Vec<(PathBuf, FloodReport)>) -> Result<MergedReport, L
     g.offered_rate = None;
     g.started_rate = 0.0;
     g.peak_in_flight = 0;
+    g.max_in_flight = 0;
+    // Each agent's own process limit: in its row's report, not the whole's.
+    g.fd_limit = None;
     g.thread_busy.clear();
+    total.threads = 0;
     g.turn_max_us = 0;
     let mut agents = Vec::new();
     for (f, r) in &reports {
@@ -188,6 +192,8 @@ pub fn merge(mut reports: Vec<(PathBuf, FloodReport)>) -> Result<MergedReport, L
         };
         g.started_rate += rg.started_rate;
         g.peak_in_flight += rg.peak_in_flight;
+        g.max_in_flight += rg.max_in_flight;
+        total.threads += r.threads;
         g.thread_busy.extend(&rg.thread_busy);
         g.turn_max_us = g.turn_max_us.max(rg.turn_max_us);
         total.elapsed_s = total.elapsed_s.max(r.elapsed_s);

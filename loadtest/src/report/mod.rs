@@ -320,7 +320,7 @@ pub struct GeneratorReport {
     /// The process's open-file limit (soft) at the end of the run.
     pub fd_limit: Option<u64>,
     /// Each generator thread's CPU time over the run as a share of the run's elapsed time
-    /// (`/proc/thread-self/stat` read by each thread); empty where unknown.
+    /// (`/proc/thread-self/schedstat` read by each thread); empty where unknown.
     pub thread_busy: Vec<f64>,
     /// The longest turn of a generator thread's loop, us: no event was seen meanwhile.
     pub turn_max_us: u64,
