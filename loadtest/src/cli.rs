@@ -119,6 +119,10 @@ pub struct MergeArgs {
     /// With JSON reports: also write DIR/report.html for the whole run.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// With JSON reports: the --json of `synack-load diagnose` run on the server's host during
+    /// the run; its listeners and findings join the merged report.
+    #[arg(long, value_name = "FILE")]
+    pub server: Option<PathBuf>,
     /// With interval logs: also write one merged interval log, the intervals that start at the
     /// same instant (the same second of a shared --start-at) added up, by tag.
     #[arg(long, value_name = "FILE")]

@@ -358,6 +358,7 @@ pub fn run(
         .filter_map(|n| Some((n.to_string(), synack_sys::sysctl_text(n)?)))
         .collect();
     let t0 = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let mut counters_prev = synack_sys::tcp_counters().ok().flatten();
     let mut per_second: Vec<CounterSecond> = Vec::new();
     let mut kernel_log: Vec<KernelLine> = Vec::new();
@@ -551,6 +552,10 @@ pub fn run(
         .collect();
     let mut report = DiagnoseReport {
         schema: SCHEMA.into(),
+        started_at_unix_s: started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs_f64()),
         duration_s: elapsed.as_secs_f64(),
         interval_ms: spec.interval.as_secs_f64() * 1e3,
         targets: spec

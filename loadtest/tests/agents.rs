@@ -79,6 +79,16 @@ fn three_agents_add_up_to_the_single_host_schedule() {
     let _g = serial();
     let server = greeting_server();
     let addr = server.local_addr().to_string();
+    // The server's side: diagnose on its host, from before the agents' start to past their end.
+    let port = server.local_addr().port().to_string();
+    let diag_json = tmp("open-diagnose.json");
+    let diagnose = common::bin()
+        .args(["diagnose", &port, "--duration", "8s", "--json"])
+        .arg(&diag_json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Open loop with bursts: 2 s of 500/s plus 101 at each second, over three agents.
     let reps = std::thread::scope(|s| {
         s.spawn(|| {
@@ -131,7 +141,9 @@ fn three_agents_add_up_to_the_single_host_schedule() {
     assert_eq!(m.total.threads, 3);
     assert_eq!(
         m.total.generator.max_in_flight,
-        reps.iter().map(|r| r.generator.max_in_flight).sum::<usize>()
+        reps.iter()
+            .map(|r| r.generator.max_in_flight)
+            .sum::<usize>()
     );
     assert_eq!(m.run_id.as_deref(), Some(ids[0]));
     let mut union = synack_load::record::latency_histogram();
@@ -156,6 +168,55 @@ fn three_agents_add_up_to_the_single_host_schedule() {
     assert_eq!(
         m.total.outcomes["ok"],
         reps.iter().map(|r| r.outcomes["ok"]).sum::<u64>()
+    );
+    // With the server's host's diagnose report: its listener, and a watch that covered the run.
+    let out = diagnose.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let with_server = tmp("open-merged-server.json");
+    let out = common::bin()
+        .arg("merge")
+        .args(&files)
+        .arg("--server")
+        .arg(&diag_json)
+        .arg("--json")
+        .arg(&with_server)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("its watch covered the whole run"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m2: synack_load::report::merge::MergedReport =
+        serde_json::from_str(&std::fs::read_to_string(&with_server).unwrap()).unwrap();
+    let side = m2.server.as_ref().unwrap();
+    assert_eq!(side.covered_run, Some(true));
+    assert!(
+        side.diagnose
+            .listeners
+            .iter()
+            .any(|l| l.address.ends_with(&format!(":{port}"))),
+        "{:?}",
+        side.diagnose.listeners
+    );
+    // A flood report given as the server's: refused, naming it.
+    let out = common::bin()
+        .arg("merge")
+        .args(&files)
+        .arg("--server")
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("open-0.json") && err.contains("not a synack-load diagnose report"),
+        "{err}"
     );
     // The interval logs line up: every agent's starts at the shared start time, its
     // intervals at whole seconds after it, and merged second by second they hold every

@@ -32,9 +32,9 @@ pub(super) fn command(args: &MergeArgs) -> Result<(), LoadError> {
             args.files[i].display()
         )));
     }
-    if args.json.is_some() || args.report.is_some() {
+    if args.json.is_some() || args.report.is_some() || args.server.is_some() {
         return Err(LoadError::Usage(
-            "merge: --json and --report go with JSON reports, not interval logs".into(),
+            "merge: --json, --report and --server go with JSON reports, not interval logs".into(),
         ));
     }
     let as_usage = |e: io::Error| match e.kind() {
@@ -102,7 +102,10 @@ fn merge_reports(args: &MergeArgs) -> Result<(), LoadError> {
             "merge: --hlog goes with interval logs, not JSON reports (merge the agents' --hlog files for it)".into(),
         ));
     }
-    let m = crate::report::merge::merge_files(&args.files)?;
+    let mut m = crate::report::merge::merge_files(&args.files)?;
+    if let Some(server) = &args.server {
+        crate::report::merge::attach_server(&mut m, server)?;
+    }
     print!("{}", crate::report::merge::render(&m));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&m).map_err(|e| LoadError::Run(e.to_string()))?;
@@ -111,6 +114,12 @@ fn merge_reports(args: &MergeArgs) -> Result<(), LoadError> {
     if let Some(dir) = &args.report {
         crate::report::html::write_flood(dir, &m.total)
             .map_err(|e| LoadError::io(dir.display().to_string(), e))?;
+        // The server's host's page beside it: DIR/server/report.html.
+        if let Some(server) = &m.server {
+            let sub = dir.join("server");
+            crate::report::diagnose::write_html(&sub, &server.diagnose)
+                .map_err(|e| LoadError::io(sub.display().to_string(), e))?;
+        }
     }
     Ok(())
 }

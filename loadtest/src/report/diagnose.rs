@@ -215,6 +215,9 @@ pub struct Finding {
 pub struct DiagnoseReport {
     /// [`SCHEMA`].
     pub schema: String,
+    /// When it began to watch, Unix seconds (absent in reports of versions before it was kept).
+    #[serde(default)]
+    pub started_at_unix_s: Option<f64>,
     /// How long it watched, seconds.
     pub duration_s: f64,
     /// The sampling interval, milliseconds.
@@ -622,6 +625,7 @@ mod tests {
     fn report(listeners: Vec<ListenerReport>, counters: Vec<CounterSecond>) -> DiagnoseReport {
         DiagnoseReport {
             schema: SCHEMA.into(),
+            started_at_unix_s: None,
             duration_s: 3.0,
             interval_ms: 10.0,
             targets: Vec::new(),

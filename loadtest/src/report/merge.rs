@@ -2,7 +2,9 @@
 //! exactly, latency percentiles from the merged histograms (each report carries its own), the
 //! offered and achieved rates of the whole, and a row per agent (its start lateness, whether
 //! it delivered its part, its host's kernel counters). Reports of different runs or schema
-//! versions are refused, naming the file.
+//! versions are refused, naming the file. With `--server`, the report of `synack-load
+//! diagnose` run on the server's host during the run joins it, with whether its watch covered
+//! the run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,64 @@ pub struct MergedReport {
     pub agents: Vec<AgentRow>,
     /// The whole run, as a flood report (its rates those of the whole).
     pub total: FloodReport,
+    /// The agents' shared start (`--start-at`), Unix seconds.
+    #[serde(default)]
+    pub started_at_unix_s: Option<f64>,
+    /// The server's side (`--server`): what `synack-load diagnose` saw on its host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSide>,
+}
+
+/// The report of `synack-load diagnose` on the server's host, beside the agents'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerSide {
+    /// The report it came from.
+    pub file: PathBuf,
+    /// Whether its watch began before the agents' start and lasted past their end (`None`
+    /// when either time is unknown).
+    pub covered_run: Option<bool>,
+    /// The report.
+    pub diagnose: super::diagnose::DiagnoseReport,
+}
+
+/// Reads the report of `synack-load diagnose --json` from `file` into `m`, as its server side.
+///
+/// # Errors
+///
+/// A file that cannot be read or is not a diagnose report of [`super::diagnose::SCHEMA`]:
+/// [`LoadError::Usage`] naming it.
+pub fn attach_server(m: &mut MergedReport, file: &Path) -> Result<(), LoadError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| LoadError::Usage(format!("merge: --server {}: {e}", file.display())))?;
+    let not_diagnose = |why: String| {
+        LoadError::Usage(format!(
+            "merge: --server {}: not a synack-load diagnose report ({why}); give the --json of `synack-load diagnose` run on the server's host",
+            file.display()
+        ))
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| not_diagnose(e.to_string()))?;
+    let schema = value.get("schema").and_then(|s| s.as_str()).unwrap_or("");
+    if schema != super::diagnose::SCHEMA {
+        return Err(not_diagnose(format!(
+            "schema {schema:?} where {} is merged",
+            super::diagnose::SCHEMA
+        )));
+    }
+    let diagnose: super::diagnose::DiagnoseReport =
+        serde_json::from_value(value).map_err(|e| not_diagnose(e.to_string()))?;
+    let covered_run = match (m.started_at_unix_s, diagnose.started_at_unix_s) {
+        (Some(run), Some(watch)) => {
+            Some(watch <= run && watch + diagnose.duration_s >= run + m.total.elapsed_s)
+        }
+        _ => None,
+    };
+    m.server = Some(ServerSide {
+        file: file.to_path_buf(),
+        covered_run,
+        diagnose,
+    });
+    Ok(())
 }
 
 /// Reads and merges flood reports (JSON, `--json`).
@@ -282,12 +342,15 @@ pub fn merge(mut reports: Vec<(PathBuf, FloodReport)>) -> Result<MergedReport, L
             agents.len()
         )]
     };
+    let started_at_unix_s = first.agent.as_ref().and_then(|a| a.start_at_unix_s);
     total.agent = None;
     Ok(MergedReport {
         schema: MERGE_SCHEMA.into(),
         run_id,
         agents,
         total,
+        started_at_unix_s,
+        server: None,
     })
 }
 
@@ -331,6 +394,22 @@ pub fn render(m: &MergedReport) -> String {
                 })
                 .unwrap_or_default()
         );
+    }
+    if let Some(server) = &m.server {
+        let _ = writeln!(
+            s,
+            "\n  the server's host ({}, synack-load diagnose there; its counters are host-wide on that host): {}",
+            server.file.display(),
+            match server.covered_run {
+                Some(true) => "its watch covered the whole run",
+                Some(false) =>
+                    "its watch did NOT cover the whole run (started after the agents or ended before them): what it saw is only part of the run",
+                None => "whether its watch covered the run is unknown (a start time is missing)",
+            }
+        );
+        for line in super::diagnose::render(&server.diagnose).lines() {
+            let _ = writeln!(s, "    {line}");
+        }
     }
     s
 }
