@@ -26,7 +26,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value = "3", allow_negative_numbers = true, value_parser = at_least_one::<u64>)]
     pub seconds: u64,
 
-    /// Only these servers, comma-separated (the floor always runs: the ratios are to it).
+    /// Only these servers, comma-separated (the floor always runs: the ratios are to it), and
+    /// only the server table (with `--memory`, the memory phase too).
     #[arg(
         long,
         value_name = "A,B",
@@ -71,12 +72,15 @@ pub enum Mode<'a> {
     Generators,
     /// Only the open-loop section.
     OpenLoop,
-    /// The server table over `kinds`, then the generators and the open loop, then memory.
+    /// The server table over `kinds`, then (unless `--only`) the generators and the open loop,
+    /// then memory.
     Everything {
         /// The servers in table order, the floor first.
         kinds: Vec<&'static str>,
         /// Whether the memory phase runs.
         memory: bool,
+        /// Whether the generator comparison and the open loop run (not with `--only`).
+        generators: bool,
     },
 }
 
@@ -110,6 +114,7 @@ impl Args {
             Mode::Everything {
                 kinds: self.kinds(),
                 memory: self.memory,
+                generators: self.only.is_none(),
             }
         }
     }
@@ -193,7 +198,8 @@ mod tests {
             a.mode(),
             Mode::Everything {
                 kinds: KINDS.to_vec(),
-                memory: false
+                memory: false,
+                generators: true
             }
         );
     }

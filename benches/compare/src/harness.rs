@@ -190,6 +190,14 @@ fn medians<const N: usize>(runs: impl Iterator<Item = [u64; N]>) -> [u64; N] {
     std::array::from_fn(|k| median(runs.iter().map(|r| r[k] as f64).collect()) as u64)
 }
 
+/// The smallest and the largest of `v`.
+fn spread(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
 /// The median of `v` (the upper one of an even count); `v` must not be empty.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -245,37 +253,52 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
     for (i, kind) in kinds.iter().copied().enumerate() {
         let rate = median(samples[i].0.clone());
         let cpu_us = median(samples[i].1.clone());
+        let cpu_spread = spread(&samples[i].1);
+        // Each round's CPU over the floor's of the same round (the servers took turns within
+        // it), so that a slower stretch of the host divides out; the median of those.
+        let ratios: Vec<f64> = samples[i]
+            .1
+            .iter()
+            .zip(&samples[0].1)
+            .map(|(c, f)| c / f)
+            .collect();
+        let ratio = (median(ratios.clone()), spread(&ratios));
         let dispatch: Option<Vec<[u64; 2]>> = tails[i].iter().map(|t| t.0).collect();
         let dispatch = dispatch.map_or("-".into(), |d| {
             let [p50, p99] = medians(d.into_iter());
             format!("{p50}/{p99} us")
         });
         let [fb50, fb99, lag99] = medians(tails[i].iter().map(|t| t.1));
-        rows.push((kind, rate, cpu_us, dispatch, fb50, fb99, lag99));
+        rows.push((
+            kind, rate, cpu_us, cpu_spread, ratio, dispatch, fb50, fb99, lag99,
+        ));
     }
-    let floor = rows[0].2;
     println!(
-        "{:<16} {:>8} {:>12} {:>9} {:>16} {:>16} {:>12}",
+        "{:<16} {:>8} {:>22} {:>20} {:>16} {:>16} {:>12}",
         "server",
         "conn/s",
-        "CPU us/conn",
-        "vs floor",
+        "CPU us/conn (spread)",
+        "vs floor (spread)",
         "dispatch p50/p99",
         "TTFB p50/p99 us",
         "gen lag p99"
     );
-    for (kind, rate, cpu, dispatch, fb50, fb99, lag) in &rows {
+    for (kind, rate, cpu, (lo, hi), (r, (rlo, rhi)), dispatch, fb50, fb99, lag) in &rows {
         println!(
-            "{:<16} {:>8.0} {:>12.1} {:>8.2}x {:>16} {:>16} {:>12}",
+            "{:<16} {:>8.0} {:>22} {:>20} {:>16} {:>16} {:>12}",
             kind,
             rate,
-            cpu,
-            cpu / floor,
+            format!("{cpu:.1} ({lo:.1}..{hi:.1})"),
+            format!("{r:.2}x ({rlo:.2}..{rhi:.2})"),
             dispatch,
             format!("{fb50}/{fb99}"),
             lag
         );
     }
+    println!(
+        "\nvs floor: each round's CPU per connection over the floor's in the same round, the \
+         median of the {runs} rounds and their spread."
+    );
     println!(
         "\ngen lag: the generator's start minus its schedule at 10k/s. This machine's own floor \
          for it, a pacer that only spins and does nothing else, on the generator's CPU before \

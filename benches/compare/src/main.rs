@@ -11,11 +11,17 @@ fn main() {
         Mode::Child { kind, cpu } => servers::child(kind, cpu),
         Mode::OpenLoop => open_loop::open_loop(harness::setup(), seconds, runs),
         Mode::Generators => generators::generators(harness::setup(), seconds, runs),
-        Mode::Everything { kinds, memory } => {
+        Mode::Everything {
+            kinds,
+            memory,
+            generators,
+        } => {
             let cpus = harness::setup();
             harness::table(&kinds, cpus, seconds, runs);
-            generators::generators(cpus, seconds, runs);
-            open_loop::open_loop(cpus, seconds, runs);
+            if generators {
+                generators::generators(cpus, seconds, runs);
+                open_loop::open_loop(cpus, seconds, runs);
+            }
             if memory {
                 harness::memory(cpus);
             }
