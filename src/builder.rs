@@ -79,6 +79,7 @@ pub struct ServerBuilder {
     queue_sampling: Option<Duration>,
     metrics: Option<Duration>,
     sched_batch: bool,
+    acceptor_sched_batch: bool,
     accept_in_workers: bool,
     accept_batch: Option<usize>,
     inherit: bool,
@@ -123,6 +124,7 @@ impl ServerBuilder {
             queue_sampling: None,
             metrics: None,
             sched_batch: false,
+            acceptor_sched_batch: true,
             accept_in_workers: false,
             accept_batch: None,
             inherit: true,
@@ -353,12 +355,48 @@ impl ServerBuilder {
         self
     }
 
-    /// Runs the acceptor and worker threads under Linux's `SCHED_BATCH` policy: wakeups no
-    /// longer preempt a running thread, so an acceptor and a worker sharing a core switch far
-    /// less (the README's Performance section has the figures), at the price of some wakeup
-    /// latency. Default off. Elsewhere a warning is logged and the threads run as usual.
+    /// Runs the worker threads under Linux's `SCHED_BATCH` policy: their wakeups no longer
+    /// preempt a running thread, at the price of some wakeup latency for the handlers. Default
+    /// off. (Acceptor threads have their own knob, [`acceptor_sched_batch`], on by default.)
+    /// Elsewhere a warning is logged and the threads run as usual.
+    ///
+    /// [`acceptor_sched_batch`]: Self::acceptor_sched_batch
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), synack::Error> {
+    /// let builder = synack::ServerBuilder::new().bind("127.0.0.1:0")?.sched_batch(true);
+    /// assert!(builder.check().is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sched_batch(mut self, on: bool) -> Self {
         self.sched_batch = on;
+        self
+    }
+
+    /// Runs the acceptor threads under Linux's `SCHED_BATCH` policy. Default **on**: a new
+    /// connection then wakes its acceptor without preempting the worker running on that core,
+    /// so the acceptor takes what arrived meanwhile in one burst when the worker blocks (or at
+    /// the end of its time slice) instead of cutting into the worker once per connection. On a
+    /// shared core in the comparison harness that halves the acceptor's CPU per connection
+    /// (the README's Performance section has the figures). An idle core runs the woken
+    /// acceptor at once, so an unloaded server accepts as fast either way; on a core busy with
+    /// other programs, a connection may wait up to a scheduler slice for its accept. Off: the
+    /// acceptor preempts like any thread. Without acceptor threads
+    /// ([`accept_in_workers`](Self::accept_in_workers)) it changes nothing.
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), synack::Error> {
+    /// // The scheduling of every thread as before this default.
+    /// let builder = synack::ServerBuilder::new().bind("127.0.0.1:0")?.acceptor_sched_batch(false);
+    /// assert!(builder.check().is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn acceptor_sched_batch(mut self, on: bool) -> Self {
+        self.acceptor_sched_batch = on;
         self
     }
 
@@ -553,6 +591,7 @@ impl ServerBuilder {
             },
             probe: self.probe,
             sched_batch: self.sched_batch,
+            acceptor_sched_batch: self.acceptor_sched_batch,
             inherit: self.inherit,
             surplus: self.surplus,
             observe: ObserveSettings {

@@ -146,8 +146,10 @@ pub struct ServerConfig {
     /// Write the probe header (default false; never on a public listener: it discloses the
     /// host's uptime to every client).
     pub probe: Option<bool>,
-    /// Run acceptor and worker threads under SCHED_BATCH (default false).
+    /// Run the worker threads under SCHED_BATCH (default false).
     pub sched_batch: Option<bool>,
+    /// Run the acceptor threads under SCHED_BATCH (default true).
+    pub acceptor_sched_batch: Option<bool>,
     /// Accept on the workers' runtimes instead of on acceptor threads (default false).
     pub accept_in_workers: Option<bool>,
     /// Accept-queue sampling interval ("10ms"; default off).
@@ -298,6 +300,7 @@ impl ServerConfig {
             probe,
             queue_sampling,
             sched_batch,
+            acceptor_sched_batch,
             accept_in_workers,
             inherit,
             surplus_members,

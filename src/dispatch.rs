@@ -38,9 +38,6 @@ pub(crate) struct Accepted {
 pub(crate) enum WorkerMsg {
     /// Run the handler on this connection.
     Conn(Accepted),
-    /// Run the handler on each of these, accepted in one burst: one message, so one wakeup
-    /// of the worker for the whole burst.
-    Batch(Vec<Accepted>),
     /// Cancel every handler still running and exit.
     Stop,
 }
@@ -49,34 +46,13 @@ pub(crate) enum WorkerMsg {
 pub(crate) trait Dispatch {
     /// The worker the next connection goes to.
     fn pick(&mut self, shared: &Shared) -> usize;
-    /// Hands `acc` to worker `worker` (or keeps it for [`flush`](Self::flush)).
+    /// Hands `acc` to worker `worker`.
     fn deliver(&mut self, shared: &Shared, worker: usize, acc: Accepted);
-    /// Hands over what [`deliver`](Self::deliver) kept: called at the end of every accept
-    /// burst, before the acceptor waits.
-    fn flush(&mut self, _shared: &Shared) {}
-}
-
-impl WorkerMsg {
-    /// The connections it carries, for counting those a worker never ran.
-    pub fn connections(&self) -> usize {
-        match self {
-            WorkerMsg::Conn(_) => 1,
-            WorkerMsg::Batch(v) => v.len(),
-            WorkerMsg::Stop => 0,
-        }
-    }
 }
 
 /// A dedicated acceptor thread's dispatch: the least-loaded live worker, over its channel.
-///
-/// A burst's connections for one worker travel together: they are kept until the burst ends
-/// and then sent as one message. A worker woken per connection, on the acceptor's core,
-/// preempts the acceptor for every one (two context switches each); woken per burst, it runs
-/// the burst's handlers in one go.
 pub(crate) struct LeastLoaded {
     senders: Vec<UnboundedSender<WorkerMsg>>,
-    /// Per worker, what this burst accepted for it.
-    pending: Vec<Vec<Accepted>>,
     next: usize,
     lost_log: RateLimited,
 }
@@ -85,7 +61,6 @@ impl LeastLoaded {
     /// Dispatches over the workers' channels, in worker order.
     pub fn new(senders: Vec<UnboundedSender<WorkerMsg>>) -> Self {
         LeastLoaded {
-            pending: senders.iter().map(|_| Vec::new()).collect(),
             senders,
             next: 0,
             lost_log: RateLimited::default(),
@@ -122,66 +97,37 @@ impl Dispatch for LeastLoaded {
         self.least_loaded(shared).unwrap_or(0)
     }
 
-    fn deliver(&mut self, _shared: &Shared, worker: usize, acc: Accepted) {
-        self.pending[worker].push(acc);
-    }
-
-    fn flush(&mut self, shared: &Shared) {
-        for w in 0..self.pending.len() {
-            let msg = match self.pending[w].len() {
-                0 => continue,
-                1 => WorkerMsg::Conn(self.pending[w].pop().expect("one")),
-                n => WorkerMsg::Batch(std::mem::replace(
-                    &mut self.pending[w],
-                    Vec::with_capacity(n),
-                )),
-            };
+    fn deliver(&mut self, shared: &Shared, worker: usize, acc: Accepted) {
+        let mut w = worker;
+        let mut msg = WorkerMsg::Conn(acc);
+        loop {
             match self.senders[w].send(msg) {
-                Ok(()) => {}
-                // The worker is gone (its thread died): marked so, and its connections go to
-                // the others, one by one.
+                Ok(()) => return,
+                // The worker is gone (its thread died): marked so, and the connection goes to
+                // another one.
                 Err(SendError(back)) => {
                     shared.workers[w].alive.store(false, SeqCst);
-                    let back = match back {
-                        WorkerMsg::Conn(acc) => vec![acc],
-                        WorkerMsg::Batch(v) => v,
-                        WorkerMsg::Stop => Vec::new(),
-                    };
-                    for acc in back {
-                        self.redeliver(shared, acc);
-                    }
+                    msg = back;
                 }
             }
-        }
-    }
-}
-
-impl LeastLoaded {
-    /// Sends `acc`, which a dead worker was to run, to another live worker, or counts it lost
-    /// when none is alive.
-    fn redeliver(&mut self, shared: &Shared, mut acc: Accepted) {
-        loop {
-            let Some(w) = self.least_loaded(shared) else {
-                shared.acceptors[acc.acceptor]
-                    .stats
-                    .lost
-                    .fetch_add(1, Relaxed);
-                if let Some(held) = self.lost_log.allow(Instant::now()) {
-                    tracing::error!(target: "synack::acceptor", acceptor = acc.acceptor, held_back = held,
-                        "no worker is alive; connection closed unserved");
-                }
+            let WorkerMsg::Conn(acc) = &mut msg else {
                 return;
             };
-            acc.slot.move_to(w);
-            match self.senders[w].send(WorkerMsg::Conn(acc)) {
-                Ok(()) => return,
-                // That one is gone too: marked so, and the next is tried.
-                Err(SendError(back)) => {
-                    shared.workers[w].alive.store(false, SeqCst);
-                    let WorkerMsg::Conn(back) = back else {
-                        return;
-                    };
-                    acc = back;
+            match self.least_loaded(shared) {
+                Some(next) => {
+                    acc.slot.move_to(next);
+                    w = next;
+                }
+                None => {
+                    shared.acceptors[acc.acceptor]
+                        .stats
+                        .lost
+                        .fetch_add(1, Relaxed);
+                    if let Some(held) = self.lost_log.allow(Instant::now()) {
+                        tracing::error!(target: "synack::acceptor", acceptor = acc.acceptor, held_back = held,
+                            "no worker is alive; connection closed unserved");
+                    }
+                    return;
                 }
             }
         }

@@ -51,7 +51,9 @@ pub(crate) struct Settings {
     /// The accept loop's settings, its batch resolved for the mode.
     pub accept: AcceptConfig,
     pub probe: bool,
+    /// `SCHED_BATCH` for the workers, and for the acceptor threads.
     pub sched_batch: bool,
+    pub acceptor_sched_batch: bool,
     pub observe: ObserveSettings,
     /// Whether inherited listeners (a handoff, socket activation) are adopted.
     pub inherit: bool,
@@ -393,7 +395,7 @@ fn spawn_acceptor_threads(
             senders.clone(),
             ctrl,
             shared.clone(),
-            s.sched_batch,
+            s.acceptor_sched_batch,
         )?;
         server.acceptors.push(AcceptorHandle {
             ctrl: ctrl_tx,

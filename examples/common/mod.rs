@@ -34,9 +34,12 @@ pub struct ServerFlags {
     /// SO_REUSEPORT: with several acceptors, one socket each.
     #[arg(long)]
     pub reuse_port: bool,
-    /// Run acceptor and worker threads under SCHED_BATCH (fewer context switches).
+    /// Run the worker threads under SCHED_BATCH too (the acceptors are by default).
     #[arg(long)]
     pub sched_batch: bool,
+    /// Run the acceptor threads under the normal policy instead of SCHED_BATCH.
+    #[arg(long)]
+    pub acceptor_sched_normal: bool,
     /// Accept on the workers' own runtimes instead of on acceptor threads (no handoff).
     #[arg(long)]
     pub accept_in_workers: bool,
@@ -96,6 +99,9 @@ impl ServerFlags {
         }
         if self.reuse_port {
             b = b.reuse_port(true);
+        }
+        if self.acceptor_sched_normal {
+            b = b.acceptor_sched_batch(false);
         }
         if self.sched_batch {
             b = b.sched_batch(true);

@@ -342,8 +342,6 @@ impl AcceptCore {
                 }
             }
         }
-        // What the burst accepted goes to the workers now, before the acceptor waits.
-        dispatch.flush(&self.shared);
         self.stats().record_batch(accepted);
     }
 

@@ -179,10 +179,11 @@ fn died(
     let stats = &shared.workers[index].stats;
     let mut lost = 0u64;
     while let Ok(msg) = rx.try_recv() {
-        let n = msg.connections() as u64;
-        stats.lost.fetch_add(n, Relaxed);
-        lost += n;
-        drop(msg);
+        if let WorkerMsg::Conn(acc) = msg {
+            stats.lost.fetch_add(1, Relaxed);
+            lost += 1;
+            drop(acc);
+        }
     }
     if lost > 0 {
         tracing::error!(target: "synack::worker", worker = index, lost,
@@ -248,7 +249,7 @@ fn run<H, Fut>(
             // handlers keep up.
             let mut taken = 0;
             loop {
-                if taken >= RECV_BATCH {
+                if taken == RECV_BATCH {
                     cx.waker().wake_by_ref();
                     break;
                 }
@@ -256,12 +257,6 @@ fn run<H, Fut>(
                     Poll::Ready(Some(WorkerMsg::Conn(acc))) => {
                         conns.push(serve_one(acc, ctx.clone()));
                         taken += 1;
-                    }
-                    Poll::Ready(Some(WorkerMsg::Batch(batch))) => {
-                        taken += batch.len();
-                        for acc in batch {
-                            conns.push(serve_one(acc, ctx.clone()));
-                        }
                     }
                     Poll::Ready(Some(WorkerMsg::Stop)) | Poll::Ready(None) => {
                         return Poll::Ready(());
@@ -282,8 +277,10 @@ fn run<H, Fut>(
     rx.close();
     let stats = &ctx.shared.workers[ctx.index].stats;
     while let Ok(msg) = rx.try_recv() {
-        stats.aborted.fetch_add(msg.connections() as u64, Relaxed);
-        drop(msg);
+        if let WorkerMsg::Conn(acc) = msg {
+            stats.aborted.fetch_add(1, Relaxed);
+            drop(acc);
+        }
     }
     drop(rt);
     tracing::debug!(target: "synack::worker", worker = ctx.index, "worker stopped");

@@ -29,8 +29,6 @@ pub mod errno;
 pub mod host;
 pub mod inherit;
 pub mod process;
-#[cfg(all(feature = "uring", target_os = "linux"))]
-pub mod uring;
 
 #[cfg(target_os = "linux")]
 mod linux;

@@ -15,15 +15,12 @@ pub const PAYLOAD: &[u8] = b"8 bytes\n";
 pub const KINDS: &[&str] = &[
     "floor",
     "synack",
+    "synack-normal",
     "synack-batch",
     "synack-inworker",
     "tokio",
     #[cfg(feature = "actix")]
     "actix",
-    #[cfg(feature = "uring")]
-    "floor-uring",
-    #[cfg(feature = "uring")]
-    "floor-uring-direct",
 ];
 
 /// Every server's listen backlog: the same for all, so that none drops SYNs another would
@@ -50,12 +47,14 @@ pub fn child(kind: &str, cpu: Option<usize>) {
         Some(k) => (k, true),
         None => (kind, false),
     };
-    // "synack-batch": the same server with sched_batch(true).
+    // "synack-normal": the acceptor under the normal policy (acceptor_sched_batch(false), the
+    // default before it was on). "synack-batch": the workers under SCHED_BATCH too.
     // "synack-inworker": the same server accepting on its worker (no acceptor thread).
-    let (kind, batch, in_worker) = match kind {
-        "synack-batch" => ("synack", true, false),
-        "synack-inworker" => ("synack", false, true),
-        k => (k, false, false),
+    let (kind, batch, acceptor_batch, in_worker) = match kind {
+        "synack-normal" => ("synack", false, false, false),
+        "synack-batch" => ("synack", true, true, false),
+        "synack-inworker" => ("synack", false, true, true),
+        k => (k, false, true, false),
     };
     let stats: Box<dyn Fn() -> String> = match kind {
         "floor" => {
@@ -72,6 +71,7 @@ pub fn child(kind: &str, cpu: Option<usize>) {
                 .acceptors(1)
                 .max_connections(100_000)
                 .sched_batch(batch)
+                .acceptor_sched_batch(acceptor_batch)
                 .accept_in_workers(in_worker)
                 .serve(move |mut c: synack::Connection| async move {
                     tokio::io::AsyncWriteExt::write_all(&mut c, PAYLOAD).await?;
@@ -94,12 +94,6 @@ pub fn child(kind: &str, cpu: Option<usize>) {
         }
         "tokio" => {
             let addr = tokio_server(hold);
-            writeln!(out, "READY {addr}").unwrap();
-            Box::new(|| "-".into())
-        }
-        #[cfg(feature = "uring")]
-        k @ ("floor-uring" | "floor-uring-direct") => {
-            let addr = uring_floor_server(k == "floor-uring-direct");
             writeln!(out, "READY {addr}").unwrap();
             Box::new(|| "-".into())
         }
@@ -156,50 +150,6 @@ pub fn floor_server() -> SocketAddr {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(_) => break,
-                }
-            }
-        }
-    });
-    addr
-}
-
-/// The io_uring floor: one thread, one ring, a multishot accept, and for each socket a send of
-/// the payload hard-linked to its close: one `io_uring_enter` per turn, no system call per
-/// connection. `direct`: into the ring's own descriptor table (no process descriptor at all).
-#[cfg(feature = "uring")]
-pub fn uring_floor_server(direct: bool) -> SocketAddr {
-    use std::os::fd::AsRawFd;
-    use synack_sys::uring::{AcceptRing, Completion};
-    let l = listener(BACKLOG);
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        // Made on the thread that submits to it (a single-issuer ring refuses any other); the
-        // closure owns the listener, so it lives as long as the ring.
-        let mut ring = if direct {
-            AcceptRing::with_direct_descriptors(l.as_raw_fd(), 1024, 8192)
-        } else {
-            AcceptRing::new(l.as_raw_fd(), 1024)
-        }
-        .expect("io_uring refused");
-        ring.arm_accept().unwrap();
-        let mut done = Vec::with_capacity(256);
-        loop {
-            ring.submit_and_wait(1, &mut done).unwrap();
-            for c in done.drain(..) {
-                if std::env::var_os("URING_DEBUG").is_some() { eprintln!("{c:?}"); }
-                match c {
-                    Completion::Accepted { fd, rearm } => {
-                        ring.write_and_close(fd, PAYLOAD).unwrap();
-                        if rearm {
-                            ring.arm_accept().unwrap();
-                        }
-                    }
-                    Completion::AcceptFailed { rearm, .. } => {
-                        if rearm {
-                            ring.arm_accept().unwrap();
-                        }
-                    }
-                    Completion::Written { .. } | Completion::Closed { .. } => {}
                 }
             }
         }
