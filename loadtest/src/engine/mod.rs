@@ -167,7 +167,7 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// From the start to the last connection established (the span the achieved rate uses).
     pub active: Duration,
-    /// Each generator thread's CPU time over the run (`/proc/thread-self/stat`), where known.
+    /// Each generator thread's CPU time over the run (`/proc/thread-self/schedstat`), where known.
     pub thread_cpu: Vec<Duration>,
     /// How late the first attempt started against its scheduled time (`None` when none
     /// started): with `--start-at`, how late this agent really began.

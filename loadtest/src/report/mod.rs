@@ -1044,7 +1044,7 @@ pub fn judge_generator(plan: &Plan, run: &RunResult, host: &HostFacts) -> Genera
             .map(|b| format!("{:.0}%", b * 100.0))
             .collect();
         reasons.push(format!(
-            "generator threads' CPU over the run: {} (/proc/thread-self/stat)",
+            "generator threads' CPU over the run: {} (/proc/thread-self/schedstat)",
             busy.join(", ")
         ));
     }
