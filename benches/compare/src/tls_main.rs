@@ -167,6 +167,27 @@ fn threads_cpu(prefix: &str) -> Duration {
         .sum()
 }
 
+/// The flood every server here gets: one generator thread, a closed loop of 16, full
+/// handshakes (no resumption), each answer `hi`.
+fn flood(certs: &Certs, addr: &str, seconds: u64) -> synack_load::plan::Plan {
+    let tls = TlsOptions {
+        sni: Some("localhost".into()),
+        cacert: Some(certs.pem.clone()),
+        resumption: Resumption::Off,
+        ..TlsOptions::default()
+    };
+    PlanBuilder::new(
+        addr,
+        Load::Closed { concurrency: 16 },
+        Duration::from_secs(seconds),
+    )
+    .threads(Some(1))
+    .expect(Some(b"hi".to_vec()))
+    .tls(Some(tls))
+    .build()
+    .unwrap()
+}
+
 /// One end-to-end run: (handshakes, server CPU, generator CPU).
 fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Duration, Duration) {
     let server = synack::Server::builder()
@@ -181,22 +202,7 @@ fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Duration, Duration) {
             c.shutdown().await
         })
         .unwrap();
-    let tls = TlsOptions {
-        sni: Some("localhost".into()),
-        cacert: Some(certs.pem.clone()),
-        resumption: Resumption::Off,
-        ..TlsOptions::default()
-    };
-    let plan = PlanBuilder::new(
-        &server.local_addr().to_string(),
-        Load::Closed { concurrency: 16 },
-        Duration::from_secs(seconds),
-    )
-    .threads(Some(1))
-    .expect(Some(b"hi".to_vec()))
-    .tls(Some(tls))
-    .build()
-    .unwrap();
+    let plan = flood(certs, &server.local_addr().to_string(), seconds);
     let before = server.stats().tls.handshakes;
     let server_before = threads_cpu("synack-worker");
     let run = synack_load::engine::run(&plan, |_, _, _| {}).unwrap();
@@ -252,22 +258,7 @@ fn blocking_baseline(certs: &Certs, seconds: u64) -> (u64, Duration) {
             done
         })
         .unwrap();
-    let tls = TlsOptions {
-        sni: Some("localhost".into()),
-        cacert: Some(certs.pem.clone()),
-        resumption: Resumption::Off,
-        ..TlsOptions::default()
-    };
-    let plan = PlanBuilder::new(
-        &addr.to_string(),
-        Load::Closed { concurrency: 16 },
-        Duration::from_secs(seconds),
-    )
-    .threads(Some(1))
-    .expect(Some(b"hi".to_vec()))
-    .tls(Some(tls))
-    .build()
-    .unwrap();
+    let plan = flood(certs, &addr.to_string(), seconds);
     let before = threads_cpu("baseline-server");
     let _ = synack_load::engine::run(&plan, |_, _, _| {}).unwrap();
     let cpu = threads_cpu("baseline-server") - before;
