@@ -43,7 +43,9 @@ pub(super) fn command(args: &MergeArgs) -> Result<(), LoadError> {
         }
         _ => LoadError::io("merge", e),
     };
-    let merged = hlog::merge(&args.files).map_err(as_usage)?;
+    // One reading of the logs, for the totals and the second-by-second merge alike.
+    let aligned = hlog::merge_aligned(&args.files).map_err(as_usage)?;
+    let merged = aligned.totals().map_err(|e| LoadError::io("merge", e))?;
     if merged.is_empty() {
         println!("no intervals in {} logs", args.files.len());
     }
@@ -64,7 +66,6 @@ pub(super) fn command(args: &MergeArgs) -> Result<(), LoadError> {
     }
     // Whether the intervals line up: agents of one run share a start, and their intervals
     // start at the same whole seconds after it.
-    let aligned = hlog::merge_aligned(&args.files).map_err(as_usage)?;
     let instants: std::collections::BTreeSet<_> =
         aligned.series.values().flat_map(|by| by.keys()).collect();
     match aligned.start_times.as_slice() {

@@ -204,6 +204,9 @@ pub struct Merged {
 /// let connect = &aligned.series[CONNECT_TAG];
 /// assert_eq!(connect.len(), 2);
 /// assert_eq!(connect[&(start + Duration::from_secs(1))].len(), 2);
+/// // The whole: three intervals, three values.
+/// let totals = aligned.totals()?;
+/// assert_eq!((totals[CONNECT_TAG].intervals, totals[CONNECT_TAG].histogram.len()), (3, 3));
 /// # std::fs::remove_file(&a)?; std::fs::remove_file(&b)?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -213,23 +216,56 @@ pub struct Aligned {
     pub start_times: Vec<SystemTime>,
     /// By tag, by the instant an interval starts, every log's interval of that instant added.
     pub series: BTreeMap<String, BTreeMap<SystemTime, Histogram<u64>>>,
+    /// By tag, the intervals read (before those of one instant were added up).
+    pub intervals: BTreeMap<String, usize>,
+}
+
+impl Aligned {
+    /// By tag, every interval of every log added up: what [`merge`] gives, from one reading.
+    ///
+    /// # Errors
+    ///
+    /// When two histograms cannot be added (they could not, being read with the same bounds).
+    pub fn totals(&self) -> io::Result<BTreeMap<String, Merged>> {
+        let mut out = BTreeMap::new();
+        for (tag, by) in &self.series {
+            let mut histogram = latency_histogram();
+            for h in by.values() {
+                histogram
+                    .add(h)
+                    .map_err(|e| io::Error::other(format!("{e:?}")))?;
+            }
+            let intervals = self.intervals.get(tag).copied().unwrap_or(0);
+            out.insert(
+                tag.clone(),
+                Merged {
+                    histogram,
+                    intervals,
+                },
+            );
+        }
+        Ok(out)
+    }
 }
 
 /// Adds up the intervals of `paths` that start at the same instant; see [`Aligned`].
 pub fn merge_aligned(paths: &[impl AsRef<Path>]) -> io::Result<Aligned> {
     let mut start_times = Vec::new();
     let mut series: BTreeMap<String, BTreeMap<SystemTime, Histogram<u64>>> = BTreeMap::new();
+    let mut intervals: BTreeMap<String, usize> = BTreeMap::new();
     for p in paths {
-        let intervals = read(p.as_ref())?;
-        if let Some(first) = intervals.first() {
+        let logged = read(p.as_ref())?;
+        if let Some(first) = logged.first() {
             let started = first.at - first.start;
             if !start_times.contains(&started) {
                 start_times.push(started);
             }
         }
-        for iv in intervals {
+        for iv in logged {
+            let tag = iv.tag.unwrap_or_default();
+            *intervals.entry(tag.clone()).or_default() += 1;
             series
-                .entry(iv.tag.unwrap_or_default())
+                .entry(tag)
                 .or_default()
                 .entry(iv.at)
                 .or_insert_with(latency_histogram)
@@ -241,6 +277,7 @@ pub fn merge_aligned(paths: &[impl AsRef<Path>]) -> io::Result<Aligned> {
     Ok(Aligned {
         start_times,
         series,
+        intervals,
     })
 }
 
@@ -283,22 +320,7 @@ pub fn write_aligned(path: &Path, aligned: &Aligned) -> io::Result<()> {
 /// Merges every interval of every log, by tag (untagged intervals under `""`): series are
 /// never mixed.
 pub fn merge(paths: &[impl AsRef<Path>]) -> io::Result<BTreeMap<String, Merged>> {
-    let mut out: BTreeMap<String, Merged> = BTreeMap::new();
-    for p in paths {
-        for iv in read(p.as_ref())? {
-            let m = out
-                .entry(iv.tag.unwrap_or_default())
-                .or_insert_with(|| Merged {
-                    histogram: latency_histogram(),
-                    intervals: 0,
-                });
-            m.histogram
-                .add(&iv.histogram)
-                .map_err(|e| io::Error::other(format!("{e:?}")))?;
-            m.intervals += 1;
-        }
-    }
-    Ok(out)
+    merge_aligned(paths)?.totals()
 }
 
 /// A histogram as text, for a JSON report: HdrHistogram's V2 deflate encoding in base64 (the
