@@ -283,6 +283,15 @@ pub fn merge_aligned(paths: &[impl AsRef<Path>]) -> io::Result<Aligned> {
 
 /// Writes merged intervals (see [`merge_aligned`]) as one log: `StartTime` the earliest start,
 /// absolute timestamps, one-second intervals.
+///
+/// ```no_run
+/// use synack_load::report::hlog;
+///
+/// // The agents' logs of one run, one log of the whole, second by second.
+/// let aligned = hlog::merge_aligned(&["agent-0.hlog", "agent-1.hlog"])?;
+/// hlog::write_aligned("merged.hlog".as_ref(), &aligned)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn write_aligned(path: &Path, aligned: &Aligned) -> io::Result<()> {
     let mut file = io::BufWriter::new(std::fs::File::create(path)?);
     let mut ser = V2DeflateSerializer::new();

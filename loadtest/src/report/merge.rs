@@ -81,6 +81,16 @@ pub struct ServerSide {
 
 /// Reads the report of `synack-load diagnose --json` from `file` into `m`, as its server side.
 ///
+/// ```no_run
+/// use synack_load::report::merge;
+///
+/// let mut m = merge::merge_files(&["agent-0.json".into(), "agent-1.json".into()])?;
+/// merge::attach_server(&mut m, "server.json".as_ref())?;
+/// assert!(m.server.is_some());
+/// print!("{}", merge::render(&m));
+/// # Ok::<(), synack_load::error::LoadError>(())
+/// ```
+///
 /// # Errors
 ///
 /// A file that cannot be read or is not a diagnose report of [`super::diagnose::SCHEMA`]:
