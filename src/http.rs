@@ -51,8 +51,7 @@ where
     builder.http1().keep_alive(!draining);
     // Over TLS, ALPN says which: HTTP/2 for "h2", HTTP/1.1 for "http/1.1"; without it (plain
     // TCP, or no ALPN) the connection's first bytes do.
-    let alpn = conn.info().tls.as_ref().and_then(|t| t.alpn.clone());
-    let builder = match alpn.as_deref() {
+    let builder = match conn.info().tls.as_ref().and_then(|t| t.alpn.as_deref()) {
         Some(b"h2") => builder.http2_only(),
         Some(b"http/1.1") => builder.http1_only(),
         _ => builder,

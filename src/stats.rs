@@ -214,7 +214,7 @@ pub struct WorkerStats {
     /// Dispatched to this worker, then closed unserved: the worker had died.
     pub lost: AtomicU64,
     pub dispatch_us: Mutex<Histogram<u64>>,
-    /// TLS handshakes done, resumed, and failed by kind (timeout, protocol, certificate, io).
+    /// TLS handshakes done, resumed, and failed by kind (indexed by the crate's `TlsFailure`).
     pub tls_done: AtomicU64,
     pub tls_resumed: AtomicU64,
     pub tls_failed: [AtomicU64; 4],
@@ -424,16 +424,34 @@ impl Stats {
             }
             s.tls.handshakes += w.tls_done.load(Relaxed);
             s.tls.resumed += w.tls_resumed.load(Relaxed);
-            let f = &w.tls_failed;
-            s.tls.failed.timeout += f[0].load(Relaxed);
-            s.tls.failed.protocol += f[1].load(Relaxed);
-            s.tls.failed.certificate += f[2].load(Relaxed);
-            s.tls.failed.io += f[3].load(Relaxed);
+            let f = |kind: TlsFailure| w.tls_failed[kind as usize].load(Relaxed);
+            s.tls.failed.timeout += f(TlsFailure::Timeout);
+            s.tls.failed.protocol += f(TlsFailure::Protocol);
+            s.tls.failed.certificate += f(TlsFailure::Certificate);
+            s.tls.failed.io += f(TlsFailure::Io);
             if let Ok(h) = w.tls_handshake_us.lock() {
                 let _ = s.tls.handshake_us.add(&*h);
             }
         }
         s
+    }
+}
+
+/// A failed handshake's kind: the index of its counter in [`WorkerStats::tls_failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub(crate) enum TlsFailure {
+    Timeout = 0,
+    Protocol = 1,
+    Certificate = 2,
+    Io = 3,
+}
+
+impl WorkerStats {
+    /// Counts a failed TLS handshake of `kind`.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn tls_failure(&self, kind: TlsFailure) {
+        self.tls_failed[kind as usize].fetch_add(1, Relaxed);
     }
 }
 

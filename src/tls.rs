@@ -60,7 +60,8 @@ pub(crate) struct TlsSettings {
 
 /// The kind of a failed handshake, from tokio-rustls's error.
 #[cfg(feature = "tls")]
-pub(crate) fn failure_kind(e: &std::io::Error) -> Failure {
+pub(crate) fn failure_kind(e: &std::io::Error) -> crate::stats::TlsFailure {
+    use crate::stats::TlsFailure as Failure;
     use rustls::{AlertDescription as A, Error as E};
     let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) else {
         return Failure::Io;
@@ -78,16 +79,6 @@ pub(crate) fn failure_kind(e: &std::io::Error) -> Failure {
         ) => Failure::Certificate,
         _ => Failure::Protocol,
     }
-}
-
-/// A failed handshake's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "tls"), allow(dead_code))]
-pub(crate) enum Failure {
-    Timeout,
-    Protocol,
-    Certificate,
-    Io,
 }
 
 /// Reads a certificate chain and its private key from PEM files, for a rustls server config.

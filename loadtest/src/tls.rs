@@ -238,16 +238,19 @@ impl TlsPlan {
         }
     }
 
-    /// A new client connection for attempt `k`.
+    /// A new client connection for attempt `k`, and whether it offers resumption.
     /// # Errors
     ///
     /// rustls's, should it refuse the configuration (it does not for the ones built here).
-    pub fn connect(&self, k: u64) -> Result<rustls::ClientConnection, rustls::Error> {
-        let cfg = match &self.resumable {
-            Some(r) if self.offers_resumption(k) => r.clone(),
-            _ => self.full.clone(),
+    pub fn connect(&self, k: u64) -> Result<(rustls::ClientConnection, bool), rustls::Error> {
+        let (cfg, offers) = match &self.resumable {
+            Some(r) if self.offers_resumption(k) => (r.clone(), true),
+            _ => (self.full.clone(), false),
         };
-        rustls::ClientConnection::new(cfg, self.name.clone())
+        Ok((
+            rustls::ClientConnection::new(cfg, self.name.clone())?,
+            offers,
+        ))
     }
 }
 

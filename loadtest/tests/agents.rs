@@ -65,6 +65,31 @@ fn run_agents_via(
         .collect()
 }
 
+/// `synack-load merge FILES ARGS --json NAME`, which must succeed: the merged report, and the
+/// table it printed.
+fn merge_json(
+    files: &[std::path::PathBuf],
+    args: &[&std::ffi::OsStr],
+    name: &str,
+) -> (synack_load::report::merge::MergedReport, String) {
+    let json = tmp(name);
+    let out = common::bin()
+        .arg("merge")
+        .args(files)
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (m, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn run_agents(addr: &str, n: u64, args: &[&str], name: &str) -> Vec<FloodReport> {
     run_agents_via(addr, n, args, name, |_| {
         Command::new(env!("CARGO_BIN_EXE_synack-load"))
@@ -119,22 +144,8 @@ fn three_agents_add_up_to_the_single_host_schedule() {
         assert_eq!(a.count, 3);
     }
     // Merged: counts summed exactly, percentiles from the merged histograms.
-    let merged_json = tmp("open-merged.json");
     let files: Vec<_> = (0..3).map(|i| json_of("open", i)).collect();
-    let out = common::bin()
-        .arg("merge")
-        .args(&files)
-        .arg("--json")
-        .arg(&merged_json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: synack_load::report::merge::MergedReport =
-        serde_json::from_str(&std::fs::read_to_string(&merged_json).unwrap()).unwrap();
+    let (m, _) = merge_json(&files, &[], "open-merged.json");
     assert_eq!(m.total.attempts, 2 * (500 + 101));
     assert_eq!(m.agents.len(), 3);
     // The whole's threads and in-flight bound are all the agents'.
@@ -176,24 +187,12 @@ fn three_agents_add_up_to_the_single_host_schedule() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let with_server = tmp("open-merged-server.json");
-    let out = common::bin()
-        .arg("merge")
-        .args(&files)
-        .arg("--server")
-        .arg(&diag_json)
-        .arg("--json")
-        .arg(&with_server)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("its watch covered the whole run"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (m2, text) = merge_json(
+        &files,
+        &["--server".as_ref(), diag_json.as_os_str()],
+        "open-merged-server.json",
     );
-    let m2: synack_load::report::merge::MergedReport =
-        serde_json::from_str(&std::fs::read_to_string(&with_server).unwrap()).unwrap();
+    assert!(text.contains("its watch covered the whole run"), "{text}");
     let side = m2.server.as_ref().unwrap();
     assert_eq!(side.covered_run, Some(true));
     assert!(

@@ -334,13 +334,14 @@ async fn handshake<H>(
     ctx: Rc<Ctx<H>>,
     span: tracing::Span,
 ) -> Option<Connection> {
-    use crate::tls::{Failure, TlsInfo, failure_kind};
+    use crate::stats::TlsFailure as Failure;
+    use crate::tls::{TlsInfo, failure_kind};
     let stats = &ctx.shared.workers[ctx.index].stats;
     let started = Instant::now();
     let tcp = match conn.take_tcp() {
         Ok(t) => t,
         Err(e) => {
-            stats.tls_failed[3].fetch_add(1, Relaxed);
+            stats.tls_failure(Failure::Io);
             tracing::debug!(target: "synack::conn", parent: &span, error = %e, "cannot register the connection for its TLS handshake");
             return None;
         }
@@ -385,12 +386,6 @@ async fn handshake<H>(
             Failure::Timeout
         }
     };
-    let slot = match failure {
-        Failure::Timeout => 0,
-        Failure::Protocol => 1,
-        Failure::Certificate => 2,
-        Failure::Io => 3,
-    };
-    stats.tls_failed[slot].fetch_add(1, Relaxed);
+    stats.tls_failure(failure);
     None
 }

@@ -68,6 +68,9 @@ pub(super) struct Generator<'a> {
     /// When this thread started its first attempt.
     pub(super) first_started: Option<Instant>,
     quota: usize,
+    /// Closed loop with `--connections`: this agent's share of them (its threads count
+    /// against it together, through `progress.issued`).
+    connections: Option<u64>,
     /// This thread's share of [`Plan::max_in_flight`].
     in_flight_max: usize,
     issuing: bool,
@@ -122,6 +125,7 @@ impl<'a> Generator<'a> {
             stride,
             first_started: None,
             quota,
+            connections: plan.connections.map(|max| plan.agent.share(max)),
             in_flight_max,
             issuing: true,
             retry_at: None,
@@ -267,11 +271,7 @@ impl<'a> Generator<'a> {
                 let mut n = 0;
                 while self.pool.live() < self.quota && n < START_BATCH {
                     let k = self.progress.issued.fetch_add(1, Relaxed);
-                    if self
-                        .plan
-                        .connections
-                        .is_some_and(|max| k >= self.plan.agent.share(max))
-                    {
+                    if self.connections.is_some_and(|max| k >= max) {
                         self.issuing = false;
                         return Next::Idle;
                     }
@@ -474,10 +474,8 @@ impl<'a> Generator<'a> {
             return;
         };
         match tls.connect(a.seq) {
-            Ok(c) => {
-                if tls.offers_resumption(a.seq) {
-                    self.rec.tls_offered += 1;
-                }
+            Ok((c, offers)) => {
+                self.rec.tls_offered += u64::from(offers);
                 a.tls = Some(Box::new(c));
                 a.phase = Phase::TlsHandshake;
                 self.timers.push(Timer {

@@ -151,6 +151,14 @@ pub fn merge_files(files: &[PathBuf]) -> Result<MergedReport, LoadError> {
     merge(reports)
 }
 
+/// The sum of two optional figures: either alone where the other is absent.
+fn add_some<T: std::ops::Add<Output = T>>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    }
+}
+
 fn bad(f: &Path, why: String) -> LoadError {
     LoadError::Usage(format!("merge: {}: {why}", f.display()))
 }
@@ -241,25 +249,16 @@ pub fn merge(mut reports: Vec<(PathBuf, FloodReport)>) -> Result<MergedReport, L
         total.attempts += r.attempts;
         total.established += r.established;
         total.achieved_rate += r.achieved_rate;
-        total.offered_rate = match (total.offered_rate, r.offered_rate) {
-            (Some(a), Some(b)) => Some(a + b),
-            (a, b) => a.or(b),
-        };
+        total.offered_rate = add_some(total.offered_rate, r.offered_rate);
         sum(&mut total.outcomes, &r.outcomes);
         sum(&mut total.other_errors, &r.other_errors);
         sum(&mut total.http_statuses, &r.http_statuses);
         let (g, rg) = (&mut total.generator, &r.generator);
-        g.scheduled = match (g.scheduled, rg.scheduled) {
-            (Some(a), Some(b)) => Some(a + b),
-            (a, b) => a.or(b),
-        };
+        g.scheduled = add_some(g.scheduled, rg.scheduled);
         g.started += rg.started;
         g.not_started += rg.not_started;
         g.late += rg.late;
-        g.offered_rate = match (g.offered_rate, rg.offered_rate) {
-            (Some(a), Some(b)) => Some(a + b),
-            (a, b) => a.or(b),
-        };
+        g.offered_rate = add_some(g.offered_rate, rg.offered_rate);
         g.started_rate += rg.started_rate;
         g.peak_in_flight += rg.peak_in_flight;
         g.max_in_flight += rg.max_in_flight;
