@@ -556,6 +556,13 @@ impl PlanBuilder {
                 "--threads {threads}: at most 1024 generator threads"
             )));
         }
+        // The agent first: the slices below depend on it.
+        if self.agent.count == 0 || self.agent.index >= self.agent.count {
+            return Err(LoadError::Usage(format!(
+                "--agent-index {} of --agents {}: the index runs from 0 to the agent count less one",
+                self.agent.index, self.agent.count
+            )));
+        }
         // Each agent its slice of the source addresses.
         let sources: Vec<IpAddr> = if self.agent.count > 1 && !self.sources.is_empty() {
             let mine: Vec<IpAddr> = self
@@ -641,12 +648,6 @@ impl PlanBuilder {
                 } else {
                     limit_text()
                 }
-            )));
-        }
-        if self.agent.count == 0 || self.agent.index >= self.agent.count {
-            return Err(LoadError::Usage(format!(
-                "--agent-index {} of --agents {}: the index runs from 0 to the agent count less one",
-                self.agent.index, self.agent.count
             )));
         }
         if let Some(at) = self.start_at
