@@ -82,8 +82,15 @@ pub struct ThreadCpu {
     pub tid: u32,
     /// The thread's name (Linux keeps the first 15 bytes).
     pub name: String,
-    /// User plus system time.
+    /// User plus system time (Linux: nanoseconds, from `schedstat`).
     pub cpu: std::time::Duration,
+    /// User time, in the kernel's clock ticks (`stat`: a tick's worth is charged to whichever
+    /// of user or system the thread was in at the tick, so over a second or more this splits
+    /// `cpu`; it is not exact).
+    pub user: std::time::Duration,
+    /// System time, in clock ticks (as `user`): the kernel's work on the thread's behalf,
+    /// its syscalls and the network stack run in them.
+    pub system: std::time::Duration,
 }
 
 /// The CPU time of every thread of this process (Linux: `/proc/self/task/*/schedstat`, in

@@ -77,7 +77,7 @@ pub(super) fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
         return Ok(Some(cpu));
     }
     let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
-    Ok(parse_task_stat(&stat).map(|(_, n)| ticks(n, clock_tick())))
+    Ok(parse_task_stat(&stat).map(|(_, user, system)| ticks(user + system, clock_tick())))
 }
 
 pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
@@ -92,17 +92,24 @@ pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        if let Some((name, n)) = parse_task_stat(&stat) {
-            let cpu = schedstat(&entry.path().join("schedstat")).unwrap_or(ticks(n, tick));
-            out.push(super::ThreadCpu { tid, name, cpu });
+        if let Some((name, user, system)) = parse_task_stat(&stat) {
+            let cpu =
+                schedstat(&entry.path().join("schedstat")).unwrap_or(ticks(user + system, tick));
+            out.push(super::ThreadCpu {
+                tid,
+                name,
+                cpu,
+                user: ticks(user, tick),
+                system: ticks(system, tick),
+            });
         }
     }
     Ok(Some(out))
 }
 
-/// `pid (comm) state ... utime stime ...`: the name and utime + stime in clock ticks. The name
+/// `pid (comm) state ... utime stime ...`: the name, utime and stime in clock ticks. The name
 /// may hold spaces and parentheses, so the fields are counted from the last `)`.
-fn parse_task_stat(stat: &str) -> Option<(String, u64)> {
+fn parse_task_stat(stat: &str) -> Option<(String, u64, u64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let name = stat.get(open + 1..close)?.to_string();
@@ -110,7 +117,7 @@ fn parse_task_stat(stat: &str) -> Option<(String, u64)> {
     let mut rest = stat.get(close + 1..)?.split_whitespace().skip(11);
     let utime: u64 = rest.next()?.parse().ok()?;
     let stime: u64 = rest.next()?.parse().ok()?;
-    Some((name, utime + stime))
+    Some((name, utime, stime))
 }
 
 pub(super) fn somaxconn() -> Option<u32> {
@@ -313,11 +320,14 @@ mod tests {
         let line = "4242 (synack-load-0) R 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20 0 1 0 99 0 0";
         assert_eq!(
             super::parse_task_stat(line),
-            Some(("synack-load-0".to_string(), 281))
+            Some(("synack-load-0".to_string(), 250, 31))
         );
         // A name with a space and a parenthesis.
         let odd = "7 (a b) c) S 1 2 3 4 5 6 7 8 9 10 3 4 0 0";
-        assert_eq!(super::parse_task_stat(odd), Some(("a b) c".to_string(), 7)));
+        assert_eq!(
+            super::parse_task_stat(odd),
+            Some(("a b) c".to_string(), 3, 4))
+        );
         let me = std::thread::current();
         let all = super::thread_cpu_times().unwrap().unwrap();
         assert!(!all.is_empty(), "{me:?}: no threads listed");

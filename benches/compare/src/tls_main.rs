@@ -7,7 +7,9 @@
 //! 3. End to end over loopback, TCP included: a synack TLS server (one worker, accepting on
 //!    it) against synack-load's rustls client (one thread, closed loop), both in this process;
 //!    the server's CPU is its threads' (`synack-worker-*`), the generator's its thread's
-//!    (`synack-load-*`), from `/proc/self/task/*/schedstat` (nanoseconds).
+//!    (`synack-load-*`), from `/proc/self/task/*/schedstat` (nanoseconds). The servers' time is
+//!    split into user space and kernel by their threads' clock ticks (`stat`), to show where
+//!    it goes beside the floor, which makes no syscalls.
 //!
 //! Runs interleave (floor, blocking, synack, floor, ...); the table gives medians with the
 //! spread, and each run's rates per core over the floor of that same run (so a slower minute of
@@ -156,15 +158,47 @@ fn in_memory_timed(certs: &Certs, n: usize) -> (Duration, Duration) {
     (server_t, client_t)
 }
 
-fn threads_cpu(prefix: &str) -> Duration {
-    synack_sys::thread_cpu_times()
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| t.name.starts_with(prefix))
-        .map(|t| t.cpu)
-        .sum()
+/// The CPU time of this process's threads named `prefix...`, and the system time's share
+/// of it (from the clock ticks of `/proc/self/task/*/stat`).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    total: Duration,
+    user_ticks: Duration,
+    system_ticks: Duration,
+}
+
+impl Cpu {
+    fn of(prefix: &str) -> Cpu {
+        synack_sys::thread_cpu_times()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.name.starts_with(prefix))
+            .fold(Cpu::default(), |a, t| Cpu {
+                total: a.total + t.cpu,
+                user_ticks: a.user_ticks + t.user,
+                system_ticks: a.system_ticks + t.system,
+            })
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            total: self.total - before.total,
+            user_ticks: self.user_ticks - before.user_ticks,
+            system_ticks: self.system_ticks - before.system_ticks,
+        }
+    }
+
+    /// The share of the time spent in the kernel.
+    fn system_share(self) -> f64 {
+        let ticks = (self.user_ticks + self.system_ticks).as_secs_f64();
+        if ticks > 0.0 {
+            self.system_ticks.as_secs_f64() / ticks
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The flood every server here gets: one generator thread, a closed loop of 16, full
@@ -189,7 +223,7 @@ fn flood(certs: &Certs, addr: &str, seconds: u64) -> synack_load::plan::Plan {
 }
 
 /// One end-to-end run: (handshakes, server CPU, generator CPU).
-fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Duration, Duration) {
+fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Cpu, Duration) {
     let server = synack::Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
@@ -204,9 +238,9 @@ fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Duration, Duration) {
         .unwrap();
     let plan = flood(certs, &server.local_addr().to_string(), seconds);
     let before = server.stats().tls.handshakes;
-    let server_before = threads_cpu("synack-worker");
+    let server_before = Cpu::of("synack-worker");
     let run = synack_load::engine::run(&plan, |_, _, _| {}).unwrap();
-    let server_cpu = threads_cpu("synack-worker") - server_before;
+    let server_cpu = Cpu::of("synack-worker").since(server_before);
     let done = server.stats().tls.handshakes - before;
     let gen_cpu: Duration = run.thread_cpu.iter().sum();
     assert_eq!(
@@ -219,7 +253,7 @@ fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Duration, Duration) {
 
 /// The same flood against a blocking rustls server on one plain thread (no runtime, no
 /// acceptor): what TCP over loopback adds to the in-memory floor, server CPU only.
-fn blocking_baseline(certs: &Certs, seconds: u64) -> (u64, Duration) {
+fn blocking_baseline(certs: &Certs, seconds: u64) -> (u64, Cpu) {
     use std::io::{Read as _, Write as _};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -259,9 +293,9 @@ fn blocking_baseline(certs: &Certs, seconds: u64) -> (u64, Duration) {
         })
         .unwrap();
     let plan = flood(certs, &addr.to_string(), seconds);
-    let before = threads_cpu("baseline-server");
+    let before = Cpu::of("baseline-server");
     let _ = synack_load::engine::run(&plan, |_, _, _| {}).unwrap();
-    let cpu = threads_cpu("baseline-server") - before;
+    let cpu = Cpu::of("baseline-server").since(before);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = std::net::TcpStream::connect(addr);
     let done = server.join().unwrap();
@@ -342,17 +376,26 @@ fn main() {
     let _ = end_to_end(&certs, 1);
     let mut rows: [Vec<f64>; 5] = Default::default();
     let (mut server_ratio, mut baseline_ratio, mut client_ratio) = (vec![], vec![], vec![]);
+    // Per handshake, split by the ticks: synack's user space and kernel, the blocking
+    // server's kernel; synack's user space over the floor.
+    let (mut user_us, mut kernel_us, mut b_kernel_us, mut user_ratio) =
+        (vec![], vec![], vec![], vec![]);
     for i in 0..runs {
         let n = 2000;
         let (s, c) = in_memory(&certs, n);
         let (fs, fc) = (n as f64 / s.as_secs_f64(), n as f64 / c.as_secs_f64());
         let (bd, b_cpu) = blocking_baseline(&certs, seconds);
-        let bs = bd as f64 / b_cpu.as_secs_f64();
+        let bs = bd as f64 / b_cpu.total.as_secs_f64();
         let (done, s_cpu, g_cpu) = end_to_end(&certs, seconds);
         let (es, ec) = (
-            done as f64 / s_cpu.as_secs_f64(),
+            done as f64 / s_cpu.total.as_secs_f64(),
             done as f64 / g_cpu.as_secs_f64(),
         );
+        let each = 1e6 / es;
+        user_us.push(each * (1.0 - s_cpu.system_share()));
+        kernel_us.push(each * s_cpu.system_share());
+        b_kernel_us.push(1e6 / bs * b_cpu.system_share());
+        user_ratio.push((1e6 / fs) / (each * (1.0 - s_cpu.system_share())));
         for (row, v) in rows.iter_mut().zip([fs, fc, bs, es, ec]) {
             row.push(v);
         }
@@ -401,6 +444,27 @@ fn main() {
         "",
     );
     ratio("synack-load client", &client_ratio, "  goal at least 0.9x");
+    let us = |v: &[f64]| median_spread(v.to_vec());
+    let (u, ulo, uhi) = us(&user_us);
+    let (k, klo, khi) = us(&kernel_us);
+    let (bk, bklo, bkhi) = us(&b_kernel_us);
+    println!(
+        "where the server's time goes, per handshake (its threads' CPU split by the clock ticks of /proc/self/task/*/stat), medians (spread):"
+    );
+    println!(
+        "  synack server, user space (rustls, runtime, synack)        {u:>7.1} us  ({ulo:.1} .. {uhi:.1})"
+    );
+    println!(
+        "  synack server, kernel (syscalls, TCP over loopback)        {k:>7.1} us  ({klo:.1} .. {khi:.1})"
+    );
+    println!(
+        "  blocking rustls server, kernel                             {bk:>7.1} us  ({bklo:.1} .. {bkhi:.1})"
+    );
+    ratio(
+        "synack server's user space alone, to the floor",
+        &user_ratio,
+        "  (the floor makes no syscalls)",
+    );
     println!(
         "  (the synack server's own part: {:.2}x the blocking rustls server's rate, medians)",
         median_spread(
