@@ -157,7 +157,7 @@ enum Io {
     Tokio(TcpStream),
     /// TLS over a registered socket, the handshake done.
     #[cfg(feature = "tls")]
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<crate::tls::TlsStream>),
     /// The registration failed and took the socket with it.
     Closed,
 }
@@ -186,24 +186,7 @@ impl Connection {
             // (else with the handler's first write).
             #[cfg(feature = "tls")]
             Io::Tls(t) => {
-                let (tcp, tls) = t.get_mut();
-                tls.writer().write_all(buf)?;
-                struct TryWrite<'a>(&'a TcpStream);
-                impl Write for TryWrite<'_> {
-                    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                        self.0.try_write(b)
-                    }
-                    fn flush(&mut self) -> io::Result<()> {
-                        Ok(())
-                    }
-                }
-                while tls.wants_write() {
-                    match tls.write_tls(&mut TryWrite(tcp)) {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
-                    }
-                }
+                t.write_now(buf)?;
                 buf.len()
             }
             Io::Closed => return Err(io::ErrorKind::NotConnected.into()),
@@ -298,11 +281,7 @@ impl Connection {
 
     /// The TLS stream, its handshake done, and what it negotiated.
     #[cfg(feature = "tls")]
-    pub(crate) fn set_tls(
-        &mut self,
-        tls: tokio_rustls::server::TlsStream<TcpStream>,
-        info: TlsInfo,
-    ) {
+    pub(crate) fn set_tls(&mut self, tls: crate::tls::TlsStream, info: TlsInfo) {
         self.io = Io::Tls(Box::new(tls));
         self.info.tls = Some(Box::new(info));
     }

@@ -58,7 +58,8 @@ pub(crate) struct TlsSettings {
     pub timeout: Duration,
 }
 
-/// The kind of a failed handshake, from tokio-rustls's error.
+/// The kind of a failed handshake, from its error (a rustls error inside an I/O error, or the
+/// socket's own).
 #[cfg(feature = "tls")]
 pub(crate) fn failure_kind(e: &std::io::Error) -> crate::stats::TlsFailure {
     use crate::stats::TlsFailure as Failure;
@@ -123,4 +124,268 @@ pub fn server_config(
         .map_err(|e| bad(cert, e.to_string()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// A rustls server session over a registered socket: what a TLS [`Connection`](crate::Connection)
+/// reads and writes through.
+///
+/// What the session has to send goes out with the next thing that is sent, or before a read
+/// waits: TLS 1.3's session tickets, queued as the handshake ends, leave with the handler's
+/// first answer in one `writev` (one segment fewer per connection than flushing them at the
+/// handshake's end), and TLS 1.2's last flight leaves before the handler waits for a request.
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+pub(crate) struct TlsStream {
+    tcp: tokio::net::TcpStream,
+    session: rustls::ServerConnection,
+    /// `close_notify` is queued: the session writes nothing more.
+    closing: bool,
+}
+
+/// Non-blocking reads and writes on a tokio socket, for rustls' `read_tls` and `write_tls`
+/// (`WouldBlock` when the socket is not ready; tokio clears its readiness then).
+#[cfg(feature = "tls")]
+struct TryIo<'a>(&'a tokio::net::TcpStream);
+
+#[cfg(feature = "tls")]
+impl std::io::Read for TryIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl std::io::Write for TryIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A rustls error as an I/O error (what [`failure_kind`] reads back).
+#[cfg(feature = "tls")]
+fn tls_error(e: rustls::Error) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
+#[cfg(feature = "tls")]
+mod stream {
+    use std::io::{self, Read as _, Write as _};
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, ready};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::TcpStream;
+
+    use super::{TlsStream, TryIo, tls_error};
+
+    /// Sends what the session has queued; `Pending` until the socket took it all.
+    fn poll_send(
+        tcp: &TcpStream,
+        session: &mut rustls::ServerConnection,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while session.wants_write() {
+            match session.write_tls(&mut TryIo(tcp)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(tcp.poll_write_ready(cx))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads TLS records off the socket into the session and processes them: the bytes read
+    /// (0 at the peer's end of stream). A protocol error queues the session's alert, which
+    /// is sent if the socket takes it at once.
+    fn poll_receive(
+        tcp: &TcpStream,
+        session: &mut rustls::ServerConnection,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let n = loop {
+            match session.read_tls(&mut TryIo(tcp)) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(tcp.poll_read_ready(cx))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        };
+        if let Err(e) = session.process_new_packets() {
+            let _ = session.write_tls(&mut TryIo(tcp));
+            return Poll::Ready(Err(tls_error(e)));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    impl TlsStream {
+        /// Runs the server side of a handshake on `tcp`. What the session queues as the
+        /// handshake ends (TLS 1.3's tickets) is left for the first write.
+        pub(crate) async fn accept(
+            tcp: TcpStream,
+            config: Arc<rustls::ServerConfig>,
+        ) -> io::Result<TlsStream> {
+            let mut session = rustls::ServerConnection::new(config).map_err(tls_error)?;
+            std::future::poll_fn(|cx| {
+                while session.is_handshaking() {
+                    ready!(poll_send(&tcp, &mut session, cx))?;
+                    if ready!(poll_receive(&tcp, &mut session, cx))? == 0 {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the client closed the connection during the TLS handshake",
+                        )));
+                    }
+                }
+                Poll::Ready(Ok(()))
+            })
+            .await?;
+            Ok(TlsStream {
+                tcp,
+                session,
+                closing: false,
+            })
+        }
+
+        /// The socket and the session.
+        pub(crate) fn get_ref(&self) -> (&TcpStream, &rustls::ServerConnection) {
+            (&self.tcp, &self.session)
+        }
+
+        /// Queues `buf` as plaintext and sends what the socket takes at once (the rest goes
+        /// with the next write or flush).
+        pub(crate) fn write_now(&mut self, buf: &[u8]) -> io::Result<()> {
+            self.session.writer().write_all(buf)?;
+            while self.session.wants_write() {
+                match self.session.write_tls(&mut TryIo(&self.tcp)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl AsyncRead for TlsStream {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            loop {
+                match this.session.reader().read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                // Nothing to read yet: what is queued to send goes first (a peer may be
+                // waiting for it), without waiting for the socket to take it.
+                if this.session.wants_write()
+                    && let Poll::Ready(Err(e)) = poll_send(&this.tcp, &mut this.session, cx)
+                {
+                    return Poll::Ready(Err(e));
+                }
+                if ready!(poll_receive(&this.tcp, &mut this.session, cx))? == 0 {
+                    // The end of the stream: the reader says whether it was clean.
+                    match this.session.reader().read(buf.initialize_unfilled()) {
+                        Ok(n) => buf.advance(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+
+    impl AsyncWrite for TlsStream {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            if this.closing {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            loop {
+                let n = this.session.writer().write(buf)?;
+                match poll_send(&this.tcp, &mut this.session, cx) {
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    // Taken as plaintext: on its way, even if the socket is full now.
+                    _ if n > 0 || buf.is_empty() => return Poll::Ready(Ok(n)),
+                    Poll::Pending => return Poll::Pending,
+                    // The session's buffer was full and is sent now: try again.
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            if this.closing {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            let empty = bufs.iter().all(|b| b.is_empty());
+            loop {
+                let n = this.session.writer().write_vectored(bufs)?;
+                match poll_send(&this.tcp, &mut this.session, cx) {
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    _ if n > 0 || empty => return Poll::Ready(Ok(n)),
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            this.session.writer().flush()?;
+            poll_send(&this.tcp, &mut this.session, cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if !this.closing {
+                this.session.send_close_notify();
+                this.closing = true;
+            }
+            ready!(poll_send(&this.tcp, &mut this.session, cx))?;
+            Pin::new(&mut this.tcp).poll_shutdown(cx)
+        }
+    }
+
+    impl Drop for TlsStream {
+        /// What is still queued (a handler that neither wrote nor read after the handshake
+        /// leaves the tickets there) is sent if the socket takes it at once.
+        fn drop(&mut self) {
+            if self.session.wants_write() {
+                let _ = self.session.write_tls(&mut TryIo(&self.tcp));
+            }
+        }
+    }
 }

@@ -250,3 +250,70 @@ fn tls_from_a_config_file_and_bad_certificate_files_named() {
         "{err}"
     );
 }
+
+/// An echo handler that reads first: what the session queued as its handshake ended (TLS
+/// 1.2's last flight, TLS 1.3's tickets) leaves before the handler waits for the request, or
+/// with its answer; a client that got the tickets resumes on its next connection.
+#[test]
+fn a_client_that_speaks_first_is_answered_over_tls_1_2_and_1_3_and_resumes() {
+    let (cfg, ca) = server_config(&[]);
+    let server = synack::Server::builder()
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .tls(cfg)
+        .serve(|mut conn: synack::Connection| async move {
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).await?;
+            if got != b"quiet" {
+                conn.write_all(&got).await?;
+            }
+            conn.shutdown().await
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let connector_for = |versions: &[&'static rustls::SupportedProtocolVersion]| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone()).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_protocol_versions(versions)
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    };
+    let exchange = |connector: &tokio_rustls::TlsConnector, say: &'static [u8]| {
+        let talk = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = connector.connect(name, tcp).await?;
+            tls.write_all(say).await?;
+            tls.shutdown().await?;
+            let mut back = Vec::new();
+            tls.read_to_end(&mut back).await?;
+            let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            Ok::<_, std::io::Error>((back, resumed))
+        };
+        // Bounded: a flight the server kept back would leave both sides waiting.
+        rt().block_on(async { tokio::time::timeout(Duration::from_secs(10), talk).await })
+            .expect("the exchange finished within 10 s")
+            .unwrap()
+    };
+    for versions in [
+        &[&rustls::version::TLS12][..],
+        &[&rustls::version::TLS13][..],
+    ] {
+        let connector = connector_for(versions);
+        // Answered: the server's last flight and tickets went out.
+        assert_eq!(exchange(&connector, b"hello"), (b"hello".to_vec(), false));
+        assert_eq!(exchange(&connector, b"again"), (b"again".to_vec(), true));
+        // A handler that only reads (a fresh client): the tickets still reach the client.
+        let connector = connector_for(versions);
+        assert_eq!(exchange(&connector, b"quiet"), (Vec::new(), false));
+        assert_eq!(exchange(&connector, b"quiet"), (Vec::new(), true));
+    }
+    let s = server.stats();
+    assert_eq!(s.tls.handshakes, 8);
+    assert_eq!(s.tls.resumed, 4, "{:?}", s.tls);
+    assert_eq!(s.tls.failed.total(), 0);
+    let report = server.shutdown_blocking(Duration::from_secs(5));
+    assert_eq!(report.unaccounted, 0);
+}

@@ -57,9 +57,9 @@ pub(super) struct Ctx<H> {
     pub(super) opts: Arc<ListenOptions>,
     /// The observers' hook on each dispatch.
     pub(super) hook: DispatchHook,
-    /// TLS: the acceptor of handshakes, and their timeout.
+    /// TLS: the sessions' configuration, and the handshakes' timeout.
     #[cfg(feature = "tls")]
-    pub(super) tls: Option<(tokio_rustls::TlsAcceptor, std::time::Duration)>,
+    pub(super) tls: Option<(Arc<rustls::ServerConfig>, std::time::Duration)>,
 }
 
 /// An accept loop's dispatch on its own worker: `start` runs each connection's handler at
@@ -122,10 +122,7 @@ where
         handler,
         opts: setup.opts.clone(),
         #[cfg(feature = "tls")]
-        tls: setup
-            .tls
-            .clone()
-            .map(|t| (tokio_rustls::TlsAcceptor::from(t.config.clone()), t.timeout)),
+        tls: setup.tls.clone().map(|t| (t.config.clone(), t.timeout)),
     };
     let sched_batch = setup.sched_batch;
     let thread = std::thread::Builder::new()

@@ -230,10 +230,10 @@ where
                     };
                     let permit = permit.take();
                     #[cfg(feature = "tls")]
-                    if let Some((acceptor, timeout)) = &this.guard.ctx.tls {
+                    if let Some((config, timeout)) = &this.guard.ctx.tls {
                         let fut = handshake(
                             conn,
-                            acceptor.clone(),
+                            config.clone(),
                             *timeout,
                             permit,
                             this.guard.ctx.clone(),
@@ -328,7 +328,7 @@ where
 #[cfg(feature = "tls")]
 async fn handshake<H>(
     mut conn: Connection,
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: std::sync::Arc<rustls::ServerConfig>,
     timeout: std::time::Duration,
     permit: Option<HandshakePermit>,
     ctx: Rc<Ctx<H>>,
@@ -346,7 +346,7 @@ async fn handshake<H>(
             return None;
         }
     };
-    let result = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+    let result = tokio::time::timeout(timeout, crate::tls::TlsStream::accept(tcp, config)).await;
     drop(permit);
     let failure = match result {
         Ok(Ok(tls)) => {
