@@ -258,6 +258,31 @@ mod stream {
             })
         }
 
+        /// Puts plaintext into the session with `put` and sends what the socket takes: what
+        /// `put` took, once it took any (or there was nothing to take); `Pending` only while
+        /// the session is full and the socket takes nothing.
+        fn poll_put(
+            &mut self,
+            cx: &mut Context<'_>,
+            empty: bool,
+            mut put: impl FnMut(&mut rustls::Writer<'_>) -> io::Result<usize>,
+        ) -> Poll<io::Result<usize>> {
+            if self.closing {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            loop {
+                let n = put(&mut self.session.writer())?;
+                match poll_send(&self.tcp, &mut self.session, cx) {
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    // Taken as plaintext: on its way, even if the socket is full now.
+                    _ if n > 0 || empty => return Poll::Ready(Ok(n)),
+                    Poll::Pending => return Poll::Pending,
+                    // The session was full and is sent now: try again.
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
+        }
+
         /// The socket and the session.
         pub(crate) fn get_ref(&self) -> (&TcpStream, &rustls::ServerConnection) {
             (&self.tcp, &self.session)
@@ -320,21 +345,8 @@ mod stream {
             cx: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            let this = self.get_mut();
-            if this.closing {
-                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-            }
-            loop {
-                let n = this.session.writer().write(buf)?;
-                match poll_send(&this.tcp, &mut this.session, cx) {
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    // Taken as plaintext: on its way, even if the socket is full now.
-                    _ if n > 0 || buf.is_empty() => return Poll::Ready(Ok(n)),
-                    Poll::Pending => return Poll::Pending,
-                    // The session's buffer was full and is sent now: try again.
-                    Poll::Ready(Ok(())) => {}
-                }
-            }
+            self.get_mut()
+                .poll_put(cx, buf.is_empty(), |w| w.write(buf))
         }
 
         fn poll_write_vectored(
@@ -342,20 +354,9 @@ mod stream {
             cx: &mut Context<'_>,
             bufs: &[io::IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
-            let this = self.get_mut();
-            if this.closing {
-                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-            }
             let empty = bufs.iter().all(|b| b.is_empty());
-            loop {
-                let n = this.session.writer().write_vectored(bufs)?;
-                match poll_send(&this.tcp, &mut this.session, cx) {
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    _ if n > 0 || empty => return Poll::Ready(Ok(n)),
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(())) => {}
-                }
-            }
+            self.get_mut()
+                .poll_put(cx, empty, |w| w.write_vectored(bufs))
         }
 
         fn is_write_vectored(&self) -> bool {
