@@ -222,8 +222,8 @@ fn flood(certs: &Certs, addr: &str, seconds: u64) -> synack_load::plan::Plan {
     .unwrap()
 }
 
-/// One end-to-end run: (handshakes, server CPU, generator CPU).
-fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Cpu, Duration) {
+/// One end-to-end run: (handshakes, server CPU, generator CPU, the generator's kernel share).
+fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Cpu, Duration, f64) {
     let server = synack::Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
@@ -239,8 +239,23 @@ fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Cpu, Duration) {
     let plan = flood(certs, &server.local_addr().to_string(), seconds);
     let before = server.stats().tls.handshakes;
     let server_before = Cpu::of("synack-worker");
-    let run = synack_load::engine::run(&plan, |_, _, _| {}).unwrap();
+    // The generator's threads end with the run, their ticks with them: its split is read
+    // while it runs, from the first progress tick (about a second in) to the last.
+    let (mut first, mut last) = (None, None);
+    let run = synack_load::engine::run(&plan, |_, _, _| {
+        let now = Cpu::of("synack-load");
+        if first.is_none() {
+            first = Some(now);
+        } else {
+            last = Some(now);
+        }
+    })
+    .unwrap();
     let server_cpu = Cpu::of("synack-worker").since(server_before);
+    let gen_kernel = match (first, last) {
+        (Some(a), Some(b)) => b.since(a).system_share(),
+        _ => f64::NAN,
+    };
     let done = server.stats().tls.handshakes - before;
     let gen_cpu: Duration = run.thread_cpu.iter().sum();
     assert_eq!(
@@ -248,7 +263,7 @@ fn end_to_end(certs: &Certs, seconds: u64) -> (u64, Cpu, Duration) {
         run.rec.count(synack_load::outcome::Outcome::Ok)
     );
     drop(server);
-    (done, server_cpu, gen_cpu)
+    (done, server_cpu, gen_cpu, gen_kernel)
 }
 
 /// The same flood against a blocking rustls server on one plain thread (no runtime, no
@@ -380,13 +395,14 @@ fn main() {
     // server's kernel; synack's user space over the floor.
     let (mut user_us, mut kernel_us, mut b_kernel_us, mut user_ratio) =
         (vec![], vec![], vec![], vec![]);
+    let (mut g_user_us, mut g_kernel_us, mut g_user_ratio) = (vec![], vec![], vec![]);
     for i in 0..runs {
         let n = 2000;
         let (s, c) = in_memory(&certs, n);
         let (fs, fc) = (n as f64 / s.as_secs_f64(), n as f64 / c.as_secs_f64());
         let (bd, b_cpu) = blocking_baseline(&certs, seconds);
         let bs = bd as f64 / b_cpu.total.as_secs_f64();
-        let (done, s_cpu, g_cpu) = end_to_end(&certs, seconds);
+        let (done, s_cpu, g_cpu, g_share) = end_to_end(&certs, seconds);
         let (es, ec) = (
             done as f64 / s_cpu.total.as_secs_f64(),
             done as f64 / g_cpu.as_secs_f64(),
@@ -396,6 +412,12 @@ fn main() {
         kernel_us.push(each * s_cpu.system_share());
         b_kernel_us.push(1e6 / bs * b_cpu.system_share());
         user_ratio.push((1e6 / fs) / (each * (1.0 - s_cpu.system_share())));
+        if g_share.is_finite() {
+            let g_each = 1e6 / ec;
+            g_user_us.push(g_each * (1.0 - g_share));
+            g_kernel_us.push(g_each * g_share);
+            g_user_ratio.push((1e6 / fc) / (g_each * (1.0 - g_share)));
+        }
         for (row, v) in rows.iter_mut().zip([fs, fc, bs, es, ec]) {
             row.push(v);
         }
@@ -465,6 +487,21 @@ fn main() {
         &user_ratio,
         "  (the floor makes no syscalls)",
     );
+    if !g_user_us.is_empty() {
+        let (gu, gulo, guhi) = us(&g_user_us);
+        let (gk, gklo, gkhi) = us(&g_kernel_us);
+        println!(
+            "  synack-load client, user space (rustls, the engine)       {gu:>7.1} us  ({gulo:.1} .. {guhi:.1})"
+        );
+        println!(
+            "  synack-load client, kernel (syscalls, TCP over loopback)   {gk:>7.1} us  ({gklo:.1} .. {gkhi:.1})"
+        );
+        ratio(
+            "synack-load client's user space alone, to the floor",
+            &g_user_ratio,
+            "",
+        );
+    }
     println!(
         "  (the synack server's own part: {:.2}x the blocking rustls server's rate, medians)",
         median_spread(
