@@ -327,3 +327,104 @@ fn the_probe_works_over_tls() {
     }
     drop(server);
 }
+
+/// A rustls server on one thread for `n` connections, blocking, each read bounded: it answers
+/// each with a small HTTP response and counts the connections whose request was already there
+/// when the read that ended its handshake returned (the client sent its last flight and the
+/// request in one write).
+fn counting_server(
+    config: rustls::ServerConfig,
+    n: usize,
+) -> (String, std::thread::JoinHandle<usize>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let config = Arc::new(config);
+    let server = std::thread::spawn(move || {
+        let mut together = 0;
+        for _ in 0..n {
+            let (mut tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let mut tls = rustls::ServerConnection::new(config.clone()).unwrap();
+            let served = (|| -> std::io::Result<()> {
+                while tls.is_handshaking() {
+                    while tls.wants_write() {
+                        tls.write_tls(&mut tcp)?;
+                    }
+                    if tls.read_tls(&mut tcp)? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    tls.process_new_packets().map_err(std::io::Error::other)?;
+                }
+                let mut request = [0u8; 512];
+                if matches!(tls.reader().read(&mut request), Ok(n) if n > 0) {
+                    together += 1;
+                }
+                tls.writer().write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+                )?;
+                tls.send_close_notify();
+                while tls.wants_write() {
+                    tls.write_tls(&mut tcp)?;
+                }
+                Ok(())
+            })();
+            served.unwrap();
+        }
+        together
+    });
+    (addr, server)
+}
+
+/// The client's last handshake flight and its request leave in one write. Sent apart, the
+/// request (a second small write) waited on Nagle's algorithm for the server's delayed ACK
+/// wherever the server had nothing to send in between: after TLS 1.2's resumed handshake,
+/// 40 ms a connection. Counted by the server as connections whose request came with the
+/// handshake's end: every TLS 1.3 one, and every resumed TLS 1.2 one (in a full TLS 1.2
+/// handshake the server speaks last).
+#[test]
+fn the_handshakes_last_flight_and_the_request_leave_together() {
+    let _g = serial();
+    let (cert_path, _, config) = cert("together");
+    let n = 20;
+    for (versions, resumption) in [("--tls13-only", "off"), ("--tls12", "on")] {
+        let (addr, server) = counting_server(config.clone(), n);
+        let (_, rep) = flood(
+            &addr,
+            &[
+                "--tls",
+                versions,
+                "--tls-resumption",
+                resumption,
+                "--cacert",
+                cert_path.to_str().unwrap(),
+                "--sni",
+                "localhost",
+                "--http",
+                "GET /",
+                "--connections",
+                &n.to_string(),
+                "--concurrency",
+                "1",
+                "--threads",
+                "1",
+            ],
+            &format!("together{versions}"),
+        );
+        let together = server.join().unwrap();
+        assert_eq!(
+            rep.outcomes["ok"], n as u64,
+            "{versions}: {:?}",
+            rep.outcomes
+        );
+        let t = tls_of(&rep);
+        let expected = if versions == "--tls12" {
+            assert!(t.resumed > 0, "{versions}: nothing resumed: {t:?}");
+            t.resumed
+        } else {
+            n as u64
+        };
+        assert_eq!(together as u64, expected, "{versions}: {t:?}");
+    }
+}

@@ -507,7 +507,15 @@ impl<'a> Generator<'a> {
         let Some(c) = tls.as_deref_mut() else {
             return self.advance(slot);
         };
+        // A request follows: the handshake's last flight waits for it, and both leave in one
+        // write (two small writes in a row would meet Nagle's algorithm and the server's
+        // delayed ACK, 40 ms, where the server has nothing to send in between: TLS 1.2's
+        // resumed handshake).
+        let request_follows = a.sent < self.plan.payload.len();
         loop {
+            if request_follows && !c.is_handshaking() {
+                break;
+            }
             match flush_tls(sock, c) {
                 Ok(_) => {}
                 Err(e) => return self.end(slot, Ending::errno(errno(&e))),
@@ -587,7 +595,24 @@ impl<'a> Generator<'a> {
         };
         let total = self.plan.payload.len();
         loop {
-            // With TLS, what rustls holds goes out first.
+            if a.sent < total {
+                let chunk = match &self.plan.payload {
+                    Payload::Filler(_) => &self.filler[..(total - a.sent).min(self.filler.len())],
+                    Payload::Bytes(b) => &b[a.sent..],
+                };
+                let wrote = match a.tls.as_deref_mut() {
+                    Some(c) => c.writer().write(chunk),
+                    None => (&a.sock).write(chunk),
+                };
+                match wrote {
+                    Ok(n) => a.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return self.end(slot, Ending::errno(errno(&e))),
+                }
+            }
+            // With TLS, what rustls holds (the handshake's last flight, then the request) goes
+            // out together.
             if let Some(c) = a.tls.as_deref_mut() {
                 match flush_tls(&a.sock, c) {
                     Ok(true) => {}
@@ -597,20 +622,6 @@ impl<'a> Generator<'a> {
             }
             if a.sent >= total {
                 break;
-            }
-            let chunk = match &self.plan.payload {
-                Payload::Filler(_) => &self.filler[..(total - a.sent).min(self.filler.len())],
-                Payload::Bytes(b) => &b[a.sent..],
-            };
-            let wrote = match a.tls.as_deref_mut() {
-                Some(c) => c.writer().write(chunk),
-                None => (&a.sock).write(chunk),
-            };
-            match wrote {
-                Ok(n) => a.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.end(slot, Ending::errno(errno(&e))),
             }
         }
         self.advance(slot);
