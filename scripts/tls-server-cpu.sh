@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Server CPU per full TLS handshake, side by side on the same flood: nginx from Debian (OpenSSL,
 # one worker process) and the synack greeting example (one worker accepting on it), each
-# serving TLS 1.3 with the same ECDSA P-256 certificate, against `synack-load flood --tls`
+# serving TLS 1.3 with the same ECDSA P-256 certificate and the same suite (both prefer
+# TLS_AES_128_GCM_SHA256, as synack::tls::server_config does), against `synack-load flood --tls`
 # (one thread, closed loop of 16, resumption off). The server's CPU is read from /proc (its
 # worker process, or the greeting process) around the flood. Interleaved RUNS times (default
 # 3), medians. Traffic stays on 127.0.0.1.
@@ -35,6 +36,8 @@ http { access_log off; client_body_temp_path "$DIR/cb"; proxy_temp_path "$DIR/p"
   uwsgi_temp_path "$DIR/u"; scgi_temp_path "$DIR/s";
   server { listen 127.0.0.1:$NPORT ssl backlog=1024; ssl_certificate "$DIR/cert.pem";
     ssl_certificate_key "$DIR/key.pem"; ssl_protocols TLSv1.3; ssl_session_tickets off;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
+    ssl_prefer_server_ciphers on;
     location / { return 200 "hi\n"; } } }
 CONF
 "$NGINX" -p "$DIR" -c "$DIR/nginx.conf" -e "$DIR/error.log"

@@ -233,6 +233,17 @@ fn tls_from_a_config_file_and_bad_certificate_files_named() {
         })
         .unwrap();
     let ca = c.cert.der().clone();
+    // The helper's config picks TLS_AES_128_GCM_SHA256 over a rustls client's first choice.
+    let suite = rt().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(server.local_addr()).await?;
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = client(Some(&ca), &[b"http/1.1"]).connect(name, tcp).await?;
+        Ok::<_, std::io::Error>(tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()))
+    });
+    assert_eq!(
+        suite.unwrap(),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
     let got = rt()
         .block_on(fetch(
             server.local_addr(),
