@@ -126,6 +126,31 @@ pub fn server_config(
         return Err(bad(cert, "no CERTIFICATE in the file".into()));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
+    config_for(chain, key, alpn).map_err(|e| bad(cert, e.to_string()))
+}
+
+/// A rustls server config for a certificate chain and its key already in memory, with the
+/// choices of [`server_config`]: `TLS_AES_128_GCM_SHA256` preferred, `alpn` offered.
+/// # Errors
+///
+/// rustls' own, when the key does not fit the certificate or is of a kind it does not take.
+///
+/// # Examples
+///
+/// ```
+/// use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+///
+/// let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+/// let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der()));
+/// let config = synack::tls::config_for(vec![c.cert.der().clone()], key, &[b"http/1.1"]).unwrap();
+/// assert!(config.ignore_client_order);
+/// ```
+#[cfg(feature = "tls")]
+pub fn config_for(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, rustls::Error> {
     // The process's default provider if one was installed, else rustls' own default.
     let mut provider = match rustls::crypto::CryptoProvider::get_default() {
         Some(p) => (**p).clone(),
@@ -136,11 +161,9 @@ pub fn server_config(
         .cipher_suites
         .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
     let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(cert, e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| bad(cert, e.to_string()))?;
+        .with_single_cert(chain, key)?;
     config.ignore_client_order = true;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)

@@ -131,11 +131,10 @@ pub(crate) fn self_signed(
     let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
         .map_err(|e| run(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der()));
-    let mut server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![c.cert.der().clone()], key)
+    // A synack server's defaults (synack::tls::server_config's), as the user's would have.
+    let alpn: Vec<&[u8]> = asked.alpn.iter().map(|a| a.as_bytes()).collect();
+    let server = synack::tls::config_for(vec![c.cert.der().clone()], key, &alpn)
         .map_err(|e| run(e.to_string()))?;
-    server.alpn_protocols = asked.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
     let pem = std::env::temp_dir().join(format!("synack-tune-{}-ca.pem", std::process::id()));
     std::fs::write(&pem, c.cert.pem()).map_err(|e| run(format!("{}: {e}", pem.display())))?;
     let client = crate::tls::TlsOptions {
