@@ -169,52 +169,8 @@ pub fn config_for(
     Ok(config)
 }
 
-/// A rustls server session over a registered socket: what a TLS [`Connection`](crate::Connection)
-/// reads and writes through.
-///
-/// What the session has to send goes out with the next thing that is sent, or before a read
-/// waits: TLS 1.3's session tickets, queued as the handshake ends, leave with the handler's
-/// first answer in one `writev` (one segment fewer per connection than flushing them at the
-/// handshake's end), and TLS 1.2's last flight leaves before the handler waits for a request.
 #[cfg(feature = "tls")]
-#[derive(Debug)]
-pub(crate) struct TlsStream {
-    tcp: tokio::net::TcpStream,
-    session: rustls::ServerConnection,
-    /// `close_notify` is queued: the session writes nothing more.
-    closing: bool,
-}
-
-/// Non-blocking reads and writes on a tokio socket, for rustls' `read_tls` and `write_tls`
-/// (`WouldBlock` when the socket is not ready; tokio clears its readiness then).
-#[cfg(feature = "tls")]
-struct TryIo<'a>(&'a tokio::net::TcpStream);
-
-#[cfg(feature = "tls")]
-impl std::io::Read for TryIo<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.try_read(buf)
-    }
-}
-
-#[cfg(feature = "tls")]
-impl std::io::Write for TryIo<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.try_write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
-        self.0.try_write_vectored(bufs)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A rustls error as an I/O error (what [`failure_kind`] reads back).
-#[cfg(feature = "tls")]
-fn tls_error(e: rustls::Error) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
-}
+pub(crate) use stream::TlsStream;
 
 #[cfg(feature = "tls")]
 mod stream {
@@ -226,7 +182,47 @@ mod stream {
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::TcpStream;
 
-    use super::{TlsStream, TryIo, tls_error};
+    /// A rustls server session over a registered socket: what a TLS [`Connection`](crate::Connection)
+    /// reads and writes through.
+    ///
+    /// What the session has to send goes out with the next thing that is sent, or before a read
+    /// waits: TLS 1.3's session tickets, queued as the handshake ends, leave with the handler's
+    /// first answer in one `writev` (one segment fewer per connection than flushing them at the
+    /// handshake's end), and TLS 1.2's last flight leaves before the handler waits for a request.
+    #[derive(Debug)]
+    pub(crate) struct TlsStream {
+        tcp: TcpStream,
+        session: rustls::ServerConnection,
+        /// `close_notify` is queued: the session writes nothing more.
+        closing: bool,
+    }
+
+    /// Non-blocking reads and writes on a tokio socket, for rustls' `read_tls` and `write_tls`
+    /// (`WouldBlock` when the socket is not ready; tokio clears its readiness then).
+    struct TryIo<'a>(&'a TcpStream);
+
+    impl io::Read for TryIo<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.try_read(buf)
+        }
+    }
+
+    impl io::Write for TryIo<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.try_write(buf)
+        }
+        fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            self.0.try_write_vectored(bufs)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A rustls error as an I/O error (what [`failure_kind`](super::failure_kind) reads back).
+    fn tls_error(e: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
 
     /// Sends what the session has queued; `Pending` until the socket took it all.
     fn poll_send(
