@@ -195,6 +195,9 @@ mod stream {
         session: rustls::ServerConnection,
         /// `close_notify` is queued: the session writes nothing more.
         closing: bool,
+        /// A write to the socket failed (the peer reset it, most often): what the session
+        /// still holds is not tried again when the stream is dropped.
+        broken: bool,
     }
 
     /// Non-blocking reads and writes on a tokio socket, for rustls' `read_tls` and `write_tls`
@@ -279,7 +282,18 @@ mod stream {
             let mut session = rustls::ServerConnection::new(config).map_err(tls_error)?;
             std::future::poll_fn(|cx| {
                 while session.is_handshaking() {
+                    let flight = session.wants_write();
                     ready!(poll_send(&tcp, &mut session, cx))?;
+                    if flight {
+                        // The client answers a flight only once it has it: reading now would
+                        // find nothing (a `recvfrom` for `EAGAIN`), so wait for its answer's
+                        // readiness. Readiness the reactor has not delivered yet stays; bytes
+                        // the last read left (only past rustls' read size) come with the
+                        // answer, which every flight of a handshake has.
+                        let _ = tcp.try_io(tokio::io::Interest::READABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                    }
                     if ready!(poll_receive(&tcp, &mut session, cx))? == 0 {
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -294,6 +308,7 @@ mod stream {
                 tcp,
                 session,
                 closing: false,
+                broken: false,
             })
         }
 
@@ -311,7 +326,7 @@ mod stream {
             }
             loop {
                 let n = put(&mut self.session.writer())?;
-                match poll_send(&self.tcp, &mut self.session, cx) {
+                match self.poll_send(cx) {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     // Taken as plaintext: on its way, even if the socket is full now.
                     _ if n > 0 || empty => return Poll::Ready(Ok(n)),
@@ -320,6 +335,15 @@ mod stream {
                     Poll::Ready(Ok(())) => {}
                 }
             }
+        }
+
+        /// [`poll_send`] on this stream, a failure remembered.
+        fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let sent = poll_send(&self.tcp, &mut self.session, cx);
+            if let Poll::Ready(Err(_)) = sent {
+                self.broken = true;
+            }
+            sent
         }
 
         /// The socket and the session.
@@ -335,7 +359,10 @@ mod stream {
                 match self.session.write_tls(&mut TryIo(&self.tcp)) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        self.broken = true;
+                        return Err(e);
+                    }
                 }
             }
             Ok(())
@@ -361,7 +388,7 @@ mod stream {
                 // Nothing to read yet: what is queued to send goes first (a peer may be
                 // waiting for it), without waiting for the socket to take it.
                 if this.session.wants_write()
-                    && let Poll::Ready(Err(e)) = poll_send(&this.tcp, &mut this.session, cx)
+                    && let Poll::Ready(Err(e)) = this.poll_send(cx)
                 {
                     return Poll::Ready(Err(e));
                 }
@@ -405,7 +432,7 @@ mod stream {
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             let this = self.get_mut();
             this.session.writer().flush()?;
-            poll_send(&this.tcp, &mut this.session, cx)
+            this.poll_send(cx)
         }
 
         fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -414,7 +441,7 @@ mod stream {
                 this.session.send_close_notify();
                 this.closing = true;
             }
-            ready!(poll_send(&this.tcp, &mut this.session, cx))?;
+            ready!(this.poll_send(cx))?;
             Pin::new(&mut this.tcp).poll_shutdown(cx)
         }
     }
@@ -423,7 +450,7 @@ mod stream {
         /// What is still queued (a handler that neither wrote nor read after the handshake
         /// leaves the tickets there) is sent if the socket takes it at once.
         fn drop(&mut self) {
-            if self.session.wants_write() {
+            if !self.broken && self.session.wants_write() {
                 let _ = self.session.write_tls(&mut TryIo(&self.tcp));
             }
         }
