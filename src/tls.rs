@@ -85,11 +85,13 @@ pub(crate) fn failure_kind(e: &std::io::Error) -> crate::stats::TlsFailure {
 /// Reads a certificate chain and its private key from PEM files, for a rustls server config.
 ///
 /// The config prefers TLS 1.3's `TLS_AES_128_GCM_SHA256` over the client's first choice
-/// (rustls' own clients ask for `TLS_AES_256_GCM_SHA384` first): its key schedule hashes with
-/// SHA-256, which CPUs with SHA extensions run in hardware, where SHA-384 runs in software on
-/// every x86 CPU. On an AMD EPYC that made rustls' in-memory server handshake cost 0.72x the
-/// CPU. Browsers ask for it first anyway. The other suites stay, in rustls' order, for
-/// clients without it. A config of your own (see [`ServerBuilder::tls`](crate::ServerBuilder::tls))
+/// (rustls' own clients ask for `TLS_AES_256_GCM_SHA384` first), and in TLS 1.2 the
+/// AES-128-GCM-SHA256 suites. Their key schedule hashes with SHA-256, which CPUs with SHA
+/// extensions run in hardware, where SHA-384 runs in software on every x86 CPU. On an AMD EPYC
+/// that made rustls' in-memory server handshake cost 0.72x the CPU. Browsers ask for it first
+/// anyway. The other suites stay, in rustls' order, for clients without it. A client that
+/// asks for ChaCha20-Poly1305 first (a device without AES instructions) gets AES-128-GCM too:
+/// build your own config to leave the choice to the client. A config of your own (see [`ServerBuilder::tls`](crate::ServerBuilder::tls))
 /// keeps whatever it says.
 /// # Errors
 ///
@@ -156,10 +158,17 @@ pub fn config_for(
         Some(p) => (**p).clone(),
         None => rustls::crypto::aws_lc_rs::default_provider(),
     };
-    // A stable sort: the one suite first, the others in their order.
-    provider
-        .cipher_suites
-        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    // A stable sort: AES-128-GCM with SHA-256 first (TLS 1.3's, then TLS 1.2's), the others
+    // in their order.
+    provider.cipher_suites.sort_by_key(|s| {
+        use rustls::CipherSuite as C;
+        !matches!(
+            s.suite(),
+            C::TLS13_AES_128_GCM_SHA256
+                | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
     let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -233,17 +233,32 @@ fn tls_from_a_config_file_and_bad_certificate_files_named() {
         })
         .unwrap();
     let ca = c.cert.der().clone();
-    // The helper's config picks TLS_AES_128_GCM_SHA256 over a rustls client's first choice.
-    let suite = rt().block_on(async {
-        let tcp = tokio::net::TcpStream::connect(server.local_addr()).await?;
-        let name = ServerName::try_from("localhost").unwrap();
-        let tls = client(Some(&ca), &[b"http/1.1"]).connect(name, tcp).await?;
-        Ok::<_, std::io::Error>(tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()))
-    });
-    assert_eq!(
-        suite.unwrap(),
-        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
-    );
+    // The helper's config picks AES-128-GCM-SHA256 over a rustls client's first choice
+    // (AES-256-GCM-SHA384), in TLS 1.3 and in TLS 1.2.
+    for (version, expected) in [
+        (
+            &rustls::version::TLS13,
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            &rustls::version::TLS12,
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone()).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_protocol_versions(&[version])
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let suite = rt().block_on(async {
+            let tcp = tokio::net::TcpStream::connect(server.local_addr()).await?;
+            let name = ServerName::try_from("localhost").unwrap();
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()))
+        });
+        assert_eq!(suite.unwrap(), Some(expected));
+    }
     let got = rt()
         .block_on(fetch(
             server.local_addr(),
