@@ -343,3 +343,55 @@ fn a_client_that_speaks_first_is_answered_over_tls_1_2_and_1_3_and_resumes() {
     let report = server.shutdown_blocking(Duration::from_secs(5));
     assert_eq!(report.unaccounted, 0);
 }
+
+/// Megabytes each way through the TLS stream: a handler copies back what it reads while the
+/// client, still writing, starts reading late. The session's buffer and the sockets' fill, so
+/// writes wait for the socket and reads for the peer; every byte comes back, in order.
+#[test]
+fn megabytes_each_way_come_back_whole() {
+    let (cfg, ca) = server_config(&[]);
+    let server = synack::Server::builder()
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .tls(cfg)
+        .serve(|conn: synack::Connection| async move {
+            let (mut rd, mut wr) = tokio::io::split(conn);
+            tokio::io::copy(&mut rd, &mut wr).await?;
+            wr.shutdown().await
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let connector = client(Some(&ca), &[]);
+    const LEN: usize = 8 << 20;
+    let sent: Vec<u8> = (0..LEN).map(|i| (i * 31 % 251) as u8).collect();
+    let back = rt().block_on(async {
+        let talk = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = ServerName::try_from("localhost").unwrap();
+            let tls = connector.connect(name, tcp).await?;
+            let (mut rd, mut wr) = tokio::io::split(tls);
+            let writer = async {
+                wr.write_all(&sent).await?;
+                wr.shutdown().await
+            };
+            let mut back = Vec::with_capacity(LEN);
+            // The client starts reading late: by then the server's socket and session are
+            // full and its writes wait.
+            let reader = async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                rd.read_to_end(&mut back).await
+            };
+            let (w, r) = tokio::join!(writer, reader);
+            w?;
+            r?;
+            Ok::<_, std::io::Error>(back)
+        };
+        tokio::time::timeout(Duration::from_secs(60), talk).await
+    });
+    let back = back.expect("the exchange finished within 60 s").unwrap();
+    assert_eq!(back.len(), LEN);
+    assert!(back == sent, "the bytes came back changed");
+    let report = server.shutdown_blocking(Duration::from_secs(5));
+    assert_eq!(report.unaccounted, 0);
+}
