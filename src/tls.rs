@@ -256,6 +256,20 @@ mod stream {
         Poll::Ready(Ok(()))
     }
 
+    /// Sends what the session has queued and the socket takes at once, without waiting for
+    /// the rest (it stays queued).
+    fn send_now(tcp: &TcpStream, session: &mut rustls::ServerConnection) -> io::Result<()> {
+        while session.wants_write() {
+            match session.write_tls(&mut TryIo(tcp)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Reads TLS records off the socket into the session and processes them: the bytes read
     /// (0 at the peer's end of stream). A protocol error queues the session's alert, which
     /// is sent if the socket takes it at once.
@@ -275,7 +289,7 @@ mod stream {
             }
         };
         if let Err(e) = session.process_new_packets() {
-            let _ = session.write_tls(&mut TryIo(tcp));
+            let _ = send_now(tcp, session);
             return Poll::Ready(Err(tls_error(e)));
         }
         Poll::Ready(Ok(n))
@@ -364,17 +378,9 @@ mod stream {
         /// with the next write or flush).
         pub(crate) fn write_now(&mut self, buf: &[u8]) -> io::Result<()> {
             self.session.writer().write_all(buf)?;
-            while self.session.wants_write() {
-                match self.session.write_tls(&mut TryIo(&self.tcp)) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        self.broken = true;
-                        return Err(e);
-                    }
-                }
-            }
-            Ok(())
+            let sent = send_now(&self.tcp, &mut self.session);
+            self.broken |= sent.is_err();
+            sent
         }
     }
 
@@ -459,8 +465,8 @@ mod stream {
         /// What is still queued (a handler that neither wrote nor read after the handshake
         /// leaves the tickets there) is sent if the socket takes it at once.
         fn drop(&mut self) {
-            if !self.broken && self.session.wants_write() {
-                let _ = self.session.write_tls(&mut TryIo(&self.tcp));
+            if !self.broken {
+                let _ = send_now(&self.tcp, &mut self.session);
             }
         }
     }

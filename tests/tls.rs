@@ -44,6 +44,15 @@ fn client(ca: Option<&CertificateDer<'static>>, alpn: &[&[u8]]) -> tokio_rustls:
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
 
+/// A builder for a TLS server on 127.0.0.1 with one worker.
+fn one_worker(cfg: rustls::ServerConfig) -> synack::ServerBuilder {
+    synack::Server::builder()
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .tls(cfg)
+}
+
 /// A TLS server whose handler writes what was negotiated: `version alpn sni resumed`.
 fn tls_server(cfg: rustls::ServerConfig, b: synack::ServerBuilder) -> synack::Server {
     b.bind("127.0.0.1:0")
@@ -283,11 +292,7 @@ fn tls_from_a_config_file_and_bad_certificate_files_named() {
 #[test]
 fn a_client_that_speaks_first_is_answered_over_tls_1_2_and_1_3_and_resumes() {
     let (cfg, ca) = server_config(&[]);
-    let server = synack::Server::builder()
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .tls(cfg)
+    let server = one_worker(cfg)
         .serve(|mut conn: synack::Connection| async move {
             let mut got = Vec::new();
             conn.read_to_end(&mut got).await?;
@@ -350,11 +355,7 @@ fn a_client_that_speaks_first_is_answered_over_tls_1_2_and_1_3_and_resumes() {
 #[test]
 fn megabytes_each_way_come_back_whole() {
     let (cfg, ca) = server_config(&[]);
-    let server = synack::Server::builder()
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .tls(cfg)
+    let server = one_worker(cfg)
         .serve(|conn: synack::Connection| async move {
             let (mut rd, mut wr) = tokio::io::split(conn);
             tokio::io::copy(&mut rd, &mut wr).await?;

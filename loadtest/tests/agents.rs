@@ -73,20 +73,15 @@ fn merge_json(
     name: &str,
 ) -> (synack_load::report::merge::MergedReport, String) {
     let json = tmp(name);
-    let out = common::bin()
-        .arg("merge")
-        .args(files)
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (out, m) = common::json_run(
+        common::bin()
+            .arg("merge")
+            .args(files)
+            .args(args)
+            .arg("--json")
+            .arg(&json),
+        &json,
     );
-    let m = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     (m, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -204,15 +199,14 @@ fn three_agents_add_up_to_the_single_host_schedule() {
         side.diagnose.listeners
     );
     // A flood report given as the server's: refused, naming it.
-    let out = common::bin()
-        .arg("merge")
-        .args(&files)
-        .arg("--server")
-        .arg(&files[0])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::fails_with(
+        common::bin()
+            .arg("merge")
+            .args(&files)
+            .arg("--server")
+            .arg(&files[0]),
+        2,
+    );
     assert!(
         err.contains("open-0.json") && err.contains("not a synack-load diagnose report"),
         "{err}"
@@ -269,14 +263,13 @@ fn three_agents_add_up_to_the_single_host_schedule() {
     got.sort_unstable();
     assert_eq!(got, [33, 33, 34]);
     // A report of another run does not merge with these: named.
-    let out = common::bin()
-        .arg("merge")
-        .arg(json_of("open", 0))
-        .arg(json_of("closed", 1))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::fails_with(
+        common::bin()
+            .arg("merge")
+            .arg(json_of("open", 0))
+            .arg(json_of("closed", 1)),
+        2,
+    );
     assert!(
         err.contains("closed-1.json") && err.contains("different runs"),
         "{err}"

@@ -216,8 +216,8 @@ fn sweep_never_names_a_generator_bound_step_the_saturation_point() {
     let _turn = serial();
     let server = greeting_server();
     let json = tmp("sweep-gen.json");
-    let out = bin()
-        .args([
+    let (out, rep): (_, SweepReport) = common::json_run(
+        bin().args([
             "sweep",
             &server.local_addr().to_string(),
             "--rates",
@@ -237,15 +237,9 @@ fn sweep_never_names_a_generator_bound_step_the_saturation_point() {
             "--quiet",
             "--json",
             json.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        &json,
     );
-    let rep: SweepReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(
         rep.steps[1].verdict,
         Verdict::GeneratorBound,

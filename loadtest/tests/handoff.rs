@@ -225,17 +225,9 @@ fn flood_thread(
             }
             None => Command::new(env!("CARGO_BIN_EXE_synack-load")),
         };
-        let out = cmd
-            .args(["flood", &addr, "--quiet", "--json", json.to_str().unwrap()])
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "synack-load failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+        cmd.args(["flood", &addr, "--quiet", "--json", json.to_str().unwrap()])
+            .args(&args);
+        common::json_run(&mut cmd, &json).1
     })
 }
 

@@ -12,24 +12,20 @@ use common::{Netns, ip, skip_or_fail, tmp};
 /// `synack-load flood 192.0.2.1:80 args...` inside the namespace, which must succeed; its report.
 fn flood_in(ns: &Netns, args: &[&str]) -> FloodReport {
     let json = tmp("unreachable.json");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_synack-load")])
-        .args([
-            "flood",
-            "192.0.2.1:80",
-            "--quiet",
-            "--json",
-            json.to_str().unwrap(),
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    common::json_run(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_synack-load")])
+            .args([
+                "flood",
+                "192.0.2.1:80",
+                "--quiet",
+                "--json",
+                json.to_str().unwrap(),
+            ])
+            .args(args),
+        &json,
+    )
+    .1
 }
 
 #[test]

@@ -37,19 +37,17 @@ fn probe_splits_each_connection_at_the_servers_accept() {
 #[test]
 fn probe_against_a_server_without_it_fails_clearly() {
     let server = greeting_server();
-    let out = bin()
-        .args([
+    let err = common::fails_with(
+        bin().args([
             "flood",
             &server.local_addr().to_string(),
             "--quiet",
             "--connections",
             "50",
             "--probe",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+        ]),
+        1,
+    );
     assert!(
         err.contains("no synack probe header") && err.contains("probe enabled"),
         "{err}"

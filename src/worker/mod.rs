@@ -59,7 +59,7 @@ pub(super) struct Ctx<H> {
     pub(super) hook: DispatchHook,
     /// TLS: the sessions' configuration, and the handshakes' timeout.
     #[cfg(feature = "tls")]
-    pub(super) tls: Option<(Arc<rustls::ServerConfig>, std::time::Duration)>,
+    pub(super) tls: Option<crate::tls::TlsSettings>,
 }
 
 /// An accept loop's dispatch on its own worker: `start` runs each connection's handler at
@@ -122,7 +122,7 @@ where
         handler,
         opts: setup.opts.clone(),
         #[cfg(feature = "tls")]
-        tls: setup.tls.clone().map(|t| (t.config.clone(), t.timeout)),
+        tls: setup.tls.clone(),
     };
     let sched_batch = setup.sched_batch;
     let thread = std::thread::Builder::new()

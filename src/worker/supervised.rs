@@ -230,11 +230,10 @@ where
                     };
                     let permit = permit.take();
                     #[cfg(feature = "tls")]
-                    if let Some((config, timeout)) = &this.guard.ctx.tls {
+                    if let Some(tls) = &this.guard.ctx.tls {
                         let fut = handshake(
                             conn,
-                            config.clone(),
-                            *timeout,
+                            tls.clone(),
                             permit,
                             this.guard.ctx.clone(),
                             this.span.clone(),
@@ -322,14 +321,13 @@ where
     }
 }
 
-/// A connection's TLS handshake on its worker, bounded by `timeout`: the connection with the
+/// A connection's TLS handshake on its worker, bounded by its timeout: the connection with the
 /// TLS stream in it, or `None` when the handshake failed (counted by kind, logged at debug).
 /// Its place in the handshake cap is given back when it ends.
 #[cfg(feature = "tls")]
 async fn handshake<H>(
     mut conn: Connection,
-    config: std::sync::Arc<rustls::ServerConfig>,
-    timeout: std::time::Duration,
+    tls: crate::tls::TlsSettings,
     permit: Option<HandshakePermit>,
     ctx: Rc<Ctx<H>>,
     span: tracing::Span,
@@ -346,7 +344,9 @@ async fn handshake<H>(
             return None;
         }
     };
-    let result = tokio::time::timeout(timeout, crate::tls::TlsStream::accept(tcp, config)).await;
+    let timeout = tls.timeout;
+    let result =
+        tokio::time::timeout(timeout, crate::tls::TlsStream::accept(tcp, tls.config)).await;
     drop(permit);
     let failure = match result {
         Ok(Ok(tls)) => {

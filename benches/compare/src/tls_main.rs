@@ -343,6 +343,13 @@ fn keep_cpus_awake(stop: &Arc<std::sync::atomic::AtomicBool>) -> Vec<std::thread
         .collect()
 }
 
+/// A side's CPU per handshake at `rate` handshakes per CPU second, split by its kernel share:
+/// (user space, kernel) in microseconds.
+fn split(rate: f64, kernel_share: f64) -> (f64, f64) {
+    let each = 1e6 / rate;
+    (each * (1.0 - kernel_share), each * kernel_share)
+}
+
 fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -407,16 +414,16 @@ fn main() {
             done as f64 / s_cpu.total.as_secs_f64(),
             done as f64 / g_cpu.as_secs_f64(),
         );
-        let each = 1e6 / es;
-        user_us.push(each * (1.0 - s_cpu.system_share()));
-        kernel_us.push(each * s_cpu.system_share());
-        b_kernel_us.push(1e6 / bs * b_cpu.system_share());
-        user_ratio.push((1e6 / fs) / (each * (1.0 - s_cpu.system_share())));
+        let (user, kernel) = split(es, s_cpu.system_share());
+        user_us.push(user);
+        kernel_us.push(kernel);
+        user_ratio.push(1e6 / fs / user);
+        b_kernel_us.push(split(bs, b_cpu.system_share()).1);
         if g_share.is_finite() {
-            let g_each = 1e6 / ec;
-            g_user_us.push(g_each * (1.0 - g_share));
-            g_kernel_us.push(g_each * g_share);
-            g_user_ratio.push((1e6 / fc) / (g_each * (1.0 - g_share)));
+            let (user, kernel) = split(ec, g_share);
+            g_user_us.push(user);
+            g_kernel_us.push(kernel);
+            g_user_ratio.push(1e6 / fc / user);
         }
         for (row, v) in rows.iter_mut().zip([fs, fc, bs, es, ec]) {
             row.push(v);
@@ -466,35 +473,35 @@ fn main() {
         "",
     );
     ratio("synack-load client", &client_ratio, "  goal at least 0.9x");
-    let us = |v: &[f64]| median_spread(v.to_vec());
-    let (u, ulo, uhi) = us(&user_us);
-    let (k, klo, khi) = us(&kernel_us);
-    let (bk, bklo, bkhi) = us(&b_kernel_us);
+    let time = |name: &str, v: &[f64]| {
+        let (m, lo, hi) = median_spread(v.to_vec());
+        println!("  {name:<58} {m:>7.1} us  ({lo:.1} .. {hi:.1})");
+    };
     println!(
         "where the server's time goes, per handshake (its threads' CPU split by the clock ticks of /proc/self/task/*/stat), medians (spread):"
     );
-    println!(
-        "  synack server, user space (rustls, runtime, synack)        {u:>7.1} us  ({ulo:.1} .. {uhi:.1})"
+    time(
+        "synack server, user space (rustls, runtime, synack)",
+        &user_us,
     );
-    println!(
-        "  synack server, kernel (syscalls, TCP over loopback)        {k:>7.1} us  ({klo:.1} .. {khi:.1})"
+    time(
+        "synack server, kernel (syscalls, TCP over loopback)",
+        &kernel_us,
     );
-    println!(
-        "  blocking rustls server, kernel                             {bk:>7.1} us  ({bklo:.1} .. {bkhi:.1})"
-    );
+    time("blocking rustls server, kernel", &b_kernel_us);
     ratio(
         "synack server's user space alone, to the floor",
         &user_ratio,
         "  (the floor makes no syscalls)",
     );
     if !g_user_us.is_empty() {
-        let (gu, gulo, guhi) = us(&g_user_us);
-        let (gk, gklo, gkhi) = us(&g_kernel_us);
-        println!(
-            "  synack-load client, user space (rustls, the engine)       {gu:>7.1} us  ({gulo:.1} .. {guhi:.1})"
+        time(
+            "synack-load client, user space (rustls, the engine)",
+            &g_user_us,
         );
-        println!(
-            "  synack-load client, kernel (syscalls, TCP over loopback)   {gk:>7.1} us  ({gklo:.1} .. {gkhi:.1})"
+        time(
+            "synack-load client, kernel (syscalls, TCP over loopback)",
+            &g_kernel_us,
         );
         ratio(
             "synack-load client's user space alone, to the floor",

@@ -1,10 +1,11 @@
-//! What the synack-load tests share: the binary, temporary files, a flood run, a greeting
+//! What the synack-load tests share: the binary, temporary files, a flood run, a run that
+//! must write its JSON report or fail with a given code, a greeting
 //! server, waiting for a condition, and tests that need root.
 
 #![allow(dead_code)]
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -29,20 +30,37 @@ pub fn tmp(name: &str) -> PathBuf {
 /// output and the report.
 pub fn flood(addr: &str, args: &[&str], name: &str) -> (Output, FloodReport) {
     let json = tmp(&format!("{name}.json"));
-    let out = bin()
-        .args(["flood", addr, "--quiet", "--json", json.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
+    json_run(
+        bin()
+            .args(["flood", addr, "--quiet", "--json", json.to_str().unwrap()])
+            .args(args),
+        &json,
+    )
+}
+
+/// Runs `cmd`, which must succeed: its output, and the JSON report it wrote to `json`.
+pub fn json_run<T: serde::de::DeserializeOwned>(cmd: &mut Command, json: &Path) -> (Output, T) {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "synack-load failed: {}\n{}",
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
-    let text = std::fs::read_to_string(&json).unwrap();
-    let rep: FloodReport = serde_json::from_str(&text).unwrap();
-    (out, rep)
+    let text = std::fs::read_to_string(json).unwrap();
+    (out, serde_json::from_str(&text).unwrap())
+}
+
+/// Runs `cmd`, which must exit with `code`: what it wrote to standard error.
+pub fn fails_with(cmd: &mut Command, code: i32) -> String {
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A synack server on 127.0.0.1 that writes "hi" and closes.
