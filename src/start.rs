@@ -51,8 +51,9 @@ pub(crate) struct Settings {
     /// The accept loop's settings, its batch resolved for the mode.
     pub accept: AcceptConfig,
     pub probe: bool,
-    /// `SCHED_BATCH` for the workers, and for the acceptor threads.
+    /// `SCHED_BATCH` for the workers.
     pub sched_batch: bool,
+    /// `SCHED_BATCH` for the acceptor threads.
     pub acceptor_sched_batch: bool,
     pub observe: ObserveSettings,
     /// Whether inherited listeners (a handoff, socket activation) are adopted.
