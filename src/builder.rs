@@ -81,6 +81,7 @@ pub struct ServerBuilder {
     sched_batch: bool,
     acceptor_sched_batch: bool,
     accept_in_workers: bool,
+    idle_worker_accepts: bool,
     accept_batch: Option<usize>,
     inherit: bool,
     surplus: SurplusMembers,
@@ -126,6 +127,7 @@ impl ServerBuilder {
             sched_batch: false,
             acceptor_sched_batch: true,
             accept_in_workers: false,
+            idle_worker_accepts: true,
             accept_batch: None,
             inherit: true,
             surplus: SurplusMembers::Accept,
@@ -437,6 +439,55 @@ impl ServerBuilder {
         self
     }
 
+    /// With acceptor threads, lets worker `k` accept for acceptor `k` while the worker has
+    /// nothing else to run. Default **on**.
+    ///
+    /// Both watch the listeners with `EPOLLEXCLUSIVE`, the worker's watch registered first, so
+    /// for each new connection the kernel wakes the worker when it is idle and the acceptor
+    /// thread only while the worker is busy. An idle worker then takes the connection itself:
+    /// no wakeup of the acceptor, no channel, no context switch between the two (on a core they
+    /// share, that switch was the acceptor design's main cost: the README's Performance
+    /// section has the figures). A busy worker leaves it to the acceptor thread, which accepts
+    /// it at once and hands it to the least-loaded worker, as before. Everything else is the
+    /// acceptor's: the connection limit (a slot taken before `accept()`), its
+    /// [`OverloadPolicy`], pause, the drain at shutdown (done by the acceptor thread alone),
+    /// back-off, and its statistics; [`Stats::worker_accepted`](crate::Stats::worker_accepted)
+    /// counts what the workers took. The worker takes at most `accept_batch` per listener at a
+    /// time (default [`IN_WORKER_ACCEPT_BATCH`]) before its other handlers get a turn, and
+    /// dispatches to the least-loaded worker too, keeping a connection while no worker has
+    /// fewer open.
+    ///
+    /// Where the watch cannot be made exclusive (Linux before 4.5, no `/proc`, other systems)
+    /// it is logged once per worker at info level and the acceptor accepts alone. Off: the
+    /// acceptor threads accept everything. Without acceptor threads
+    /// ([`accept_in_workers`](Self::accept_in_workers)) it changes nothing.
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = synack::Server::builder()
+    ///     .bind("127.0.0.1:0")?
+    ///     .workers(1)
+    ///     .serve(|mut conn: synack::Connection| async move { conn.write_all(b"hi\n").await })?;
+    /// std::net::TcpStream::connect(server.local_addr())?.read_to_end(&mut Vec::new())?;
+    /// let s = server.stats();
+    /// assert_eq!(s.accepted, 1);
+    /// // The idle worker most likely took it itself (the acceptor thread otherwise).
+    /// assert!(s.worker_accepted <= 1);
+    /// // Every accept on the acceptor thread, as Tomcat does:
+    /// let builder = synack::Server::builder().bind("127.0.0.1:0")?.idle_worker_accepts(false);
+    /// assert!(builder.check().is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn idle_worker_accepts(mut self, on: bool) -> Self {
+        self.idle_worker_accepts = on;
+        self
+    }
+
     /// Samples each listener's accept queue (`TCP_INFO`) every `interval` on a thread of its
     /// own; [`Stats::listeners`](crate::Stats::listeners) then carries the peak depth and the
     /// time spent full, and [`Server::queue_samples`](crate::Server::queue_samples) the series.
@@ -582,6 +633,8 @@ impl ServerBuilder {
             workers,
             acceptors,
             accept_in_workers: self.accept_in_workers,
+            idle_worker_accepts: self.idle_worker_accepts && !self.accept_in_workers,
+            help_batch: self.accept_batch.unwrap_or(IN_WORKER_ACCEPT_BATCH),
             accept: AcceptConfig {
                 batch,
                 backoff_min: self.backoff.0,

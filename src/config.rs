@@ -152,6 +152,8 @@ pub struct ServerConfig {
     pub acceptor_sched_batch: Option<bool>,
     /// Accept on the workers' runtimes instead of on acceptor threads (default false).
     pub accept_in_workers: Option<bool>,
+    /// With acceptor threads, an idle worker accepts for its acceptor (default true).
+    pub idle_worker_accepts: Option<bool>,
     /// Accept-queue sampling interval ("10ms"; default off).
     #[serde(with = "humantime_serde")]
     pub queue_sampling: Option<Duration>,
@@ -302,6 +304,7 @@ impl ServerConfig {
             sched_batch,
             acceptor_sched_batch,
             accept_in_workers,
+            idle_worker_accepts,
             inherit,
             surplus_members,
             max_handshakes,

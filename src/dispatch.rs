@@ -67,8 +67,8 @@ impl LeastLoaded {
         }
     }
 
-    /// The least-loaded worker still alive (round-robin among equals), if any.
-    fn least_loaded(&mut self, shared: &Shared) -> Option<usize> {
+    /// The least-loaded worker still alive (round-robin among equals), if any, with its load.
+    fn least_loaded(&mut self, shared: &Shared) -> Option<(usize, u64)> {
         let n = self.senders.len();
         let start = self.next;
         self.next = (start + 1) % n;
@@ -84,7 +84,7 @@ impl LeastLoaded {
                 best = Some((w, load));
             }
         }
-        best.map(|(w, _)| w)
+        best
     }
 }
 
@@ -94,7 +94,7 @@ impl Dispatch for LeastLoaded {
             return 0;
         }
         // With no worker alive, any: the delivery counts the connection as lost.
-        self.least_loaded(shared).unwrap_or(0)
+        self.least_loaded(shared).map_or(0, |(w, _)| w)
     }
 
     fn deliver(&mut self, shared: &Shared, worker: usize, acc: Accepted) {
@@ -114,7 +114,7 @@ impl Dispatch for LeastLoaded {
                 return;
             };
             match self.least_loaded(shared) {
-                Some(next) => {
+                Some((next, _)) => {
                     acc.slot.move_to(next);
                     w = next;
                 }
@@ -130,6 +130,47 @@ impl Dispatch for LeastLoaded {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// The dispatch of a worker accepting for its acceptor thread (see `acceptor/helper.rs`): the
+/// least-loaded worker, this one whenever none is less loaded. What stays on this worker is
+/// kept in `mine`, for the worker to start once it has let go of the acceptor's lock.
+pub(crate) struct Helping {
+    others: LeastLoaded,
+    me: usize,
+    pub mine: Vec<Accepted>,
+}
+
+impl Helping {
+    /// Worker `me`'s dispatch, over every worker's channel.
+    pub fn new(senders: Vec<UnboundedSender<WorkerMsg>>, me: usize) -> Self {
+        Helping {
+            others: LeastLoaded::new(senders),
+            me,
+            mine: Vec::new(),
+        }
+    }
+}
+
+impl Dispatch for Helping {
+    fn pick(&mut self, shared: &Shared) -> usize {
+        if self.others.senders.len() == 1 {
+            return self.me;
+        }
+        let mine = shared.workers[self.me].open.load(Relaxed);
+        match self.others.least_loaded(shared) {
+            Some((w, load)) if load < mine => w,
+            _ => self.me,
+        }
+    }
+
+    fn deliver(&mut self, shared: &Shared, worker: usize, acc: Accepted) {
+        if worker == self.me {
+            self.mine.push(acc);
+        } else {
+            self.others.deliver(shared, worker, acc);
         }
     }
 }

@@ -129,6 +129,9 @@ pub(crate) struct AcceptorShared {
     /// what arrives. A handoff's new process reports ready only when every acceptor is.
     pub watching: AtomicBool,
     pub waker: Wake,
+    /// Tells the worker that accepts for this acceptor thread while idle (if one does) that
+    /// the acceptor has stopped or died: it lets go of the listeners.
+    pub helper_stop: tokio::sync::Notify,
 }
 
 impl AcceptorShared {
@@ -140,6 +143,7 @@ impl AcceptorShared {
             pause_ordered: AtomicBool::new(false),
             watching: AtomicBool::new(false),
             waker,
+            helper_stop: tokio::sync::Notify::new(),
         }
     }
 }

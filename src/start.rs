@@ -11,11 +11,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use mio::Poll;
 use socket2::Socket;
 use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::acceptor::{
     self, AcceptConfig, AcceptCore, AcceptTask, AcceptorDone, AcceptorHandle, Control,
 };
 use crate::connection::Connection;
+use crate::dispatch::WorkerMsg;
 use crate::error::Error;
 use crate::inherit::{self, Inherited, InheritedListener, Source, SurplusMembers};
 use crate::limit::Limit;
@@ -27,7 +29,7 @@ use crate::sampler::QueueGauge;
 use crate::server::Server;
 use crate::shared::{AcceptorShared, Shared, Wake, WorkerShared};
 use crate::sys;
-use crate::worker::{self, HandlerOutput, WorkerSetup};
+use crate::worker::{self, HandlerOutput, WorkerAccept, WorkerSetup};
 
 /// Where a listener comes from.
 #[derive(Debug)]
@@ -48,6 +50,10 @@ pub(crate) struct Settings {
     /// Acceptor threads, or, accepting in the workers, one per worker.
     pub acceptors: usize,
     pub accept_in_workers: bool,
+    /// With acceptor threads: worker `k` accepts for acceptor `k` while idle, at most
+    /// `help_batch` per listener at a time.
+    pub idle_worker_accepts: bool,
+    pub help_batch: usize,
     /// The accept loop's settings, its batch resolved for the mode.
     pub accept: AcceptConfig,
     pub probe: bool,
@@ -72,8 +78,12 @@ enum Drivers {
     Tasks(Vec<Arc<Notify>>),
 }
 
-/// An acceptor ready to run, and the server's end of its orders.
-type AcceptorParts = (AcceptCore, Sender<Control>, Receiver<Control>);
+/// An acceptor ready to run (its core, or the core shared with its helping worker), and the
+/// server's end of its orders.
+type AcceptorParts<C = AcceptCore> = (C, Sender<Control>, Receiver<Control>);
+
+/// A worker's channel, both ends.
+type Channel = (UnboundedSender<WorkerMsg>, UnboundedReceiver<WorkerMsg>);
 
 /// Starts a server on `binds` (at least one): every accepted connection is passed to
 /// `handler` on a worker.
@@ -138,15 +148,48 @@ where
     };
     server.observers = Observers::start(&s.observe, &shared, &listeners, &gauges)?;
     let parts = acceptor_parts(s, &listeners, &shared);
+    let channels: Vec<Channel> = (0..s.workers).map(|_| unbounded_channel()).collect();
+    let senders: Vec<_> = channels.iter().map(|(tx, _)| tx.clone()).collect();
     match drivers {
         Drivers::Tasks(notifies) => {
-            let tasks = parts.into_iter().zip(notifies).map(Some);
-            spawn_workers(s, &shared, handler, tasks, &mut server)?;
+            let accepts = parts
+                .into_iter()
+                .zip(notifies)
+                .map(|((core, ctrl_tx, ctrl), notify)| {
+                    let (done, done_rx) = std::sync::mpsc::channel();
+                    server.acceptors.push(AcceptorHandle {
+                        ctrl: ctrl_tx,
+                        done: Some(AcceptorDone::Task(Mutex::new(done_rx))),
+                    });
+                    Some(WorkerAccept::Own(Box::new(AcceptTask {
+                        notify,
+                        core,
+                        ctrl,
+                        done,
+                    })))
+                })
+                .collect();
+            spawn_workers(s, &shared, handler, accepts, channels, &mut server)?;
         }
         Drivers::Threads(polls) => {
-            let none = std::iter::repeat_with(|| None);
-            spawn_workers(s, &shared, handler, none, &mut server)?;
-            spawn_acceptor_threads(s, &shared, polls, parts, &mut server)?;
+            let parts: Vec<_> = parts
+                .into_iter()
+                .map(|(core, tx, rx)| (Arc::new(Mutex::new(core)), tx, rx))
+                .collect();
+            // Worker `k` helps acceptor `k`: registered (in spawn_workers) before the
+            // acceptor threads start, as the kernel's order of exclusive watchers needs.
+            let accepts = (0..s.workers)
+                .map(|w| {
+                    let (core, ..) = parts.get(w).filter(|_| s.idle_worker_accepts)?;
+                    Some(WorkerAccept::Help {
+                        core: core.clone(),
+                        batch: s.help_batch,
+                        senders: senders.clone(),
+                    })
+                })
+                .collect();
+            spawn_workers(s, &shared, handler, accepts, channels, &mut server)?;
+            spawn_acceptor_threads(s, &shared, polls, parts, senders, &mut server)?;
         }
     }
     tracing::info!(target: "synack::server", listeners = server.listeners.len(),
@@ -336,12 +379,14 @@ fn acceptor_parts(
         .collect()
 }
 
-/// Starts the workers, worker `i` with the `i`th of `tasks` as its own acceptor (if any).
+/// Starts the workers, worker `i` on the `i`th of `channels`, taking part in accepting as the
+/// `i`th of `accepts` says.
 fn spawn_workers<H, Fut>(
     s: &Settings,
     shared: &Arc<Shared>,
     handler: H,
-    mut tasks: impl Iterator<Item = Option<(AcceptorParts, Arc<Notify>)>>,
+    accepts: Vec<Option<WorkerAccept>>,
+    channels: Vec<Channel>,
     server: &mut Server,
 ) -> Result<(), Error>
 where
@@ -357,24 +402,9 @@ where
         sched_batch: s.sched_batch,
         observe: s.observe,
     };
-    for i in 0..s.workers {
-        let accept = tasks
-            .next()
-            .flatten()
-            .map(|((core, ctrl_tx, ctrl), notify)| {
-                let (done, done_rx) = std::sync::mpsc::channel();
-                server.acceptors.push(AcceptorHandle {
-                    ctrl: ctrl_tx,
-                    done: Some(AcceptorDone::Task(Mutex::new(done_rx))),
-                });
-                AcceptTask {
-                    notify,
-                    core,
-                    ctrl,
-                    done,
-                }
-            });
-        let w = worker::spawn(i, shared.clone(), handler.clone(), &setup, accept)?;
+    let accepts = accepts.into_iter().chain(std::iter::repeat_with(|| None));
+    for (i, (channel, accept)) in channels.into_iter().zip(accepts).enumerate() {
+        let w = worker::spawn(i, shared.clone(), handler.clone(), &setup, accept, channel)?;
         server.workers.push(w);
     }
     Ok(())
@@ -385,10 +415,10 @@ fn spawn_acceptor_threads(
     s: &Settings,
     shared: &Arc<Shared>,
     polls: Vec<Poll>,
-    parts: Vec<AcceptorParts>,
+    parts: Vec<AcceptorParts<Arc<Mutex<AcceptCore>>>>,
+    senders: Vec<UnboundedSender<WorkerMsg>>,
     server: &mut Server,
 ) -> Result<(), Error> {
-    let senders: Vec<_> = server.workers.iter().map(|w| w.tx.clone()).collect();
     for (poll, (core, ctrl_tx, ctrl)) in polls.into_iter().zip(parts) {
         let thread = acceptor::thread::spawn(
             core,

@@ -150,13 +150,16 @@ fn batch_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 1 << 20, 3).expect("static histogram bounds are valid")
 }
 
-/// One acceptor's counters. Written by that acceptor thread only. (Public, through
+/// One acceptor's counters. Written by that acceptor (and, under its lock, by the worker
+/// that accepts for it while idle) only. (Public, through
 /// `__bench`, for the micro-benchmarks only.)
 #[doc(hidden)]
 #[allow(missing_docs)]
 #[derive(Debug)]
 pub struct AcceptorStats {
     pub accepted: AtomicU64,
+    /// Of `accepted`, those its idle worker accepted for it.
+    pub worker_accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub shed: AtomicU64,
     pub drained: AtomicU64,
@@ -178,6 +181,7 @@ impl AcceptorStats {
     pub fn new() -> Self {
         AcceptorStats {
             accepted: AtomicU64::new(0),
+            worker_accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             shed: AtomicU64::new(0),
             drained: AtomicU64::new(0),
@@ -317,6 +321,12 @@ pub struct ListenerStats {
 pub struct Stats {
     /// Connections accepted and handed to a worker (drained ones included).
     pub accepted: u64,
+    /// Of [`accepted`](Self::accepted), those a worker accepted itself, for its acceptor
+    /// thread, while it had nothing else to run (see
+    /// [`idle_worker_accepts`](crate::ServerBuilder::idle_worker_accepts)): no handoff between
+    /// threads. Zero with [`accept_in_workers`](crate::ServerBuilder::accept_in_workers), where
+    /// every accept is the worker's own.
+    pub worker_accepted: u64,
     /// Connections accepted and closed at once with RST because the connection limit was
     /// reached under [`OverloadPolicy::Reject`](crate::OverloadPolicy::Reject).
     pub rejected: u64,
@@ -378,6 +388,7 @@ impl Stats {
     ) -> Self {
         let mut s = Stats {
             accepted: 0,
+            worker_accepted: 0,
             rejected: 0,
             shed: 0,
             drained: 0,
@@ -401,6 +412,7 @@ impl Stats {
         };
         for a in acceptors {
             s.accepted += a.accepted.load(Relaxed);
+            s.worker_accepted += a.worker_accepted.load(Relaxed);
             s.rejected += a.rejected.load(Relaxed);
             s.shed += a.shed.load(Relaxed);
             s.drained += a.drained.load(Relaxed);

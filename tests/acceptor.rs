@@ -292,3 +292,147 @@ fn pause_from_a_handler(in_workers: bool) {
     assert_eq!(read_n(&mut waiting, 2), b"hi");
     assert_eq!(server.stats().accepted, 2);
 }
+
+/// Connects `n` times, one after another with a pause between them (so the worker is parked
+/// each time), and reads each greeting.
+fn fetch_spaced(addr: std::net::SocketAddr, n: usize) {
+    for _ in 0..n {
+        assert_eq!(fetch(addr), "hi");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_idle_worker_accepts_for_its_acceptor_thread() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .serve(hi)
+        .unwrap();
+    fetch_spaced(server.local_addr(), 20);
+    let s = server.stats();
+    assert_eq!(s.accepted, 20);
+    // The kernel wakes the parked worker, not the acceptor thread: the worker accepts itself.
+    // (Loosely bounded: a connection arriving while the worker is still busy with the one
+    // before goes to the acceptor thread, as it should.)
+    assert!(
+        s.worker_accepted >= 10,
+        "the idle worker accepted {} of 20",
+        s.worker_accepted
+    );
+    assert!(s.dispatch_latency_us.len() == 20);
+}
+
+#[test]
+fn with_idle_worker_accepts_off_the_acceptor_thread_accepts_everything() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .idle_worker_accepts(false)
+        .serve(hi)
+        .unwrap();
+    fetch_spaced(server.local_addr(), 5);
+    let s = server.stats();
+    assert_eq!((s.accepted, s.worker_accepted), (5, 0));
+}
+
+/// A handler's future, boxed so that the handler can be named.
+type Answer = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>>>>;
+
+/// The handler [`blocking_once`] makes.
+type BlockingOnce = Box<dyn Fn(synack::Connection) -> Answer + Send + Sync>;
+
+/// A handler for the takeover tests: on the worker named `blocks_on` (any worker if `None`),
+/// the first connection writes its worker's index, then blocks its worker's thread until
+/// released (as a handler that blocks would); every other connection writes its worker's
+/// index and closes.
+fn blocking_once(blocks_on: Option<usize>) -> (std::sync::mpsc::Sender<()>, BlockingOnce) {
+    use tokio::io::AsyncWriteExt;
+    let (release, rx) = std::sync::mpsc::channel::<()>();
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(Some(rx)));
+    let handler = Box::new(move |mut conn: synack::Connection| {
+        let worker = conn.info().worker;
+        let block = if blocks_on.is_none_or(|w| w == worker) {
+            rx.lock().unwrap().take()
+        } else {
+            None
+        };
+        Box::pin(async move {
+            conn.write_all(&[b'0' + worker as u8]).await?;
+            if let Some(rx) = block {
+                // Bounded: the test releases it long before.
+                let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+            }
+            conn.shutdown().await
+        }) as Answer
+    });
+    (release, handler)
+}
+
+#[test]
+fn with_its_only_worker_busy_the_acceptor_thread_still_empties_the_queue() {
+    // The worker is stuck in a handler, not waiting in its reactor, so the kernel wakes the
+    // acceptor thread for the next connections: they are accepted (taken off the kernel's
+    // queue, their slots counted) and wait for the worker in its channel, as Tomcat's
+    // acceptor leaves them for its pool.
+    let (release, handler) = blocking_once(None);
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .serve(handler)
+        .unwrap();
+    let addr = server.local_addr();
+    let mut first = connect(addr);
+    assert_eq!(read_n(&mut first, 1), b"0");
+    let mut others: Vec<_> = (0..3).map(|_| connect(addr)).collect();
+    wait_for(
+        "the acceptor thread to accept while the worker is blocked",
+        || server.stats().accepted == 4,
+    );
+    let s = server.stats();
+    assert!(s.worker_accepted <= 1, "{s:?}");
+    assert_eq!(s.listeners[0].queue_len, Some(0));
+    release.send(()).unwrap();
+    for c in &mut others {
+        assert_eq!(read_n(c, 1), b"0");
+    }
+}
+
+#[test]
+fn with_the_helping_worker_busy_the_acceptor_thread_hands_connections_to_another() {
+    // Worker 0 accepts for the acceptor thread while idle. Blocked in a handler, it is not
+    // waiting, so the kernel wakes the acceptor thread, which sends each new connection to the
+    // least-loaded worker: worker 1 serves them while worker 0 is stuck.
+    let (release, handler) = blocking_once(Some(0));
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(2)
+        .serve(handler)
+        .unwrap();
+    let addr = server.local_addr();
+    // Until a connection lands on worker 0 (whose first one then blocks it).
+    let mut blocked = None;
+    for _ in 0..50 {
+        let mut c = connect(addr);
+        if read_n(&mut c, 1) == b"0" {
+            blocked = Some(c);
+            break;
+        }
+        let _ = std::io::Read::read_to_end(&mut c, &mut Vec::new());
+    }
+    let _blocked = blocked.expect("no connection of 50 went to worker 0");
+    for i in 0..5 {
+        let mut c = connect(addr);
+        assert_eq!(
+            read_n(&mut c, 1),
+            b"1",
+            "connection {i} with worker 0 blocked"
+        );
+        let _ = std::io::Read::read_to_end(&mut c, &mut Vec::new());
+    }
+    release.send(()).unwrap();
+}

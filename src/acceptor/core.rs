@@ -39,6 +39,25 @@ pub(crate) struct AcceptCore {
     seq: u64,
     backoff: Backoff,
     limit_log: RateLimited,
+    /// Set once the acceptor has stopped: its worker no longer accepts for it either.
+    pub exited: bool,
+    /// While its worker accepts for it (counted as such).
+    helping: bool,
+}
+
+/// How a round accepted by the acceptor's worker ([`AcceptCore::help`]) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Help {
+    /// Nothing more to take now (every listener seen ready said `WouldBlock`, or the acceptor
+    /// is paused, draining or at its limit).
+    Done,
+    /// A batch ran out: connections may still wait; go on after the worker's other work.
+    Again,
+    /// The limit, the handshake cap or an accept error stopped the round: the acceptor thread
+    /// must be woken to park or back off, as it does for its own accepts.
+    HandOver,
+    /// The acceptor has stopped.
+    Exited,
 }
 
 /// What the driver should do after [`AcceptCore::finish_turn`].
@@ -88,6 +107,8 @@ impl AcceptCore {
             seq: 0,
             backoff,
             limit_log: RateLimited::default(),
+            exited: false,
+            helping: false,
         }
     }
 
@@ -214,7 +235,46 @@ impl AcceptCore {
     /// The acceptor stops. The driver stops watching the listeners.
     pub fn exit(&mut self) -> AcceptorExit {
         tracing::debug!(target: "synack::acceptor", acceptor = self.id, "acceptor stopped");
+        self.exited = true;
+        // Its worker, if it accepts for it, lets go of the listeners.
+        self.me().helper_stop.notify_one();
         AcceptorExit
+    }
+
+    /// A round of accepts made by the acceptor's worker for it, while the worker had nothing
+    /// else to run: at most `batch` from each listener in `ready` (those the worker's reactor
+    /// saw readable; each left true when its batch ran out). The acceptor's own rules apply:
+    /// nothing while it is paused, draining (the acceptor drains) or at its limit; the slot is
+    /// taken before `accept()`. What stops the round at the limit or on an error is handed to
+    /// the acceptor thread, which parks or backs off as for its own accepts.
+    pub fn help(&mut self, ready: &mut [bool], batch: usize, dispatch: &mut impl Dispatch) -> Help {
+        if self.exited {
+            return Help::Exited;
+        }
+        if self.paused || self.draining.is_some() || self.at_limit {
+            ready.fill(false);
+            return Help::Done;
+        }
+        self.helping = true;
+        let mut again = false;
+        let mut end = Help::Done;
+        for (i, r) in ready.iter_mut().enumerate() {
+            if !*r || self.entries[i].backoff_until.is_some() {
+                *r = false;
+                continue;
+            }
+            *r = self.accept_burst(i, batch, dispatch);
+            again |= *r;
+            if self.at_limit || self.entries[i].backoff_until.is_some() {
+                end = Help::HandOver;
+                break;
+            }
+        }
+        self.helping = false;
+        match end {
+            Help::Done if again => Help::Again,
+            end => end,
+        }
     }
 
     /// Marks this acceptor parked and checks the limit once more (so a slot freed in between
@@ -269,7 +329,7 @@ impl AcceptCore {
         for k in 0..n {
             let i = (start + k) % n;
             if self.entries[i].acceptable() {
-                self.accept_burst(i, dispatch);
+                self.accept_burst(i, self.cfg.batch, dispatch);
             }
             if self.at_limit {
                 break;
@@ -277,13 +337,16 @@ impl AcceptCore {
         }
     }
 
-    /// Accepts up to `batch` connections from listener `i`.
-    fn accept_burst(&mut self, i: usize, dispatch: &mut impl Dispatch) {
+    /// Accepts up to `batch` connections from listener `i`; true when the batch ran out (more
+    /// may wait).
+    fn accept_burst(&mut self, i: usize, batch: usize, dispatch: &mut impl Dispatch) -> bool {
         let mut accepted = 0u64;
-        while accepted < self.cfg.batch as u64 {
+        let mut full = true;
+        while accepted < batch as u64 {
             // A pause ordered since the turn began (by a handler this burst started, say):
             // the order is in the channel, taken at the start of the next turn.
             if self.draining.is_none() && self.me().pause_ordered.load(Relaxed) {
+                full = false;
                 break;
             }
             // Queue: the slot is taken before accept(), so that at the limit the connection
@@ -293,6 +356,7 @@ impl AcceptCore {
             let queue = self.cfg.overload == OverloadPolicy::Queue;
             if queue && !self.shared.limit.try_acquire() {
                 self.reach_limit();
+                full = false;
                 break;
             }
             // TLS: a place for the handshake, before accept() too, so that at the cap the
@@ -303,6 +367,7 @@ impl AcceptCore {
                         self.shared.release_slot();
                     }
                     self.reach_handshake_cap(h.max());
+                    full = false;
                     break;
                 }
                 Some(_) => Some(HandshakePermit::new(self.shared.clone())),
@@ -329,12 +394,14 @@ impl AcceptCore {
                     match err.kind() {
                         io::ErrorKind::WouldBlock => {
                             self.entries[i].ready = false;
+                            full = false;
                             break;
                         }
                         io::ErrorKind::Interrupted => continue,
                         _ => {
                             let stats = &self.shared.acceptors[self.id].stats;
                             if !self.backoff.accept_error(&mut self.entries[i], stats, err) {
+                                full = false;
                                 break;
                             }
                         }
@@ -343,6 +410,7 @@ impl AcceptCore {
             }
         }
         self.stats().record_batch(accepted);
+        full
     }
 
     /// At the handshake cap: parked like at the connection limit.
@@ -393,6 +461,9 @@ impl AcceptCore {
         };
         let stats = &self.shared.acceptors[self.id].stats;
         stats.accepted.fetch_add(1, Relaxed);
+        if self.helping {
+            stats.worker_accepted.fetch_add(1, Relaxed);
+        }
         if self.draining.is_some() {
             stats.drained.fetch_add(1, Relaxed);
         }

@@ -8,6 +8,10 @@
 //! connection reaches its handler without crossing threads. Both drive one [`AcceptCore`]
 //! (`core.rs`); the server holds each acceptor by its [`AcceptorHandle`] (`handle.rs`).
 //!
+//! An acceptor thread's core is shared with one worker, which accepts for it while it has
+//! nothing else to run ([`helper`]): the kernel wakes that worker for a new connection when it
+//! is idle, and the acceptor thread only while the worker is busy (`EPOLLEXCLUSIVE`).
+//!
 //! On readiness an acceptor accepts until
 //! `WouldBlock`, at most `accept_batch` per listener per round so one listener cannot starve
 //! another, taking a slot in the connection limit before each `accept()` (Tomcat's order).
@@ -34,6 +38,7 @@ mod backoff;
 mod core;
 mod entry;
 mod handle;
+pub(crate) mod helper;
 pub(crate) mod task;
 #[cfg(test)]
 mod tests;
@@ -41,6 +46,7 @@ pub(crate) mod thread;
 
 pub(crate) use self::core::AcceptCore;
 pub(crate) use handle::{AcceptorDone, AcceptorHandle};
+pub(crate) use helper::HelpTask;
 pub(crate) use task::AcceptTask;
 
 /// What an acceptor does when the process or the system runs out of file descriptors.
@@ -110,6 +116,7 @@ pub(crate) struct Watched {
 /// those already in that queue are reset.
 pub(crate) fn acceptor_died(shared: &Shared, id: usize, listeners: &[Watched], why: &str) {
     shared.acceptors[id].alive.store(false, SeqCst);
+    shared.acceptors[id].helper_stop.notify_one();
     let none_left = shared.acceptors.iter().all(|a| !a.alive.load(SeqCst));
     tracing::error!(target: "synack::acceptor", acceptor = id, reason = why, "acceptor died");
     for l in listeners.iter().filter(|l| l.own || none_left) {

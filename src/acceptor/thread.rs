@@ -3,12 +3,13 @@
 //! worker.
 
 use std::io;
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::core::{AcceptCore, Next};
@@ -16,6 +17,7 @@ use super::{AcceptorExit, Control, acceptor_died};
 use crate::dispatch::{LeastLoaded, WorkerMsg};
 use crate::error::Error;
 use crate::shared::Shared;
+use crate::sys;
 use crate::threads;
 
 const WAKER: Token = Token(usize::MAX);
@@ -32,18 +34,26 @@ pub(crate) fn new_poll(k: usize) -> Result<(Poll, Waker), Error> {
 }
 
 /// Starts acceptor `core` on a thread of its own (under `SCHED_BATCH` when asked); a panic of
-/// its loop marks it dead (see [`acceptor_died`]).
+/// its loop marks it dead (see [`acceptor_died`]). The core is shared with the worker that
+/// accepts for it while idle, if one does (see [`helper`](super::helper)).
 pub(crate) fn spawn(
-    core: AcceptCore,
+    core: Arc<Mutex<AcceptCore>>,
     poll: Poll,
     workers: Vec<UnboundedSender<WorkerMsg>>,
     ctrl: Receiver<Control>,
     shared: Arc<Shared>,
     sched_batch: bool,
 ) -> Result<std::thread::JoinHandle<AcceptorExit>, Error> {
-    let k = core.id;
-    let listeners = core.listeners();
-    let acceptor = Acceptor::new(core, poll, workers, ctrl);
+    let (k, listeners) = {
+        let c = lock(&core);
+        (c.id, c.listeners())
+    };
+    let acceptor = Acceptor {
+        core,
+        poll,
+        ctrl,
+        dispatch: LeastLoaded::new(workers),
+    };
     std::thread::Builder::new()
         .name(format!("synack-acceptor-{k}"))
         .spawn(move || {
@@ -66,84 +76,92 @@ pub(crate) fn spawn(
         })
 }
 
+/// The accept core, whoever panicked while holding it: its state is plain flags and counters,
+/// each left whole.
+pub(crate) fn lock(core: &Mutex<AcceptCore>) -> MutexGuard<'_, AcceptCore> {
+    core.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A dedicated acceptor thread: an [`AcceptCore`] driven by a `mio::Poll`.
 struct Acceptor {
-    core: AcceptCore,
+    core: Arc<Mutex<AcceptCore>>,
     poll: Poll,
     ctrl: Receiver<Control>,
     dispatch: LeastLoaded,
 }
 
 impl Acceptor {
-    /// Drives `core`, woken by `poll`, sending what it accepts to `workers`, ordered over
-    /// `ctrl`.
-    fn new(
-        core: AcceptCore,
-        poll: Poll,
-        workers: Vec<UnboundedSender<WorkerMsg>>,
-        ctrl: Receiver<Control>,
-    ) -> Self {
-        Acceptor {
-            core,
-            poll,
-            ctrl,
-            dispatch: LeastLoaded::new(workers),
-        }
-    }
-
-    /// The accept loop; returns when stopped.
+    /// The accept loop; returns when stopped. The core is locked for each turn, never while
+    /// the thread waits.
     fn run(mut self) -> AcceptorExit {
         let mut events = Events::with_capacity(64);
-        let id = self.core.id;
-        tracing::debug!(target: "synack::acceptor", acceptor = id, listeners = self.core.entries.len(), "acceptor started");
+        let id = lock(&self.core).id;
+        tracing::debug!(target: "synack::acceptor", acceptor = id, "acceptor started");
         loop {
-            if let Some(exit) = self.core.begin_turn(&self.ctrl) {
-                return self.exit(exit);
-            }
-            let registry = self.poll.registry();
-            self.core.sync_watch(|i, e, on| {
-                if on {
-                    registry.register(&mut SourceFd(&e.fd), Token(i), Interest::READABLE)
-                } else {
-                    registry.deregister(&mut SourceFd(&e.fd))
+            let timeout = {
+                let mut core = lock(&self.core);
+                for ev in events.iter() {
+                    if ev.token() != WAKER
+                        && let Some(e) = core.entries.get_mut(ev.token().0)
+                    {
+                        e.ready = true;
+                    }
                 }
-            });
-            let timeout = match self.core.finish_turn(&mut self.dispatch) {
-                Next::Exit(exit) => return self.exit(exit),
-                Next::Again => Some(Duration::ZERO),
-                Next::Wait(until) => until.map(|t| t.saturating_duration_since(Instant::now())),
+                if let Some(exit) = core.begin_turn(&self.ctrl) {
+                    return unwatch_all(&self.poll, &mut core, exit);
+                }
+                let registry = self.poll.registry();
+                let poll_fd = self.poll.as_raw_fd();
+                core.sync_watch(|i, e, on| watch(registry, poll_fd, i, e.fd, on));
+                match core.finish_turn(&mut self.dispatch) {
+                    Next::Exit(exit) => return unwatch_all(&self.poll, &mut core, exit),
+                    Next::Again => Some(Duration::ZERO),
+                    Next::Wait(until) => until.map(|t| t.saturating_duration_since(Instant::now())),
+                }
             };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 tracing::error!(target: "synack::acceptor", acceptor = id, error = %e, "poll failed; acceptor exits");
-                let exit = self.core.exit();
-                let exit = self.exit(exit);
-                acceptor_died(
-                    &self.core.shared,
-                    id,
-                    &self.core.listeners(),
-                    "its poll failed",
-                );
+                let mut core = lock(&self.core);
+                let exit = core.exit();
+                let exit = unwatch_all(&self.poll, &mut core, exit);
+                acceptor_died(&core.shared, id, &core.listeners(), "its poll failed");
                 return exit;
             }
-            for ev in events.iter() {
-                if ev.token() != WAKER
-                    && let Some(e) = self.core.entries.get_mut(ev.token().0)
-                {
-                    e.ready = true;
-                }
-            }
         }
     }
+}
 
-    fn exit(&mut self, exit: AcceptorExit) -> AcceptorExit {
-        for e in &mut self.core.entries {
-            if e.registered {
-                let _ = self.poll.registry().deregister(&mut SourceFd(&e.fd));
-                e.registered = false;
-            }
-        }
-        exit
+/// Starts (`on`) or stops watching listener `fd` under token `i`. Watched with
+/// `EPOLLEXCLUSIVE` where the kernel has it: the kernel then wakes this thread for a new
+/// connection only when no exclusive watcher registered before it is waiting, that is, when
+/// the worker that accepts for it while idle (registered first) is busy. Elsewhere (Linux
+/// before 4.5, other systems), a plain registration.
+fn watch(registry: &Registry, poll_fd: RawFd, i: usize, fd: RawFd, on: bool) -> io::Result<()> {
+    if !on {
+        return registry.deregister(&mut SourceFd(&fd));
     }
+    match sys::epoll_add_exclusive(poll_fd, fd, i as u64) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+            ) =>
+        {
+            registry.register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
+        }
+        r => r,
+    }
+}
+
+/// Stops watching every listener, on the way out.
+fn unwatch_all(poll: &Poll, core: &mut AcceptCore, exit: AcceptorExit) -> AcceptorExit {
+    for e in &mut core.entries {
+        if e.registered {
+            let _ = poll.registry().deregister(&mut SourceFd(&e.fd));
+            e.registered = false;
+        }
+    }
+    exit
 }

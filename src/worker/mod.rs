@@ -25,11 +25,13 @@ use std::sync::atomic::{Ordering::Relaxed, Ordering::SeqCst};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
+use futures_util::future::Either;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::acceptor::{self, AcceptTask, Watched, task};
+use crate::acceptor::{self, AcceptCore, AcceptTask, HelpTask, Watched, helper, task};
 use crate::connection::Connection;
+use crate::dispatch::Helping;
 use crate::dispatch::{Accepted, Dispatch, WorkerMsg};
 use crate::error::Error;
 use crate::listener::ListenOptions;
@@ -82,6 +84,25 @@ impl<F: FnMut(Accepted)> Dispatch for Local<F> {
 /// The most new connections a worker takes from its channel before running its handlers.
 const RECV_BATCH: usize = 64;
 
+/// How a worker takes part in accepting, besides running what acceptor threads send it.
+pub(crate) enum WorkerAccept {
+    /// It is its own acceptor ([`accept_in_workers`](crate::ServerBuilder::accept_in_workers)).
+    Own(Box<AcceptTask>),
+    /// It accepts for an acceptor thread while idle (see `acceptor/helper.rs`), at most
+    /// `batch` per listener at a time, dispatching over every worker's channel.
+    Help {
+        core: Arc<std::sync::Mutex<AcceptCore>>,
+        batch: usize,
+        senders: Vec<UnboundedSender<WorkerMsg>>,
+    },
+}
+
+/// A worker's accepting once started: its own acceptor, or the registrations it helps with.
+enum Accepting {
+    Own(Box<AcceptTask>),
+    Help(HelpTask, usize, Helping),
+}
+
 /// What every worker is started with, besides the handler.
 pub(crate) struct WorkerSetup {
     /// The listeners' options, for the accepted sockets that do not inherit them.
@@ -94,13 +115,14 @@ pub(crate) struct WorkerSetup {
     pub tls: Option<crate::tls::TlsSettings>,
 }
 
-/// Starts worker `index`.
+/// Starts worker `index`, fed over `channel`.
 pub(crate) fn spawn<H, Fut>(
     index: usize,
     shared: Arc<Shared>,
     handler: Arc<H>,
     setup: &WorkerSetup,
-    accept: Option<AcceptTask>,
+    accept: Option<WorkerAccept>,
+    channel: (UnboundedSender<WorkerMsg>, UnboundedReceiver<WorkerMsg>),
 ) -> Result<WorkerHandle, Error>
 where
     H: Fn(Connection) -> Fut + Send + Sync + 'static,
@@ -114,7 +136,28 @@ where
             what: format!("the tokio runtime of worker {index}"),
             source,
         })?;
-    let (tx, rx) = unbounded_channel();
+    let (tx, rx) = channel;
+    // Registered here, in the worker's reactor, before any acceptor thread registers the same
+    // listeners: the order the kernel prefers exclusive watchers in.
+    let accept = match accept {
+        None => None,
+        Some(WorkerAccept::Own(a)) => Some(Accepting::Own(a)),
+        Some(WorkerAccept::Help {
+            core,
+            batch,
+            senders,
+        }) => {
+            let _in_runtime = rt.enter();
+            match HelpTask::register(core) {
+                Ok(task) => Some(Accepting::Help(task, batch, Helping::new(senders, index))),
+                Err(why) => {
+                    tracing::info!(target: "synack::acceptor", worker = index, reason = %why,
+                        "this worker does not accept for its acceptor thread; the acceptor accepts alone");
+                    None
+                }
+            }
+        }
+    };
     let ctx = Ctx {
         index,
         hook: setup.observe.dispatch_hook(),
@@ -133,8 +176,12 @@ where
             }
             let shared = ctx.shared.clone();
             shared::enter_worker_of(&shared);
-            // The listeners this worker accepts from, for its death notice.
-            let listeners = accept.as_ref().map(|a| a.core.listeners());
+            // The listeners this worker accepts from as their own acceptor, for its death
+            // notice.
+            let listeners = match &accept {
+                Some(Accepting::Own(a)) => Some(a.core.listeners()),
+                _ => None,
+            };
             let mut rx = rx;
             let ended =
                 std::panic::catch_unwind(AssertUnwindSafe(|| run(rt, &mut rx, ctx, accept)));
@@ -192,7 +239,7 @@ fn run<H, Fut>(
     rt: tokio::runtime::Runtime,
     rx: &mut UnboundedReceiver<WorkerMsg>,
     ctx: Ctx<H>,
-    accept: Option<AcceptTask>,
+    accept: Option<Accepting>,
 ) where
     H: Fn(Connection) -> Fut + Send + Sync + 'static,
     Fut: Future + 'static,
@@ -207,29 +254,33 @@ fn run<H, Fut>(
         let conns = Rc::new(RefCell::new(FuturesUnordered::new()));
         // The waker of the worker's own task, for handlers started by the accept loop.
         let waker: Rc<RefCell<Option<Waker>>> = Rc::new(RefCell::new(None));
-        // Accepting in this worker: the accept loop is polled by the worker's loop itself, and
-        // each connection it accepts has its handler started (its first poll, with the
-        // worker's waker) before the next accept of the batch: no channel, no wakeup, and no
-        // connection waits for the accepts and handlers of the rest of its batch. The loop sits
-        // in a set of its own, which polls it only when its listeners, orders or timers woke
-        // it, not on every handler's wakeup.
+        // Accepting in this worker (its own acceptor, or helping an acceptor thread): the
+        // accept loop is polled by the worker's loop itself, and each connection it keeps has
+        // its handler started (its first poll, with the worker's waker) before the next accept
+        // of the batch: no channel, no wakeup, and no connection waits for the accepts and
+        // handlers of the rest of its batch. The loop sits in a set of its own, which polls it
+        // only when its listeners, orders or timers woke it, not on every handler's wakeup.
         let mut accept_loop = FuturesUnordered::new();
-        if let Some(a) = accept {
+        if let Some(accepting) = accept {
             let (set, ctx, waker) = (conns.clone(), ctx.clone(), waker.clone());
-            let dispatch = Local {
-                worker: ctx.index,
-                start: move |acc| {
-                    let mut set = set.borrow_mut();
-                    set.push(serve_one(acc, ctx.clone()));
-                    if let Some(w) = waker.borrow().as_ref() {
-                        let mut cx = Context::from_waker(w);
-                        while let Poll::Ready(Some(())) = set.poll_next_unpin(&mut cx) {}
-                    }
-                },
+            let worker = ctx.index;
+            let start = move |acc| {
+                let mut set = set.borrow_mut();
+                set.push(serve_one(acc, ctx.clone()));
+                if let Some(w) = waker.borrow().as_ref() {
+                    let mut cx = Context::from_waker(w);
+                    while let Poll::Ready(Some(())) = set.poll_next_unpin(&mut cx) {}
+                }
             };
-            accept_loop.push(async move {
-                let exit = task::run(a.core, a.ctrl, a.notify, dispatch).await;
-                let _ = a.done.send(exit);
+            accept_loop.push(match accepting {
+                Accepting::Own(a) => Either::Left(async move {
+                    let dispatch = Local { worker, start };
+                    let exit = task::run(a.core, a.ctrl, a.notify, dispatch).await;
+                    let _ = a.done.send(exit);
+                }),
+                Accepting::Help(h, batch, dispatch) => {
+                    Either::Right(helper::run(h, batch, dispatch, start))
+                }
             });
         }
         std::future::poll_fn(|cx| {

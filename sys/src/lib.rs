@@ -210,6 +210,76 @@ pub fn register_listener(
     unix::register_listener(sock)
 }
 
+/// Adds `fd` to the epoll instance `epfd` for readability, edge-triggered and
+/// `EPOLLEXCLUSIVE`, with `data` as the event's data (a `mio::Token`'s value, for a
+/// `mio::Poll`).
+///
+/// Of the exclusive registrations of one socket, the kernel wakes one per event, the first
+/// (in the order they were added) whose instance has a thread waiting in `epoll_wait`; when
+/// none waits, each instance keeps the event for its next wait. Non-exclusive registrations
+/// are always woken.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// use std::os::fd::AsRawFd;
+/// // SAFETY: epoll_create1 takes a flag and returns a new descriptor (or -1).
+/// let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+/// assert!(epfd >= 0);
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// synack_sys::epoll_add_exclusive(epfd, listener.as_raw_fd(), 7)?;
+/// synack_sys::epoll_delete(epfd, listener.as_raw_fd())?;
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// `epoll_ctl`'s: `EINVAL` on a kernel before 4.5, `EEXIST` when `fd` is there already;
+/// `Unsupported` off Linux.
+pub fn epoll_add_exclusive(
+    epfd: std::os::fd::RawFd,
+    fd: std::os::fd::RawFd,
+    data: u64,
+) -> io::Result<()> {
+    imp::epoll_add_exclusive(epfd, fd, data)
+}
+
+/// Removes `fd` from the epoll instance `epfd`.
+///
+/// # Errors
+///
+/// `epoll_ctl`'s (`ENOENT` when it is not there); `Unsupported` off Linux.
+pub fn epoll_delete(epfd: std::os::fd::RawFd, fd: std::os::fd::RawFd) -> io::Result<()> {
+    imp::epoll_delete(epfd, fd)
+}
+
+/// Turns the one non-exclusive epoll registration of `fd` in this process (one a library such
+/// as tokio made, whose epoll descriptor is not at hand) into an `EPOLLEXCLUSIVE` one, with
+/// the same data and the same events (less those `EPOLLEXCLUSIVE` cannot carry, such as
+/// `EPOLLRDHUP`, which a listening socket never reports). The registration is found in
+/// `/proc/self/fdinfo`; it is removed and added again, so it moves behind the exclusive
+/// registrations made before it (see [`epoll_add_exclusive`]).
+///
+/// Call it before anything else waits on the instance: between the removal and the new
+/// addition an event is not delivered (the addition reports a socket that is ready then).
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// // Not watched by any epoll instance: nothing to turn exclusive.
+/// assert!(synack_sys::make_registration_exclusive(listener.as_raw_fd()).is_err());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// `NotFound` when no epoll instance of this process holds a plain registration of `fd` (or
+/// `/proc` is not mounted), an error when several do, `epoll_ctl`'s (`EINVAL` before Linux
+/// 4.5, where the old registration is put back); `Unsupported` off Linux.
+pub fn make_registration_exclusive(fd: std::os::fd::RawFd) -> io::Result<()> {
+    imp::make_registration_exclusive(fd)
+}
+
 /// The process's open-file limit: `(soft, hard)`.
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
     unix::nofile_limit()

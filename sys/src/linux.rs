@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::mem::{MaybeUninit, size_of};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use socket2::{SockAddr, Socket};
 
@@ -372,5 +372,176 @@ mod tests {
             assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
         }
         assert_ne!(ports[0], ports[1], "the local port was not released");
+    }
+}
+
+/// The flags `EPOLLEXCLUSIVE` may be combined with (the kernel refuses any other).
+const EXCLUSIVE_OK: u32 = (libc::EPOLLIN
+    | libc::EPOLLOUT
+    | libc::EPOLLERR
+    | libc::EPOLLHUP
+    | libc::EPOLLWAKEUP
+    | libc::EPOLLET) as u32;
+
+fn epoll_ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: `ev` is a valid epoll_event that outlives the call; the kernel checks both
+    // descriptors and only reads `ev` (DEL ignores it).
+    if unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(super) fn epoll_add_exclusive(epfd: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
+    let events = (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32;
+    epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, events, data)
+}
+
+pub(super) fn epoll_delete(epfd: RawFd, fd: RawFd) -> io::Result<()> {
+    epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0)
+}
+
+/// One registration an epoll instance of this process holds, from `/proc/self/fdinfo`.
+struct Registration {
+    epfd: RawFd,
+    events: u32,
+    data: u64,
+}
+
+/// Every registration of `fd` in this process's epoll instances (`tfd:` lines of each
+/// `anon_inode:[eventpoll]` descriptor's fdinfo).
+fn registrations_of(fd: RawFd) -> io::Result<Vec<Registration>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let entry = entry?;
+        let Some(epfd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        // A descriptor closed since the listing (the directory's own, say) is skipped.
+        match std::fs::read_link(entry.path()) {
+            Ok(target) if target.as_os_str() == "anon_inode:[eventpoll]" => {}
+            _ => continue,
+        }
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{epfd}")) else {
+            continue;
+        };
+        out.extend(
+            parse_epoll_fdinfo(&info, fd).map(|(events, data)| Registration { epfd, events, data }),
+        );
+    }
+    Ok(out)
+}
+
+/// The events mask and data of `fd`'s line in an epoll descriptor's fdinfo, as the kernel
+/// prints it: `tfd: %8d events: %8x data: %16llx  pos:...`.
+fn parse_epoll_fdinfo(info: &str, fd: RawFd) -> Option<(u32, u64)> {
+    info.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next()? == "tfd:").then_some(())?;
+        (words.next()?.parse::<RawFd>().ok()? == fd).then_some(())?;
+        (words.next()? == "events:").then_some(())?;
+        let events = u32::from_str_radix(words.next()?, 16).ok()?;
+        (words.next()? == "data:").then_some(())?;
+        let data = u64::from_str_radix(words.next()?, 16).ok()?;
+        Some((events, data))
+    })
+}
+
+pub(super) fn make_registration_exclusive(fd: RawFd) -> io::Result<()> {
+    let exclusive = libc::EPOLLEXCLUSIVE as u32;
+    let plain = |all: Vec<Registration>| -> Vec<Registration> {
+        all.into_iter()
+            .filter(|r| r.events & exclusive == 0)
+            .collect()
+    };
+    let found = plain(registrations_of(fd)?);
+    let several = |n: usize| {
+        io::Error::other(format!(
+            "{n} epoll instances of this process watch descriptor {fd}: which one is meant is unknown"
+        ))
+    };
+    let Some(r) = found.first() else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no epoll instance of this process watches descriptor {fd} (or /proc is not mounted)"
+            ),
+        ));
+    };
+    // One instance may be open under several descriptors (mio duplicates its epoll descriptor
+    // for its registry): each lists the same registration.
+    if found
+        .iter()
+        .any(|o| (o.events, o.data) != (r.events, r.data))
+    {
+        return Err(several(found.len()));
+    }
+    epoll_delete(r.epfd, fd)?;
+    if found.len() > 1 {
+        let left = plain(registrations_of(fd)?);
+        if !left.is_empty() {
+            epoll_ctl(r.epfd, libc::EPOLL_CTL_ADD, fd, r.events, r.data)?;
+            return Err(several(left.len() + 1));
+        }
+    }
+    let events = (r.events & EXCLUSIVE_OK) | exclusive;
+    if let Err(e) = epoll_ctl(r.epfd, libc::EPOLL_CTL_ADD, fd, events, r.data) {
+        // Put back as it was, so its owner still hears of the descriptor.
+        epoll_ctl(r.epfd, libc::EPOLL_CTL_ADD, fd, r.events, r.data)?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod epoll_tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_lines_are_read_for_the_descriptor_asked() {
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1038\n\
+            tfd:        3 events: 80002019 data:                3  pos:0 ino:298fb29 sdev:9\n\
+            tfd:       12 events:       19 data:     7f00deadbeef  pos:0 ino:298fb30 sdev:9\n";
+        assert_eq!(parse_epoll_fdinfo(info, 3), Some((0x8000_2019, 3)));
+        assert_eq!(parse_epoll_fdinfo(info, 12), Some((0x19, 0x7f00_dead_beef)));
+        assert_eq!(parse_epoll_fdinfo(info, 1), None);
+    }
+
+    #[test]
+    fn a_plain_registration_becomes_exclusive_with_its_data() {
+        // SAFETY: epoll_create1 takes a flag and returns a new descriptor (or -1).
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(epfd >= 0);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        epoll_ctl(epfd, libc::EPOLL_CTL_ADD, l.as_raw_fd(), plain, 0xabc).unwrap();
+        // The instance open twice, as mio's registry keeps it: one registration all the same.
+        // SAFETY: `epfd` is a descriptor of ours; dup returns a new one (or -1).
+        let dup = unsafe { libc::dup(epfd) };
+        assert!(dup >= 0);
+        make_registration_exclusive(l.as_raw_fd()).unwrap();
+        let r = registrations_of(l.as_raw_fd()).unwrap();
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.data == 0xabc));
+        assert_eq!(r[0].data, 0xabc);
+        // The kernel always adds EPOLLERR and EPOLLHUP.
+        let want = (libc::EPOLLIN
+            | libc::EPOLLERR
+            | libc::EPOLLHUP
+            | libc::EPOLLET
+            | libc::EPOLLEXCLUSIVE) as u32;
+        assert!(r.iter().all(|r| r.events == want));
+        // Already exclusive: nothing left to turn.
+        assert!(make_registration_exclusive(l.as_raw_fd()).is_err());
+        // SAFETY: both descriptors are ours, each closed once.
+        unsafe {
+            libc::close(dup);
+            libc::close(epfd);
+        }
     }
 }

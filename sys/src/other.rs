@@ -100,3 +100,19 @@ pub(super) fn set_sched_batch() -> io::Result<()> {
 pub(super) fn set_sched_idle() -> io::Result<()> {
     Err(unsupported("SCHED_IDLE"))
 }
+
+pub(super) fn epoll_add_exclusive(
+    _epfd: std::os::fd::RawFd,
+    _fd: std::os::fd::RawFd,
+    _data: u64,
+) -> io::Result<()> {
+    Err(unsupported("epoll"))
+}
+
+pub(super) fn epoll_delete(_epfd: std::os::fd::RawFd, _fd: std::os::fd::RawFd) -> io::Result<()> {
+    Err(unsupported("epoll"))
+}
+
+pub(super) fn make_registration_exclusive(_fd: std::os::fd::RawFd) -> io::Result<()> {
+    Err(unsupported("EPOLLEXCLUSIVE"))
+}

@@ -15,6 +15,7 @@ pub const PAYLOAD: &[u8] = b"8 bytes\n";
 pub const KINDS: &[&str] = &[
     "floor",
     "synack",
+    "synack-acceptor",
     "synack-normal",
     "synack-batch",
     "synack-inworker",
@@ -47,14 +48,17 @@ pub fn child(kind: &str, cpu: Option<usize>) {
         Some(k) => (k, true),
         None => (kind, false),
     };
-    // "synack-normal": the acceptor under the normal policy (acceptor_sched_batch(false), the
-    // default before it was on). "synack-batch": the workers under SCHED_BATCH too.
-    // "synack-inworker": the same server accepting on its worker (no acceptor thread).
-    let (kind, batch, acceptor_batch, in_worker) = match kind {
-        "synack-normal" => ("synack", false, false, false),
-        "synack-batch" => ("synack", true, true, false),
-        "synack-inworker" => ("synack", false, true, true),
-        k => (k, false, true, false),
+    // "synack-acceptor": every accept on the acceptor thread (idle_worker_accepts(false), the
+    // default before round 3). "synack-normal": that, with the acceptor under the normal
+    // policy too (acceptor_sched_batch(false), the default before round 2). "synack-batch":
+    // the default with the workers under SCHED_BATCH too. "synack-inworker": the same server
+    // accepting on its worker (no acceptor thread).
+    let (kind, batch, acceptor_batch, in_worker, help) = match kind {
+        "synack-acceptor" => ("synack", false, true, false, false),
+        "synack-normal" => ("synack", false, false, false, false),
+        "synack-batch" => ("synack", true, true, false, true),
+        "synack-inworker" => ("synack", false, true, true, false),
+        k => (k, false, true, false, true),
     };
     let stats: Box<dyn Fn() -> String> = match kind {
         "floor" => {
@@ -73,6 +77,7 @@ pub fn child(kind: &str, cpu: Option<usize>) {
                 .sched_batch(batch)
                 .acceptor_sched_batch(acceptor_batch)
                 .accept_in_workers(in_worker)
+                .idle_worker_accepts(help)
                 .serve(move |mut c: synack::Connection| async move {
                     tokio::io::AsyncWriteExt::write_all(&mut c, PAYLOAD).await?;
                     if hold {
