@@ -43,6 +43,9 @@ pub struct ServerFlags {
     /// Accept on the workers' own runtimes instead of on acceptor threads (no handoff).
     #[arg(long)]
     pub accept_in_workers: bool,
+    /// Every accept on the acceptor threads: an idle worker does not accept for its acceptor.
+    #[arg(long, conflicts_with = "accept_in_workers")]
+    pub acceptor_alone: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (built with --features prometheus);
     /// `--metrics` alone binds 127.0.0.1:9090.
     #[cfg(feature = "prometheus")]
@@ -108,6 +111,9 @@ impl ServerFlags {
         }
         if self.accept_in_workers {
             b = b.accept_in_workers(true);
+        }
+        if self.acceptor_alone {
+            b = b.idle_worker_accepts(false);
         }
         for a in &self.addrs {
             b = b.bind(a.as_str())?;
