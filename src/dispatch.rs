@@ -88,6 +88,18 @@ impl LeastLoaded {
     }
 }
 
+impl LeastLoaded {
+    /// Whether worker `w` is among the least loaded of the live workers (the only one, or
+    /// none has fewer open connections): where a connection accepted now would likely go.
+    pub fn would_pick(&self, shared: &Shared, w: usize) -> bool {
+        let mine = shared.workers[w].open.load(Relaxed);
+        shared
+            .workers
+            .iter()
+            .all(|o| !o.alive.load(Relaxed) || o.open.load(Relaxed) >= mine)
+    }
+}
+
 impl Dispatch for LeastLoaded {
     fn pick(&mut self, shared: &Shared) -> usize {
         if self.senders.len() == 1 {
@@ -151,6 +163,11 @@ impl Helping {
             me,
             mine: Vec::new(),
         }
+    }
+
+    /// The worker this dispatch is of.
+    pub fn worker(&self) -> usize {
+        self.me
     }
 }
 

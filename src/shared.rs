@@ -5,7 +5,7 @@
 //! it runs the whole release path here: the worker's open count, the connection limit, the
 //! parked acceptors' wakeup, and the shutdown's idle signal.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 
 use mio::Waker;
@@ -132,7 +132,13 @@ pub(crate) struct AcceptorShared {
     /// Tells the worker that accepts for this acceptor thread while idle (if one does) that
     /// the acceptor has stopped or died: it lets go of the listeners.
     pub helper_stop: tokio::sync::Notify,
+    /// The worker that accepts for this acceptor thread while idle, while it does
+    /// ([`NO_HELPER`] otherwise).
+    pub helper: AtomicUsize,
 }
+
+/// [`AcceptorShared::helper`] when no worker accepts for the acceptor.
+pub(crate) const NO_HELPER: usize = usize::MAX;
 
 impl AcceptorShared {
     pub fn new(waker: Wake) -> Self {
@@ -144,6 +150,7 @@ impl AcceptorShared {
             watching: AtomicBool::new(false),
             waker,
             helper_stop: tokio::sync::Notify::new(),
+            helper: AtomicUsize::new(NO_HELPER),
         }
     }
 }
@@ -155,6 +162,9 @@ pub(crate) struct WorkerShared {
     pub open: AtomicU64,
     /// False once the worker's thread has died: nothing is dispatched to it any more.
     pub alive: AtomicBool,
+    /// The worker loop's turns so far: unchanged over a while, the worker is idle or stuck in
+    /// a handler (read by an acceptor thread that leaves its listeners to this worker).
+    pub turns: AtomicU64,
     pub stats: WorkerStats,
 }
 
@@ -163,6 +173,7 @@ impl WorkerShared {
         WorkerShared {
             open: AtomicU64::new(0),
             alive: AtomicBool::new(true),
+            turns: AtomicU64::new(0),
             stats: WorkerStats::new(),
         }
     }

@@ -427,6 +427,7 @@ fn spawn_acceptor_threads(
             ctrl,
             shared.clone(),
             s.acceptor_sched_batch,
+            s.help_batch,
         )?;
         server.acceptors.push(AcceptorHandle {
             ctrl: ctrl_tx,

@@ -43,6 +43,10 @@ pub(crate) struct AcceptCore {
     pub exited: bool,
     /// While its worker accepts for it (counted as such).
     helping: bool,
+    /// Set by the acceptor thread while it leaves its listeners to its worker (it stops
+    /// watching them; see `thread.rs`). Cleared whenever connections may wait that the worker
+    /// has not been told of: on resume, a stop, room at the limit, a back-off's end.
+    pub yielding: bool,
 }
 
 /// How a round accepted by the acceptor's worker ([`AcceptCore::help`]) ended.
@@ -109,6 +113,7 @@ impl AcceptCore {
             limit_log: RateLimited::default(),
             exited: false,
             helping: false,
+            yielding: false,
         }
     }
 
@@ -132,6 +137,21 @@ impl AcceptCore {
         &self.shared.acceptors[self.id].stats
     }
 
+    /// Whether the acceptor thread may leave its listeners to its worker now: not while it is
+    /// paused, draining or at its limit (then it decides alone).
+    pub fn may_yield(&self) -> bool {
+        !self.paused && self.draining.is_none() && !self.at_limit
+    }
+
+    /// Connections waiting in its listeners' kernel queues (`TCP_INFO`), `None` where one
+    /// cannot be read.
+    pub fn queued(&self) -> Option<u64> {
+        self.entries.iter().try_fold(0u64, |n, e| {
+            let q = sys::listen_queue(&*e.sock).ok().flatten()?;
+            Some(n + u64::from(q.len))
+        })
+    }
+
     /// Whether the listeners should be watched and accepted from now.
     pub fn active(&self) -> bool {
         (!self.paused || self.draining.is_some()) && !self.at_limit
@@ -145,6 +165,7 @@ impl AcceptCore {
         }
         if self.at_limit && self.try_unpark() {
             self.at_limit = false;
+            self.yielding = false;
             if let Some(held) = self.limit_log.allow(Instant::now()) {
                 tracing::info!(target: "synack::acceptor", acceptor = self.id, held_back = held,
                     "connection limit has room again; accepting");
@@ -160,6 +181,7 @@ impl AcceptCore {
                 if e.backoff_until.is_some_and(|t| t <= now) {
                     e.backoff_until = None;
                     e.ready = true;
+                    self.yielding = false;
                 }
             }
         }
@@ -201,6 +223,7 @@ impl AcceptCore {
                 }
                 Ok(Control::Resume) => {
                     self.paused = false;
+                    self.yielding = false;
                     for e in &mut self.entries {
                         e.ready = true;
                     }
@@ -210,6 +233,7 @@ impl AcceptCore {
                         return Some(self.exit());
                     }
                     self.draining = Some(deadline);
+                    self.yielding = false;
                     for e in &mut self.entries {
                         e.ready = true;
                     }
@@ -294,7 +318,7 @@ impl AcceptCore {
     /// listener watched again as possibly ready. A listener that cannot be watched is retried
     /// after its back-off.
     pub fn sync_watch(&mut self, mut watch: impl FnMut(usize, &Entry, bool) -> io::Result<()>) {
-        let active = self.active();
+        let active = self.active() && !self.yielding;
         for i in 0..self.entries.len() {
             let e = &self.entries[i];
             let want = active && e.backoff_until.is_none();

@@ -19,6 +19,7 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -28,7 +29,7 @@ use tokio::io::unix::AsyncFd;
 use super::core::{AcceptCore, Help};
 use super::thread::lock;
 use crate::dispatch::{Accepted, Helping};
-use crate::shared::Shared;
+use crate::shared::{NO_HELPER, Shared};
 use crate::sys;
 
 /// What a worker needs to accept for acceptor thread `id`: the acceptor's core and the
@@ -67,6 +68,29 @@ impl HelpTask {
     }
 }
 
+/// Worker `worker` named as acceptor `id`'s helper, for as long as it lives.
+struct Published<'a> {
+    shared: &'a Shared,
+    id: usize,
+}
+
+impl<'a> Published<'a> {
+    fn new(shared: &'a Shared, id: usize, worker: usize) -> Self {
+        shared.acceptors[id].helper.store(worker, SeqCst);
+        Published { shared, id }
+    }
+}
+
+impl Drop for Published<'_> {
+    fn drop(&mut self) {
+        self.shared.acceptors[self.id]
+            .helper
+            .store(NO_HELPER, SeqCst);
+        // An acceptor thread leaving its listeners to this worker takes them back.
+        self.shared.acceptors[self.id].waker.wake();
+    }
+}
+
 /// Accepts for the acceptor whenever the kernel wakes this worker for one of its listeners,
 /// at most `batch` per listener before the worker's other work gets a turn; each connection
 /// kept for this worker is passed to `start` once the acceptor's lock is let go (so no
@@ -84,6 +108,9 @@ pub(crate) async fn run(
         id,
     } = task;
     let me = &shared.acceptors[id];
+    // Known to the acceptor thread while this runs (it leaves its listeners to a helper it
+    // knows of only), forgotten when it ends, however it ends.
+    let _published = Published::new(&shared, id, dispatch.worker());
     let mut stopped = pin!(me.helper_stop.notified());
     let mut ready = vec![false; fds.len()];
     tracing::debug!(target: "synack::acceptor", acceptor = id, listeners = fds.len(),

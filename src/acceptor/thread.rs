@@ -4,6 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -16,11 +17,18 @@ use super::core::{AcceptCore, Next};
 use super::{AcceptorExit, Control, acceptor_died};
 use crate::dispatch::{LeastLoaded, WorkerMsg};
 use crate::error::Error;
-use crate::shared::Shared;
+use crate::shared::{NO_HELPER, Shared};
 use crate::sys;
 use crate::threads;
 
 const WAKER: Token = Token(usize::MAX);
+
+/// How often an acceptor thread that left its listeners to its busy worker looks again.
+const YIELD_CHECK: Duration = Duration::from_millis(1);
+
+/// Looks in a row that found nothing waiting after which the acceptor thread watches its
+/// listeners again (so that a worker kept busy by timers alone does not keep it ticking).
+const YIELD_IDLE_CHECKS: u32 = 8;
 
 /// The poll of acceptor `k`, and the waker that interrupts it.
 pub(crate) fn new_poll(k: usize) -> Result<(Poll, Waker), Error> {
@@ -43,6 +51,7 @@ pub(crate) fn spawn(
     ctrl: Receiver<Control>,
     shared: Arc<Shared>,
     sched_batch: bool,
+    yield_batch: usize,
 ) -> Result<std::thread::JoinHandle<AcceptorExit>, Error> {
     let (k, listeners) = {
         let c = lock(&core);
@@ -53,6 +62,11 @@ pub(crate) fn spawn(
         poll,
         ctrl,
         dispatch: LeastLoaded::new(workers),
+        yielder: Yielder {
+            batch: yield_batch as u64,
+            last_turns: 0,
+            idle_checks: 0,
+        },
     };
     std::thread::Builder::new()
         .name(format!("synack-acceptor-{k}"))
@@ -88,6 +102,17 @@ struct Acceptor {
     poll: Poll,
     ctrl: Receiver<Control>,
     dispatch: LeastLoaded,
+    yielder: Yielder,
+}
+
+/// When an acceptor thread leaves its listeners to its worker: see [`Yielder::consider`].
+struct Yielder {
+    /// The most connections left waiting for the worker while the thread yields to it.
+    batch: u64,
+    /// The worker's turns at the last look, while yielding.
+    last_turns: u64,
+    /// Looks in a row, while yielding, that found nothing waiting.
+    idle_checks: u32,
 }
 
 impl Acceptor {
@@ -100,13 +125,17 @@ impl Acceptor {
         loop {
             let timeout = {
                 let mut core = lock(&self.core);
+                let mut listener_woke = false;
                 for ev in events.iter() {
                     if ev.token() != WAKER
                         && let Some(e) = core.entries.get_mut(ev.token().0)
                     {
                         e.ready = true;
+                        listener_woke = true;
                     }
                 }
+                self.yielder
+                    .consider(&mut core, &self.dispatch, listener_woke);
                 if let Some(exit) = core.begin_turn(&self.ctrl) {
                     return unwatch_all(&self.poll, &mut core, exit);
                 }
@@ -116,7 +145,14 @@ impl Acceptor {
                 match core.finish_turn(&mut self.dispatch) {
                     Next::Exit(exit) => return unwatch_all(&self.poll, &mut core, exit),
                     Next::Again => Some(Duration::ZERO),
-                    Next::Wait(until) => until.map(|t| t.saturating_duration_since(Instant::now())),
+                    Next::Wait(until) => {
+                        let until = until.map(|t| t.saturating_duration_since(Instant::now()));
+                        if core.yielding {
+                            Some(until.map_or(YIELD_CHECK, |u| u.min(YIELD_CHECK)))
+                        } else {
+                            until
+                        }
+                    }
                 }
             };
             if let Err(e) = self.poll.poll(&mut events, timeout)
@@ -129,6 +165,58 @@ impl Acceptor {
                 acceptor_died(&core.shared, id, &core.listeners(), "its poll failed");
                 return exit;
             }
+        }
+    }
+}
+
+impl Yielder {
+    /// Whether to leave the listeners to the worker that accepts for this acceptor while idle
+    /// (and stop watching them), decided when a new connection woke this thread and again at
+    /// each look while it yields.
+    ///
+    /// The kernel wakes this thread only while that worker is busy. When the worker keeps up
+    /// anyway (few connections wait) and would be the one to get the connection (no worker has
+    /// fewer open), accepting here would only add a wakeup, a channel and two context
+    /// switches: the thread stops watching and looks again every [`YIELD_CHECK`]. It takes
+    /// the listeners back at once when the worker stops helping or dies, when the acceptor is
+    /// paused, draining or at its limit, when another worker would get the connection, when
+    /// more than `accept_batch` wait, when connections wait and the worker has not moved since
+    /// the last look (it is stuck in a handler: the thread accepts them now), and when
+    /// nothing waits and the worker is idle or has been for [`YIELD_IDLE_CHECKS`] looks.
+    fn consider(&mut self, core: &mut AcceptCore, dispatch: &LeastLoaded, listener_woke: bool) {
+        if !core.yielding && !listener_woke {
+            return;
+        }
+        let shared = &core.shared;
+        let helper = shared.acceptors[core.id].helper.load(SeqCst);
+        let possible = helper != NO_HELPER
+            && shared.workers[helper].alive.load(Relaxed)
+            && core.may_yield()
+            && dispatch.would_pick(shared, helper);
+        let queued = if possible { core.queued() } else { None };
+        let turns = if possible {
+            shared.workers[helper].turns.load(Relaxed)
+        } else {
+            0
+        };
+        let short = queued.is_some_and(|q| q <= self.batch);
+        if !core.yielding {
+            if short {
+                core.yielding = true;
+                self.last_turns = turns;
+                self.idle_checks = 0;
+            }
+            return;
+        }
+        let moved = turns != self.last_turns;
+        self.last_turns = turns;
+        self.idle_checks = if queued == Some(0) {
+            self.idle_checks + 1
+        } else {
+            0
+        };
+        if !(short && moved && self.idle_checks < YIELD_IDLE_CHECKS) {
+            core.yielding = false;
         }
     }
 }

@@ -283,7 +283,12 @@ fn run<H, Fut>(
                 }
             });
         }
+        let turns = &ctx.shared.workers[ctx.index].turns;
+        let mut turn = 0u64;
         std::future::poll_fn(|cx| {
+            // Progress, for an acceptor thread that leaves its listeners to this worker.
+            turn += 1;
+            turns.store(turn, Relaxed);
             {
                 let mut w = waker.borrow_mut();
                 if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
