@@ -143,12 +143,12 @@ impl AcceptCore {
         !self.paused && self.draining.is_none() && !self.at_limit
     }
 
-    /// Connections waiting in its listeners' kernel queues (`TCP_INFO`), `None` where one
-    /// cannot be read.
-    pub fn queued(&self) -> Option<u64> {
-        self.entries.iter().try_fold(0u64, |n, e| {
+    /// Connections waiting in its listeners' kernel queues and those queues' capacity (the
+    /// effective backlogs), from `TCP_INFO`; `None` where one cannot be read.
+    pub fn queued(&self) -> Option<(u64, u64)> {
+        self.entries.iter().try_fold((0u64, 0u64), |(n, max), e| {
             let q = sys::listen_queue(&*e.sock).ok().flatten()?;
-            Some(n + u64::from(q.len))
+            Some((n + u64::from(q.len), max + u64::from(q.max)))
         })
     }
 

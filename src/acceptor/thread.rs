@@ -174,15 +174,15 @@ impl Yielder {
     /// (and stop watching them), decided when a new connection woke this thread and again at
     /// each look while it yields.
     ///
-    /// The kernel wakes this thread only while that worker is busy. When the worker keeps up
-    /// anyway (few connections wait) and would be the one to get the connection (no worker has
-    /// fewer open), accepting here would only add a wakeup, a channel and two context
-    /// switches: the thread stops watching and looks again every [`YIELD_CHECK`]. It takes
-    /// the listeners back at once when the worker stops helping or dies, when the acceptor is
-    /// paused, draining or at its limit, when another worker would get the connection, when
-    /// more than `accept_batch` wait, when connections wait and the worker has not moved since
-    /// the last look (it is stuck in a handler: the thread accepts them now), and when
-    /// nothing waits and the worker is idle or has been for [`YIELD_IDLE_CHECKS`] looks.
+    /// The kernel wakes this thread only while that worker is busy. When the worker would be
+    /// the one to get the connection anyway (no worker has fewer open) and the queue has room
+    /// (at most half the backlog waits), accepting here would only add a wakeup, a channel and
+    /// two context switches: the thread stops watching and looks again every
+    /// [`YIELD_CHECK`]. It takes the listeners back at once when the worker stops helping or
+    /// dies, when the acceptor is paused, draining or at its limit, when another worker would
+    /// get the connection, when more than half the backlog waits, when the worker has not
+    /// moved since the last look (idle, or stuck in a handler: what waits is accepted now),
+    /// and when nothing has waited for [`YIELD_IDLE_CHECKS`] looks.
     fn consider(&mut self, core: &mut AcceptCore, dispatch: &LeastLoaded, listener_woke: bool) {
         if !core.yielding && !listener_woke {
             return;
@@ -199,7 +199,9 @@ impl Yielder {
         } else {
             0
         };
-        let short = queued.is_some_and(|q| q <= self.batch);
+        // Few enough wait for the worker: not past half the backlog (the rest is the room
+        // that keeps the kernel from dropping SYNs), or `accept_batch` on a small one.
+        let short = queued.is_some_and(|(q, max)| q <= (max / 2).max(self.batch));
         if !core.yielding {
             if short {
                 core.yielding = true;
@@ -210,7 +212,7 @@ impl Yielder {
         }
         let moved = turns != self.last_turns;
         self.last_turns = turns;
-        self.idle_checks = if queued == Some(0) {
+        self.idle_checks = if queued.is_some_and(|(q, _)| q == 0) {
             self.idle_checks + 1
         } else {
             0
