@@ -448,7 +448,11 @@ impl ServerBuilder {
     /// no wakeup of the acceptor, no channel, no context switch between the two (on a core they
     /// share, that switch was the acceptor design's main cost: the README's Performance
     /// section has the figures). A busy worker leaves it to the acceptor thread, which accepts
-    /// it at once and hands it to the least-loaded worker, as before. Everything else is the
+    /// it at once and hands it to the least-loaded worker, as before, unless that would only
+    /// move the connection from the kernel's queue to the same worker's channel: while the
+    /// worker would get it anyway (no worker has fewer open), keeps moving and at most half
+    /// the backlog waits, the acceptor thread stops watching and looks again within 1 to 4 ms
+    /// (a worker stuck in a handler is noticed within about 8 ms). Everything else is the
     /// acceptor's: the connection limit (a slot taken before `accept()`), its
     /// [`OverloadPolicy`], pause, the drain at shutdown (done by the acceptor thread alone),
     /// back-off, and its statistics; [`Stats::worker_accepted`](crate::Stats::worker_accepted)

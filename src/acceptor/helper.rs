@@ -12,7 +12,9 @@
 //! connection limit (the slot taken before `accept()`), pause, drain, back-off and statistics
 //! are the acceptor's own; the worker leaves the drain, and any park at the limit or back-off
 //! after an error, to the acceptor thread, which it wakes for that. What the worker accepts goes
-//! to the least-loaded worker too: itself while it is among the least loaded.
+//! to the least-loaded worker too: itself while it is among the least loaded. And while the
+//! worker is busy but keeps up, the acceptor thread leaves the listeners to it altogether
+//! (`Yielder` in `thread.rs`).
 //!
 //! Where the registration cannot be made exclusive (a kernel before 4.5, no `/proc`), the
 //! worker does not accept at all: both would be woken for every connection.

@@ -23,8 +23,13 @@ use crate::threads;
 
 const WAKER: Token = Token(usize::MAX);
 
-/// How often an acceptor thread that left its listeners to its busy worker looks again.
+/// How soon an acceptor thread that left its listeners to its busy worker looks again: at
+/// first, and after each look that finds the worker moving and the queue short, twice as late,
+/// up to [`YIELD_CHECK_MAX`].
 const YIELD_CHECK: Duration = Duration::from_millis(1);
+
+/// The longest wait between two looks (so a worker stuck in a handler is noticed within two).
+const YIELD_CHECK_MAX: Duration = Duration::from_millis(4);
 
 /// Looks in a row that found nothing waiting after which the acceptor thread watches its
 /// listeners again (so that a worker kept busy by timers alone does not keep it ticking).
@@ -66,6 +71,7 @@ pub(crate) fn spawn(
             batch: yield_batch as u64,
             last_turns: 0,
             idle_checks: 0,
+            next_look: YIELD_CHECK,
         },
     };
     std::thread::Builder::new()
@@ -107,12 +113,15 @@ struct Acceptor {
 
 /// When an acceptor thread leaves its listeners to its worker: see [`Yielder::consider`].
 struct Yielder {
-    /// The most connections left waiting for the worker while the thread yields to it.
+    /// The most connections left waiting for the worker while the thread yields to it when
+    /// half the backlog is fewer (`accept_batch`).
     batch: u64,
     /// The worker's turns at the last look, while yielding.
     last_turns: u64,
     /// Looks in a row, while yielding, that found nothing waiting.
     idle_checks: u32,
+    /// How long until the next look.
+    next_look: Duration,
 }
 
 impl Acceptor {
@@ -148,7 +157,8 @@ impl Acceptor {
                     Next::Wait(until) => {
                         let until = until.map(|t| t.saturating_duration_since(Instant::now()));
                         if core.yielding {
-                            Some(until.map_or(YIELD_CHECK, |u| u.min(YIELD_CHECK)))
+                            let look = self.yielder.next_look;
+                            Some(until.map_or(look, |u| u.min(look)))
                         } else {
                             until
                         }
@@ -177,8 +187,8 @@ impl Yielder {
     /// The kernel wakes this thread only while that worker is busy. When the worker would be
     /// the one to get the connection anyway (no worker has fewer open) and the queue has room
     /// (at most half the backlog waits), accepting here would only add a wakeup, a channel and
-    /// two context switches: the thread stops watching and looks again every
-    /// [`YIELD_CHECK`]. It takes the listeners back at once when the worker stops helping or
+    /// two context switches: the thread stops watching and looks again after [`YIELD_CHECK`],
+    /// then less often, up to [`YIELD_CHECK_MAX`]. It takes the listeners back at once when the worker stops helping or
     /// dies, when the acceptor is paused, draining or at its limit, when another worker would
     /// get the connection, when more than half the backlog waits, when the worker has not
     /// moved since the last look (idle, or stuck in a handler: what waits is accepted now),
@@ -207,6 +217,7 @@ impl Yielder {
                 core.yielding = true;
                 self.last_turns = turns;
                 self.idle_checks = 0;
+                self.next_look = YIELD_CHECK;
             }
             return;
         }
@@ -217,7 +228,9 @@ impl Yielder {
         } else {
             0
         };
-        if !(short && moved && self.idle_checks < YIELD_IDLE_CHECKS) {
+        if short && moved && self.idle_checks < YIELD_IDLE_CHECKS {
+            self.next_look = (self.next_look * 2).min(YIELD_CHECK_MAX);
+        } else {
             core.yielding = false;
         }
     }
