@@ -141,10 +141,13 @@ fn shuts_down_clean(server: Server) {
 fn a_dead_worker_gets_no_more_connections_from_the_acceptor() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     install();
+    // Every accept on the acceptor thread: an idle worker 0 would keep these one-at-a-time
+    // connections itself (no worker has fewer open), and worker 1 would get none.
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
         .workers(2)
+        .idle_worker_accepts(false)
         .serve(common::hi)
         .unwrap();
     kill_worker_1(&server, 50);
