@@ -28,7 +28,9 @@ pub struct ChildServer {
 pub struct Report {
     /// The child's user + system CPU time so far.
     pub cpu: Duration,
-    /// Dispatch latency `p50/p99` in us from a synack child, `-` from the others.
+    /// From a synack child, `p50/p99/own`: dispatch latency in us, and the permille of its
+    /// accepts the idle worker made for its acceptor thread (`-` where it does not); `-` from
+    /// the others.
     pub dispatch: String,
     /// Resident set now, in bytes.
     pub rss: u64,
@@ -124,8 +126,9 @@ pub fn plan(addr: SocketAddr, load: Load, duration: Duration, hold: Option<Durat
         })
 }
 
-/// Phase 1 once: (connections per second, server CPU per connection in us).
-fn phase1(kind: &str, cpus: usize, seconds: u64) -> (f64, f64) {
+/// Phase 1 once: (connections per second, server CPU per connection in us, the permille of the
+/// accepts a synack worker made itself for its acceptor thread, where it does).
+fn phase1(kind: &str, cpus: usize, seconds: u64) -> (f64, f64, Option<f64>) {
     let mut s = ChildServer::start(kind, cpus);
     let before = s.report();
     let run = engine::run(
@@ -143,8 +146,13 @@ fn phase1(kind: &str, cpus: usize, seconds: u64) -> (f64, f64) {
     let served = run.rec.established;
     let rate = served as f64 / run.active.as_secs_f64();
     let cpu_us = (after.cpu - before.cpu).as_secs_f64() * 1e6 / served.max(1) as f64;
+    let own = after
+        .dispatch
+        .split('/')
+        .nth(2)
+        .and_then(|o| o.parse().ok());
     std::thread::sleep(Duration::from_millis(300));
-    (rate, cpu_us)
+    (rate, cpu_us, own)
 }
 
 /// Phase 2 once, after the kernel has settled from the last flood: dispatch p50/p99 (servers
@@ -168,11 +176,10 @@ fn phase2(kind: &str, cpus: usize) -> (Option<[u64; 2]>, [u64; 3]) {
     .unwrap();
     let r = s.report();
     drop(s);
-    // "p50/p99" from a synack child, "-" from the others.
-    let dispatch = r
-        .dispatch
-        .split_once('/')
-        .and_then(|(a, b)| Some([a.parse().ok()?, b.parse().ok()?]));
+    // "p50/p99/own" from a synack child, "-" from the others.
+    let mut fields = r.dispatch.split('/');
+    let mut next = || fields.next().and_then(|f| f.parse().ok());
+    let dispatch = (|| Some([next()?, next()?]))();
     let fb = &run.rec.first_byte;
     (
         dispatch,
@@ -234,11 +241,13 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
     let (p50, p99) = ideal_pacer_lag(10_000.0, Duration::from_secs(3));
     // Phase 1: as fast as the generator goes, the servers taking turns so drift hits all.
     let mut samples: Vec<(Vec<f64>, Vec<f64>)> = kinds.iter().map(|_| (vec![], vec![])).collect();
+    let mut own: Vec<Vec<f64>> = kinds.iter().map(|_| vec![]).collect();
     for _ in 0..runs {
         for (i, kind) in kinds.iter().enumerate() {
-            let (rate, cpu) = phase1(kind, cpus, seconds);
+            let (rate, cpu, o) = phase1(kind, cpus, seconds);
             samples[i].0.push(rate);
             samples[i].1.push(cpu);
+            own[i].extend(o);
         }
     }
     // Phase 2: a fixed 10k/s for time to first byte and dispatch latency, the servers taking
@@ -269,35 +278,46 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
             format!("{p50}/{p99} us")
         });
         let [fb50, fb99, lag99] = medians(tails[i].iter().map(|t| t.1));
+        let own = match own[i].is_empty() {
+            true => "-".to_string(),
+            false => format!("{:.1}%", median(own[i].clone()) / 10.0),
+        };
         rows.push((
-            kind, rate, cpu_us, cpu_spread, ratio, dispatch, fb50, fb99, lag99,
+            kind, rate, cpu_us, cpu_spread, ratio, dispatch, fb50, fb99, lag99, own,
         ));
     }
     println!(
-        "{:<16} {:>8} {:>22} {:>20} {:>16} {:>16} {:>12}",
+        "{:<16} {:>8} {:>22} {:>20} {:>16} {:>16} {:>12} {:>12}",
         "server",
         "conn/s",
         "CPU us/conn (spread)",
         "vs floor (spread)",
         "dispatch p50/p99",
         "TTFB p50/p99 us",
-        "gen lag p99"
+        "gen lag p99",
+        "own accepts"
     );
-    for (kind, rate, cpu, (lo, hi), (r, (rlo, rhi)), dispatch, fb50, fb99, lag) in &rows {
+    for (kind, rate, cpu, (lo, hi), (r, (rlo, rhi)), dispatch, fb50, fb99, lag, own) in &rows {
         println!(
-            "{:<16} {:>8.0} {:>22} {:>20} {:>16} {:>16} {:>12}",
+            "{:<16} {:>8.0} {:>22} {:>20} {:>16} {:>16} {:>12} {:>12}",
             kind,
             rate,
             format!("{cpu:.1} ({lo:.1}..{hi:.1})"),
             format!("{r:.2}x ({rlo:.2}..{rhi:.2})"),
             dispatch,
             format!("{fb50}/{fb99}"),
-            lag
+            lag,
+            own
         );
     }
     println!(
         "\nvs floor: each round's CPU per connection over the floor's in the same round, the \
          median of the {runs} rounds and their spread."
+    );
+    println!(
+        "\nown accepts: of a synack server's accepts in phase 1, the share its idle worker made \
+         itself for its acceptor thread (Stats::worker_accepted; the rest went through the \
+         acceptor thread and a channel), the median of the rounds."
     );
     println!(
         "\ngen lag: the generator's start minus its schedule at 10k/s. This machine's own floor \

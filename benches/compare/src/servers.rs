@@ -90,8 +90,14 @@ pub fn child(kind: &str, cpu: Option<usize>) {
             writeln!(out, "READY {}", server.local_addr()).unwrap();
             Box::new(move || {
                 let s = server.stats();
+                // The share of the accepts its idle worker made itself, in permille, where
+                // the worker accepts for the acceptor thread.
+                let own = match help && s.accepted > 0 {
+                    true => (s.worker_accepted * 1000 / s.accepted).to_string(),
+                    false => "-".into(),
+                };
                 format!(
-                    "{}/{}",
+                    "{}/{}/{own}",
                     s.dispatch_latency_us.value_at_quantile(0.5),
                     s.dispatch_latency_us.value_at_quantile(0.99)
                 )
