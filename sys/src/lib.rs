@@ -100,6 +100,26 @@ pub fn thread_cpu_times() -> io::Result<Option<Vec<ThreadCpu>>> {
     imp::thread_cpu_times()
 }
 
+/// The context switches of every thread of process `pid` so far, voluntary and involuntary
+/// (Linux: `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` of each
+/// `/proc/PID/task/*/status`); `Ok(None)` where the OS does not publish them. A thread that
+/// exited takes its count with it.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let n = synack_sys::context_switches(std::process::id())?;
+/// assert!(n.is_some());
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// Reading `/proc` (`NotFound` when there is no such process).
+pub fn context_switches(pid: u32) -> io::Result<Option<u64>> {
+    imp::context_switches(pid)
+}
+
 /// The IP addresses of this host's interfaces (`getifaddrs`), in this network namespace.
 ///
 /// # Errors

@@ -80,6 +80,25 @@ pub(super) fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
     Ok(parse_task_stat(&stat).map(|(_, user, system)| ticks(user + system, clock_tick())))
 }
 
+pub(super) fn context_switches(pid: u32) -> io::Result<Option<u64>> {
+    let mut n = 0u64;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that exits between the listing and the read is left out.
+        let Ok(status) = std::fs::read_to_string(entry?.path().join("status")) else {
+            continue;
+        };
+        n += status
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(Some(n))
+}
+
 pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
     let tick = clock_tick();
     let mut out = Vec::new();

@@ -126,11 +126,22 @@ pub fn plan(addr: SocketAddr, load: Load, duration: Duration, hold: Option<Durat
         })
 }
 
-/// Phase 1 once: (connections per second, server CPU per connection in us, the permille of the
-/// accepts a synack worker made itself for its acceptor thread, where it does).
-fn phase1(kind: &str, cpus: usize, seconds: u64) -> (f64, f64, Option<f64>) {
+/// Phase 1 once: connections per second, the server's CPU per connection in us and its
+/// context switches per connection (every thread, from /proc, where the OS says), and the
+/// permille of the accepts a synack worker made itself for its acceptor thread, where it does.
+struct Phase1 {
+    rate: f64,
+    cpu_us: f64,
+    switches: Option<f64>,
+    own: Option<f64>,
+}
+
+fn phase1(kind: &str, cpus: usize, seconds: u64) -> Phase1 {
     let mut s = ChildServer::start(kind, cpus);
     let before = s.report();
+    let pid = s.child.id();
+    let switches = || synack_sys::context_switches(pid).ok().flatten();
+    let switched_before = switches();
     let run = engine::run(
         &plan(
             s.addr,
@@ -141,6 +152,9 @@ fn phase1(kind: &str, cpus: usize, seconds: u64) -> (f64, f64, Option<f64>) {
         |_, _, _| {},
     )
     .unwrap();
+    let switched = switches()
+        .zip(switched_before)
+        .map(|(a, b)| a.saturating_sub(b));
     let after = s.report();
     drop(s);
     let served = run.rec.established;
@@ -152,7 +166,12 @@ fn phase1(kind: &str, cpus: usize, seconds: u64) -> (f64, f64, Option<f64>) {
         .nth(2)
         .and_then(|o| o.parse().ok());
     std::thread::sleep(Duration::from_millis(300));
-    (rate, cpu_us, own)
+    Phase1 {
+        rate,
+        cpu_us,
+        switches: switched.map(|n| n as f64 / served.max(1) as f64),
+        own,
+    }
 }
 
 /// Phase 2 once, after the kernel has settled from the last flood: dispatch p50/p99 (servers
@@ -242,12 +261,14 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
     // Phase 1: as fast as the generator goes, the servers taking turns so drift hits all.
     let mut samples: Vec<(Vec<f64>, Vec<f64>)> = kinds.iter().map(|_| (vec![], vec![])).collect();
     let mut own: Vec<Vec<f64>> = kinds.iter().map(|_| vec![]).collect();
+    let mut switches: Vec<Vec<f64>> = kinds.iter().map(|_| vec![]).collect();
     for _ in 0..runs {
         for (i, kind) in kinds.iter().enumerate() {
-            let (rate, cpu, o) = phase1(kind, cpus, seconds);
-            samples[i].0.push(rate);
-            samples[i].1.push(cpu);
-            own[i].extend(o);
+            let p = phase1(kind, cpus, seconds);
+            samples[i].0.push(p.rate);
+            samples[i].1.push(p.cpu_us);
+            own[i].extend(p.own);
+            switches[i].extend(p.switches);
         }
     }
     // Phase 2: a fixed 10k/s for time to first byte and dispatch latency, the servers taking
@@ -282,28 +303,36 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
             true => "-".to_string(),
             false => format!("{:.1}%", median(own[i].clone()) / 10.0),
         };
+        let switched = match switches[i].is_empty() {
+            true => "-".to_string(),
+            false => format!("{:.3}", median(switches[i].clone())),
+        };
         rows.push((
-            kind, rate, cpu_us, cpu_spread, ratio, dispatch, fb50, fb99, lag99, own,
+            kind, rate, cpu_us, cpu_spread, ratio, switched, dispatch, fb50, fb99, lag99, own,
         ));
     }
     println!(
-        "{:<16} {:>8} {:>22} {:>20} {:>16} {:>16} {:>12} {:>12}",
+        "{:<16} {:>8} {:>22} {:>20} {:>8} {:>16} {:>16} {:>12} {:>12}",
         "server",
         "conn/s",
         "CPU us/conn (spread)",
         "vs floor (spread)",
+        "cs/conn",
         "dispatch p50/p99",
         "TTFB p50/p99 us",
         "gen lag p99",
         "own accepts"
     );
-    for (kind, rate, cpu, (lo, hi), (r, (rlo, rhi)), dispatch, fb50, fb99, lag, own) in &rows {
+    for (kind, rate, cpu, (lo, hi), (r, (rlo, rhi)), switched, dispatch, fb50, fb99, lag, own) in
+        &rows
+    {
         println!(
-            "{:<16} {:>8.0} {:>22} {:>20} {:>16} {:>16} {:>12} {:>12}",
+            "{:<16} {:>8.0} {:>22} {:>20} {:>8} {:>16} {:>16} {:>12} {:>12}",
             kind,
             rate,
             format!("{cpu:.1} ({lo:.1}..{hi:.1})"),
             format!("{r:.2}x ({rlo:.2}..{rhi:.2})"),
+            switched,
             dispatch,
             format!("{fb50}/{fb99}"),
             lag,
@@ -313,6 +342,11 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
     println!(
         "\nvs floor: each round's CPU per connection over the floor's in the same round, the \
          median of the {runs} rounds and their spread."
+    );
+    println!(
+        "\ncs/conn: the server's context switches per connection in phase 1, every thread, \
+         voluntary and involuntary (/proc/PID/task/*/status), the median of the rounds: the \
+         cost of a handoff between threads, in a count the host's noise hardly moves."
     );
     println!(
         "\nown accepts: of a synack server's accepts in phase 1, the share its idle worker made \
