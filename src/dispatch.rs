@@ -67,8 +67,8 @@ impl LeastLoaded {
         }
     }
 
-    /// The least-loaded worker still alive (round-robin among equals), if any, with its load.
-    fn least_loaded(&mut self, shared: &Shared) -> Option<(usize, u64)> {
+    /// The least-loaded worker still alive (round-robin among equals), if any.
+    fn least_loaded(&mut self, shared: &Shared) -> Option<usize> {
         let n = self.senders.len();
         let start = self.next;
         self.next = (start + 1) % n;
@@ -84,11 +84,9 @@ impl LeastLoaded {
                 best = Some((w, load));
             }
         }
-        best
+        best.map(|(w, _)| w)
     }
-}
 
-impl LeastLoaded {
     /// Whether worker `w` is among the least loaded of the live workers (the only one, or
     /// none has fewer open connections): where a connection accepted now would likely go.
     pub fn would_pick(&self, shared: &Shared, w: usize) -> bool {
@@ -106,7 +104,7 @@ impl Dispatch for LeastLoaded {
             return 0;
         }
         // With no worker alive, any: the delivery counts the connection as lost.
-        self.least_loaded(shared).map_or(0, |(w, _)| w)
+        self.least_loaded(shared).unwrap_or(0)
     }
 
     fn deliver(&mut self, shared: &Shared, worker: usize, acc: Accepted) {
@@ -126,7 +124,7 @@ impl Dispatch for LeastLoaded {
                 return;
             };
             match self.least_loaded(shared) {
-                Some((next, _)) => {
+                Some(next) => {
                     acc.slot.move_to(next);
                     w = next;
                 }
@@ -173,13 +171,10 @@ impl Helping {
 
 impl Dispatch for Helping {
     fn pick(&mut self, shared: &Shared) -> usize {
-        if self.others.senders.len() == 1 {
-            return self.me;
-        }
-        let mine = shared.workers[self.me].open.load(Relaxed);
-        match self.others.least_loaded(shared) {
-            Some((w, load)) if load < mine => w,
-            _ => self.me,
+        if self.others.would_pick(shared, self.me) {
+            self.me
+        } else {
+            self.others.pick(shared)
         }
     }
 

@@ -137,10 +137,10 @@ impl AcceptCore {
         &self.shared.acceptors[self.id].stats
     }
 
-    /// Whether the acceptor thread may leave its listeners to its worker now: not while it is
-    /// paused, draining or at its limit (then it decides alone).
-    pub fn may_yield(&self) -> bool {
-        !self.paused && self.draining.is_none() && !self.at_limit
+    /// Whether the acceptor thread decides alone now, its worker neither accepting for it nor
+    /// left its listeners: while it is paused, draining or at its limit.
+    pub fn alone(&self) -> bool {
+        self.paused || self.draining.is_some() || self.at_limit
     }
 
     /// Connections waiting in its listeners' kernel queues and those queues' capacity (the
@@ -275,7 +275,7 @@ impl AcceptCore {
         if self.exited {
             return Help::Exited;
         }
-        if self.paused || self.draining.is_some() || self.at_limit {
+        if self.alone() {
             ready.fill(false);
             return Help::Done;
         }
@@ -365,12 +365,10 @@ impl AcceptCore {
     /// may wait).
     fn accept_burst(&mut self, i: usize, batch: usize, dispatch: &mut impl Dispatch) -> bool {
         let mut accepted = 0u64;
-        let mut full = true;
         while accepted < batch as u64 {
             // A pause ordered since the turn began (by a handler this burst started, say):
             // the order is in the channel, taken at the start of the next turn.
             if self.draining.is_none() && self.me().pause_ordered.load(Relaxed) {
-                full = false;
                 break;
             }
             // Queue: the slot is taken before accept(), so that at the limit the connection
@@ -380,7 +378,6 @@ impl AcceptCore {
             let queue = self.cfg.overload == OverloadPolicy::Queue;
             if queue && !self.shared.limit.try_acquire() {
                 self.reach_limit();
-                full = false;
                 break;
             }
             // TLS: a place for the handshake, before accept() too, so that at the cap the
@@ -391,7 +388,6 @@ impl AcceptCore {
                         self.shared.release_slot();
                     }
                     self.reach_handshake_cap(h.max());
-                    full = false;
                     break;
                 }
                 Some(_) => Some(HandshakePermit::new(self.shared.clone())),
@@ -418,14 +414,12 @@ impl AcceptCore {
                     match err.kind() {
                         io::ErrorKind::WouldBlock => {
                             self.entries[i].ready = false;
-                            full = false;
                             break;
                         }
                         io::ErrorKind::Interrupted => continue,
                         _ => {
                             let stats = &self.shared.acceptors[self.id].stats;
                             if !self.backoff.accept_error(&mut self.entries[i], stats, err) {
-                                full = false;
                                 break;
                             }
                         }
@@ -434,7 +428,9 @@ impl AcceptCore {
             }
         }
         self.stats().record_batch(accepted);
-        full
+        // Every early end (WouldBlock, the limit, a pause, an error) leaves the loop below the
+        // batch.
+        accepted == batch as u64
     }
 
     /// At the handshake cap: parked like at the connection limit.

@@ -201,7 +201,7 @@ impl Yielder {
         let helper = shared.acceptors[core.id].helper.load(SeqCst);
         let possible = helper != NO_HELPER
             && shared.workers[helper].alive.load(Relaxed)
-            && core.may_yield()
+            && !core.alone()
             && dispatch.would_pick(shared, helper);
         let queued = if possible { core.queued() } else { None };
         let turns = if possible {
