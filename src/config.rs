@@ -154,6 +154,9 @@ pub struct ServerConfig {
     pub accept_in_workers: Option<bool>,
     /// With acceptor threads, an idle worker accepts for its acceptor (default true).
     pub idle_worker_accepts: Option<bool>,
+    /// The FIN in the segment of the handler's last write, when it closes within the poll that
+    /// wrote (default true).
+    pub fin_with_data: Option<bool>,
     /// Accept-queue sampling interval ("10ms"; default off).
     #[serde(with = "humantime_serde")]
     pub queue_sampling: Option<Duration>,
@@ -305,6 +308,7 @@ impl ServerConfig {
             acceptor_sched_batch,
             accept_in_workers,
             idle_worker_accepts,
+            fin_with_data,
             inherit,
             surplus_members,
             max_handshakes,

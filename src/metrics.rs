@@ -16,6 +16,8 @@
 //! | `synack_connections_lost_total` | counter | | accepted, then closed unserved: their worker had died |
 //! | `synack_handler_panics_total` | counter | | handlers that panicked |
 //! | `synack_handler_errors_total` | counter | | handlers that returned an error |
+//! | `synack_fin_with_data_total` | counter | | connections whose FIN left with their handler's last writes |
+//! | `synack_held_pushed_total` | counter | | writes held for the FIN, pushed on their own |
 //! | `synack_limit_reached_total` | counter | | times accepting stopped at the connection limit |
 //! | `synack_accept_errors_total` | counter | `kind` | failed `accept()` calls by kind (`process_fd_limit`, ...) |
 //! | `synack_connections_open` | gauge | | connections open now |
@@ -95,6 +97,8 @@ fn publish(shared: &Shared, listeners: &[(ListenerInfo, Weak<Socket>)]) {
     metrics::counter!("synack_connections_lost_total").absolute(s.lost);
     metrics::counter!("synack_handler_panics_total").absolute(s.handler_panics);
     metrics::counter!("synack_handler_errors_total").absolute(s.handler_errors);
+    metrics::counter!("synack_fin_with_data_total").absolute(s.fin_with_data);
+    metrics::counter!("synack_held_pushed_total").absolute(s.held_pushed);
     metrics::counter!("synack_limit_reached_total").absolute(s.limit_reached);
     for kind in AcceptErrorKind::ALL {
         metrics::counter!("synack_accept_errors_total", "kind" => kind.name())

@@ -207,6 +207,11 @@ impl Slot {
     pub fn shared(&self) -> &Shared {
         &self.shared
     }
+
+    /// The statistics of the worker its connection is open on.
+    pub fn worker_stats(&self) -> &crate::stats::WorkerStats {
+        &self.shared.workers[self.worker].stats
+    }
 }
 
 impl Drop for Slot {

@@ -59,6 +59,8 @@ pub(crate) struct Settings {
     pub probe: bool,
     /// `SCHED_BATCH` for the workers.
     pub sched_batch: bool,
+    /// The FIN with the handler's last write.
+    pub fin_with_data: bool,
     /// `SCHED_BATCH` for the acceptor threads.
     pub acceptor_sched_batch: bool,
     pub observe: ObserveSettings,
@@ -400,6 +402,7 @@ where
         tls: s.tls.clone(),
         opts: Arc::new(s.opts.clone()),
         sched_batch: s.sched_batch,
+        fin_with_data: s.fin_with_data,
         observe: s.observe,
     };
     let accepts = accepts.into_iter().chain(std::iter::repeat_with(|| None));

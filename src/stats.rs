@@ -217,6 +217,10 @@ pub struct WorkerStats {
     pub handler_errors: AtomicU64,
     /// Dispatched to this worker, then closed unserved: the worker had died.
     pub lost: AtomicU64,
+    /// Connections whose FIN left with their handler's held writes, and pushes of held
+    /// writes (see `fin_with_data`).
+    pub fin_with_data: AtomicU64,
+    pub held_pushed: AtomicU64,
     pub dispatch_us: Mutex<Histogram<u64>>,
     /// TLS handshakes done, resumed, and failed by kind (indexed by the crate's `TlsFailure`).
     pub tls_done: AtomicU64,
@@ -247,6 +251,8 @@ impl WorkerStats {
             panics: AtomicU64::new(0),
             handler_errors: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            fin_with_data: AtomicU64::new(0),
+            held_pushed: AtomicU64::new(0),
             dispatch_us: Mutex::new(latency_histogram()),
             tls_done: AtomicU64::new(0),
             tls_resumed: AtomicU64::new(0),
@@ -352,6 +358,12 @@ pub struct Stats {
     pub handler_panics: u64,
     /// Handlers that returned an error (counted in `completed` too).
     pub handler_errors: u64,
+    /// Connections whose FIN left in the same segment as their handler's last writes (see
+    /// [`fin_with_data`](crate::ServerBuilder::fin_with_data)).
+    pub fin_with_data: u64,
+    /// Times writes held for the FIN were pushed on their own because the connection lived on
+    /// past the poll that wrote them (one `setsockopt` each).
+    pub held_pushed: u64,
     /// Times an acceptor stopped accepting because the connection limit was reached.
     pub limit_reached: u64,
     /// Accept errors by kind.
@@ -399,6 +411,8 @@ impl Stats {
             lost: 0,
             handler_panics: 0,
             handler_errors: 0,
+            fin_with_data: 0,
+            held_pushed: 0,
             limit_reached: 0,
             accept_errors: AcceptErrors::default(),
             dispatch_latency_us: latency_histogram(),
@@ -431,6 +445,8 @@ impl Stats {
             s.handler_panics += w.panics.load(Relaxed);
             s.handler_errors += w.handler_errors.load(Relaxed);
             s.lost += w.lost.load(Relaxed);
+            s.fin_with_data += w.fin_with_data.load(Relaxed);
+            s.held_pushed += w.held_pushed.load(Relaxed);
             if let Ok(h) = w.dispatch_us.lock() {
                 let _ = s.dispatch_latency_us.add(&*h);
             }

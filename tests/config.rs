@@ -107,12 +107,14 @@ fn every_knob_reaches_the_server() {
         sched_batch = true
         accept_in_workers = true
         idle_worker_accepts = false
+        fin_with_data = false
         queue_sampling = "5ms"
         "#,
     )
     .unwrap();
     assert_eq!(cfg.only_v6, Some(true));
     assert_eq!(cfg.idle_worker_accepts, Some(false));
+    assert_eq!(cfg.fin_with_data, Some(false));
     assert_eq!(
         cfg.accept_backoff,
         Some(synack::BackoffConfig {

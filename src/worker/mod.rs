@@ -57,6 +57,8 @@ pub(super) struct Ctx<H> {
     pub(super) shared: Arc<Shared>,
     pub(super) handler: Arc<H>,
     pub(super) opts: Arc<ListenOptions>,
+    /// Whether a handler's writes may wait for its FIN (see `connection::cork`).
+    pub(super) fin_with_data: bool,
     /// The observers' hook on each dispatch.
     pub(super) hook: DispatchHook,
     /// TLS: the sessions' configuration, and the handshakes' timeout.
@@ -109,6 +111,8 @@ pub(crate) struct WorkerSetup {
     pub opts: Arc<ListenOptions>,
     /// Run the worker under `SCHED_BATCH`.
     pub sched_batch: bool,
+    /// The FIN with the handler's last write (see `connection::cork`).
+    pub fin_with_data: bool,
     pub observe: ObserveSettings,
     /// TLS: the handshake each connection starts with.
     #[cfg(feature = "tls")]
@@ -164,6 +168,7 @@ where
         shared,
         handler,
         opts: setup.opts.clone(),
+        fin_with_data: setup.fin_with_data,
         #[cfg(feature = "tls")]
         tls: setup.tls.clone(),
     };

@@ -11,7 +11,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use super::Ctx;
-use crate::connection::{ConnInfo, Connection};
+use crate::connection::{ConnInfo, Connection, PollScope};
 use crate::dispatch::Accepted;
 use crate::listener;
 use crate::probe::ProbeHeader;
@@ -222,6 +222,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let mut this = self.project();
+        let ctx = this.guard.ctx.clone();
+        // The handler's poll, with its writes held for the FIN (`fin_with_data`); when it
+        // ends, the scope also covers the drop of its future, which may close the connection.
+        let mut scope = None;
         let outcome = loop {
             match this.stage.as_mut().project() {
                 StageProj::Waiting { conn, permit } => {
@@ -269,11 +273,17 @@ where
                 }
                 StageProj::Running { fut } => {
                     let span = &*this.span;
+                    let stats = &ctx.shared.workers[ctx.index].stats;
+                    scope = PollScope::open(ctx.fin_with_data, stats);
                     match std::panic::catch_unwind(AssertUnwindSafe(|| {
                         let _entered = span.enter();
                         fut.poll(cx)
                     })) {
-                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Pending) => {
+                            // Ends the holding: what the poll wrote leaves now.
+                            drop(scope);
+                            return Poll::Pending;
+                        }
                         Ok(Poll::Ready(out)) => break Ok(out),
                         Err(panic) => break Err(panic),
                     }
@@ -285,6 +295,7 @@ where
         // so that a handler counted as done has closed its connection and freed its slot. Its
         // `Drop` is the handler's code: a panic there is caught too.
         let dropped = std::panic::catch_unwind(AssertUnwindSafe(|| this.stage.set(Stage::Ended)));
+        drop(scope);
         let panicked = outcome.is_err() || dropped.is_err();
         this.guard.done = true;
         let span = &*this.span;

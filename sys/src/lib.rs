@@ -68,6 +68,11 @@ pub struct TcpInfo {
     /// Milliseconds since the last ACK was received (`tcpi_last_ack_recv`): on a connection
     /// that received nothing else yet, since its SYN-ACK, i.e. since it was established.
     pub last_ack_recv_ms: u32,
+    /// Segments sent and received over the connection's life, retransmissions and pure ACKs
+    /// included (`tcpi_segs_out`, `tcpi_segs_in`); `None` before Linux 4.2.
+    pub segs_out: Option<u32>,
+    /// See [`segs_out`](Self::segs_out).
+    pub segs_in: Option<u32>,
 }
 
 /// `tcpi_state` of an established connection.
@@ -365,6 +370,52 @@ pub fn tcp_socket(domain: socket2::Domain) -> io::Result<socket2::Socket> {
 /// next connection does not report it. Unsupported elsewhere: close the socket instead.
 pub fn disconnect(sock: &impl AsFd) -> io::Result<()> {
     imp::disconnect(sock.as_fd())
+}
+
+/// Sends `buf` on a connected TCP socket, telling the kernel more follows (`MSG_MORE` on
+/// Linux): what does not fill a whole segment stays queued until a later send without it,
+/// [`push`], or the FIN. A close or `shutdown(Write)` then sends the data and the FIN in one
+/// segment, where a plain send and a close take two (and the peer's acknowledgement of each).
+/// Elsewhere a plain send. Never raises `SIGPIPE` (`MSG_NOSIGNAL`).
+///
+/// ```
+/// use std::io::Read;
+///
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+/// let (server, _) = listener.accept()?;
+/// assert_eq!(synack_sys::send_more(&server, b"hello\n")?, 6);
+/// drop(server); // the FIN goes with "hello\n"
+/// let mut got = String::new();
+/// client.read_to_string(&mut got)?;
+/// assert_eq!(got, "hello\n");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// What `send` says (`WouldBlock` on a full non-blocking socket, `EPIPE`, `ECONNRESET`).
+pub fn send_more(sock: &impl AsFd, buf: &[u8]) -> io::Result<usize> {
+    imp::send_more(sock.as_fd(), buf)
+}
+
+/// [`send_more`] for several buffers, in one `sendmsg`.
+///
+/// # Errors
+///
+/// What `sendmsg` says.
+pub fn send_vectored_more(sock: &impl AsFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    imp::send_vectored_more(sock.as_fd(), bufs)
+}
+
+/// Sends now what [`send_more`] left queued (Linux: clearing `TCP_CORK`, which pushes the
+/// pending frames whether or not the cork was set; nothing stays changed). A no-op elsewhere.
+///
+/// # Errors
+///
+/// What `setsockopt` says (`EBADF`, `ENOTSOCK` for a descriptor that is not a TCP socket).
+pub fn push(sock: &impl AsFd) -> io::Result<()> {
+    imp::push(sock.as_fd())
 }
 
 /// Whether [`disconnect`] is supported here (Linux).

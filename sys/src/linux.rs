@@ -31,9 +31,13 @@ pub(super) fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<Option<TcpInfo>> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the buffer was zero-initialised, and all-zero is a valid `tcp_info` (plain
-    // integers); the kernel filled a prefix of it.
+    // integers); the kernel filled a prefix of it, `len` bytes.
     let info = unsafe { info.assume_init() };
+    // Linux 4.2 and later fill these; the kernel copies as much as it has.
+    let has_segs = len as usize >= std::mem::offset_of!(libc::tcp_info, tcpi_segs_in) + 4;
     Ok(Some(TcpInfo {
+        segs_out: has_segs.then_some(info.tcpi_segs_out),
+        segs_in: has_segs.then_some(info.tcpi_segs_in),
         state: info.tcpi_state,
         unacked: info.tcpi_unacked,
         sacked: info.tcpi_sacked,
@@ -289,6 +293,21 @@ pub(super) fn disconnect(fd: BorrowedFd<'_>) -> io::Result<()> {
     // tcp_disconnect leaves ECONNRESET in sk_err: read it away (SO_ERROR clears it).
     socket2::SockRef::from(&fd).take_error()?;
     Ok(())
+}
+
+pub(super) fn send_more(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    socket2::SockRef::from(&fd).send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+}
+
+pub(super) fn send_vectored_more(
+    fd: BorrowedFd<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> io::Result<usize> {
+    socket2::SockRef::from(&fd).send_vectored_with_flags(bufs, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+}
+
+pub(super) fn push(fd: BorrowedFd<'_>) -> io::Result<()> {
+    socket2::SockRef::from(&fd).set_tcp_cork(false)
 }
 
 pub(super) fn pin_to_cpu(cpu: usize) -> io::Result<()> {

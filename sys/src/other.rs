@@ -89,6 +89,21 @@ pub(super) fn disconnect(_fd: BorrowedFd<'_>) -> io::Result<()> {
     Err(unsupported("reusing a TCP socket with connect(AF_UNSPEC)"))
 }
 
+pub(super) fn send_more(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    socket2::SockRef::from(&fd).send(buf)
+}
+
+pub(super) fn send_vectored_more(
+    fd: BorrowedFd<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> io::Result<usize> {
+    socket2::SockRef::from(&fd).send_vectored(bufs)
+}
+
+pub(super) fn push(_fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(())
+}
+
 pub(super) fn pin_to_cpu(_cpu: usize) -> io::Result<()> {
     Err(unsupported("pinning threads to CPUs"))
 }

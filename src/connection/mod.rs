@@ -4,6 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -13,6 +14,9 @@ use tokio::net::TcpStream;
 
 use crate::shared::Slot;
 use crate::tls::TlsInfo;
+
+mod cork;
+pub(crate) use cork::PollScope;
 
 /// Where a connection came from and how it travelled through the server.
 /// # Examples
@@ -119,7 +123,8 @@ impl Closing {
 ///
 /// I/O is optimistic: reads and writes go straight to the socket, and the socket joins the
 /// worker's reactor only when one of them would block. A handler that answers at once (write,
-/// close) costs no `epoll_ctl` at all.
+/// close) costs no `epoll_ctl` at all, and its answer and FIN share a segment (see
+/// [`fin_with_data`](crate::ServerBuilder::fin_with_data)).
 /// # Examples
 ///
 /// ```
@@ -153,6 +158,9 @@ pub struct Connection {
 enum Io {
     /// Not registered with the reactor yet.
     Raw(std::net::TcpStream),
+    /// Not registered, and written with `MSG_MORE` in the handler poll running now (shared
+    /// with the worker's cork until it ends: see `cork`).
+    Held(Arc<cork::Held>),
     /// Registered.
     Tokio(TcpStream),
     /// TLS over a registered socket, the handshake done.
@@ -181,6 +189,7 @@ impl Connection {
     pub(crate) fn write_now(&mut self, buf: &[u8]) -> io::Result<()> {
         let n = match &mut self.io {
             Io::Raw(s) => (&*s).write(buf)?,
+            Io::Held(h) => (&h.sock).write(buf)?,
             Io::Tokio(s) => s.try_write(buf)?,
             // Over TLS: the first plaintext of the session, sent at once if the socket takes it
             // (else with the handler's first write).
@@ -224,6 +233,7 @@ impl Connection {
     pub fn sock_ref(&self) -> Option<SockRef<'_>> {
         match &self.io {
             Io::Raw(s) => Some(SockRef::from(s)),
+            Io::Held(h) => Some(SockRef::from(&h.sock)),
             Io::Tokio(s) => Some(SockRef::from(s)),
             #[cfg(feature = "tls")]
             Io::Tls(t) => Some(SockRef::from(t.get_ref().0)),
@@ -286,14 +296,85 @@ impl Connection {
         self.info.tls = Some(Box::new(info));
     }
 
-    /// Registers a raw socket with the worker's reactor (a no-op once registered). If that
-    /// fails, tokio has consumed the socket and the connection stays closed.
+    /// Registers a raw socket with the worker's reactor (a no-op once registered), pushing
+    /// what it has held first. If that fails, tokio has consumed the socket and the connection
+    /// stays closed.
     fn register(&mut self) -> io::Result<()> {
+        self.settle(true);
         match std::mem::replace(&mut self.io, Io::Closed) {
             Io::Raw(std) => self.io = Io::Tokio(TcpStream::from_std(std)?),
             other => self.io = other,
         }
         Ok(())
+    }
+}
+
+impl Connection {
+    /// Takes a held socket back from the worker's cork: plain again, what it held pushed
+    /// (`push`), or left queued for a FIN the caller sends next (then true).
+    fn settle(&mut self, push: bool) -> bool {
+        let Io::Held(held) = &self.io else {
+            return false;
+        };
+        cork::release(held);
+        let queued = held.take_queued();
+        if queued && push {
+            // An error means the connection is broken; its next read or write says so.
+            let _ = synack_sys::push(&held.sock);
+            cork::pushed(self._slot.worker_stats());
+        }
+        let Io::Held(held) = std::mem::replace(&mut self.io, Io::Closed) else {
+            unreachable!("matched above");
+        };
+        self.io = match Arc::try_unwrap(held) {
+            Ok(h) => Io::Raw(h.sock),
+            // Another thread's cork still holds it: the connection was moved there during the
+            // poll that wrote it. A descriptor of its own, so that it can be registered; the
+            // cork's closes when that poll ends.
+            Err(held) => match held.sock.try_clone() {
+                Ok(s) => Io::Raw(s),
+                Err(_) => Io::Held(held),
+            },
+        };
+        queued && !push
+    }
+
+    /// A write on an unregistered socket: sent with `MSG_MORE` (`more`) while the worker's
+    /// cork may hold it, else plainly (`plain`); `None` when the caller must go through tokio
+    /// (see [`optimistic`](Self::optimistic)).
+    fn write_optimistic(
+        &mut self,
+        plain: impl FnOnce(&std::net::TcpStream) -> io::Result<usize>,
+        more: impl FnOnce(&std::net::TcpStream) -> io::Result<usize>,
+    ) -> Option<io::Result<usize>> {
+        let holding = match &self.io {
+            Io::Raw(_) => false,
+            Io::Held(h) => cork::holds(h),
+            _ => return None,
+        };
+        // Held in an earlier poll (or on another thread): plain again first. A plain send, or
+        // one the cork holds now, sends what was queued with it.
+        let hold = holding || {
+            self.settle(false);
+            matches!(self.io, Io::Raw(_)) && cork::may_hold()
+        };
+        if !hold {
+            return self.optimistic(plain);
+        }
+        let done = self.optimistic(more)?;
+        if let Ok(n) = &done
+            && *n > 0
+        {
+            match std::mem::replace(&mut self.io, Io::Closed) {
+                Io::Raw(s) => self.io = Io::Held(cork::hold(s)),
+                Io::Held(h) => {
+                    h.mark_queued();
+                    self.io = Io::Held(h);
+                }
+                other => self.io = other,
+            }
+        }
+        Some(done)
     }
 }
 
@@ -310,10 +391,12 @@ impl Connection {
     /// before) and the caller must go through tokio.
     fn optimistic<T>(
         &mut self,
-        op: impl FnOnce(&mut std::net::TcpStream) -> io::Result<T>,
+        op: impl FnOnce(&std::net::TcpStream) -> io::Result<T>,
     ) -> Option<io::Result<T>> {
-        let Io::Raw(s) = &mut self.io else {
-            return None;
+        let s = match &self.io {
+            Io::Raw(s) => s,
+            Io::Held(h) => &h.sock,
+            _ => return None,
         };
         match op(s) {
             Err(e)
@@ -345,7 +428,7 @@ impl AsyncRead for Connection {
         if let Io::Tls(t) = &mut this.io {
             return Pin::new(&mut **t).poll_read(cx, buf);
         }
-        if let Some(done) = this.optimistic(|s| s.read(buf.initialize_unfilled())) {
+        if let Some(done) = this.optimistic(|mut s| s.read(buf.initialize_unfilled())) {
             return Poll::Ready(done.map(|n| buf.advance(n)));
         }
         this.registered()?.poll_read(cx, buf)
@@ -363,14 +446,19 @@ impl AsyncWrite for Connection {
         if let Io::Tls(t) = &mut this.io {
             return Pin::new(&mut **t).poll_write(cx, buf);
         }
-        if let Some(done) = this.optimistic(|s| s.write(buf)) {
+        if let Some(done) =
+            this.write_optimistic(|mut s| s.write(buf), |s| synack_sys::send_more(s, buf))
+        {
             return Poll::Ready(done);
         }
         this.registered()?.poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        // A flush sends what is held now.
+        this.settle(true);
+        match &mut this.io {
             Io::Tokio(t) => Pin::new(t).poll_flush(cx),
             #[cfg(feature = "tls")]
             Io::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
@@ -379,13 +467,23 @@ impl AsyncWrite for Connection {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            Io::Raw(s) => Poll::Ready(s.shutdown(std::net::Shutdown::Write)),
-            Io::Tokio(t) => Pin::new(t).poll_shutdown(cx),
+        let this = self.get_mut();
+        // What is held leaves with the FIN.
+        let queued = this.settle(false);
+        let raw = match &mut this.io {
+            Io::Raw(s) => &*s,
+            // Still shared with another thread's cork (see `settle`).
+            Io::Held(h) => &h.sock,
+            Io::Tokio(t) => return Pin::new(t).poll_shutdown(cx),
             #[cfg(feature = "tls")]
-            Io::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
-            Io::Closed => Poll::Ready(Err(closed())),
+            Io::Tls(t) => return Pin::new(&mut **t).poll_shutdown(cx),
+            Io::Closed => return Poll::Ready(Err(closed())),
+        };
+        let done = raw.shutdown(std::net::Shutdown::Write);
+        if queued && done.is_ok() {
+            cork::rode(this._slot.worker_stats());
         }
+        Poll::Ready(done)
     }
 
     fn poll_write_vectored(
@@ -398,7 +496,10 @@ impl AsyncWrite for Connection {
         if let Io::Tls(t) = &mut this.io {
             return Pin::new(&mut **t).poll_write_vectored(cx, bufs);
         }
-        if let Some(done) = this.optimistic(|s| s.write_vectored(bufs)) {
+        if let Some(done) = this.write_optimistic(
+            |mut s| s.write_vectored(bufs),
+            |s| synack_sys::send_vectored_more(s, bufs),
+        ) {
             return Poll::Ready(done);
         }
         this.registered()?.poll_write_vectored(cx, bufs)
