@@ -239,7 +239,7 @@ mod tests {
         let e = parse(&["--only", "synack,nginx"]).unwrap_err();
         assert!(
             e.starts_with(
-                "invalid value 'nginx' for '--only <A,B>': unknown server; known: floor, synack,"
+                "invalid value 'nginx' for '--only <A,B>': unknown server; known: floor, floor-fin, synack,"
             ),
             "{e}"
         );

@@ -127,13 +127,25 @@ pub fn plan(addr: SocketAddr, load: Load, duration: Duration, hold: Option<Durat
 }
 
 /// Phase 1 once: connections per second, the server's CPU per connection in us and its
-/// context switches per connection (every thread, from /proc, where the OS says), and the
-/// permille of the accepts a synack worker made itself for its acceptor thread, where it does.
+/// context switches per connection (every thread, from /proc, where the OS says), the
+/// segments per connection the host sent (Tcp.OutSegs, host-wide: on loopback both ends'),
+/// and the permille of the accepts a synack worker made itself for its acceptor thread, where
+/// it does.
 struct Phase1 {
     rate: f64,
     cpu_us: f64,
     switches: Option<f64>,
+    segments: Option<f64>,
     own: Option<f64>,
+}
+
+/// The host's Tcp.OutSegs, where the OS says.
+fn out_segments() -> Option<u64> {
+    synack_sys::tcp_counters()
+        .ok()
+        .flatten()?
+        .get("Tcp.OutSegs")
+        .copied()
 }
 
 fn phase1(kind: &str, cpus: usize, seconds: u64) -> Phase1 {
@@ -142,6 +154,7 @@ fn phase1(kind: &str, cpus: usize, seconds: u64) -> Phase1 {
     let pid = s.child.id();
     let switches = || synack_sys::context_switches(pid).ok().flatten();
     let switched_before = switches();
+    let segments_before = out_segments();
     let run = engine::run(
         &plan(
             s.addr,
@@ -154,6 +167,9 @@ fn phase1(kind: &str, cpus: usize, seconds: u64) -> Phase1 {
     .unwrap();
     let switched = switches()
         .zip(switched_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    let segments = out_segments()
+        .zip(segments_before)
         .map(|(a, b)| a.saturating_sub(b));
     let after = s.report();
     drop(s);
@@ -170,6 +186,7 @@ fn phase1(kind: &str, cpus: usize, seconds: u64) -> Phase1 {
         rate,
         cpu_us,
         switches: switched.map(|n| n as f64 / served.max(1) as f64),
+        segments: segments.map(|n| n as f64 / served.max(1) as f64),
         own,
     }
 }
@@ -249,6 +266,21 @@ fn ideal_pacer_lag(rate: f64, duration: Duration) -> (u64, u64) {
     (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
 }
 
+/// One line of the server table, its figures formatted.
+struct Row<'a> {
+    kind: &'a str,
+    rate: f64,
+    cpu: String,
+    ratio: String,
+    vs_fin: String,
+    switched: String,
+    segs: String,
+    dispatch: String,
+    first_byte: String,
+    lag: u64,
+    own: String,
+}
+
 /// The server table: phase 1 then phase 2 over `kinds` (the floor first: the ratios are to
 /// it), `runs` rounds each, and the machine's own pacing floor measured before any flood.
 pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
@@ -262,6 +294,7 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
     let mut samples: Vec<(Vec<f64>, Vec<f64>)> = kinds.iter().map(|_| (vec![], vec![])).collect();
     let mut own: Vec<Vec<f64>> = kinds.iter().map(|_| vec![]).collect();
     let mut switches: Vec<Vec<f64>> = kinds.iter().map(|_| vec![]).collect();
+    let mut segments: Vec<Vec<f64>> = kinds.iter().map(|_| vec![]).collect();
     for _ in 0..runs {
         for (i, kind) in kinds.iter().enumerate() {
             let p = phase1(kind, cpus, seconds);
@@ -269,6 +302,7 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
             samples[i].1.push(p.cpu_us);
             own[i].extend(p.own);
             switches[i].extend(p.switches);
+            segments[i].extend(p.segments);
         }
     }
     // Phase 2: a fixed 10k/s for time to first byte and dispatch latency, the servers taking
@@ -293,6 +327,20 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
             .map(|(c, f)| c / f)
             .collect();
         let ratio = (median(ratios.clone()), spread(&ratios));
+        // The same over floor-fin's, where it ran: the cost over a floor that sends the same
+        // segments.
+        let vs_fin = kinds
+            .iter()
+            .position(|k| *k == "floor-fin")
+            .map_or("-".into(), |f| {
+                let r: Vec<f64> = samples[i]
+                    .1
+                    .iter()
+                    .zip(&samples[f].1)
+                    .map(|(c, f)| c / f)
+                    .collect();
+                format!("{:.2}x", median(r))
+            });
         let dispatch: Option<Vec<[u64; 2]>> = tails[i].iter().map(|t| t.0).collect();
         let dispatch = dispatch.map_or("-".into(), |d| {
             let [p50, p99] = medians(d.into_iter());
@@ -307,36 +355,52 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
             true => "-".to_string(),
             false => format!("{:.3}", median(switches[i].clone())),
         };
-        rows.push((
-            kind, rate, cpu_us, cpu_spread, ratio, switched, dispatch, fb50, fb99, lag99, own,
-        ));
+        let segs = match segments[i].is_empty() {
+            true => "-".to_string(),
+            false => format!("{:.2}", median(segments[i].clone())),
+        };
+        rows.push(Row {
+            kind,
+            rate,
+            cpu: format!("{cpu_us:.1} ({:.1}..{:.1})", cpu_spread.0, cpu_spread.1),
+            ratio: format!("{:.2}x ({:.2}..{:.2})", ratio.0, ratio.1.0, ratio.1.1),
+            vs_fin,
+            switched,
+            segs,
+            dispatch,
+            first_byte: format!("{fb50}/{fb99}"),
+            lag: lag99,
+            own,
+        });
     }
     println!(
-        "{:<16} {:>8} {:>22} {:>20} {:>8} {:>16} {:>16} {:>12} {:>12}",
+        "{:<16} {:>8} {:>22} {:>20} {:>13} {:>8} {:>9} {:>16} {:>16} {:>12} {:>12}",
         "server",
         "conn/s",
         "CPU us/conn (spread)",
         "vs floor (spread)",
+        "vs floor-fin",
         "cs/conn",
+        "segs/conn",
         "dispatch p50/p99",
         "TTFB p50/p99 us",
         "gen lag p99",
         "own accepts"
     );
-    for (kind, rate, cpu, (lo, hi), (r, (rlo, rhi)), switched, dispatch, fb50, fb99, lag, own) in
-        &rows
-    {
+    for r in &rows {
         println!(
-            "{:<16} {:>8.0} {:>22} {:>20} {:>8} {:>16} {:>16} {:>12} {:>12}",
-            kind,
-            rate,
-            format!("{cpu:.1} ({lo:.1}..{hi:.1})"),
-            format!("{r:.2}x ({rlo:.2}..{rhi:.2})"),
-            switched,
-            dispatch,
-            format!("{fb50}/{fb99}"),
-            lag,
-            own
+            "{:<16} {:>8.0} {:>22} {:>20} {:>13} {:>8} {:>9} {:>16} {:>16} {:>12} {:>12}",
+            r.kind,
+            r.rate,
+            r.cpu,
+            r.ratio,
+            r.vs_fin,
+            r.switched,
+            r.segs,
+            r.dispatch,
+            r.first_byte,
+            r.lag,
+            r.own
         );
     }
     println!(
@@ -347,6 +411,12 @@ pub fn table(kinds: &[&str], cpus: usize, seconds: u64, runs: usize) {
         "\ncs/conn: the server's context switches per connection in phase 1, every thread, \
          voluntary and involuntary (/proc/PID/task/*/status), the median of the rounds: the \
          cost of a handoff between threads, in a count the host's noise hardly moves."
+    );
+    println!(
+        "\nsegs/conn: TCP segments the host sent per connection in phase 1 (Tcp.OutSegs, \
+         host-wide: on loopback both ends' count, the generator's too), the median of the rounds: \
+         two fewer where the FIN rides in the segment of the data (floor-fin, and synack's \
+         fin_with_data, the default) and the peer acknowledges both at once."
     );
     println!(
         "\nown accepts: of a synack server's accepts in phase 1, the share its idle worker made \

@@ -3,7 +3,8 @@
 //! with its CPU time, dispatch latency and resident set until any other line ends it.
 //!
 //! Each serves the same greeting: on accept, write [`PAYLOAD`] and close (the `-hold` variants
-//! keep the connection until the client closes it, for the memory phase).
+//! keep the connection until the client closes it, for the memory phase). "floor-fin" is the
+//! floor sending its FIN in the segment of its data, as synack's `fin_with_data` does.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,7 +15,9 @@ pub const PAYLOAD: &[u8] = b"8 bytes\n";
 /// The servers compared, in table order; actix-server only when built with `--features actix`.
 pub const KINDS: &[&str] = &[
     "floor",
+    "floor-fin",
     "synack",
+    "synack-nofin",
     "synack-acceptor",
     "synack-normal",
     "synack-batch",
@@ -52,17 +55,19 @@ pub fn child(kind: &str, cpu: Option<usize>) {
     // default before round 3). "synack-normal": that, with the acceptor under the normal
     // policy too (acceptor_sched_batch(false), the default before round 2). "synack-batch":
     // the default with the workers under SCHED_BATCH too. "synack-inworker": the same server
-    // accepting on its worker (no acceptor thread).
-    let (kind, batch, acceptor_batch, in_worker, help) = match kind {
-        "synack-acceptor" => ("synack", false, true, false, false),
-        "synack-normal" => ("synack", false, false, false, false),
-        "synack-batch" => ("synack", true, true, false, true),
-        "synack-inworker" => ("synack", false, true, true, false),
-        k => (k, false, true, false, true),
+    // accepting on its worker (no acceptor thread). "synack-nofin": the default with every
+    // write sent at once (fin_with_data(false)), the FIN in a segment of its own as the floor's.
+    let (kind, batch, acceptor_batch, in_worker, help, fin) = match kind {
+        "synack-nofin" => ("synack", false, true, false, true, false),
+        "synack-acceptor" => ("synack", false, true, false, false, true),
+        "synack-normal" => ("synack", false, false, false, false, true),
+        "synack-batch" => ("synack", true, true, false, true, true),
+        "synack-inworker" => ("synack", false, true, true, false, true),
+        k => (k, false, true, false, true, true),
     };
     let stats: Box<dyn Fn() -> String> = match kind {
-        "floor" => {
-            let addr = floor_server();
+        "floor" | "floor-fin" => {
+            let addr = floor_server(kind == "floor-fin");
             writeln!(out, "READY {addr}").unwrap();
             Box::new(|| "-".into())
         }
@@ -78,6 +83,7 @@ pub fn child(kind: &str, cpu: Option<usize>) {
                 .acceptor_sched_batch(acceptor_batch)
                 .accept_in_workers(in_worker)
                 .idle_worker_accepts(help)
+                .fin_with_data(fin)
                 .serve(move |mut c: synack::Connection| async move {
                     tokio::io::AsyncWriteExt::write_all(&mut c, PAYLOAD).await?;
                     if hold {
@@ -138,8 +144,9 @@ pub fn child(kind: &str, cpu: Option<usize>) {
     }
 }
 
-/// The floor: one thread, mio (epoll) readiness, accept4, write, close.
-pub fn floor_server() -> SocketAddr {
+/// The floor: one thread, mio (epoll) readiness, accept4, write, close. With `fin`: the write
+/// with `MSG_MORE`, then shutdown and close, so that the data and the FIN share a segment.
+pub fn floor_server(fin: bool) -> SocketAddr {
     use mio::net::TcpListener;
     use mio::{Events, Interest, Poll, Token};
     let std_listener = listener(BACKLOG);
@@ -156,6 +163,10 @@ pub fn floor_server() -> SocketAddr {
             let _ = poll.poll(&mut events, None);
             loop {
                 match listener.accept() {
+                    Ok((s, _)) if fin => {
+                        let _ = synack_sys::send_more(&s, PAYLOAD);
+                        let _ = s.shutdown(std::net::Shutdown::Write);
+                    }
                     Ok((mut s, _)) => {
                         let _ = std::io::Write::write(&mut s, PAYLOAD);
                     }
