@@ -46,6 +46,10 @@ pub struct ServerFlags {
     /// Every accept on the acceptor threads: an idle worker does not accept for its acceptor.
     #[arg(long, conflicts_with = "accept_in_workers")]
     pub acceptor_alone: bool,
+    /// Every write sent at once: the FIN does not wait to ride in the segment of the handler's
+    /// last write (fin_with_data off).
+    #[arg(long)]
+    pub fin_apart: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (built with --features prometheus);
     /// `--metrics` alone binds 127.0.0.1:9090.
     #[cfg(feature = "prometheus")]
@@ -114,6 +118,9 @@ impl ServerFlags {
         }
         if self.acceptor_alone {
             b = b.idle_worker_accepts(false);
+        }
+        if self.fin_apart {
+            b = b.fin_with_data(false);
         }
         for a in &self.addrs {
             b = b.bind(a.as_str())?;
