@@ -358,8 +358,9 @@ pub struct Stats {
     pub handler_panics: u64,
     /// Handlers that returned an error (counted in `completed` too).
     pub handler_errors: u64,
-    /// Connections whose FIN left in the same segment as their handler's last writes (see
-    /// [`fin_with_data`](crate::ServerBuilder::fin_with_data)).
+    /// Connections whose FIN was sent while their handler's last writes were still queued (see
+    /// [`fin_with_data`](crate::ServerBuilder::fin_with_data)): the kernel puts it in the last
+    /// segment of that data.
     pub fin_with_data: u64,
     /// Times writes held for the FIN were pushed on their own because the connection lived on
     /// past the poll that wrote them (one `setsockopt` each).
