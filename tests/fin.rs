@@ -22,6 +22,19 @@ fn segments_in(client: &std::net::TcpStream) -> u32 {
     info.segs_in.expect("tcpi_segs_in (Linux 4.2)")
 }
 
+/// A server with one worker and the default settings, running `handler`.
+fn one_worker<F>(handler: impl Fn(Connection) -> F + Send + Sync + 'static) -> Server
+where
+    F: Future<Output = std::io::Result<()>> + 'static,
+{
+    Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .serve(handler)
+        .unwrap()
+}
+
 fn greeting_server(fin_with_data: bool, in_workers: bool) -> Server {
     Server::builder()
         .bind("127.0.0.1:0")
@@ -72,19 +85,14 @@ fn greetings_share_a_segment_with_their_fin_accepting_in_workers() {
 fn held_writes_leave_when_the_handler_waits_for_something_else() {
     let go = Arc::new(tokio::sync::Notify::new());
     let go2 = go.clone();
-    let server = Server::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .workers(1)
-        .serve(move |mut c: Connection| {
-            let go = go2.clone();
-            async move {
-                c.write_all(b"hello\n").await?;
-                go.notified().await;
-                c.write_all(b"bye\n").await
-            }
-        })
-        .unwrap();
+    let server = one_worker(move |mut c: Connection| {
+        let go = go2.clone();
+        async move {
+            c.write_all(b"hello\n").await?;
+            go.notified().await;
+            c.write_all(b"bye\n").await
+        }
+    });
     let mut c = connect(server.local_addr());
     // Within the client's 10 s read timeout, or the push never came.
     assert_eq!(read_n(&mut c, 6), b"hello\n");
@@ -106,31 +114,26 @@ fn held_writes_leave_when_the_handler_waits_for_something_else() {
 fn an_answer_held_for_the_fin_survives_unread_input() {
     let go = Arc::new(tokio::sync::Notify::new());
     let go2 = go.clone();
-    let server = Server::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .workers(1)
-        .serve(move |mut c: Connection| {
-            let go = go2.clone();
-            async move {
-                go.notified().await;
-                // Until the request is in the receive queue (bounded), without reading it.
-                let sock = c.sock_ref().expect("an open socket");
-                let mut seen = false;
-                for _ in 0..100_000 {
-                    match sock.peek(&mut [MaybeUninit::uninit(); 1]) {
-                        Ok(n) if n > 0 => {
-                            seen = true;
-                            break;
-                        }
-                        _ => tokio::task::yield_now().await,
+    let server = one_worker(move |mut c: Connection| {
+        let go = go2.clone();
+        async move {
+            go.notified().await;
+            // Until the request is in the receive queue (bounded), without reading it.
+            let sock = c.sock_ref().expect("an open socket");
+            let mut seen = false;
+            for _ in 0..100_000 {
+                match sock.peek(&mut [MaybeUninit::uninit(); 1]) {
+                    Ok(n) if n > 0 => {
+                        seen = true;
+                        break;
                     }
+                    _ => tokio::task::yield_now().await,
                 }
-                assert!(seen, "the request never arrived");
-                c.write_all(b"answer\n").await
             }
-        })
-        .unwrap();
+            assert!(seen, "the request never arrived");
+            c.write_all(b"answer\n").await
+        }
+    });
     let mut c = connect(server.local_addr());
     c.write_all(b"a request the handler never reads\n").unwrap();
     go.notify_one();
@@ -154,23 +157,18 @@ fn an_answer_held_for_the_fin_survives_unread_input() {
 fn a_worker_stops_holding_where_connections_live_on_and_starts_again_where_they_close() {
     let live = Arc::new(AtomicBool::new(true));
     let live2 = live.clone();
-    let server = Server::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .workers(1)
-        .serve(move |mut c: Connection| {
-            let live = live2.load(Relaxed);
-            async move {
-                c.write_all(b"hello\n").await?;
-                if live {
-                    // Until the client closes.
-                    let mut b = [0u8; 16];
-                    while c.read(&mut b).await? != 0 {}
-                }
-                Ok::<_, std::io::Error>(())
+    let server = one_worker(move |mut c: Connection| {
+        let live = live2.load(Relaxed);
+        async move {
+            c.write_all(b"hello\n").await?;
+            if live {
+                // Until the client closes.
+                let mut b = [0u8; 16];
+                while c.read(&mut b).await? != 0 {}
             }
-        })
-        .unwrap();
+            Ok::<_, std::io::Error>(())
+        }
+    });
     let one = |n: u64| {
         for _ in 0..n {
             let mut c = connect(server.local_addr());
@@ -197,24 +195,19 @@ fn a_worker_stops_holding_where_connections_live_on_and_starts_again_where_they_
 /// order: the other thread's write sends what was held first.
 #[test]
 fn a_connection_moved_to_another_thread_mid_poll_keeps_its_bytes_in_order() {
-    let server = Server::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .workers(1)
-        .serve(|mut c: Connection| async move {
-            c.write_all(b"first\n").await?;
-            // Still within the poll that wrote "first".
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move { c.write_all(b"second\n").await })
-            })
-            .join()
-            .expect("the other thread")
+    let server = one_worker(|mut c: Connection| async move {
+        c.write_all(b"first\n").await?;
+        // Still within the poll that wrote "first".
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move { c.write_all(b"second\n").await })
         })
-        .unwrap();
+        .join()
+        .expect("the other thread")
+    });
     let mut c = connect(server.local_addr());
     let mut got = String::new();
     c.read_to_string(&mut got).unwrap();
