@@ -507,8 +507,15 @@ impl ServerBuilder {
     ///   segments on the wire instead of 7, and the server about 15% less CPU (the README's
     ///   Performance section has the figures);
     /// - if the connection lives on, what is queued is pushed at once (one `setsockopt`): the
-    ///   bytes leave at the end of the poll that wrote them, never later. A flush, a read that
-    ///   has to wait, or a [`Connection::tokio_stream`] pushes them earlier.
+    ///   bytes leave at the end of the poll that wrote them, never later. A read that has to
+    ///   wait, or [`Connection::tokio_stream`], pushes them earlier. A flush does not: like a
+    ///   tokio `TcpStream`'s, it hands user-space buffers to the kernel, and there are none (a
+    ///   handler that flushes and then computes for long within the same poll delays its bytes
+    ///   until that poll ends).
+    ///
+    /// Only connections not yet registered with the reactor are concerned: a handler (or a
+    /// protocol stack such as hyper) that reads until the socket would block before it answers
+    /// writes through the reactor, and pays nothing for this.
     ///
     /// Each worker learns whether this pays for its handlers: while FINs ride less than once
     /// per three pushes, it holds only one connection in 32, to notice a change. Nothing is

@@ -216,3 +216,25 @@ fn a_connection_moved_to_another_thread_mid_poll_keeps_its_bytes_in_order() {
     let s = server.stats();
     assert_eq!((s.handler_panics, s.handler_errors), (0, 0), "{s:?}");
 }
+
+/// A flush within the poll does not send the held bytes on their own (a flush hands user-space
+/// buffers to the kernel, and there are none): a handler that writes, flushes and closes still
+/// sends its FIN with the data.
+#[test]
+fn a_flush_before_the_close_leaves_the_fin_with_the_data() {
+    const N: u64 = 10;
+    let server = one_worker(|mut c: Connection| async move {
+        c.write_all(b"hello\n").await?;
+        c.flush().await
+    });
+    for _ in 0..N {
+        let mut c = connect(server.local_addr());
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "hello\n");
+        assert_eq!(segments_in(&c), 2);
+    }
+    wait_for("every handler done", || server.stats().completed == N);
+    let s = server.stats();
+    assert_eq!((s.fin_with_data, s.held_pushed), (N, 0));
+}

@@ -161,3 +161,38 @@ fn a_request_waiting_in_the_queue_at_shutdown_is_answered() {
     assert_eq!(report.aborted, 0, "{report:?}");
     assert_eq!(report.unaccounted, 0, "{report:?}");
 }
+
+/// `Connection: close` through hyper, the request already waiting when the handler starts
+/// (as with `defer_accept`). hyper reads until the socket would block before it answers, so
+/// the socket is registered with the reactor by then and `fin_with_data` holds nothing: no
+/// push costs hyper a system call, and no FIN rides with its response.
+#[test]
+fn hyper_answers_through_the_reactor_and_pays_nothing_for_fin_with_data() {
+    use std::io::{Read, Write};
+    const N: usize = 20;
+    let server = hyper_server(Arc::default());
+    server.pause();
+    let mut clients: Vec<_> = (0..N)
+        .map(|_| common::connect(server.local_addr()))
+        .collect();
+    for c in &mut clients {
+        c.write_all(b"GET / HTTP/1.1\r\nhost: synack.test\r\nconnection: close\r\n\r\n")
+            .unwrap();
+    }
+    common::wait_for("every request acknowledged", || {
+        clients
+            .iter()
+            .all(|c| synack_sys::tcp_info(c).unwrap().unwrap().unacked == 0)
+    });
+    server.resume();
+    for c in &mut clients {
+        let mut response = String::new();
+        c.read_to_string(&mut response).unwrap();
+        assert!(response.ends_with("\r\n\r\nhello"), "{response}");
+    }
+    common::wait_for("every handler done", || {
+        server.stats().completed == N as u64
+    });
+    let s = server.stats();
+    assert_eq!((s.fin_with_data, s.held_pushed), (0, 0));
+}

@@ -456,8 +456,12 @@ impl AsyncWrite for Connection {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // A flush sends what is held now.
-        this.settle(true);
+        // What this thread's cork holds in the poll running now leaves at its end, or with the
+        // FIN: a flush, as a tokio `TcpStream`'s, hands user-space buffers to the kernel, and
+        // there are none. Held past its poll (on another thread): pushed now.
+        if !matches!(&this.io, Io::Held(h) if cork::holds(h)) {
+            this.settle(true);
+        }
         match &mut this.io {
             Io::Tokio(t) => Pin::new(t).poll_flush(cx),
             #[cfg(feature = "tls")]
