@@ -515,7 +515,9 @@ impl ServerBuilder {
     ///
     /// Only connections not yet registered with the reactor are concerned: a handler (or a
     /// protocol stack such as hyper) that reads until the socket would block before it answers
-    /// writes through the reactor, and pays nothing for this.
+    /// writes through the reactor, and pays nothing for this. A handler that reads one request
+    /// and answers it profits when the request is there as it starts: with
+    /// [`defer_accept`](Self::defer_accept), the kernel hands over the connection only then.
     ///
     /// Each worker learns whether this pays for its handlers: while FINs ride less than once
     /// per three pushes, it holds only one connection in 32, to notice a change. Nothing is

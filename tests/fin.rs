@@ -238,3 +238,33 @@ fn a_flush_before_the_close_leaves_the_fin_with_the_data() {
     let s = server.stats();
     assert_eq!((s.fin_with_data, s.held_pushed), (N, 0));
 }
+
+/// A request/response handler: without `defer_accept` its first read usually finds nothing yet
+/// and registers the socket, whose writes then go through the reactor (not held). With
+/// `defer_accept` the request is there when the handler starts: it reads it, answers, closes,
+/// and the FIN rides with the answer.
+#[test]
+fn with_defer_accept_an_answer_after_a_request_carries_the_fin() {
+    const N: u64 = 10;
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .workers(1)
+        .defer_accept(std::time::Duration::from_secs(5))
+        .serve(|mut c: Connection| async move {
+            let mut req = [0u8; 64];
+            let n = c.read(&mut req).await?;
+            c.write_all(&req[..n]).await
+        })
+        .unwrap();
+    for _ in 0..N {
+        let mut c = connect(server.local_addr());
+        c.write_all(b"ping\n").unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "ping\n");
+    }
+    wait_for("every handler done", || server.stats().completed == N);
+    let s = server.stats();
+    assert_eq!((s.fin_with_data, s.held_pushed), (N, 0));
+}
