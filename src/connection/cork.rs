@@ -98,7 +98,10 @@ pub(super) fn hold(sock: std::net::TcpStream) -> Arc<Held> {
         sock,
         queued: AtomicBool::new(true),
     });
-    CORK.with(|c| *c.held.borrow_mut() = Some(held.clone()));
+    CORK.with(|c| {
+        let was = c.held.borrow_mut().replace(held.clone());
+        debug_assert!(was.is_none(), "may_hold said the cork was free");
+    });
     held
 }
 
