@@ -268,3 +268,56 @@ fn with_defer_accept_an_answer_after_a_request_carries_the_fin() {
     let s = server.stats();
     assert_eq!((s.fin_with_data, s.held_pushed), (N, 0));
 }
+
+/// A request/response handler without `defer_accept`: its first read may find the request or
+/// not (then the socket is registered and the read waits for it); either way its answer is held
+/// and the FIN rides with it.
+#[test]
+fn an_answer_after_a_request_carries_the_fin_registered_or_not() {
+    const N: u64 = 20;
+    let server = one_worker(|mut c: Connection| async move {
+        let mut req = [0u8; 64];
+        let n = c.read(&mut req).await?;
+        c.write_all(&req[..n]).await
+    });
+    for _ in 0..N {
+        let mut c = connect(server.local_addr());
+        c.write_all(b"ping\n").unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "ping\n");
+    }
+    wait_for("every handler done", || server.stats().completed == N);
+    let s = server.stats();
+    assert_eq!((s.fin_with_data, s.held_pushed), (N, 0));
+}
+
+/// A registered connection moved to another thread during the poll that wrote it: it stays
+/// shared with the worker's cork until that poll ends, and is read and written through it,
+/// its bytes in order.
+#[test]
+fn a_registered_connection_moved_mid_poll_keeps_its_bytes_in_order() {
+    let server = one_worker(|mut c: Connection| async move {
+        c.tokio_stream()?; // registered from the start
+        c.write_all(b"first\n").await?;
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                c.write_all(b"second\n").await?;
+                c.shutdown().await
+            })
+        })
+        .join()
+        .expect("the other thread")
+    });
+    let mut c = connect(server.local_addr());
+    let mut got = String::new();
+    c.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "first\nsecond\n");
+    wait_for("the handler done", || server.stats().completed == 1);
+    let s = server.stats();
+    assert_eq!((s.handler_panics, s.handler_errors), (0, 0));
+}

@@ -15,6 +15,7 @@
 //! [`ServerBuilder::fin_with_data`]: crate::ServerBuilder::fin_with_data
 
 use std::cell::{Cell, RefCell};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{AcqRel, Relaxed};
@@ -35,13 +36,37 @@ const BOUND: i32 = 48;
 /// whose handler poll wrote it, until that poll ends.
 #[derive(Debug)]
 pub(super) struct Held {
-    pub(super) sock: std::net::TcpStream,
+    pub(super) sock: Sock,
     /// Whether something was sent with `MSG_MORE` since the last push. Set only by the thread
     /// whose cork holds the socket; cleared by whoever pushes (or closes) it.
     queued: AtomicBool,
+    /// Whether the cork pushed it at the end of a poll: the connection lived on past the poll
+    /// that wrote it.
+    pushed: AtomicBool,
+}
+
+/// The socket held: not registered with the reactor yet, or registered.
+#[derive(Debug)]
+pub(super) enum Sock {
+    Raw(std::net::TcpStream),
+    Registered(tokio::net::TcpStream),
+}
+
+impl AsFd for Sock {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Sock::Raw(s) => s.as_fd(),
+            Sock::Registered(s) => s.as_fd(),
+        }
+    }
 }
 
 impl Held {
+    /// Whether the cork pushed it at the end of a poll.
+    pub(super) fn was_pushed(&self) -> bool {
+        self.pushed.load(Relaxed)
+    }
+
     /// Takes the "queued" mark: true when writes wait for a push or the FIN.
     pub(super) fn take_queued(&self) -> bool {
         self.queued.swap(false, AcqRel)
@@ -92,11 +117,13 @@ pub(super) fn may_hold() -> bool {
     })
 }
 
-/// Makes `sock`, just written with `MSG_MORE`, this thread's held socket until the poll ends.
-pub(super) fn hold(sock: std::net::TcpStream) -> Arc<Held> {
+/// Makes `sock` this thread's held socket until the poll ends (marked queued once a write
+/// with `MSG_MORE` went into it).
+pub(super) fn hold(sock: Sock) -> Arc<Held> {
     let held = Arc::new(Held {
         sock,
-        queued: AtomicBool::new(true),
+        queued: AtomicBool::new(false),
+        pushed: AtomicBool::new(false),
     });
     CORK.with(|c| {
         let was = c.held.borrow_mut().replace(held.clone());
@@ -174,6 +201,7 @@ impl Drop for PollScope<'_> {
             if queued {
                 // An error means the connection is broken; its next read or write says so.
                 let _ = synack_sys::push(&held.sock);
+                held.pushed.store(true, Relaxed);
                 pushed(self.stats);
             }
         } else if queued {
@@ -182,7 +210,7 @@ impl Drop for PollScope<'_> {
             // receive queue would send only an RST and drop what is queued, where a plain
             // write would have sent it before (the same shutdown costs no more than the close
             // then: the close has no FIN left to send).
-            let _ = held.sock.shutdown(std::net::Shutdown::Write);
+            let _ = socket2::SockRef::from(&held.sock).shutdown(std::net::Shutdown::Write);
             rode(self.stats);
         }
         drop(held);

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use socket2::SockRef;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::shared::Slot;
@@ -17,6 +17,7 @@ use crate::tls::TlsInfo;
 
 mod cork;
 pub(crate) use cork::PollScope;
+use cork::Sock;
 
 /// Where a connection came from and how it travelled through the server.
 /// # Examples
@@ -152,13 +153,15 @@ pub struct Connection {
     io: Io,
     info: ConnInfo,
     _slot: Slot,
+    /// It lived on past a poll whose writes were held: not held again (see `cork`).
+    lives_on: bool,
 }
 
 #[derive(Debug)]
 enum Io {
     /// Not registered with the reactor yet.
     Raw(std::net::TcpStream),
-    /// Not registered, and written with `MSG_MORE` in the handler poll running now (shared
+    /// Written with `MSG_MORE` in the handler poll running now, registered or not (shared
     /// with the worker's cork until it ends: see `cork`).
     Held(Arc<cork::Held>),
     /// Registered.
@@ -176,6 +179,7 @@ impl Connection {
             io: Io::Raw(stream),
             info,
             _slot: slot,
+            lives_on: false,
         }
     }
 
@@ -189,7 +193,10 @@ impl Connection {
     pub(crate) fn write_now(&mut self, buf: &[u8]) -> io::Result<()> {
         let n = match &mut self.io {
             Io::Raw(s) => (&*s).write(buf)?,
-            Io::Held(h) => (&h.sock).write(buf)?,
+            Io::Held(h) => match &h.sock {
+                Sock::Raw(s) => (&*s).write(buf)?,
+                Sock::Registered(s) => s.try_write(buf)?,
+            },
             Io::Tokio(s) => s.try_write(buf)?,
             // Over TLS: the first plaintext of the session, sent at once if the socket takes it
             // (else with the handler's first write).
@@ -310,8 +317,8 @@ impl Connection {
 }
 
 impl Connection {
-    /// Takes a held socket back from the worker's cork: plain again, what it held pushed
-    /// (`push`), or left queued for a FIN the caller sends next (then true).
+    /// Takes a held socket back from the worker's cork: plain (or registered) again, what it
+    /// held pushed (`push`), or left queued for a FIN the caller sends next (then true).
     fn settle(&mut self, push: bool) -> bool {
         let Io::Held(held) = &self.io else {
             return false;
@@ -323,58 +330,167 @@ impl Connection {
             let _ = synack_sys::push(&held.sock);
             cork::pushed(self._slot.worker_stats());
         }
+        // It lived on past a poll that wrote it: not held again.
+        self.lives_on |= held.was_pushed() || (queued && push);
         let Io::Held(held) = std::mem::replace(&mut self.io, Io::Closed) else {
             unreachable!("matched above");
         };
         self.io = match Arc::try_unwrap(held) {
-            Ok(h) => Io::Raw(h.sock),
+            Ok(h) => match h.sock {
+                Sock::Raw(s) => Io::Raw(s),
+                Sock::Registered(s) => Io::Tokio(s),
+            },
             // Another thread's cork still holds it: the connection was moved there during the
-            // poll that wrote it. A descriptor of its own, so that it can be registered; the
-            // cork's closes when that poll ends.
-            Err(held) => match held.sock.try_clone() {
-                Ok(s) => Io::Raw(s),
-                Err(_) => Io::Held(held),
+            // poll that wrote it. An unregistered socket gets a descriptor of its own, so that
+            // it can be registered (the cork's closes when that poll ends); a registered one
+            // stays shared, read and written through it, until then.
+            Err(held) => match &held.sock {
+                Sock::Raw(s) => match s.try_clone() {
+                    Ok(s) => Io::Raw(s),
+                    Err(_) => Io::Held(held),
+                },
+                Sock::Registered(_) => Io::Held(held),
             },
         };
         queued && !push
     }
 
+    /// Whether a write may be held now: already held in this poll, or a plain or registered
+    /// socket (taken back from an earlier poll's cork first) that the worker's cork may hold.
+    fn may_hold(&mut self) -> bool {
+        if let Io::Held(h) = &self.io
+            && cork::holds(h)
+        {
+            return true;
+        }
+        // A plain send, or one the cork holds now, sends what was queued before it.
+        self.settle(false);
+        matches!(self.io, Io::Raw(_) | Io::Tokio(_)) && !self.lives_on && cork::may_hold()
+    }
+
     /// A write on an unregistered socket: sent with `MSG_MORE` (`more`) while the worker's
-    /// cork may hold it, else plainly (`plain`); `None` when the caller must go through tokio
-    /// (see [`optimistic`](Self::optimistic)).
+    /// cork may hold it, else plainly (`plain`); `None` when the caller must go through the
+    /// reactor (see [`optimistic`](Self::optimistic)).
     fn write_optimistic(
         &mut self,
         plain: impl FnOnce(&std::net::TcpStream) -> io::Result<usize>,
         more: impl FnOnce(&std::net::TcpStream) -> io::Result<usize>,
     ) -> Option<io::Result<usize>> {
-        let holding = match &self.io {
-            Io::Raw(_) => false,
-            Io::Held(h) => cork::holds(h),
-            _ => return None,
-        };
-        // Held in an earlier poll (or on another thread): plain again first. A plain send, or
-        // one the cork holds now, sends what was queued with it.
-        let hold = holding || {
-            self.settle(false);
-            matches!(self.io, Io::Raw(_)) && cork::may_hold()
-        };
-        if !hold {
+        if !self.is_raw() {
+            return None;
+        }
+        if !self.may_hold() {
             return self.optimistic(plain);
         }
         let done = self.optimistic(more)?;
         if let Ok(n) = &done
             && *n > 0
         {
-            match std::mem::replace(&mut self.io, Io::Closed) {
-                Io::Raw(s) => self.io = Io::Held(cork::hold(s)),
-                Io::Held(h) => {
-                    h.mark_queued();
-                    self.io = Io::Held(h);
-                }
-                other => self.io = other,
+            if let Io::Raw(_) = &self.io
+                && let Io::Raw(s) = std::mem::replace(&mut self.io, Io::Closed)
+            {
+                self.io = Io::Held(cork::hold(Sock::Raw(s)));
+            }
+            if let Io::Held(h) = &self.io {
+                h.mark_queued();
             }
         }
         Some(done)
+    }
+
+    /// A write on a registered socket while the worker's cork may hold it: sent with
+    /// `MSG_MORE` (`more`) through the reactor's readiness. `None` when tokio's own write
+    /// applies (the cork may not hold it, or the socket is not registered).
+    fn write_registered_held(
+        &mut self,
+        cx: &mut Context<'_>,
+        more: impl Fn(&TcpStream) -> io::Result<usize>,
+        plain: impl Fn(&TcpStream) -> io::Result<usize>,
+    ) -> Option<Poll<io::Result<usize>>> {
+        if !self.is_registered_or_held() {
+            return None;
+        }
+        if !self.may_hold() {
+            // Still shared with another thread's cork: written plainly through it.
+            let Io::Held(h) = &self.io else {
+                return None;
+            };
+            let Sock::Registered(s) = &h.sock else {
+                return None;
+            };
+            return Some(poll_io(s, cx, Interest::WRITABLE, || plain(s)));
+        }
+        if let Io::Tokio(_) = &self.io
+            && let Io::Tokio(s) = std::mem::replace(&mut self.io, Io::Closed)
+        {
+            self.io = Io::Held(cork::hold(Sock::Registered(s)));
+        }
+        let Io::Held(h) = &self.io else {
+            return None;
+        };
+        let Sock::Registered(s) = &h.sock else {
+            return None;
+        };
+        let done = poll_io(s, cx, Interest::WRITABLE, || more(s));
+        if let Poll::Ready(Ok(n)) = &done
+            && *n > 0
+        {
+            h.mark_queued();
+        }
+        Some(done)
+    }
+
+    /// Not registered with the reactor (plain, or held so).
+    fn is_raw(&self) -> bool {
+        match &self.io {
+            Io::Raw(_) => true,
+            Io::Held(h) => matches!(h.sock, Sock::Raw(_)),
+            _ => false,
+        }
+    }
+
+    /// Registered with the reactor (plain, or held so).
+    fn is_registered_or_held(&self) -> bool {
+        match &self.io {
+            Io::Tokio(_) => true,
+            Io::Held(h) => matches!(h.sock, Sock::Registered(_)),
+            _ => false,
+        }
+    }
+
+    /// The registered socket, when it is held (in this poll, or by another thread's).
+    fn held_registered(&self) -> Option<&TcpStream> {
+        match &self.io {
+            Io::Held(h) => match &h.sock {
+                Sock::Registered(s) => Some(s),
+                Sock::Raw(_) => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Runs `op` on a registered socket when the reactor says it is ready for `interest`, until it
+/// does not would-block (tokio's own `poll_read`/`poll_write`, on a shared stream).
+fn poll_io<T>(
+    s: &TcpStream,
+    cx: &mut Context<'_>,
+    interest: Interest,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    loop {
+        let ready = if interest == Interest::WRITABLE {
+            s.poll_write_ready(cx)
+        } else {
+            s.poll_read_ready(cx)
+        };
+        if let Err(e) = std::task::ready!(ready) {
+            return Poll::Ready(Err(e));
+        }
+        match s.try_io(interest, &mut op) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            done => return Poll::Ready(done),
+        }
     }
 }
 
@@ -395,7 +511,10 @@ impl Connection {
     ) -> Option<io::Result<T>> {
         let s = match &self.io {
             Io::Raw(s) => s,
-            Io::Held(h) => &h.sock,
+            Io::Held(h) => match &h.sock {
+                Sock::Raw(s) => s,
+                Sock::Registered(_) => return None,
+            },
             _ => return None,
         };
         match op(s) {
@@ -431,6 +550,14 @@ impl AsyncRead for Connection {
         if let Some(done) = this.optimistic(|mut s| s.read(buf.initialize_unfilled())) {
             return Poll::Ready(done.map(|n| buf.advance(n)));
         }
+        // Registered and held (what it holds leaves when the poll ends, or when a poll that
+        // finds it held no more takes it back).
+        if let Some(s) = this.held_registered() {
+            let n = std::task::ready!(poll_io(s, cx, Interest::READABLE, || s
+                .try_read(buf.initialize_unfilled())))?;
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         this.registered()?.poll_read(cx, buf)
     }
 }
@@ -450,6 +577,11 @@ impl AsyncWrite for Connection {
             this.write_optimistic(|mut s| s.write(buf), |s| synack_sys::send_more(s, buf))
         {
             return Poll::Ready(done);
+        }
+        if let Some(done) =
+            this.write_registered_held(cx, |s| synack_sys::send_more(s, buf), |s| s.try_write(buf))
+        {
+            return done;
         }
         this.registered()?.poll_write(cx, buf)
     }
@@ -474,16 +606,15 @@ impl AsyncWrite for Connection {
         let this = self.get_mut();
         // What is held leaves with the FIN.
         let queued = this.settle(false);
-        let raw = match &mut this.io {
-            Io::Raw(s) => &*s,
+        let done = match &mut this.io {
+            Io::Raw(s) => s.shutdown(std::net::Shutdown::Write),
             // Still shared with another thread's cork (see `settle`).
-            Io::Held(h) => &h.sock,
-            Io::Tokio(t) => return Pin::new(t).poll_shutdown(cx),
+            Io::Held(h) => SockRef::from(&h.sock).shutdown(std::net::Shutdown::Write),
+            Io::Tokio(t) => std::task::ready!(Pin::new(t).poll_shutdown(cx)),
             #[cfg(feature = "tls")]
             Io::Tls(t) => return Pin::new(&mut **t).poll_shutdown(cx),
             Io::Closed => return Poll::Ready(Err(closed())),
         };
-        let done = raw.shutdown(std::net::Shutdown::Write);
         if queued && done.is_ok() {
             cork::rode(this._slot.worker_stats());
         }
@@ -505,6 +636,13 @@ impl AsyncWrite for Connection {
             |s| synack_sys::send_vectored_more(s, bufs),
         ) {
             return Poll::Ready(done);
+        }
+        if let Some(done) = this.write_registered_held(
+            cx,
+            |s| synack_sys::send_vectored_more(s, bufs),
+            |s| s.try_write_vectored(bufs),
+        ) {
+            return done;
         }
         this.registered()?.poll_write_vectored(cx, bufs)
     }
