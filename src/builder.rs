@@ -498,10 +498,8 @@ impl ServerBuilder {
     /// writes and then drops its connection within one poll (a greeting, a response followed
     /// by a close). Default **on**.
     ///
-    /// While a handler's poll runs, its writes on a connection not yet registered with the
-    /// reactor (see [`Connection`]: one that has not had to wait) go to the kernel with
-    /// `MSG_MORE`, which keeps a segment that is not full queued, for the rest of that poll
-    /// only. When the poll ends:
+    /// While a handler's poll runs, its writes go to the kernel with `MSG_MORE`, which keeps a
+    /// segment that is not full queued, for the rest of that poll only. When the poll ends:
     /// - if the handler dropped the connection, the socket is shut down and closed: the data
     ///   and the FIN leave together and the peer acknowledges them once. A greeting costs 5
     ///   segments on the wire instead of 7, and the server about 15% less CPU (the README's
@@ -513,11 +511,10 @@ impl ServerBuilder {
     ///   handler that flushes and then computes for long within the same poll delays its bytes
     ///   until that poll ends).
     ///
-    /// Only connections not yet registered with the reactor are concerned: a handler (or a
-    /// protocol stack such as hyper) that reads until the socket would block before it answers
-    /// writes through the reactor, and pays nothing for this. A handler that reads one request
-    /// and answers it profits when the request is there as it starts: with
-    /// [`defer_accept`](Self::defer_accept), the kernel hands over the connection only then.
+    /// A request/response handler that closes after its answer gains as a greeting does, and
+    /// so does hyper answering a `Connection: close` request (it writes, flushes and shuts
+    /// down in one poll). A connection that lives on past a poll whose writes were held is not
+    /// held again: a keep-alive connection pays one push, on its first answer.
     ///
     /// Each worker learns whether this pays for its handlers: while FINs ride less than once
     /// per three pushes, it holds only one connection in 32, to notice a change. Nothing is

@@ -1,12 +1,13 @@
 //! The FIN with the handler's last write ([`ServerBuilder::fin_with_data`]).
 //!
-//! While a handler's poll runs on a worker, what it writes on a connection that is not yet
-//! registered with the reactor goes to the kernel with `MSG_MORE`, which keeps a segment that
-//! is not full queued. When the poll ends, the worker either pushes what is queued (the
+//! While a handler's poll runs on a worker, what it writes goes to the kernel with `MSG_MORE`
+//! (straight on a socket not yet registered with the reactor, through the reactor's readiness
+//! on a registered one), which keeps a segment that is not full queued. When the poll ends, the worker either pushes what is queued (the
 //! connection lives on: one `setsockopt`), or, when the handler dropped the connection in that
 //! poll, shuts the socket down and closes it: then the data and the FIN leave in one segment,
-//! and the peer acknowledges them once. On loopback, a greeting server's connection then costs 5 segments
-//! instead of 7.
+//! and the peer acknowledges them once. On loopback, a greeting server's connection then costs
+//! 5 segments instead of 7. A connection that lived on past a poll whose writes were held (the
+//! worker pushed them) is not held again.
 //!
 //! Each worker thread learns whether holding pays here: a FIN that rode with the data saves two
 //! segments, a push costs a system call. It holds while FINs ride at least once per three
