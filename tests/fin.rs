@@ -239,6 +239,27 @@ fn a_flush_before_the_close_leaves_the_fin_with_the_data() {
     assert_eq!((s.fin_with_data, s.held_pushed), (N, 0));
 }
 
+/// A request/response handler: reads one request, answers it with its bytes, closes.
+async fn echo_once(mut c: Connection) -> std::io::Result<()> {
+    let mut req = [0u8; 64];
+    let n = c.read(&mut req).await?;
+    c.write_all(&req[..n]).await
+}
+
+/// `n` clients each send a ping and read the answer to its end; every answer carried the FIN.
+fn pings_answered_with_the_fin(server: &Server, n: u64) {
+    for _ in 0..n {
+        let mut c = connect(server.local_addr());
+        c.write_all(b"ping\n").unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "ping\n");
+    }
+    wait_for("every handler done", || server.stats().completed == n);
+    let s = server.stats();
+    assert_eq!((s.fin_with_data, s.held_pushed), (n, 0));
+}
+
 /// A request/response handler: without `defer_accept` its first read usually finds nothing yet
 /// and registers the socket, whose writes then go through the reactor (not held). With
 /// `defer_accept` the request is there when the handler starts: it reads it, answers, closes,
@@ -251,22 +272,9 @@ fn with_defer_accept_an_answer_after_a_request_carries_the_fin() {
         .unwrap()
         .workers(1)
         .defer_accept(std::time::Duration::from_secs(5))
-        .serve(|mut c: Connection| async move {
-            let mut req = [0u8; 64];
-            let n = c.read(&mut req).await?;
-            c.write_all(&req[..n]).await
-        })
+        .serve(echo_once)
         .unwrap();
-    for _ in 0..N {
-        let mut c = connect(server.local_addr());
-        c.write_all(b"ping\n").unwrap();
-        let mut got = String::new();
-        c.read_to_string(&mut got).unwrap();
-        assert_eq!(got, "ping\n");
-    }
-    wait_for("every handler done", || server.stats().completed == N);
-    let s = server.stats();
-    assert_eq!((s.fin_with_data, s.held_pushed), (N, 0));
+    pings_answered_with_the_fin(&server, N);
 }
 
 /// A request/response handler without `defer_accept`: its first read may find the request or
@@ -275,21 +283,8 @@ fn with_defer_accept_an_answer_after_a_request_carries_the_fin() {
 #[test]
 fn an_answer_after_a_request_carries_the_fin_registered_or_not() {
     const N: u64 = 20;
-    let server = one_worker(|mut c: Connection| async move {
-        let mut req = [0u8; 64];
-        let n = c.read(&mut req).await?;
-        c.write_all(&req[..n]).await
-    });
-    for _ in 0..N {
-        let mut c = connect(server.local_addr());
-        c.write_all(b"ping\n").unwrap();
-        let mut got = String::new();
-        c.read_to_string(&mut got).unwrap();
-        assert_eq!(got, "ping\n");
-    }
-    wait_for("every handler done", || server.stats().completed == N);
-    let s = server.stats();
-    assert_eq!((s.fin_with_data, s.held_pushed), (N, 0));
+    let server = one_worker(echo_once);
+    pings_answered_with_the_fin(&server, N);
 }
 
 /// A registered connection moved to another thread during the poll that wrote it: it stays
