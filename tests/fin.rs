@@ -64,8 +64,8 @@ fn greetings_share_a_segment_with_their_fin(in_workers: bool) {
         }
         wait_for("every handler done", || server.stats().completed == N);
         let s = server.stats();
-        assert_eq!(s.fin_with_data, if on { N } else { 0 }, "{s:?}");
-        assert_eq!(s.held_pushed, 0, "{s:?}");
+        assert_eq!(s.fin_with_data, if on { N } else { 0 });
+        assert_eq!(s.held_pushed, 0);
     }
 }
 
@@ -104,7 +104,7 @@ fn held_writes_leave_when_the_handler_waits_for_something_else() {
     let s = server.stats();
     // "hello" was held and pushed; after that push the worker does not hold "bye" (it holds
     // again only where FINs ride at least once per three pushes, or for a probe).
-    assert_eq!((s.held_pushed, s.fin_with_data), (1, 0), "{s:?}");
+    assert_eq!((s.held_pushed, s.fin_with_data), (1, 0));
 }
 
 /// A handler that answers without reading what the client sent: a close with unread input
@@ -146,8 +146,8 @@ fn an_answer_held_for_the_fin_survives_unread_input() {
     }
     wait_for("the handler done", || server.stats().completed == 1);
     let s = server.stats();
-    assert_eq!(s.handler_panics, 0, "{s:?}");
-    assert_eq!(s.fin_with_data, 1, "{s:?}");
+    assert_eq!(s.handler_panics, 0);
+    assert_eq!(s.fin_with_data, 1);
 }
 
 /// Each worker learns whether holding pays: where connections live on past the poll that wrote
@@ -179,7 +179,7 @@ fn a_worker_stops_holding_where_connections_live_on_and_starts_again_where_they_
     wait_for("100 handlers done", || server.stats().completed == 100);
     let s = server.stats();
     // The first push, then one probe in 32: 1 + 99 / 32.
-    assert_eq!((s.held_pushed, s.fin_with_data), (4, 0), "{s:?}");
+    assert_eq!((s.held_pushed, s.fin_with_data), (4, 0));
 
     live.store(false, Relaxed);
     one(200);
@@ -187,8 +187,8 @@ fn a_worker_stops_holding_where_connections_live_on_and_starts_again_where_they_
     let s = server.stats();
     // Two probes whose FINs rode (score -4 + 3 + 3) and the worker holds again: all but
     // about 64 of the 200 rode.
-    assert_eq!(s.held_pushed, 4, "{s:?}");
-    assert!(s.fin_with_data >= 130, "{s:?}");
+    assert_eq!(s.held_pushed, 4);
+    assert!(s.fin_with_data >= 130, "{} rode", s.fin_with_data);
 }
 
 /// A connection moved to another thread during the poll that wrote it keeps its bytes in
@@ -214,7 +214,7 @@ fn a_connection_moved_to_another_thread_mid_poll_keeps_its_bytes_in_order() {
     assert_eq!(got, "first\nsecond\n");
     wait_for("the handler done", || server.stats().completed == 1);
     let s = server.stats();
-    assert_eq!((s.handler_panics, s.handler_errors), (0, 0), "{s:?}");
+    assert_eq!((s.handler_panics, s.handler_errors), (0, 0));
 }
 
 /// A flush within the poll does not send the held bytes on their own (a flush hands user-space
