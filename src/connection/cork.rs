@@ -25,7 +25,7 @@ use crate::stats::WorkerStats;
 
 /// While holding does not pay, one connection in this many is held anyway, to find out whether
 /// that changed.
-pub(super) const PROBE_EVERY: u32 = 32;
+const PROBE_EVERY: u32 = 32;
 
 /// What a FIN that rode adds to a thread's score, what a push takes away, and the score's
 /// bound either way (so that a change of the handlers' habits shows within a few dozen).
@@ -63,9 +63,23 @@ impl AsFd for Sock {
 }
 
 impl Held {
-    /// Whether the cork pushed it at the end of a poll.
+    /// Whether what it queued was ever pushed on its own: its connection lived on past a poll
+    /// that wrote it.
     pub(super) fn was_pushed(&self) -> bool {
         self.pushed.load(Relaxed)
+    }
+
+    /// Sends what is queued now, if anything is, counted as a push (in `stats` and on this
+    /// thread's score). The one place a push is made, by the cork or by the connection.
+    pub(super) fn push(&self, stats: &WorkerStats) {
+        if !self.take_queued() {
+            return;
+        }
+        // An error means the connection is broken; its next read or write says so.
+        let _ = synack_sys::push(&self.sock);
+        self.pushed.store(true, Relaxed);
+        stats.held_pushed.fetch_add(1, Relaxed);
+        CORK.with(|c| c.score.set((c.score.get() - PUSHED).max(-BOUND)));
     }
 
     /// Takes the "queued" mark: true when writes wait for a push or the FIN.
@@ -102,8 +116,8 @@ thread_local! {
     };
 }
 
-/// Whether a write on an unregistered socket may be held now: a handler's poll runs on this
-/// thread with holding on, no other socket is held in it, and holding pays (or this is a probe).
+/// Whether a write may be held now: a handler's poll runs on this thread with holding on, no
+/// other socket is held in it, and holding pays (or this is a probe).
 pub(super) fn may_hold() -> bool {
     CORK.with(|c| {
         if !c.open.get() || c.held.borrow().is_some() {
@@ -155,12 +169,6 @@ pub(super) fn release(held: &Arc<Held>) {
     });
 }
 
-/// Counts a push of held writes (on this thread's score and in `stats`).
-pub(super) fn pushed(stats: &WorkerStats) {
-    stats.held_pushed.fetch_add(1, Relaxed);
-    CORK.with(|c| c.score.set((c.score.get() - PUSHED).max(-BOUND)));
-}
-
 /// Counts a FIN that rode with held writes.
 pub(super) fn rode(stats: &WorkerStats) {
     stats.fin_with_data.fetch_add(1, Relaxed);
@@ -197,15 +205,9 @@ impl Drop for PollScope<'_> {
         let Some(held) = held else {
             return;
         };
-        let queued = held.take_queued();
         if Arc::strong_count(&held) > 1 {
-            if queued {
-                // An error means the connection is broken; its next read or write says so.
-                let _ = synack_sys::push(&held.sock);
-                held.pushed.store(true, Relaxed);
-                pushed(self.stats);
-            }
-        } else if queued {
+            held.push(self.stats);
+        } else if held.take_queued() {
             // The connection is gone: the FIN goes now, in the segment of what is queued. A
             // shutdown rather than the close alone, because a close with unread data in the
             // receive queue would send only an RST and drop what is queued, where a plain

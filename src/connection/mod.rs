@@ -324,14 +324,12 @@ impl Connection {
             return false;
         };
         cork::release(held);
-        let queued = held.take_queued();
-        if queued && push {
-            // An error means the connection is broken; its next read or write says so.
-            let _ = synack_sys::push(&held.sock);
-            cork::pushed(self._slot.worker_stats());
+        if push {
+            held.push(self._slot.worker_stats());
         }
+        let queued = held.take_queued();
         // It lived on past a poll that wrote it: not held again.
-        self.lives_on |= held.was_pushed() || (queued && push);
+        self.lives_on |= held.was_pushed();
         let Io::Held(held) = std::mem::replace(&mut self.io, Io::Closed) else {
             unreachable!("matched above");
         };
@@ -352,7 +350,7 @@ impl Connection {
                 Sock::Registered(_) => Io::Held(held),
             },
         };
-        queued && !push
+        queued
     }
 
     /// Whether a write may be held now: already held in this poll, or a plain or registered
@@ -376,7 +374,7 @@ impl Connection {
         plain: impl FnOnce(&std::net::TcpStream) -> io::Result<usize>,
         more: impl FnOnce(&std::net::TcpStream) -> io::Result<usize>,
     ) -> Option<io::Result<usize>> {
-        if !self.is_raw() {
+        if self.kind() != Some(Kind::Raw) {
             return None;
         }
         if !self.may_hold() {
@@ -407,7 +405,7 @@ impl Connection {
         more: impl Fn(&TcpStream) -> io::Result<usize>,
         plain: impl Fn(&TcpStream) -> io::Result<usize>,
     ) -> Option<Poll<io::Result<usize>>> {
-        if !self.is_registered_or_held() {
+        if self.kind() != Some(Kind::Registered) {
             return None;
         }
         if !self.may_hold() {
@@ -440,21 +438,14 @@ impl Connection {
         Some(done)
     }
 
-    /// Not registered with the reactor (plain, or held so).
-    fn is_raw(&self) -> bool {
+    /// A plain TCP socket's state, held or not: registered with the reactor or not (`None`
+    /// over TLS or closed).
+    fn kind(&self) -> Option<Kind> {
         match &self.io {
-            Io::Raw(_) => true,
-            Io::Held(h) => matches!(h.sock, Sock::Raw(_)),
-            _ => false,
-        }
-    }
-
-    /// Registered with the reactor (plain, or held so).
-    fn is_registered_or_held(&self) -> bool {
-        match &self.io {
-            Io::Tokio(_) => true,
-            Io::Held(h) => matches!(h.sock, Sock::Registered(_)),
-            _ => false,
+            Io::Raw(_) => Some(Kind::Raw),
+            Io::Held(h) if matches!(h.sock, Sock::Raw(_)) => Some(Kind::Raw),
+            Io::Tokio(_) | Io::Held(_) => Some(Kind::Registered),
+            _ => None,
         }
     }
 
@@ -468,6 +459,13 @@ impl Connection {
             _ => None,
         }
     }
+}
+
+/// Whether a plain socket is registered with the reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Raw,
+    Registered,
 }
 
 /// Runs `op` on a registered socket when the reactor says it is ready for `interest`, until it

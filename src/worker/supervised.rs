@@ -222,7 +222,6 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        let ctx = this.guard.ctx.clone();
         // The handler's poll, with its writes held for the FIN (`fin_with_data`); when it
         // ends, the scope also covers the drop of its future, which may close the connection.
         let mut scope = None;
@@ -273,6 +272,7 @@ where
                 }
                 StageProj::Running { fut } => {
                     let span = &*this.span;
+                    let ctx = &this.guard.ctx;
                     let stats = &ctx.shared.workers[ctx.index].stats;
                     scope = PollScope::open(ctx.fin_with_data, stats);
                     match std::panic::catch_unwind(AssertUnwindSafe(|| {
