@@ -10,6 +10,11 @@ use crate::outcome::Outcome;
 /// The largest SYN-retransmission count kept apart; more are counted in the last bucket.
 pub const MAX_RETRANS_BUCKET: usize = 8;
 
+/// The window steady arrivals are counted in against the schedule: a server sees the load
+/// as arrivals per such window, so a generator that starts each attempt in its window
+/// delivered the arrival pattern asked, however it clumped starts within one.
+pub const ARRIVAL_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// How many distinct unexpected answers a run keeps as samples.
 pub const UNEXPECTED_KEPT: usize = 5;
 
@@ -62,6 +67,13 @@ pub struct Recorder {
     /// The latest start of a burst attempt after its second began, us (how long a burst took
     /// to go out).
     pub burst_spread_us: u64,
+    /// Steady attempts that fell due while their second's burst was still being started: the
+    /// schedule put them behind the burst, so their lag in `steady_lag` counts from the
+    /// burst's last start, not from their due time.
+    pub behind_burst: u64,
+    /// Steady starts per [`ARRIVAL_WINDOW`] since the run's start: `[scheduled, started]`
+    /// (index: the window), for how far the generator clumped arrivals against the schedule.
+    pub arrivals: Vec<[u32; 2]>,
     /// The longest turn of a generator thread's event loop (from poll's return to its next
     /// call), us: while a turn lasts, no event is seen.
     pub turn: Histogram<u64>,
@@ -108,6 +120,8 @@ impl Default for Recorder {
             start_lag: latency_histogram(),
             steady_lag: latency_histogram(),
             burst_spread_us: 0,
+            behind_burst: 0,
+            arrivals: Vec::new(),
             turn: latency_histogram(),
             queue_wait: latency_histogram(),
             dispatch: latency_histogram(),
@@ -170,6 +184,19 @@ impl Recorder {
         }
     }
 
+    /// Counts a steady start, due in window `due` and started in window `started` (each a
+    /// count of [`ARRIVAL_WINDOW`]s since the run's start).
+    pub fn arrival(&mut self, due: u64, started: u64) {
+        // A day of windows at most: later ones share the last.
+        let cap = 86_400_000 / ARRIVAL_WINDOW.as_millis() as u64;
+        let (d, s) = (due.min(cap) as usize, started.min(cap) as usize);
+        if self.arrivals.len() <= d.max(s) {
+            self.arrivals.resize(d.max(s) + 1, [0; 2]);
+        }
+        self.arrivals[d][0] += 1;
+        self.arrivals[s][1] += 1;
+    }
+
     /// The count of one class.
     pub fn count(&self, o: Outcome) -> u64 {
         self.outcomes[o.slot()]
@@ -190,6 +217,14 @@ impl Recorder {
         let _ = self.start_lag.add(&other.start_lag);
         let _ = self.steady_lag.add(&other.steady_lag);
         self.burst_spread_us = self.burst_spread_us.max(other.burst_spread_us);
+        self.behind_burst += other.behind_burst;
+        if self.arrivals.len() < other.arrivals.len() {
+            self.arrivals.resize(other.arrivals.len(), [0; 2]);
+        }
+        for (mine, theirs) in self.arrivals.iter_mut().zip(&other.arrivals) {
+            mine[0] += theirs[0];
+            mine[1] += theirs[1];
+        }
         let _ = self.turn.add(&other.turn);
         let _ = self.queue_wait.add(&other.queue_wait);
         let _ = self.dispatch.add(&other.dispatch);

@@ -23,12 +23,14 @@ use std::os::fd::AsFd;
 
 mod unix;
 
+pub mod cpu;
 #[cfg(feature = "diag")]
 pub mod diag;
 pub mod errno;
 pub mod host;
 pub mod inherit;
 pub mod process;
+pub mod timer;
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -476,4 +478,9 @@ pub fn is_root() -> bool {
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock that every process on the host shares.
 pub fn monotonic_ns() -> u64 {
     unix::monotonic_ns()
+}
+
+/// The kernel's clock tick (`_SC_CLK_TCK`), in which `/proc` counts CPU time.
+pub(crate) fn clock_tick() -> u64 {
+    imp::clock_tick_hz()
 }

@@ -583,3 +583,102 @@ mod epoll_tests {
         }
     }
 }
+
+pub(super) fn clock_tick_hz() -> u64 {
+    clock_tick()
+}
+
+pub(super) fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("CPU {cpu} is past the most a CPU set holds"),
+            ));
+        }
+        // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET stays inside `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(super) fn set_timer_slack(slack: std::time::Duration) -> io::Result<()> {
+    let ns = (slack.as_nanos() as libc::c_ulong).max(1);
+    // SAFETY: PR_SET_TIMERSLACK takes its value as an integer argument; nothing is borrowed.
+    if unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(super) fn timerfd_create() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: timerfd_create takes two integers and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by timerfd_create and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+pub(super) fn timerfd_set_abs(fd: &std::os::fd::OwnedFd, ns: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        },
+    };
+    // SAFETY: `fd` is a timerfd owned by the caller; `spec` is a valid itimerspec read by the
+    // call; the old value is not asked for (null).
+    let r = unsafe {
+        libc::timerfd_settime(
+            fd.as_raw_fd(),
+            libc::TFD_TIMER_ABSTIME,
+            &spec,
+            std::ptr::null_mut(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(super) fn timerfd_read(fd: &std::os::fd::OwnedFd) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut count = 0u64;
+    // SAFETY: `count` is 8 writable bytes, what a timerfd read fills; `fd` is a timerfd.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&raw mut count).cast::<libc::c_void>(),
+            size_of::<u64>(),
+        )
+    };
+    if n == size_of::<u64>() as isize {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}

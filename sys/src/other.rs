@@ -135,3 +135,27 @@ pub(super) fn epoll_delete(_epfd: std::os::fd::RawFd, _fd: std::os::fd::RawFd) -
 pub(super) fn make_registration_exclusive(_fd: std::os::fd::RawFd) -> io::Result<()> {
     Err(unsupported("EPOLLEXCLUSIVE"))
 }
+
+pub(super) fn clock_tick_hz() -> u64 {
+    100
+}
+
+pub(super) fn set_thread_cpus(_cpus: &[usize]) -> io::Result<()> {
+    Err(unsupported("CPU sets"))
+}
+
+pub(super) fn set_timer_slack(_slack: std::time::Duration) -> io::Result<()> {
+    Err(unsupported("timer slack"))
+}
+
+pub(super) fn timerfd_create() -> io::Result<std::os::fd::OwnedFd> {
+    Err(unsupported("timerfd"))
+}
+
+pub(super) fn timerfd_set_abs(_fd: &std::os::fd::OwnedFd, _ns: u64) -> io::Result<()> {
+    Err(unsupported("timerfd"))
+}
+
+pub(super) fn timerfd_read(_fd: &std::os::fd::OwnedFd) -> io::Result<bool> {
+    Err(unsupported("timerfd"))
+}

@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, SockAddr};
 
 use synack::probe::{self, MonoClock, ProbeHeader};
+use synack_sys::timer::PollTimer;
 
 use super::answer::{AnswerReader, Fed};
 use super::attempt::{
@@ -29,8 +30,12 @@ use crate::exchange::{Answer, Payload};
 use crate::outcome::Outcome;
 use crate::plan::{Load, Plan};
 use crate::record::{
-    MAX_RETRANS_BUCKET, Recorder, decompose, latency_histogram, record_signed_ns, record_us,
+    ARRIVAL_WINDOW, MAX_RETRANS_BUCKET, Recorder, decompose, latency_histogram, record_signed_ns,
+    record_us,
 };
+
+/// The poll token of the pacing timer (slots are small indices: never this one).
+const TIMER: Token = Token(usize::MAX);
 
 /// When a thread's loop should look at its starts again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +87,14 @@ pub(super) struct Generator<'a> {
     /// `--send N`'s filler bytes, written again and again.
     filler: Vec<u8>,
     pub(super) last_established: Option<Instant>,
+    /// Wakes the poll at the next start to the microsecond (`None` where there is no
+    /// timerfd: the poll's millisecond timeout, then a spin through its last millisecond).
+    timer: Option<PollTimer>,
+    /// Events that come between two starts of one turn (see [`Self::settle`]).
+    ready: Option<Events>,
+    /// When the current second's burst had its last start so far, and the second it was
+    /// due (see [`Recorder::behind_burst`]).
+    burst_end: Option<(Instant, Instant)>,
 }
 
 impl<'a> Generator<'a> {
@@ -138,11 +151,36 @@ impl<'a> Generator<'a> {
                 Payload::Bytes(_) => Vec::new(),
             },
             last_established: None,
+            timer: None,
+            ready: Some(Events::with_capacity(256)),
+            burst_end: None,
+        }
+    }
+
+    /// Sets up the pacing timer: a timerfd in the poll set, and the thread's timer slack
+    /// at its least, so the poll's own timeouts are not stretched either. Without a timerfd
+    /// the loop falls back to the poll's milliseconds and spins their last one.
+    fn pace_with_timer(&mut self) {
+        let _ = synack_sys::cpu::set_timer_slack(Duration::from_nanos(1));
+        let Ok(t) = PollTimer::new() else {
+            return;
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&t);
+        if self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), TIMER, Interest::READABLE)
+            .is_ok()
+        {
+            self.timer = Some(t);
         }
     }
 
     pub(super) fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
+        if matches!(self.plan.load, Load::Open { .. }) {
+            self.pace_with_timer();
+        }
         let end_issuing = self.t0 + self.plan.duration;
         // Past this, nothing can still be legitimately in flight.
         let hard_end = end_issuing + self.plan.attempt_budget() + Duration::from_secs(1);
@@ -183,16 +221,28 @@ impl<'a> Generator<'a> {
                 wake = wake.min(t);
             }
             let at = Instant::now();
-            let timeout = match next {
-                Next::Now => Duration::ZERO,
-                // epoll waits in whole milliseconds, rounded up: sleep short of the start and
-                // spin its last millisecond, so starts are not late by up to 1 ms.
-                Next::At(t) if t.saturating_duration_since(at) <= Duration::from_millis(2) => {
+            let timeout = match (next, self.timer.as_mut()) {
+                (Next::Now, _) => Duration::ZERO,
+                // The timer wakes the poll at the start itself; the poll's own timeout keeps
+                // the rest (deadlines, the interval, the end) to its milliseconds.
+                (Next::At(t), Some(timer)) => match timer.arm_at(t) {
+                    Ok(()) => wake.saturating_duration_since(at),
+                    Err(e) => {
+                        self.progress
+                            .fail(format!("the generator's pacing timer failed: {e}"));
+                        Duration::ZERO
+                    }
+                },
+                // No timer: epoll waits in whole milliseconds, rounded up, so sleep short of
+                // the start and spin its last millisecond.
+                (Next::At(t), None)
+                    if t.saturating_duration_since(at) <= Duration::from_millis(2) =>
+                {
                     Duration::ZERO
                 }
-                Next::At(t) => (t.saturating_duration_since(at) - Duration::from_millis(1))
+                (Next::At(t), None) => (t.saturating_duration_since(at) - Duration::from_millis(1))
                     .min(wake.saturating_duration_since(at)),
-                Next::Idle => wake.saturating_duration_since(at),
+                (Next::Idle, _) => wake.saturating_duration_since(at),
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
@@ -209,6 +259,13 @@ impl<'a> Generator<'a> {
             self.expire_timers(turn);
             let mut started = 0;
             for ev in events.iter() {
+                if ev.token() == TIMER {
+                    // Seen (edge-triggered): the next arming sets it even for that instant.
+                    if let Some(t) = self.timer.as_mut() {
+                        t.expired();
+                    }
+                    continue;
+                }
                 self.on_event(ev.token().0, ev.is_error(), turn);
                 // Open loop, on schedule: a start that falls due while a long batch of events
                 // is handled goes out now, not after the batch.
@@ -254,7 +311,10 @@ impl<'a> Generator<'a> {
         }
         match self.plan.load {
             Load::Open { .. } => {
-                for _ in 0..START_BATCH {
+                for n in 0..START_BATCH {
+                    if n > 0 && self.next_due().is_some_and(|t| t <= now) {
+                        self.settle();
+                    }
                     match self.issue_one(now) {
                         Next::Now => {}
                         other => return other,
@@ -274,6 +334,9 @@ impl<'a> Generator<'a> {
                     if self.connections.is_some_and(|max| k >= max) {
                         self.issuing = false;
                         return Next::Idle;
+                    }
+                    if n > 0 {
+                        self.settle();
                     }
                     n += 1;
                     if !self.start(None) {
@@ -318,6 +381,34 @@ impl<'a> Generator<'a> {
         Next::Now
     }
 
+    /// Open loop: when the next attempt of this thread falls due, if it is still to start.
+    fn next_due(&self) -> Option<Instant> {
+        self.plan.due(self.next_i).map(|d| self.t0 + d.at)
+    }
+
+    /// Between two starts of one turn: the events that came meanwhile (on loopback, the
+    /// handshake of the attempt just started completes inside its `connect()`) are handled
+    /// now, so each attempt's connect time runs from its own `connect()` to its own
+    /// establishment, not to the end of the batch it was started in.
+    fn settle(&mut self) {
+        let Some(mut events) = self.ready.take() else {
+            return;
+        };
+        if self.poll.poll(&mut events, Some(Duration::ZERO)).is_ok() {
+            let turn = Instant::now();
+            for ev in events.iter() {
+                if ev.token() == TIMER {
+                    if let Some(t) = self.timer.as_mut() {
+                        t.expired();
+                    }
+                    continue;
+                }
+                self.on_event(ev.token().0, ev.is_error(), turn);
+            }
+        }
+        self.ready = Some(events);
+    }
+
     fn issue_one_due(&mut self) -> Next {
         if !self.issuing || !matches!(self.plan.load, Load::Open { .. }) {
             return Next::Idle;
@@ -331,12 +422,37 @@ impl<'a> Generator<'a> {
         let now = Instant::now();
         let lag = now.saturating_duration_since(at);
         record_us(&mut self.rec.start_lag, lag);
+        let window = |t: Instant| {
+            (t.saturating_duration_since(self.t0).as_micros() / ARRIVAL_WINDOW.as_micros()) as u64
+        };
         if burst {
             self.rec.burst_spread_us = self.rec.burst_spread_us.max(lag.as_micros() as u64);
-        } else if matches!(self.plan.load, Load::Open { burst, .. } if burst > 0) {
-            // Only a schedule with bursts has steady attempts apart from the rest.
-            record_us(&mut self.rec.steady_lag, lag);
+            self.start_at(Some(at), now);
+            // Kept after the start, so a steady attempt due meanwhile knows it.
+            let since = match self.burst_end {
+                Some((_, due)) if due == at => due,
+                _ => at,
+            };
+            self.burst_end = Some((Instant::now(), since));
+            return;
         }
+        // A steady attempt due while its second's burst was still going out waited for the
+        // schedule, not for the generator: its lag runs from the burst's last start.
+        let from = match self.burst_end {
+            Some((end, due)) if at >= due && at < end => {
+                self.rec.behind_burst += 1;
+                end
+            }
+            _ => at,
+        };
+        if matches!(self.plan.load, Load::Open { burst, .. } if burst > 0) {
+            // Only a schedule with bursts has steady attempts apart from the rest.
+            record_us(
+                &mut self.rec.steady_lag,
+                now.saturating_duration_since(from),
+            );
+        }
+        self.rec.arrival(window(from), window(now));
         self.start_at(Some(at), now);
     }
 
