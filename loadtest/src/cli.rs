@@ -389,6 +389,10 @@ pub struct ConnArgs {
     /// generator did not keep the schedule, and the run says so.
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_duration)]
     pub lag_limit: Duration,
+    /// Pin the generator threads to these CPUs (0-3,6), thread i on the i-th, round the list:
+    /// on a host it shares with the server, keep the two apart. [default: unpinned]
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    pub cpus: Option<Vec<usize>>,
 }
 
 /// `synack-load flood`.
@@ -681,6 +685,14 @@ pub struct TuneArgs {
     /// again up to this many times; only a delivered run judges the server.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub retries: u32,
+    /// Pin the generator threads to these CPUs (0-3,6). With --server-cmd on a host of two
+    /// CPUs or more and neither list given, tune splits the CPUs between the two and says so.
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    pub cpus: Option<Vec<usize>>,
+    /// With --server-cmd: the CPUs the server it starts may run on (0-3,6). [default: half
+    /// of them, the generator the other half]
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus, requires = "server_cmd")]
+    pub server_cpus: Option<Vec<usize>>,
     /// What each connection says to your server and must hear back (ADDR or --server-cmd;
     /// the simulated server answers "ok" to any connection).
     #[command(flatten)]
@@ -774,6 +786,8 @@ impl TuneArgs {
             threads: self.threads as usize,
             lag_limit: self.lag_limit,
             retries: self.retries,
+            cpus: self.cpus.clone(),
+            server_cpus: self.server_cpus.clone(),
             tls: self.tls.options(),
             exchange,
         })
@@ -858,6 +872,11 @@ fn parse_ramp(s: &str) -> Result<(f64, f64), String> {
         return Err(format!("the ramp must not go down ({a} > {b})"));
     }
     Ok((a, b))
+}
+
+/// A CPU list (`0-3,6`): each CPU a number below the most a CPU set holds.
+fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    synack_sys::cpu::parse_list(s.trim()).map_err(|e| format!("{e} (a list such as 0-3,6)"))
 }
 
 fn parse_positive(s: &str) -> Result<u64, String> {
@@ -1032,6 +1051,7 @@ impl ConnArgs {
             .probe(self.probe)
             .max_in_flight(self.max_in_flight)
             .lag_limit(self.lag_limit)
+            .cpus(self.cpus.clone())
             .tls(self.tls.options());
         Ok(b.exchange(self.exchange.exchange()?))
     }

@@ -36,6 +36,9 @@ pub struct Output {
     pub live: bool,
     /// Sample the target listener's queue through inet_diag, at this interval.
     pub watch: Option<Duration>,
+    /// The server's processes, when the caller started it (`tune --server-cmd`); otherwise a
+    /// target on this host is found by its listener.
+    pub server_pids: Option<Vec<u32>>,
 }
 
 /// Runs a flood and builds its report, writing `--hlog` when asked.
@@ -52,6 +55,10 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
         Some(interval) => Some(Watcher::start(plan.target, interval)?),
         None => None,
     };
+    let mut host_view = crate::hostview::HostSampler::start(plan.target, out.server_pids.clone());
+    if let Some(cpus) = &plan.cpus {
+        host_view.generator_cpus(cpus);
+    }
     let before = report::kernel_snapshot();
     let mut cpu_seen: (Duration, Vec<(String, Duration)>) = (Duration::ZERO, Vec::new());
     let run = engine::run(plan, |elapsed: Duration, p: &Progress, so_far| {
@@ -110,6 +117,7 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
     }
     let after = report::kernel_snapshot();
     let mut rep = FloodReport::build(plan, &run, &report::HostFacts::read(), before, after, notes);
+    rep.host = Some(host_view.finish(&run.thread_cpu));
     if let Some(w) = watcher {
         // A watch that failed at the end loses its series, not the flood's report.
         match w.finish() {
@@ -119,6 +127,7 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
                 .push(format!("the listener watch (inet_diag) failed: {e}")),
         }
     }
+    crate::judge::flood(&mut rep);
     if let Some(path) = &out.hlog {
         report::hlog::write(
             path,

@@ -15,6 +15,8 @@ pub mod error;
 pub mod exchange;
 pub mod exporter;
 pub mod flood;
+pub mod hostview;
+pub mod judge;
 pub mod outcome;
 pub mod pacer;
 pub mod plan;

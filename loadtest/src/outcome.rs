@@ -32,6 +32,11 @@ pub enum Outcome {
     /// Established, but no first byte came within `--read-timeout`, and nothing showed that
     /// the server took the connection from its queue.
     Unserved,
+    /// Established on the client's side, but the server's half of the handshake never
+    /// completed: the final ACK was lost, and the server went on re-sending its SYN-ACK (the
+    /// client's `TCP_INFO` counted segments in with no data, or the server's listener still
+    /// held it in SYN-RECV). The server never had the connection in its accept queue.
+    HalfOpen,
     /// The server took the connection (its probe header came, or it closed the connection)
     /// but no byte of its answer came within `--read-timeout`.
     NoAnswer,
@@ -55,7 +60,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every class, in report order.
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 15] = [
         Outcome::Ok,
         Outcome::Refused,
         Outcome::Timeout,
@@ -64,6 +69,7 @@ impl Outcome {
         Outcome::PortsExhausted,
         Outcome::FdLimit,
         Outcome::Unserved,
+        Outcome::HalfOpen,
         Outcome::NoAnswer,
         Outcome::BadResponse,
         Outcome::TlsFailed,
@@ -96,6 +102,7 @@ impl Outcome {
             Outcome::PortsExhausted => "ports_exhausted",
             Outcome::FdLimit => "fd_limit",
             Outcome::Unserved => "unserved",
+            Outcome::HalfOpen => "half_open",
             Outcome::NoAnswer => "no_answer",
             Outcome::BadResponse => "bad_response",
             Outcome::TlsFailed => "tls_failed",
@@ -127,6 +134,9 @@ impl Outcome {
             Outcome::FdLimit => "the generator ran out of file descriptors (ulimit -n)",
             Outcome::Unserved => {
                 "connected but no first byte within --read-timeout: the server never took it from its queue, or never answered"
+            }
+            Outcome::HalfOpen => {
+                "the client connected but the server's handshake never completed: the final ACK was lost and the server kept re-sending its SYN-ACK (TCP_INFO); the server never had it"
             }
             Outcome::NoAnswer => {
                 "the server took it (probe header, or it closed) but sent no answer within --read-timeout"

@@ -133,6 +133,9 @@ pub struct Plan {
     pub agent: Agent,
     /// When the run starts, on the wall clock (`--start-at`); `None`: at once.
     pub start_at: Option<std::time::SystemTime>,
+    /// The CPUs the generator threads run on (`--cpus`): thread `i` on the `i`-th, round
+    /// the list; `None`: wherever the scheduler puts them.
+    pub cpus: Option<Vec<usize>>,
 }
 
 /// One agent's part of a run that several generators share: agent `index` of `count` takes
@@ -395,6 +398,7 @@ pub struct PlanBuilder {
     tls: Option<crate::tls::TlsOptions>,
     agent: Agent,
     start_at: Option<std::time::SystemTime>,
+    cpus: Option<Vec<usize>>,
 }
 
 macro_rules! setters {
@@ -433,6 +437,7 @@ impl PlanBuilder {
             tls: None,
             agent: Agent::default(),
             start_at: None,
+            cpus: None,
         }
     }
 
@@ -467,6 +472,8 @@ impl PlanBuilder {
         agent: Agent,
         /// When the run starts, on the wall clock.
         start_at: Option<std::time::SystemTime>,
+        /// The CPUs the generator threads run on (checked against those this process may use).
+        cpus: Option<Vec<usize>>,
     }
 
     /// What to write once connected (not with [`PlanBuilder::http`]).
@@ -675,8 +682,18 @@ impl PlanBuilder {
             }
             None => None,
         };
+        if let Some(cpus) = &self.cpus
+            && let Ok(Some(allowed)) = synack_sys::cpu::allowed_cpus(std::process::id())
+            && let Some(bad) = cpus.iter().find(|c| !allowed.contains(c))
+        {
+            return Err(LoadError::Usage(format!(
+                "--cpus: CPU {bad} is not one this process may run on (allowed: {})",
+                synack_sys::cpu::format_list(&allowed)
+            )));
+        }
         Ok(Plan {
             tls,
+            cpus: self.cpus,
             agent: self.agent,
             start_at: self.start_at,
             max_in_flight,
@@ -753,6 +770,7 @@ impl Plan {
             tls: None,
             agent: Agent::default(),
             start_at: None,
+            cpus: None,
         }
     }
 }

@@ -1,14 +1,14 @@
 //! `synack-load sweep`: one bounded open-loop flood per offered rate, each judged (see
-//! [`crate::report::sweep`]), and the saturation point: the first step where the queue
-//! overflows (listen overflows, SYN retransmissions, timeouts, unserved or refused
-//! connections, bad responses) or the p99 of connect, or of latency from the schedule, leaves
-//! the sub-millisecond band.
+//! [`crate::judge`]), and the saturation point: the first step where the queue overflows
+//! (the listener's drops, SYN retransmissions, timeouts, unserved or refused connections, bad
+//! responses) or the connect p99 leaves the sub-millisecond band.
 
 use std::time::Duration;
 
 use crate::flood::{self, Output};
+use crate::judge::step;
 use crate::plan::{Load, Plan};
-use crate::report::sweep::{Step, Verdict, step};
+use crate::report::sweep::Step;
 
 /// How steps run: the plan each starts from, its bursts, length and listener watch, the p99
 /// that counts as saturated, and how many times a step the generator did not deliver is run
@@ -22,7 +22,7 @@ use crate::report::sweep::{Step, Verdict, step};
 /// let base = PlanBuilder::new("127.0.0.1:8080", Load::Closed { concurrency: 1 }, Duration::from_secs(1))
 ///     .build()?;
 /// let steps = Steps { base: &base, burst: 0, duration: Duration::from_secs(2), watch: None,
-///                     p99_limit: Duration::from_millis(1), retries: 2 };
+///                     p99_limit: Duration::from_millis(1), retries: 2, server: None };
 /// let (step, reruns) = steps.run(1000.0, |_, _| {})?;
 /// println!("{:?} after {reruns} reruns", step.verdict);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -39,8 +39,10 @@ pub struct Steps<'a> {
     pub watch: Option<Duration>,
     /// Connect p99 at or above this counts as saturated.
     pub p99_limit: Duration,
-    /// How many times a generator-bound step is run again.
+    /// How many times a generator-bound or host-bound step is run again.
     pub retries: u32,
+    /// The server's processes, when the caller started it (else found by its listener).
+    pub server: Option<&'a [u32]>,
 }
 
 impl Steps<'_> {
@@ -61,12 +63,14 @@ impl Steps<'_> {
             hlog: None,
             live: false,
             watch: self.watch,
+            server_pids: self.server.map(<[u32]>::to_vec),
         };
         let rep = flood::flood(&plan, &out)?;
         Ok(step(rep, rate, self.burst, self.p99_limit))
     }
 
-    /// The step at `rate`, run again while the generator did not deliver it, up to
+    /// The step at `rate`, run again while it judged nothing of the server (the generator did
+    /// not deliver it, or the host ran out of CPU), up to
     /// [`Steps::retries`] times; `each` sees every run with its number (0 first). Returns the
     /// last run and how many reruns it took.
     ///
@@ -78,7 +82,7 @@ impl Steps<'_> {
         loop {
             let st = self.once(rate)?;
             each(&st, tries);
-            if st.verdict != Verdict::GeneratorBound || tries == self.retries {
+            if st.verdict.judged_server() || tries == self.retries {
                 return Ok((st, tries));
             }
             tries += 1;

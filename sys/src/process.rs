@@ -33,7 +33,55 @@ pub enum Stop {
 ///
 /// The spawn's own error (no such program, no permission).
 pub fn spawn_group(cmd: &mut Command) -> io::Result<Child> {
+    spawn_group_on(cmd, None)
+}
+
+/// [`spawn_group`], the child (and all it starts) restricted to `cpus` when given (Linux
+/// `sched_setaffinity` before exec).
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let mut cmd = std::process::Command::new("sh");
+/// cmd.args(["-c", "grep Cpus_allowed_list /proc/self/status"]).stdout(std::process::Stdio::piped());
+/// let child = synack_sys::process::spawn_group_on(&mut cmd, Some(&[0]))?;
+/// let out = String::from_utf8(child.wait_with_output()?.stdout).unwrap();
+/// assert!(out.trim_end().ends_with("\t0"), "{out}");
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// A CPU past [`crate::cpu::MAX_CPUS`], or the spawn's own error (the child's
+/// `sched_setaffinity` error among them: `EINVAL` for CPUs none of which may be used).
+pub fn spawn_group_on(cmd: &mut Command, cpus: Option<&[usize]>) -> io::Result<Child> {
     cmd.process_group(0);
+    #[cfg(target_os = "linux")]
+    if let Some(cpus) = cpus {
+        // SAFETY: all-zero is a valid, empty `cpu_set_t`.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in cpus {
+            if cpu >= libc::CPU_SETSIZE as usize {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "no such CPU"));
+            }
+            // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET stays in `set`.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        // SAFETY: the closure runs in the child between fork and exec; sched_setaffinity is
+        // a system call on a set built (and copied into the closure) before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    if cpus.is_some() {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "CPU sets"));
+    }
     #[cfg(target_os = "linux")]
     {
         // SAFETY: the closure runs in the child between fork and exec, where only

@@ -6,7 +6,6 @@ use crate::cli::SweepArgs;
 use crate::error::LoadError;
 use crate::plan::Load;
 use crate::report::fmt_rate as rate;
-use crate::report::sweep::Verdict;
 use crate::report::sweep::{SweepReport, render, write_html};
 use crate::sweep::Steps;
 
@@ -68,6 +67,7 @@ pub(super) fn command(args: &SweepArgs) -> Result<(), LoadError> {
         watch: args.conn.watch(),
         p99_limit: args.p99_limit,
         retries: args.retries,
+        server: None,
     };
     let mut steps = Vec::new();
     for (i, &r) in rates.iter().enumerate() {
@@ -78,7 +78,7 @@ pub(super) fn command(args: &SweepArgs) -> Result<(), LoadError> {
             eprintln!("step {}/{}: {}", i + 1, rates.len(), rate(r));
         }
         let (st, _) = runner.run(r, |st, tries| {
-            if st.verdict == Verdict::GeneratorBound && tries < args.retries && !args.quiet {
+            if !st.verdict.judged_server() && tries < args.retries && !args.quiet {
                 eprintln!(
                     "  the generator did not deliver it ({}): again, {} of --retries {}",
                     st.reasons.join("; "),

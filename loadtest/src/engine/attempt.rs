@@ -244,12 +244,24 @@ pub(super) fn judge_deadline(
                 Waiting::Error(n) => Ending::errno(n),
                 // The probe header proves the server accepted it; its answer never came.
                 Waiting::Nothing if a.header_got >= probe::LEN => Ending::of(Outcome::NoAnswer),
+                // Nothing sent, nothing came, yet segments came in past the SYN-ACK: the
+                // server re-sent its SYN-ACK, so its half of the handshake never completed
+                // (the final ACK was lost). Data from the client would have completed it.
+                Waiting::Nothing if a.sent == 0 && view.info.is_some_and(resent_syn_ack) => {
+                    Ending::of(Outcome::HalfOpen)
+                }
                 Waiting::Nothing => Ending::of(Outcome::Unserved),
             };
             (ending, false)
         }
         Phase::Holding => (Ending::of(Outcome::Ok), false),
     }
+}
+
+/// Whether a connection that sent nothing and received no data got more than its SYN-ACK:
+/// the server re-sent the SYN-ACK, because the final ACK of the handshake never reached it.
+fn resent_syn_ack(i: synack_sys::TcpInfo) -> bool {
+    i.state == synack_sys::TCP_ESTABLISHED && i.segs_in.is_some_and(|n| n >= 2)
 }
 
 /// What one non-blocking read gave.

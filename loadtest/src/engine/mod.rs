@@ -207,6 +207,10 @@ pub fn run(
         let h = std::thread::Builder::new()
             .name(format!("synack-load-{index}"))
             .spawn(move || {
+                if let Some(cpus) = plan.cpus.as_deref().filter(|c| !c.is_empty()) {
+                    // Checked against the allowed CPUs when the plan was built.
+                    let _ = synack_sys::cpu::set_thread_cpus(&[cpus[index % cpus.len()]]);
+                }
                 let cpu = || synack_sys::current_thread_cpu().ok().flatten();
                 let before = cpu();
                 let mut t = Generator::new(&plan, index, t0, poll, tx, &progress);

@@ -35,6 +35,9 @@ pub enum Verdict {
     Saturated,
     /// The generator did not deliver the load asked: the step says nothing of the server.
     GeneratorBound,
+    /// The host ran out of CPU (every CPU busy, neither the generator nor the server alone at
+    /// its limit): the step says nothing of the server either.
+    HostBound,
 }
 
 impl Verdict {
@@ -44,7 +47,13 @@ impl Verdict {
             Verdict::Clean => "clean",
             Verdict::Saturated => "saturated",
             Verdict::GeneratorBound => "generator-bound",
+            Verdict::HostBound => "host-bound",
         }
+    }
+
+    /// Whether the step judged the server (clean or saturated) rather than its own setting.
+    pub fn judged_server(self) -> bool {
+        matches!(self, Verdict::Clean | Verdict::Saturated)
     }
 }
 
@@ -132,99 +141,6 @@ pub struct Step {
     pub flood: FloodReport,
 }
 
-/// Judges a flood: clean, saturated or generator-bound, and why. `p99_limit` applies to
-/// connect latency and to latency from the schedule (which a late generator cannot hide).
-pub fn judge(rep: &FloodReport, p99_limit: Duration) -> (Verdict, Vec<String>) {
-    let why = server_signs(rep, p99_limit);
-    if !rep.generator.delivered {
-        let mut reasons = rep.generator.reasons.clone();
-        if !why.is_empty() {
-            // Said, but not judged: part of it may be the generator's own doing.
-            reasons.push(format!("the server meanwhile showed: {}", why.join(", ")));
-        }
-        return (Verdict::GeneratorBound, reasons);
-    }
-    if why.is_empty() {
-        (Verdict::Clean, why)
-    } else {
-        (Verdict::Saturated, why)
-    }
-}
-
-/// What in a flood says the server did not absorb it.
-fn server_signs(rep: &FloodReport, p99_limit: Duration) -> Vec<String> {
-    let mut why = Vec::new();
-    let overflows = rep.kernel_delta("TcpExt.ListenOverflows").unwrap_or(0);
-    match rep.listener_queue.as_ref() {
-        // The listener's own drop count is the evidence when the watch has it.
-        Some(q) if q.drops.is_some() => {
-            let d = q.drops.unwrap_or(0);
-            if d > 0 {
-                why.push(format!(
-                    "{d} SYNs/ACKs dropped by the listener (its sk_drops; peak queue {} of {})",
-                    q.peak, q.effective_backlog
-                ));
-            }
-        }
-        // Without it, the sampled queue is only a lower bound of how full it got: the
-        // host-wide counter stands, labelled as such.
-        Some(q) => {
-            if overflows > 0 {
-                why.push(format!(
-                    "{overflows} listen overflows (host-wide; the listener's sampled peak {} of {})",
-                    q.peak, q.effective_backlog
-                ));
-            }
-        }
-        None => {
-            if overflows > 0 {
-                why.push(format!("{overflows} listen overflows (host-wide)"));
-            }
-        }
-    }
-    let retrans = rep.syn_retransmitted();
-    if retrans > 0 {
-        why.push(format!("{retrans} SYN-retransmitted connections"));
-    }
-    for (o, what) in [
-        (Outcome::Timeout, "timeouts"),
-        (Outcome::Unserved, "unserved"),
-        (Outcome::NoAnswer, "not answered"),
-        (Outcome::Refused, "refused"),
-        (Outcome::Reset, "reset"),
-    ] {
-        let n = rep.outcome(o);
-        if n > 0 {
-            why.push(format!("{n} {what}"));
-        }
-    }
-    let bad = rep.outcome(Outcome::BadResponse);
-    if bad > 0 {
-        why.push(format!(
-            "{bad} bad responses{}",
-            rep.unexpected
-                .first()
-                .map_or_else(String::new, |u| format!(" ({})", u.why))
-        ));
-    }
-    for (l, label) in [
-        (Latency::Connect, "connect"),
-        (Latency::FromSchedule, "from-schedule"),
-    ] {
-        if let Some(c) = rep.latency(l)
-            && c.count > 0
-            && c.p99 as u128 >= p99_limit.as_micros()
-        {
-            why.push(format!(
-                "{label} p99 {} us >= {} us",
-                c.p99,
-                p99_limit.as_micros()
-            ));
-        }
-    }
-    why
-}
-
 impl Step {
     /// The rate offered, bursts counted as often as the schedule had them (the x of charts).
     pub fn offered(&self) -> f64 {
@@ -234,30 +150,40 @@ impl Step {
     }
 }
 
-/// Summarises a step's flood.
-pub fn step(rep: FloodReport, rate: f64, burst: u64, p99_limit: Duration) -> Step {
-    let (verdict, reasons) = judge(&rep, p99_limit);
-    let q = rep.latency(Latency::QueueWait);
-    Step {
-        rate,
-        burst,
-        achieved_rate: rep.achieved_rate,
-        connect: rep.latency(Latency::Connect).cloned().unwrap_or_default(),
-        queue_wait_p99: q.map(|q| q.p99),
-        queue_wait_max: q.map(|q| q.max),
-        retransmitted: rep.syn_retransmitted(),
-        timeouts: rep.outcome(Outcome::Timeout),
-        unserved: rep.outcome(Outcome::Unserved) + rep.outcome(Outcome::NoAnswer),
-        refused_or_reset: rep.outcome(Outcome::Refused) + rep.outcome(Outcome::Reset),
-        bad_responses: rep.outcome(Outcome::BadResponse),
-        overflows: rep.kernel_delta("TcpExt.ListenOverflows"),
-        listener_drops: rep.listener_queue.as_ref().and_then(|q| q.drops),
-        peak_queue: rep.listener_queue.as_ref().map(|q| q.peak),
-        effective_backlog: rep.listener_queue.as_ref().map(|q| q.effective_backlog),
-        saturated: verdict == Verdict::Saturated,
-        verdict,
-        reasons,
-        flood: rep,
+impl Step {
+    /// A step of `rep`, the flood at `rate` (and `burst`), with the judge's verdict (see
+    /// [`crate::judge::step`], which calls this).
+    pub fn new(
+        rep: FloodReport,
+        rate: f64,
+        burst: u64,
+        verdict: Verdict,
+        reasons: Vec<String>,
+    ) -> Step {
+        let q = rep.latency(Latency::QueueWait);
+        Step {
+            rate,
+            burst,
+            achieved_rate: rep.achieved_rate,
+            connect: rep.latency(Latency::Connect).cloned().unwrap_or_default(),
+            queue_wait_p99: q.map(|q| q.p99),
+            queue_wait_max: q.map(|q| q.max),
+            retransmitted: rep.syn_retransmitted(),
+            timeouts: rep.outcome(Outcome::Timeout),
+            unserved: rep.outcome(Outcome::Unserved)
+                + rep.outcome(Outcome::NoAnswer)
+                + rep.outcome(Outcome::HalfOpen),
+            refused_or_reset: rep.outcome(Outcome::Refused) + rep.outcome(Outcome::Reset),
+            bad_responses: rep.outcome(Outcome::BadResponse),
+            overflows: rep.kernel_delta("TcpExt.ListenOverflows"),
+            listener_drops: rep.listener_queue.as_ref().and_then(|q| q.drops),
+            peak_queue: rep.listener_queue.as_ref().map(|q| q.peak),
+            effective_backlog: rep.listener_queue.as_ref().map(|q| q.effective_backlog),
+            saturated: verdict == Verdict::Saturated,
+            verdict,
+            reasons,
+            flood: rep,
+        }
     }
 }
 
@@ -289,7 +215,8 @@ pub fn step(rep: FloodReport, rate: f64, burst: u64, p99_limit: Duration) -> Ste
 /// #     };
 /// #     FloodReport::build(&plan, &run, &HostFacts::default(), None, None, Vec::new())
 /// # }
-/// use synack_load::report::sweep::{SweepReport, step};
+/// use synack_load::judge::step;
+/// use synack_load::report::sweep::SweepReport;
 ///
 /// // `flood(rate, timeouts)`: a delivered 1 s flood, every connect 50 us but `timeouts`.
 /// let p99_limit = Duration::from_millis(1);
@@ -412,6 +339,9 @@ pub fn render_steps(steps: &[Step]) -> String {
                 Verdict::GeneratorBound => {
                     format!("GENERATOR-BOUND (no verdict): {}", st.reasons.join("; "))
                 }
+                Verdict::HostBound => {
+                    format!("HOST-BOUND (no verdict): {}", st.reasons.join("; "))
+                }
             }
         );
     }
@@ -512,192 +442,4 @@ pub fn write_html(dir: &Path, r: &SweepReport) -> std::io::Result<std::path::Pat
         html::flood_charts(&mut page, &w.flood)?;
     }
     page.write(dir, &title)
-}
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-    use std::time::SystemTime;
-
-    use super::*;
-    use crate::engine::RunResult;
-    use crate::plan::{Load, Plan};
-    use crate::record::{Recorder, record_us};
-    use crate::watch::QueueWatch;
-
-    fn plan(rate: f64) -> Plan {
-        let mut p = Plan::for_tests(
-            "127.0.0.1:1".parse().unwrap(),
-            Load::Open {
-                from: rate,
-                to: rate,
-                burst: 0,
-            },
-        );
-        p.duration = Duration::from_secs(1);
-        p
-    }
-
-    /// A flood that started `started` of 1000 scheduled attempts, each connecting in
-    /// `connect_us` and `lag_us` late; `overflows` host-wide.
-    fn report(started: u64, connect_us: u64, lag_us: u64, overflows: i64) -> FloodReport {
-        let p = plan(1000.0);
-        let mut rec = Recorder::default();
-        for _ in 0..started {
-            rec.attempts += 1;
-            rec.established += 1;
-            rec.retrans[0] += 1;
-            rec.outcome(Outcome::Ok, None);
-            record_us(&mut rec.connect, Duration::from_micros(connect_us));
-            record_us(&mut rec.start_lag, Duration::from_micros(lag_us));
-            record_us(
-                &mut rec.from_schedule,
-                Duration::from_micros(connect_us + lag_us),
-            );
-        }
-        rec.outcomes[Outcome::NotStarted.slot()] += 1000 - started;
-        let run = RunResult {
-            rec,
-            intervals: BTreeMap::new(),
-            response_intervals: BTreeMap::new(),
-            tls_intervals: BTreeMap::new(),
-            started_at: SystemTime::now(),
-            elapsed: Duration::from_secs(1),
-            active: Duration::from_secs(1),
-            thread_cpu: vec![Duration::from_millis(990)],
-            start_lateness: None,
-        };
-        let counters = |o: i64| {
-            Some(BTreeMap::from([(
-                "TcpExt.ListenOverflows".to_string(),
-                o as u64,
-            )]))
-        };
-        FloodReport::build(
-            &p,
-            &run,
-            &crate::report::HostFacts::default(),
-            counters(0),
-            counters(overflows),
-            Vec::new(),
-        )
-    }
-
-    const LIMIT: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn a_delivered_quiet_step_is_clean() {
-        let (v, why) = judge(&report(1000, 50, 5, 0), LIMIT);
-        assert_eq!(v, Verdict::Clean, "{why:?}");
-    }
-
-    #[test]
-    fn a_step_with_unstarted_attempts_is_generator_bound_whatever_the_server_showed() {
-        let (v, why) = judge(&report(600, 50, 5, 7), LIMIT);
-        assert_eq!(v, Verdict::GeneratorBound);
-        assert!(
-            why[0].contains("400 of 1000 scheduled attempts were never started"),
-            "{why:?}"
-        );
-        assert!(
-            why.iter().any(|w| w.contains("99%")),
-            "the CPU evidence: {why:?}"
-        );
-        assert!(
-            why.last()
-                .unwrap()
-                .contains("the server meanwhile showed: 7 listen overflows (host-wide)"),
-            "{why:?}"
-        );
-    }
-
-    #[test]
-    fn a_late_generator_is_generator_bound_and_its_lag_counts_in_from_schedule() {
-        // Lag above the lag limit: the generator did not keep the schedule.
-        let (v, why) = judge(&report(1000, 50, 5000, 0), LIMIT);
-        assert_eq!(v, Verdict::GeneratorBound, "{why:?}");
-        assert!(why[0].contains("start lag p99"), "{why:?}");
-        // Within the lag limit, the p99 limit still applies to latency from the schedule.
-        let mut rep = report(1000, 400, 700, 0);
-        rep.generator.delivered = true;
-        let (v, why) = judge(&rep, LIMIT);
-        assert_eq!(v, Verdict::Saturated);
-        assert_eq!(
-            why,
-            vec!["from-schedule p99 1100 us >= 1000 us".to_string()]
-        );
-    }
-
-    #[test]
-    fn overflows_are_labelled_host_wide_or_taken_from_the_listener() {
-        let (v, why) = judge(&report(1000, 50, 5, 3), LIMIT);
-        assert_eq!(v, Verdict::Saturated);
-        assert_eq!(why, vec!["3 listen overflows (host-wide)".to_string()]);
-        let mut rep = report(1000, 50, 5, 3);
-        let watch = QueueWatch {
-            sockets: 1,
-            effective_backlog: 16,
-            peak: 4,
-            samples: 10,
-            full_samples: 0,
-            interval_ms: 10.0,
-            series: vec![],
-            drops: Some(0),
-        };
-        // The listener's own count says it dropped nothing: the overflows were elsewhere.
-        rep.listener_queue = Some(watch.clone());
-        assert_eq!(judge(&rep, LIMIT).0, Verdict::Clean);
-        // A sampled peak below the backlog does not discard overflows the listener counted.
-        rep.listener_queue = Some(QueueWatch {
-            drops: Some(2),
-            ..watch.clone()
-        });
-        let (v, why) = judge(&rep, LIMIT);
-        assert_eq!(v, Verdict::Saturated);
-        assert!(
-            why[0].starts_with("2 SYNs/ACKs dropped by the listener"),
-            "{why:?}"
-        );
-        // Without the listener's count, the host-wide figure stands, labelled.
-        rep.listener_queue = Some(QueueWatch {
-            drops: None,
-            ..watch
-        });
-        let (v, why) = judge(&rep, LIMIT);
-        assert_eq!(v, Verdict::Saturated);
-        assert!(
-            why[0].contains("(host-wide; the listener's sampled peak 4 of 16)"),
-            "{why:?}"
-        );
-    }
-
-    fn step_of(rep: FloodReport, rate: f64) -> Step {
-        step(rep, rate, 0, LIMIT)
-    }
-
-    #[test]
-    fn the_saturation_point_skips_generator_bound_steps() {
-        let steps = vec![
-            step_of(report(1000, 50, 5, 0), 1000.0),
-            step_of(report(1000, 50, 5, 0), 2000.0),
-            step_of(report(500, 50, 5, 0), 3000.0),
-        ];
-        let r = SweepReport::new("x", Duration::from_secs(1), LIMIT, steps);
-        assert_eq!(r.saturation_rate, None);
-        assert_eq!(r.last_good_rate, Some(2000.0));
-        assert_eq!(r.generator_bound_from, Some(3000.0));
-        let text = render(&r);
-        assert!(
-            text.contains("from 3.0k/s the generator could not deliver"),
-            "{text}"
-        );
-        assert!(text.contains("GENERATOR-BOUND (no verdict)"), "{text}");
-        let steps = vec![
-            step_of(report(1000, 50, 5, 0), 1000.0),
-            step_of(report(500, 50, 5, 0), 2000.0),
-            step_of(report(1000, 50, 5, 9), 3000.0),
-        ];
-        let r = SweepReport::new("x", Duration::from_secs(1), LIMIT, steps);
-        assert_eq!(r.saturation_rate, Some(3000.0));
-        assert_eq!(r.last_good_rate, Some(1000.0));
-    }
 }

@@ -105,6 +105,24 @@ pub fn render(r: &FloodReport) -> String {
     for reason in &g.reasons {
         let _ = writeln!(s, "    - {reason}");
     }
+    if let Some(d) = g.arrivals_displaced {
+        let _ = writeln!(
+            s,
+            "    arrivals: {:.2}% of steady starts outside their scheduled 10 ms window{}",
+            d * 100.0,
+            if g.behind_burst > 0 {
+                format!(
+                    "; {} steady starts due during a burst, timed from its last start (burst spread {} us)",
+                    g.behind_burst, g.burst_spread_us
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(h) = &r.host {
+        let _ = writeln!(s, "  CPU: {}", h.summary());
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,

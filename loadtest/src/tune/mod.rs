@@ -177,6 +177,10 @@ pub struct TuneSpec {
     /// How many times a step the generator did not deliver is run again before it stands
     /// as generator-bound.
     pub retries: u32,
+    /// The CPUs the generator threads run on (`--cpus`).
+    pub cpus: Option<Vec<usize>>,
+    /// With `--server-cmd`: the CPUs the server it starts runs on (`--server-cpus`).
+    pub server_cpus: Option<Vec<usize>>,
     /// What each connection says and must hear back (the user's server only).
     pub exchange: Exchange,
     /// TLS on every connection (`--tls`); with the simulated server, tune makes it a
@@ -207,6 +211,8 @@ impl Default for TuneSpec {
             threads: 1,
             lag_limit: Duration::from_millis(1),
             retries: 2,
+            cpus: None,
+            server_cpus: None,
             exchange: Exchange::default(),
             tls: None,
         }
@@ -283,6 +289,7 @@ fn base_plan(spec: &TuneSpec, addr: &str, probe: bool, other_fds: u64) -> Result
     .connect_timeout(spec.connect_timeout)
     .probe(probe)
     .lag_limit(spec.lag_limit)
+    .cpus(spec.cpus.clone())
     .other_fds(other_fds)
     .tls(spec.tls.clone())
     .build()
@@ -321,6 +328,7 @@ fn measure_backlog(
         watch,
         p99_limit: Duration::from_secs(3600),
         retries: spec.retries,
+        server: None,
     };
     for (i, &r) in rates.iter().enumerate() {
         if i > 0 {
@@ -338,9 +346,12 @@ fn measure_backlog(
                         Verdict::GeneratorBound => {
                             format!("generator-bound, no verdict ({})", st.reasons.join("; "))
                         }
+                        Verdict::HostBound => {
+                            format!("host-bound, no verdict ({})", st.reasons.join("; "))
+                        }
                     }
                 ));
-                if st.verdict == Verdict::GeneratorBound && tries < spec.retries {
+                if !st.verdict.judged_server() && tries < spec.retries {
                     progress(&format!(
                         "backlog {backlog}: {} again ({} of --retries {})",
                         rate(r),
@@ -358,7 +369,7 @@ fn measure_backlog(
         }
     }
     let clean = steps.iter().rev().find(|s| s.verdict == Verdict::Clean);
-    let bound = steps.iter().find(|s| s.verdict == Verdict::GeneratorBound);
+    let bound = steps.iter().find(|s| !s.verdict.judged_server());
     let past = steps.iter().find(|s| s.saturated).map(|s| {
         let attempts = s.flood.attempts.max(1) as f64;
         format!(
@@ -529,11 +540,75 @@ fn measure_capacity(
     Ok(run)
 }
 
+/// The CPUs of the server `--server-cmd` starts and of the generator: as given, the one not
+/// given taking the rest; neither given, on a host of two CPUs or more, split in halves (the
+/// server the first). Each list must name CPUs this process may run on.
+///
+/// # Errors
+///
+/// [`LoadError::Usage`] naming the flag and the CPU it may not use.
+pub fn split_cpus(
+    server: Option<&[usize]>,
+    generator: Option<&[usize]>,
+) -> Result<(Option<Vec<usize>>, Option<Vec<usize>>), LoadError> {
+    let allowed = synack_sys::cpu::allowed_cpus(std::process::id())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    for (flag, list) in [("--server-cpus", server), ("--cpus", generator)] {
+        if let Some(bad) = list.and_then(|l| l.iter().find(|c| !allowed.contains(c))) {
+            return Err(LoadError::Usage(format!(
+                "{flag}: CPU {bad} is not one this process may run on (allowed: {})",
+                synack_sys::cpu::format_list(&allowed)
+            )));
+        }
+    }
+    let rest = |taken: &[usize]| {
+        let r: Vec<usize> = allowed
+            .iter()
+            .copied()
+            .filter(|c| !taken.contains(c))
+            .collect();
+        (!r.is_empty()).then_some(r)
+    };
+    Ok(match (server, generator) {
+        (Some(s), Some(g)) => (Some(s.to_vec()), Some(g.to_vec())),
+        (Some(s), None) => (Some(s.to_vec()), rest(s)),
+        (None, Some(g)) => (rest(g), Some(g.to_vec())),
+        (None, None) if allowed.len() >= 2 => {
+            let (s, g) = allowed.split_at(allowed.len() / 2);
+            (Some(s.to_vec()), Some(g.to_vec()))
+        }
+        (None, None) => (None, None),
+    })
+}
+
 fn run_command(
     spec: &TuneSpec,
     cmd: &ServerCommand,
     progress: &mut impl FnMut(&str),
 ) -> Result<TuneReport, LoadError> {
+    let (server_cpus, generator_cpus) =
+        split_cpus(spec.server_cpus.as_deref(), spec.cpus.as_deref())?;
+    let list = |c: &Option<Vec<usize>>| {
+        c.as_deref()
+            .map_or_else(|| "any CPU".into(), synack_sys::cpu::format_list)
+    };
+    progress(&format!(
+        "CPUs: the server on {}, the generator on {}{}",
+        list(&server_cpus),
+        list(&generator_cpus),
+        if spec.server_cpus.is_none() && spec.cpus.is_none() {
+            " (split, so neither takes the other's CPU; --server-cpus and --cpus choose)"
+        } else {
+            ""
+        }
+    ));
+    let spec = &TuneSpec {
+        cpus: generator_cpus,
+        server_cpus,
+        ..spec.clone()
+    };
     let fixed_addr = match &cmd.addr {
         Some(a) => Some(resolve(a)?),
         None => None,
@@ -563,7 +638,7 @@ fn run_command(
         }
         let line = process::fill(&cmd.command, addr.port(), backlog);
         progress(&format!("backlog {backlog}: starting {line}"));
-        let mut server = ServerProcess::start(&line, backlog)?;
+        let mut server = ServerProcess::start_on(&line, backlog, spec.server_cpus.as_deref())?;
         let listening = server.wait_listening(addr, cmd.startup_timeout)?;
         let effective = Some(listening.backlog);
         progress(&format!(

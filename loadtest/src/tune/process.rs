@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use synack_sys::diag::{Diag, ListenerSample};
-use synack_sys::process::{Stop, group_alive, signal_group, spawn_group};
+use synack_sys::process::{Stop, group_alive, signal_group, spawn_group_on};
 
 use crate::error::LoadError;
 use crate::report::tune::Stopped;
@@ -120,6 +120,19 @@ impl ServerProcess {
     /// # Ok::<(), synack_load::error::LoadError>(())
     /// ```
     pub fn start(command: &str, backlog: u32) -> Result<Self, LoadError> {
+        Self::start_on(command, backlog, None)
+    }
+
+    /// [`start`](Self::start), the server restricted to `cpus` when given (`--server-cpus`).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start); also when the CPU set cannot be applied.
+    pub fn start_on(
+        command: &str,
+        backlog: u32,
+        cpus: Option<&[usize]>,
+    ) -> Result<Self, LoadError> {
         stop_servers_on_interrupt()?;
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
@@ -127,7 +140,7 @@ impl ServerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = spawn_group(&mut cmd).map_err(|e| {
+        let mut child = spawn_group_on(&mut cmd, cpus).map_err(|e| {
             LoadError::Run(format!(
                 "--server-cmd: cannot start sh -c {command:?} ({e})"
             ))
