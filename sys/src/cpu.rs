@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn a_stat_line_gives_times_and_the_last_cpu() {
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194304 100 0 0 0 7 3 0 0 20 0 1 0 100 1000 10 \
-                    18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+                    18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
         assert_eq!(parse_stat_cpu(stat), Some((7, 3, Some(1))));
     }
 }

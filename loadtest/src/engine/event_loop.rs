@@ -335,9 +335,6 @@ impl<'a> Generator<'a> {
                         self.issuing = false;
                         return Next::Idle;
                     }
-                    if n > 0 {
-                        self.settle();
-                    }
                     n += 1;
                     if !self.start(None) {
                         // Failed before it existed (it is counted): try again after a pause,

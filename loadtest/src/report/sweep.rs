@@ -85,7 +85,8 @@ impl Verdict {
 /// #     };
 /// #     FloodReport::build(&plan, &run, &HostFacts::default(), None, None, Vec::new())
 /// # }
-/// use synack_load::report::sweep::{Verdict, step};
+/// use synack_load::judge::step;
+/// use synack_load::report::sweep::Verdict;
 ///
 /// // `flood(rate, timeouts)`: a delivered 1 s flood, every connect 50 us but `timeouts`.
 /// let p99_limit = Duration::from_millis(1);

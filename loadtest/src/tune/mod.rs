@@ -540,6 +540,9 @@ fn measure_capacity(
     Ok(run)
 }
 
+/// The CPUs of the server and of the generator (`None`: any).
+pub type CpuSplit = (Option<Vec<usize>>, Option<Vec<usize>>);
+
 /// The CPUs of the server `--server-cmd` starts and of the generator: as given, the one not
 /// given taking the rest; neither given, on a host of two CPUs or more, split in halves (the
 /// server the first). Each list must name CPUs this process may run on.
@@ -550,7 +553,7 @@ fn measure_capacity(
 pub fn split_cpus(
     server: Option<&[usize]>,
     generator: Option<&[usize]>,
-) -> Result<(Option<Vec<usize>>, Option<Vec<usize>>), LoadError> {
+) -> Result<CpuSplit, LoadError> {
     let allowed = synack_sys::cpu::allowed_cpus(std::process::id())
         .ok()
         .flatten()
