@@ -393,7 +393,7 @@ pub fn render(r: &SweepReport) -> String {
         (None, Some(good)) => {
             let _ = writeln!(
                 s,
-                "  no saturation up to {} (p99 connect and from-schedule under {} us, no overflows, retransmissions or timeouts)",
+                "  no saturation up to {} (connect p99 under {} us, no listener drops, retransmissions or timeouts)",
                 rate(good),
                 r.p99_limit_us
             );
