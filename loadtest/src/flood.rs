@@ -36,9 +36,6 @@ pub struct Output {
     pub live: bool,
     /// Sample the target listener's queue through inet_diag, at this interval.
     pub watch: Option<Duration>,
-    /// The server's processes, when the caller started it (`tune --server-cmd`); otherwise a
-    /// target on this host is found by its listener.
-    pub server_pids: Option<Vec<u32>>,
 }
 
 /// Runs a flood and builds its report, writing `--hlog` when asked.
@@ -55,7 +52,7 @@ pub fn flood(plan: &Plan, out: &Output) -> std::io::Result<FloodReport> {
         Some(interval) => Some(Watcher::start(plan.target, interval)?),
         None => None,
     };
-    let mut host_view = crate::hostview::HostSampler::start(plan.target, out.server_pids.clone());
+    let mut host_view = crate::hostview::HostSampler::start(plan.target);
     if let Some(cpus) = &plan.cpus {
         host_view.generator_cpus(cpus);
     }

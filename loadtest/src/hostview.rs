@@ -14,7 +14,7 @@ use synack_sys::cpu::{self, HostCpu};
 /// The server's side of a [`HostView`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerView {
-    /// The processes holding the target's listener (or the one `--server-cmd` started).
+    /// The processes holding the target's listener.
     pub pids: Vec<u32>,
     /// The first one's command.
     pub command: String,
@@ -164,25 +164,17 @@ pub fn listener_owners(target: SocketAddr) -> Vec<(u32, String)> {
 }
 
 impl HostSampler {
-    /// Starts the readings; `server` names the server's processes (the one `--server-cmd`
-    /// started), or else they are looked up by `target`'s listener when it is on this host.
-    pub fn start(target: SocketAddr, server: Option<Vec<u32>>) -> Self {
-        let (server, command) = match server {
-            Some(pids) => {
-                let command = pids
-                    .first()
-                    .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
-                    .map(|c| c.trim_end().to_string())
-                    .unwrap_or_default();
-                (pids, command)
-            }
-            None if synack_sys::is_local_address(target.ip()) => {
-                let owners = listener_owners(target);
-                let command = owners.first().map(|o| o.1.clone()).unwrap_or_default();
-                (owners.into_iter().map(|o| o.0).collect(), command)
-            }
-            None => (Vec::new(), String::new()),
+    /// Starts the readings. The server's processes are those holding `target`'s listener,
+    /// when it is on this host (a server `tune --server-cmd` started, the embedded one, any
+    /// other): found as `diagnose` finds owners.
+    pub fn start(target: SocketAddr) -> Self {
+        let owners = if synack_sys::is_local_address(target.ip()) {
+            listener_owners(target)
+        } else {
+            Vec::new()
         };
+        let command = owners.first().map(|o| o.1.clone()).unwrap_or_default();
+        let server = owners.into_iter().map(|o| o.0).collect();
         let mut s = HostSampler {
             at: Instant::now(),
             host: cpu::host_cpu().ok().flatten(),

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::hostview::HostView;
 use crate::outcome::Outcome;
 use crate::report::sweep::{Step, Verdict};
-use crate::report::{FloodReport, GeneratorReport, Latency, fmt_rate};
+use crate::report::{FloodReport, Latency, fmt_rate};
 
 /// A burst whose last start came more than this after its second began was not delivered as
 /// one, us.
@@ -44,23 +44,37 @@ pub const BURST_SPREAD_LIMIT_US: u64 = 100_000;
 pub const ARRIVAL_TOLERANCE: f64 = 0.02;
 
 /// Why the generator did not deliver the load asked, each reason with its evidence; empty
-/// when it did. Only the generator's own figures are read.
+/// when it did. Only the generator's own figures are read: its report, and the classes of
+/// starts that failed for want of its own descriptors or ports.
 ///
 /// ```
+/// # use std::collections::BTreeMap;
+/// # use std::time::{Duration, SystemTime};
+/// # use synack_load::engine::RunResult;
+/// # use synack_load::outcome::Outcome;
+/// # use synack_load::plan::{Load, PlanBuilder};
+/// # use synack_load::record::Recorder;
+/// # use synack_load::report::{FloodReport, HostFacts};
 /// use synack_load::judge::delivery;
-/// use synack_load::report::GeneratorReport;
 ///
-/// let g = GeneratorReport { delivered: false, reasons: vec![], scheduled: Some(3000),
-///     started: 3000, not_started: 0, late: 0, offered_rate: Some(1000.0), started_rate: 1000.0,
-///     start_lag_p99_us: Some(80), behind_burst: 0, burst_spread_us: 0,
-///     arrivals_displaced: Some(0.004), fd_exhausted: 0, ports_exhausted: 0,
-///     lag_limit_us: 1000, max_in_flight: 10_000, peak_in_flight: 3, fd_limit: None,
-///     thread_busy: vec![0.07], turn_max_us: 40 };
-/// assert!(delivery(&g).is_empty());
-/// let late = GeneratorReport { arrivals_displaced: Some(0.3), ..g };
-/// assert!(delivery(&late)[0].contains("10 ms window"));
+/// # let load = Load::Open { from: 1000.0, to: 1000.0, burst: 0 };
+/// # let plan = PlanBuilder::new("127.0.0.1:7878", load, Duration::from_secs(1)).build()?;
+/// # let mut rec = Recorder::default();
+/// # (rec.attempts, rec.established) = (1000, 1000);
+/// # (0..1000).for_each(|_| rec.outcome(Outcome::Ok, None));
+/// # let run = RunResult { rec, intervals: BTreeMap::new(), response_intervals: BTreeMap::new(),
+/// #     tls_intervals: BTreeMap::new(), started_at: SystemTime::now(), elapsed: Duration::from_secs(1),
+/// #     active: Duration::from_secs(1), thread_cpu: Vec::new(), start_lateness: None };
+/// // `rep`: 1000 a second for 1 s, every attempt started on time.
+/// let mut rep = FloodReport::build(&plan, &run, &HostFacts::default(), None, None, vec![]);
+/// assert!(delivery(&rep).is_empty());
+/// // A third of the steady starts in another 10 ms window than the schedule's.
+/// rep.generator.arrivals_displaced = Some(0.3);
+/// assert!(delivery(&rep)[0].contains("10 ms window"));
+/// # Ok::<(), synack_load::error::LoadError>(())
 /// ```
-pub fn delivery(g: &GeneratorReport) -> Vec<String> {
+pub fn delivery(rep: &FloodReport) -> Vec<String> {
+    let g = &rep.generator;
     let mut reasons = Vec::new();
     if g.not_started > 0 {
         reasons.push(format!(
@@ -102,9 +116,9 @@ pub fn delivery(g: &GeneratorReport) -> Vec<String> {
         ));
     }
     for (n, what) in [
-        (g.fd_exhausted, "descriptors (EMFILE/ENFILE)"),
+        (rep.outcome(Outcome::FdLimit), "descriptors (EMFILE/ENFILE)"),
         (
-            g.ports_exhausted,
+            rep.outcome(Outcome::PortsExhausted),
             "local ports or source addresses (EADDRNOTAVAIL)",
         ),
     ] {
@@ -170,6 +184,16 @@ pub fn limit(host: Option<&HostView>) -> Limit {
 /// The fix for a host-bound run.
 pub const HOST_FIX: &str = "pin the generator (--cpus) away from the server (tune --server-cpus), split the CPUs between them, or run the generator from another host";
 
+/// Who used the CPU over the run, in one line (empty without a host view).
+fn cpu_summary(rep: &FloodReport) -> String {
+    rep.host.as_ref().map(HostView::summary).unwrap_or_default()
+}
+
+/// The reason a step is host-bound, with its evidence and the fix.
+fn host_reason(rep: &FloodReport) -> String {
+    format!("the host was the limit: {}; {HOST_FIX}", cpu_summary(rep))
+}
+
 /// Judges a flood's delivery: sets `generator.delivered` and its reasons, and adds the note
 /// that says which side was the limit when it was not delivered.
 ///
@@ -199,7 +223,7 @@ pub const HOST_FIX: &str = "pin the generator (--cpus) away from the server (tun
 /// # Ok::<(), synack_load::error::LoadError>(())
 /// ```
 pub fn flood(rep: &mut FloodReport) {
-    let reasons = delivery(&rep.generator);
+    let reasons = delivery(rep);
     rep.generator.delivered = reasons.is_empty();
     rep.generator.reasons = reasons;
     if rep.generator.behind_burst > 0 {
@@ -211,13 +235,10 @@ pub fn flood(rep: &mut FloodReport) {
     if !rep.generator.delivered {
         let why = rep.generator.reasons.join("; ");
         let fix = match limit(rep.host.as_ref()) {
-            Limit::Host => format!(
-                "the host was the limit: {}. To measure the server alone: {HOST_FIX}",
-                rep.host.as_ref().map(HostView::summary).unwrap_or_default()
-            ),
+            Limit::Host => host_reason(rep),
             Limit::Generator => format!(
                 "the generator was the limit ({}): add --threads, lower the rate, or run it on another host",
-                rep.host.as_ref().map(HostView::summary).unwrap_or_default()
+                cpu_summary(rep)
             ),
             _ => "add --threads, lower the rate, or run the generator on another host".into(),
         };
@@ -236,6 +257,17 @@ struct Signs {
     failures: Vec<String>,
     /// Latency past the limit, from each attempt's own start.
     latency: Vec<String>,
+}
+
+impl Signs {
+    /// Every sign, the queue's first.
+    fn all(self) -> Vec<String> {
+        self.queue
+            .into_iter()
+            .chain(self.failures)
+            .chain(self.latency)
+            .collect()
+    }
 }
 
 fn server_signs(rep: &FloodReport, p99_limit: Duration) -> Signs {
@@ -355,7 +387,7 @@ fn served_rate(rep: &FloodReport) -> f64 {
 /// ```
 pub fn verdict(rep: &FloodReport, p99_limit: Duration) -> (Verdict, Vec<String>) {
     let signs = server_signs(rep, p99_limit);
-    let reasons = delivery(&rep.generator);
+    let reasons = delivery(rep);
     let delivered = reasons.is_empty();
     let g = &rep.generator;
     // The listener's own drops at arrivals the generator did start, faster than the server
@@ -363,14 +395,12 @@ pub fn verdict(rep: &FloodReport, p99_limit: Duration) -> (Verdict, Vec<String>)
     let all_started = g.not_started == 0 && g.started > 0;
     let served = served_rate(rep);
     if !signs.queue.is_empty() && all_started && g.started_rate > served {
-        let mut why = signs.queue;
+        let mut why = signs.all();
         why.push(format!(
             "arrivals {} started, {} served",
             fmt_rate(g.started_rate),
             fmt_rate(served)
         ));
-        why.extend(signs.failures);
-        why.extend(signs.latency);
         if !delivered {
             why.push(format!(
                 "the starts lagged (start lag p99 {} us, {} late): the server was saturated all the same",
@@ -383,21 +413,13 @@ pub fn verdict(rep: &FloodReport, p99_limit: Duration) -> (Verdict, Vec<String>)
     let lim = limit(rep.host.as_ref());
     if !delivered {
         let mut why = reasons;
-        let seen: Vec<String> = signs
-            .queue
-            .into_iter()
-            .chain(signs.failures)
-            .chain(signs.latency)
-            .collect();
+        let seen = signs.all();
         if !seen.is_empty() {
             // Said, but not judged: part of it may be the generator's own doing.
             why.push(format!("the server meanwhile showed: {}", seen.join(", ")));
         }
         if lim == Limit::Host {
-            why.push(format!(
-                "the host was the limit: {}; {HOST_FIX}",
-                rep.host.as_ref().map(HostView::summary).unwrap_or_default()
-            ));
+            why.push(host_reason(rep));
             return (Verdict::HostBound, why);
         }
         return (Verdict::GeneratorBound, why);
@@ -410,23 +432,15 @@ pub fn verdict(rep: &FloodReport, p99_limit: Duration) -> (Verdict, Vec<String>)
         // handshakes waited for a CPU, not for the server.
         if lim == Limit::Host {
             let mut why = signs.latency;
-            why.push(format!(
-                "the host was the limit: {}; {HOST_FIX}",
-                rep.host.as_ref().map(HostView::summary).unwrap_or_default()
-            ));
+            why.push(host_reason(rep));
             return (Verdict::HostBound, why);
         }
     }
-    let mut why: Vec<String> = signs
-        .queue
-        .into_iter()
-        .chain(signs.failures)
-        .chain(signs.latency)
-        .collect();
+    let mut why = signs.all();
     if lim == Limit::Server {
         why.push(format!(
             "the server was at its CPU limit: {}",
-            rep.host.as_ref().map(HostView::summary).unwrap_or_default()
+            cpu_summary(rep)
         ));
     }
     (Verdict::Saturated, why)

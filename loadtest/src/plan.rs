@@ -138,6 +138,41 @@ pub struct Plan {
     pub cpus: Option<Vec<usize>>,
 }
 
+/// The CPUs this process may run on (empty where the OS does not say).
+pub fn allowed_cpus() -> Vec<usize> {
+    synack_sys::cpu::allowed_cpus(std::process::id())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Checks a CPU list given with `flag` against the CPUs this process may run on (`allowed`;
+/// empty: not known, nothing checked).
+///
+/// ```
+/// use synack_load::plan::check_cpus;
+///
+/// assert!(check_cpus("--cpus", &[1], &[0, 1]).is_ok());
+/// let e = check_cpus("--cpus", &[7], &[0, 1]).unwrap_err().to_string();
+/// assert!(e.contains("--cpus: CPU 7 is not one this process may run on (allowed: 0-1)"), "{e}");
+/// ```
+///
+/// # Errors
+///
+/// [`LoadError::Usage`] naming the flag, the CPU and the CPUs allowed.
+pub fn check_cpus(flag: &str, cpus: &[usize], allowed: &[usize]) -> Result<(), LoadError> {
+    match cpus
+        .iter()
+        .find(|c| !allowed.is_empty() && !allowed.contains(c))
+    {
+        Some(bad) => Err(LoadError::Usage(format!(
+            "{flag}: CPU {bad} is not one this process may run on (allowed: {})",
+            synack_sys::cpu::format_list(allowed)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// One agent's part of a run that several generators share: agent `index` of `count` takes
 /// attempt `i` of the single-host schedule when `i % count == index`, so the union of every
 /// agent's schedule is exactly the single-host one (bursts and `--connections` included; a
@@ -682,14 +717,8 @@ impl PlanBuilder {
             }
             None => None,
         };
-        if let Some(cpus) = &self.cpus
-            && let Ok(Some(allowed)) = synack_sys::cpu::allowed_cpus(std::process::id())
-            && let Some(bad) = cpus.iter().find(|c| !allowed.contains(c))
-        {
-            return Err(LoadError::Usage(format!(
-                "--cpus: CPU {bad} is not one this process may run on (allowed: {})",
-                synack_sys::cpu::format_list(&allowed)
-            )));
+        if let Some(cpus) = &self.cpus {
+            check_cpus("--cpus", cpus, &allowed_cpus())?;
         }
         Ok(Plan {
             tls,

@@ -22,7 +22,7 @@ use crate::report::sweep::Step;
 /// let base = PlanBuilder::new("127.0.0.1:8080", Load::Closed { concurrency: 1 }, Duration::from_secs(1))
 ///     .build()?;
 /// let steps = Steps { base: &base, burst: 0, duration: Duration::from_secs(2), watch: None,
-///                     p99_limit: Duration::from_millis(1), retries: 2, server: None };
+///                     p99_limit: Duration::from_millis(1), retries: 2 };
 /// let (step, reruns) = steps.run(1000.0, |_, _| {})?;
 /// println!("{:?} after {reruns} reruns", step.verdict);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -41,8 +41,6 @@ pub struct Steps<'a> {
     pub p99_limit: Duration,
     /// How many times a generator-bound or host-bound step is run again.
     pub retries: u32,
-    /// The server's processes, when the caller started it (else found by its listener).
-    pub server: Option<&'a [u32]>,
 }
 
 impl Steps<'_> {
@@ -63,7 +61,6 @@ impl Steps<'_> {
             hlog: None,
             live: false,
             watch: self.watch,
-            server_pids: self.server.map(<[u32]>::to_vec),
         };
         let rep = flood::flood(&plan, &out)?;
         Ok(step(rep, rate, self.burst, self.p99_limit))

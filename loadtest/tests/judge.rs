@@ -45,10 +45,10 @@ fn recorded_reports_get_the_verdict_their_evidence_supports() {
     for (name, delivered, want, reason) in cases {
         let rep = fixture(name);
         assert_eq!(
-            delivery(&rep.generator).is_empty(),
+            delivery(&rep).is_empty(),
             delivered,
             "{name}: {:?}",
-            delivery(&rep.generator)
+            delivery(&rep)
         );
         let (v, why) = verdict(&rep, limit);
         assert_eq!(v, want, "{name}: {why:?}");

@@ -1,7 +1,7 @@
 //! Where CPU time goes on this host: the host's CPUs (`/proc/stat`), a process's threads
 //! (`/proc/PID/task/*`), which CPUs a process may run on and where its threads last ran, and
-//! setting a thread's CPU set. Reading only, but for [`set_thread_cpus`] and
-//! [`set_timer_slack`], which change the calling thread alone.
+//! the calling thread's timer slack ([`set_timer_slack`]). Reading only, but for that. A
+//! thread is pinned with [`crate::pin_to_cpu`].
 
 use std::io;
 use std::time::Duration;
@@ -163,43 +163,7 @@ pub struct TaskCpu {
 ///
 /// `/proc/PID/task` cannot be listed (`NotFound`: no such process).
 pub fn process_tasks(pid: u32) -> io::Result<Option<Vec<TaskCpu>>> {
-    if !cfg!(target_os = "linux") {
-        return Ok(None);
-    }
-    let tick = crate::clock_tick();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let entry = entry?;
-        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((user, system, last_cpu)) = parse_stat_cpu(&stat) else {
-            continue;
-        };
-        let cpu = std::fs::read_to_string(entry.path().join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .map(Duration::from_nanos)
-            .unwrap_or_else(|| {
-                Duration::from_nanos((user + system).saturating_mul(1_000_000_000) / tick)
-            });
-        out.push(TaskCpu { tid, cpu, last_cpu });
-    }
-    Ok(Some(out))
-}
-
-/// `stat`'s utime, stime (ticks) and processor, counted from the last `)`.
-fn parse_stat_cpu(stat: &str) -> Option<(u64, u64, Option<usize>)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3 (index 0 here); utime 14, stime 15, processor 39.
-    let user = f.get(11)?.parse().ok()?;
-    let system = f.get(12)?.parse().ok()?;
-    let last = f.get(36).and_then(|p| p.parse().ok());
-    Some((user, system, last))
+    crate::imp::process_tasks(pid)
 }
 
 /// The CPUs process `pid` may run on (`Cpus_allowed_list` of `/proc/PID/status`; Linux).
@@ -224,17 +188,6 @@ pub fn allowed_cpus(pid: u32) -> io::Result<Option<Vec<usize>>> {
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
         .and_then(|l| parse_list(l.trim()).ok()))
-}
-
-/// Restricts the calling thread to `cpus` (Linux `sched_setaffinity`); threads and processes
-/// it starts later inherit the set. `Unsupported` elsewhere.
-///
-/// # Errors
-///
-/// A CPU past [`MAX_CPUS`], or what the kernel says (`EINVAL`: none of them online or
-/// allowed).
-pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
-    crate::imp::set_thread_cpus(cpus)
 }
 
 /// Sets the calling thread's timer slack (Linux `PR_SET_TIMERSLACK`): how much later than
@@ -271,12 +224,5 @@ mod tests {
         assert_eq!(s.cpus, 2);
         assert_eq!(s.busy, Duration::from_millis(1500));
         assert_eq!(s.idle, Duration::from_millis(8500));
-    }
-
-    #[test]
-    fn a_stat_line_gives_times_and_the_last_cpu() {
-        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194304 100 0 0 0 7 3 0 0 20 0 1 0 100 1000 10 \
-                    18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
-        assert_eq!(parse_stat_cpu(stat), Some((7, 3, Some(1))));
     }
 }

@@ -81,7 +81,7 @@ pub(super) fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
         return Ok(Some(cpu));
     }
     let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
-    Ok(parse_task_stat(&stat).map(|(_, user, system)| ticks(user + system, clock_tick())))
+    Ok(parse_task_stat(&stat).map(|t| ticks(t.user + t.system, clock_tick())))
 }
 
 pub(super) fn context_switches(pid: u32) -> io::Result<Option<u64>> {
@@ -103,10 +103,19 @@ pub(super) fn context_switches(pid: u32) -> io::Result<Option<u64>> {
     Ok(Some(n))
 }
 
-pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
+/// One thread as `/proc/.../task/TID` tells it.
+struct Task {
+    tid: u32,
+    stat: TaskStat,
+    /// schedstat's nanoseconds, or stat's ticks where there is no schedstat.
+    cpu: std::time::Duration,
+}
+
+/// The threads under `/proc/{of}/task` (`self`, or a pid).
+fn tasks(of: &str) -> io::Result<Vec<Task>> {
     let tick = clock_tick();
     let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/task")? {
+    for entry in std::fs::read_dir(format!("/proc/{of}/task"))? {
         let entry = entry?;
         let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
             continue;
@@ -115,32 +124,69 @@ pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        if let Some((name, user, system)) = parse_task_stat(&stat) {
-            let cpu =
-                schedstat(&entry.path().join("schedstat")).unwrap_or(ticks(user + system, tick));
-            out.push(super::ThreadCpu {
-                tid,
-                name,
-                cpu,
-                user: ticks(user, tick),
-                system: ticks(system, tick),
-            });
+        if let Some(stat) = parse_task_stat(&stat) {
+            let cpu = schedstat(&entry.path().join("schedstat"))
+                .unwrap_or(ticks(stat.user + stat.system, tick));
+            out.push(Task { tid, stat, cpu });
         }
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
-/// `pid (comm) state ... utime stime ...`: the name, utime and stime in clock ticks. The name
-/// may hold spaces and parentheses, so the fields are counted from the last `)`.
-fn parse_task_stat(stat: &str) -> Option<(String, u64, u64)> {
+pub(super) fn thread_cpu_times() -> io::Result<Option<Vec<super::ThreadCpu>>> {
+    let tick = clock_tick();
+    Ok(Some(
+        tasks("self")?
+            .into_iter()
+            .map(|t| super::ThreadCpu {
+                tid: t.tid,
+                cpu: t.cpu,
+                user: ticks(t.stat.user, tick),
+                system: ticks(t.stat.system, tick),
+                name: t.stat.name,
+            })
+            .collect(),
+    ))
+}
+
+pub(super) fn process_tasks(pid: u32) -> io::Result<Option<Vec<crate::cpu::TaskCpu>>> {
+    Ok(Some(
+        tasks(&pid.to_string())?
+            .into_iter()
+            .map(|t| crate::cpu::TaskCpu {
+                tid: t.tid,
+                cpu: t.cpu,
+                last_cpu: t.stat.last_cpu,
+            })
+            .collect(),
+    ))
+}
+
+/// What `/proc/.../stat` says of a thread.
+#[derive(Debug, PartialEq, Eq)]
+struct TaskStat {
+    name: String,
+    /// utime and stime, in clock ticks.
+    user: u64,
+    system: u64,
+    /// The CPU it last ran on (`processor`, field 39), where the line goes that far.
+    last_cpu: Option<usize>,
+}
+
+/// `pid (comm) state ... utime stime ... processor ...`. The name may hold spaces and
+/// parentheses, so the fields are counted from the last `)`.
+fn parse_task_stat(stat: &str) -> Option<TaskStat> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let name = stat.get(open + 1..close)?.to_string();
-    // After the name: state (field 3) ... utime (14), stime (15).
-    let mut rest = stat.get(close + 1..)?.split_whitespace().skip(11);
-    let utime: u64 = rest.next()?.parse().ok()?;
-    let stime: u64 = rest.next()?.parse().ok()?;
-    Some((name, utime, stime))
+    // After the name, field n is at n - 3: state (3) ... utime (14), stime (15), processor (39).
+    let f: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    Some(TaskStat {
+        name,
+        user: f.get(11)?.parse().ok()?,
+        system: f.get(12)?.parse().ok()?,
+        last_cpu: f.get(36).and_then(|p| p.parse().ok()),
+    })
 }
 
 pub(super) fn somaxconn() -> Option<u32> {
@@ -310,14 +356,25 @@ pub(super) fn push(fd: BorrowedFd<'_>) -> io::Result<()> {
     socket2::SockRef::from(&fd).set_tcp_cork(false)
 }
 
-pub(super) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no such CPU"));
-    }
+/// A `cpu_set_t` holding `cpus`.
+pub(crate) fn cpu_set(cpus: &[usize]) -> io::Result<libc::cpu_set_t> {
     // SAFETY: all-zero is a valid, empty `cpu_set_t`.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET stays inside `set`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
+    for &cpu in cpus {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("CPU {cpu} is past the most a CPU set holds"),
+            ));
+        }
+        // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET stays inside `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    Ok(set)
+}
+
+pub(super) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    let set = cpu_set(&[cpu])?;
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
     if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
         return Err(io::Error::last_os_error());
@@ -354,18 +411,21 @@ pub(super) fn resident_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_stat_line_gives_times_and_the_last_cpu() {
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194304 100 0 0 0 7 3 0 0 20 0 1 0 100 1000 10 \
+                    18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        let t = super::parse_task_stat(stat).unwrap();
+        assert_eq!((t.user, t.system, t.last_cpu), (7, 3, Some(1)));
+    }
+
+    #[test]
     fn parses_a_task_stat_line() {
         let line = "4242 (synack-load-0) R 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20 0 1 0 99 0 0";
-        assert_eq!(
-            super::parse_task_stat(line),
-            Some(("synack-load-0".to_string(), 250, 31))
-        );
+        let got = |l| super::parse_task_stat(l).map(|t| (t.name, t.user, t.system));
+        assert_eq!(got(line), Some(("synack-load-0".to_string(), 250, 31)));
         // A name with a space and a parenthesis.
         let odd = "7 (a b) c) S 1 2 3 4 5 6 7 8 9 10 3 4 0 0";
-        assert_eq!(
-            super::parse_task_stat(odd),
-            Some(("a b) c".to_string(), 3, 4))
-        );
+        assert_eq!(got(odd), Some(("a b) c".to_string(), 3, 4)));
         let me = std::thread::current();
         let all = super::thread_cpu_times().unwrap().unwrap();
         assert!(!all.is_empty(), "{me:?}: no threads listed");
@@ -586,26 +646,6 @@ mod epoll_tests {
 
 pub(super) fn clock_tick_hz() -> u64 {
     clock_tick()
-}
-
-pub(super) fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
-    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &cpu in cpus {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("CPU {cpu} is past the most a CPU set holds"),
-            ));
-        }
-        // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET stays inside `set`.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-    }
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
-    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 pub(super) fn set_timer_slack(slack: std::time::Duration) -> io::Result<()> {

@@ -140,8 +140,8 @@ pub(super) fn clock_tick_hz() -> u64 {
     100
 }
 
-pub(super) fn set_thread_cpus(_cpus: &[usize]) -> io::Result<()> {
-    Err(unsupported("CPU sets"))
+pub(super) fn process_tasks(_pid: u32) -> io::Result<Option<Vec<crate::cpu::TaskCpu>>> {
+    Ok(None)
 }
 
 pub(super) fn set_timer_slack(_slack: std::time::Duration) -> io::Result<()> {

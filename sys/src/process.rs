@@ -58,15 +58,7 @@ pub fn spawn_group_on(cmd: &mut Command, cpus: Option<&[usize]>) -> io::Result<C
     cmd.process_group(0);
     #[cfg(target_os = "linux")]
     if let Some(cpus) = cpus {
-        // SAFETY: all-zero is a valid, empty `cpu_set_t`.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for &cpu in cpus {
-            if cpu >= libc::CPU_SETSIZE as usize {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "no such CPU"));
-            }
-            // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET stays in `set`.
-            unsafe { libc::CPU_SET(cpu, &mut set) };
-        }
+        let set = crate::linux::cpu_set(cpus)?;
         // SAFETY: the closure runs in the child between fork and exec; sched_setaffinity is
         // a system call on a set built (and copied into the closure) before the fork.
         unsafe {

@@ -75,11 +75,6 @@ impl PollTimer {
         Ok(())
     }
 
-    /// The instant it is armed for, if any.
-    pub fn armed(&self) -> Option<Instant> {
-        self.armed
-    }
-
     /// Whether it fired since it was last armed, and if so, disarms it (reads its count).
     ///
     /// # Errors

@@ -23,7 +23,6 @@ pub(super) fn command(args: &FloodArgs) -> Result<(), LoadError> {
         hlog: args.hlog.clone(),
         live: !args.quiet,
         watch: args.conn.watch(),
-        server_pids: None,
     };
     let rep = flood(&plan, &out)?;
     print!("{}", table::render(&rep));

@@ -67,7 +67,6 @@ pub(super) fn command(args: &SweepArgs) -> Result<(), LoadError> {
         watch: args.conn.watch(),
         p99_limit: args.p99_limit,
         retries: args.retries,
-        server: None,
     };
     let mut steps = Vec::new();
     for (i, &r) in rates.iter().enumerate() {

@@ -92,7 +92,7 @@ pub(super) struct Generator<'a> {
     timer: Option<PollTimer>,
     /// Events that come between two starts of one turn (see [`Self::settle`]).
     ready: Option<Events>,
-    /// When the current second's burst had its last start so far, and the second it was
+    /// When the current second's burst had its last start so far, and the instant it was
     /// due (see [`Recorder::behind_burst`]).
     burst_end: Option<(Instant, Instant)>,
 }
@@ -259,14 +259,9 @@ impl<'a> Generator<'a> {
             self.expire_timers(turn);
             let mut started = 0;
             for ev in events.iter() {
-                if ev.token() == TIMER {
-                    // Seen (edge-triggered): the next arming sets it even for that instant.
-                    if let Some(t) = self.timer.as_mut() {
-                        t.expired();
-                    }
+                if !self.on_polled(ev, turn) {
                     continue;
                 }
-                self.on_event(ev.token().0, ev.is_error(), turn);
                 // Open loop, on schedule: a start that falls due while a long batch of events
                 // is handled goes out now, not after the batch.
                 if let Next::At(t) = next
@@ -312,10 +307,9 @@ impl<'a> Generator<'a> {
         match self.plan.load {
             Load::Open { .. } => {
                 for n in 0..START_BATCH {
-                    if n > 0 && self.next_due().is_some_and(|t| t <= now) {
-                        self.settle();
-                    }
-                    match self.issue_one(now) {
+                    // After the first start of the turn, what came meanwhile is handled
+                    // before the next (see `settle`).
+                    match self.issue_one(now, n > 0) {
                         Next::Now => {}
                         other => return other,
                     }
@@ -359,8 +353,9 @@ impl<'a> Generator<'a> {
         }
     }
 
-    /// Open loop: starts the next attempt if it is due and a slot is free.
-    fn issue_one(&mut self, now: Instant) -> Next {
+    /// Open loop: starts the next attempt if it is due and a slot is free; with `settle`,
+    /// handles the events that came since the turn's last start first.
+    fn issue_one(&mut self, now: Instant, settle: bool) -> Next {
         let Some(due) = self.plan.due(self.next_i) else {
             self.issuing = false;
             return Next::Idle;
@@ -373,14 +368,12 @@ impl<'a> Generator<'a> {
             // Wait for an attempt to end: events, not a spin.
             return Next::Idle;
         }
+        if settle {
+            self.settle();
+        }
         self.next_i += self.stride;
         self.start_scheduled(at, due.burst);
         Next::Now
-    }
-
-    /// Open loop: when the next attempt of this thread falls due, if it is still to start.
-    fn next_due(&self) -> Option<Instant> {
-        self.plan.due(self.next_i).map(|d| self.t0 + d.at)
     }
 
     /// Between two starts of one turn: the events that came meanwhile (on loopback, the
@@ -394,23 +387,30 @@ impl<'a> Generator<'a> {
         if self.poll.poll(&mut events, Some(Duration::ZERO)).is_ok() {
             let turn = Instant::now();
             for ev in events.iter() {
-                if ev.token() == TIMER {
-                    if let Some(t) = self.timer.as_mut() {
-                        t.expired();
-                    }
-                    continue;
-                }
-                self.on_event(ev.token().0, ev.is_error(), turn);
+                self.on_polled(ev, turn);
             }
         }
         self.ready = Some(events);
+    }
+
+    /// One event of a poll at `turn`: the pacing timer's (seen, edge-triggered: the next
+    /// arming sets it even for the same instant), or an attempt's. False for the timer's.
+    fn on_polled(&mut self, ev: &mio::event::Event, turn: Instant) -> bool {
+        if ev.token() == TIMER {
+            if let Some(t) = self.timer.as_mut() {
+                t.expired();
+            }
+            return false;
+        }
+        self.on_event(ev.token().0, ev.is_error(), turn);
+        true
     }
 
     fn issue_one_due(&mut self) -> Next {
         if !self.issuing || !matches!(self.plan.load, Load::Open { .. }) {
             return Next::Idle;
         }
-        self.issue_one(Instant::now())
+        self.issue_one(Instant::now(), false)
     }
 
     /// Starts an attempt of the open loop's schedule, due `at` (one of a burst or not), its
@@ -426,11 +426,7 @@ impl<'a> Generator<'a> {
             self.rec.burst_spread_us = self.rec.burst_spread_us.max(lag.as_micros() as u64);
             self.start_at(Some(at), now);
             // Kept after the start, so a steady attempt due meanwhile knows it.
-            let since = match self.burst_end {
-                Some((_, due)) if due == at => due,
-                _ => at,
-            };
-            self.burst_end = Some((Instant::now(), since));
+            self.burst_end = Some((Instant::now(), at));
             return;
         }
         // A steady attempt due while its second's burst was still going out waited for the

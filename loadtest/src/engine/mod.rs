@@ -209,7 +209,7 @@ pub fn run(
             .spawn(move || {
                 if let Some(cpus) = plan.cpus.as_deref().filter(|c| !c.is_empty()) {
                     // Checked against the allowed CPUs when the plan was built.
-                    let _ = synack_sys::cpu::set_thread_cpus(&[cpus[index % cpus.len()]]);
+                    let _ = synack_sys::pin_to_cpu(cpus[index % cpus.len()]);
                 }
                 let cpu = || synack_sys::current_thread_cpu().ok().flatten();
                 let before = cpu();

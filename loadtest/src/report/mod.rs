@@ -328,12 +328,6 @@ pub struct GeneratorReport {
     /// clumped or smeared the arrivals the server saw.
     #[serde(default)]
     pub arrivals_displaced: Option<f64>,
-    /// Starts that failed for want of the generator's descriptors (EMFILE/ENFILE).
-    #[serde(default)]
-    pub fd_exhausted: u64,
-    /// Starts that failed for want of local ports (EADDRNOTAVAIL).
-    #[serde(default)]
-    pub ports_exhausted: u64,
     /// The start-lag p99 above which the schedule counts as not kept, us (`--lag-limit`).
     pub lag_limit_us: u64,
     /// The in-flight bound, over all threads (`--max-in-flight`, or from the descriptor limit).
@@ -1063,8 +1057,6 @@ pub fn generator_figures(plan: &Plan, run: &RunResult, host: &HostFacts) -> Gene
         behind_burst: rec.behind_burst,
         burst_spread_us: rec.burst_spread_us,
         arrivals_displaced,
-        fd_exhausted: rec.count(Outcome::FdLimit),
-        ports_exhausted: rec.count(Outcome::PortsExhausted),
         lag_limit_us: plan.lag_limit.as_micros() as u64,
         max_in_flight: plan.max_in_flight,
         peak_in_flight: rec.peak_in_flight,

@@ -149,9 +149,7 @@ impl Step {
             .offered_rate
             .unwrap_or(self.rate + self.burst as f64)
     }
-}
 
-impl Step {
     /// A step of `rep`, the flood at `rate` (and `burst`), with the judge's verdict (see
     /// [`crate::judge::step`], which calls this).
     pub fn new(

@@ -328,7 +328,6 @@ fn measure_backlog(
         watch,
         p99_limit: Duration::from_secs(3600),
         retries: spec.retries,
-        server: None,
     };
     for (i, &r) in rates.iter().enumerate() {
         if i > 0 {
@@ -554,17 +553,9 @@ pub fn split_cpus(
     server: Option<&[usize]>,
     generator: Option<&[usize]>,
 ) -> Result<CpuSplit, LoadError> {
-    let allowed = synack_sys::cpu::allowed_cpus(std::process::id())
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let allowed = crate::plan::allowed_cpus();
     for (flag, list) in [("--server-cpus", server), ("--cpus", generator)] {
-        if let Some(bad) = list.and_then(|l| l.iter().find(|c| !allowed.contains(c))) {
-            return Err(LoadError::Usage(format!(
-                "{flag}: CPU {bad} is not one this process may run on (allowed: {})",
-                synack_sys::cpu::format_list(&allowed)
-            )));
-        }
+        crate::plan::check_cpus(flag, list.unwrap_or_default(), &allowed)?;
     }
     let rest = |taken: &[usize]| {
         let r: Vec<usize> = allowed
