@@ -4,7 +4,7 @@
 restarts (SIGTERM, wait for the exit, start again on the same address), each under the same
 open-loop flood of `synack-load flood --rate RATE`. Prints what clients saw (every outcome
 class, SYN retransmissions) and the handoff durations (p50, p99) as the old processes reported
-them. A benchmark, not a test: its figures go in the README and the issue note.
+them. A benchmark, not a test: its figures go in docs/performance.md and the issue note.
 
 Usage: scripts/handoff-bench.py [--restarts 100] [--rate 20000] [--every-ms 100] [--runs 3]
 (BACKLOG=1024 the server's listen backlog; GEN_THREADS=1 generator threads by default: on 2 cores a second one only takes CPU from the

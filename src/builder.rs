@@ -384,7 +384,7 @@ impl ServerBuilder {
     /// so the acceptor takes what arrived meanwhile in one burst when the worker blocks (or at
     /// the end of its time slice) instead of cutting into the worker once per connection. On a
     /// shared core in the comparison harness that halves the acceptor's CPU per connection
-    /// (the README's Performance section has the figures). An idle core runs the woken
+    /// (docs/performance.md has the figures). An idle core runs the woken
     /// acceptor at once, so an unloaded server accepts as fast either way; on a core busy with
     /// other programs, a connection may wait up to a scheduler slice for its accept. Off: the
     /// acceptor preempts like any thread. Without acceptor threads
@@ -448,8 +448,8 @@ impl ServerBuilder {
     /// for each new connection the kernel wakes the worker when it is idle and the acceptor
     /// thread only while the worker is busy. An idle worker then takes the connection itself:
     /// no wakeup of the acceptor, no channel, no context switch between the two (on a core they
-    /// share, that switch was the acceptor design's main cost: the README's Performance
-    /// section has the figures). A busy worker leaves it to the acceptor thread, which accepts
+    /// share, that switch was the acceptor design's main cost: docs/performance.md has the
+    /// figures). A busy worker leaves it to the acceptor thread, which accepts
     /// it at once and hands it to the least-loaded worker, as before, unless that would only
     /// move the connection from the kernel's queue to the same worker's channel: while the
     /// worker would get it anyway (no worker has fewer open), keeps moving and at most half
@@ -502,8 +502,8 @@ impl ServerBuilder {
     /// segment that is not full queued, for the rest of that poll only. When the poll ends:
     /// - if the handler dropped the connection, the socket is shut down and closed: the data
     ///   and the FIN leave together and the peer acknowledges them once. A greeting costs 5
-    ///   segments on the wire instead of 7, and the server about 15% less CPU (the README's
-    ///   Performance section has the figures);
+    ///   segments on the wire instead of 7, and the server about 15% less CPU
+    ///   (docs/performance.md has the figures);
     /// - if the connection lives on, what is queued is pushed at once (one `setsockopt`): the
     ///   bytes leave at the end of the poll that wrote them, never later. A read that has to
     ///   wait, or [`Connection::tokio_stream`], pushes them earlier. A flush does not: like a
