@@ -392,7 +392,7 @@ pub struct ConnArgs {
     /// Pin the generator threads to these CPUs (0-3,6), thread i on the i-th, round the list:
     /// on a host it shares with the server, keep the two apart. [default: unpinned]
     #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<CpuList>,
 }
 
 /// `synack-load flood`.
@@ -688,11 +688,11 @@ pub struct TuneArgs {
     /// Pin the generator threads to these CPUs (0-3,6). With --server-cmd on a host of two
     /// CPUs or more and neither list given, tune splits the CPUs between the two and says so.
     #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<CpuList>,
     /// With --server-cmd: the CPUs the server it starts may run on (0-3,6). [default: half
     /// of them, the generator the other half]
     #[arg(long, value_name = "LIST", value_parser = parse_cpus, requires = "server_cmd")]
-    pub server_cpus: Option<Vec<usize>>,
+    pub server_cpus: Option<CpuList>,
     /// What each connection says to your server and must hear back (ADDR or --server-cmd;
     /// the simulated server answers "ok" to any connection).
     #[command(flatten)]
@@ -786,8 +786,8 @@ impl TuneArgs {
             threads: self.threads as usize,
             lag_limit: self.lag_limit,
             retries: self.retries,
-            cpus: self.cpus.clone(),
-            server_cpus: self.server_cpus.clone(),
+            cpus: self.cpus.clone().map(|c| c.0),
+            server_cpus: self.server_cpus.clone().map(|c| c.0),
             tls: self.tls.options(),
             exchange,
         })
@@ -813,6 +813,20 @@ impl TuneArgs {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources(pub Vec<IpAddr>);
+
+/// A list of CPUs (`--cpus`, `--server-cpus`), one value for clap.
+///
+/// ```
+/// use clap::Parser;
+/// use synack_load::cli::{Cli, Command, CpuList};
+///
+/// let line = "synack-load flood 127.0.0.1:7878 --cpus 0-1,3";
+/// let Command::Flood(f) = Cli::try_parse_from(line.split(' '))?.command else { unreachable!() };
+/// assert_eq!(f.conn.cpus, Some(CpuList(vec![0, 1, 3])));
+/// # Ok::<(), clap::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
 
 /// Parses `10k`, `2.5k`, `1m`, `500`: a rate above zero, per second.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
@@ -875,8 +889,10 @@ fn parse_ramp(s: &str) -> Result<(f64, f64), String> {
 }
 
 /// A CPU list (`0-3,6`): each CPU a number below the most a CPU set holds.
-fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
-    synack_sys::cpu::parse_list(s.trim()).map_err(|e| format!("{e} (a list such as 0-3,6)"))
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    synack_sys::cpu::parse_list(s.trim())
+        .map(CpuList)
+        .map_err(|e| format!("{e} (a list such as 0-3,6)"))
 }
 
 fn parse_positive(s: &str) -> Result<u64, String> {
@@ -1051,7 +1067,7 @@ impl ConnArgs {
             .probe(self.probe)
             .max_in_flight(self.max_in_flight)
             .lag_limit(self.lag_limit)
-            .cpus(self.cpus.clone())
+            .cpus(self.cpus.clone().map(|c| c.0))
             .tls(self.tls.options());
         Ok(b.exchange(self.exchange.exchange()?))
     }
