@@ -17,13 +17,12 @@
 //!   busy, neither side alone at its limit: `host_bound`).
 //!
 //! ```
-//! use synack_load::judge::{Limit, limit};
 //! use synack_load::hostview::HostView;
 //!
 //! // Both CPUs busy, the generator's thread at 60%, no server thread at its limit: the host.
 //! let v = HostView { cpus: 2, host_idle: Some(0.01), generator_cores: 0.6,
 //!     generator_busiest: 0.6, generator_cpus: None, server: None };
-//! assert_eq!(limit(Some(&v)), Limit::Host);
+//! assert!(v.host_busy() && !v.generator_at_limit() && !v.server_at_limit());
 //! ```
 
 use std::time::Duration;
@@ -93,6 +92,7 @@ pub fn delivery(rep: &FloodReport) -> Vec<String> {
     }
     if let Some(p99) = g.start_lag_p99_us
         && p99 > g.lag_limit_us
+        && lag_condemns(rep)
     {
         reasons.push(format!(
             "start lag p99 {p99} us is above the {} us limit (--lag-limit): the schedule was not kept",
@@ -151,6 +151,35 @@ pub fn delivery(rep: &FloodReport) -> Vec<String> {
     reasons
 }
 
+/// Whether a start-lag p99 past `--lag-limit` means the generator did not keep the schedule.
+/// It does when the generator's busiest thread was at its CPU limit, when the host's CPUs
+/// were all busy, when the arrivals left their 10 ms windows, or when there is no host view
+/// to tell. Otherwise (the generator idle on an idle host, every arrival in its window) the
+/// lateness is the host's wake-up latency, which the server could not see: it is reported
+/// (a note), not judged.
+fn lag_condemns(rep: &FloodReport) -> bool {
+    let g = &rep.generator;
+    if rep.host.is_none() {
+        return true;
+    }
+    let busy = g.thread_busy.iter().copied().fold(0.0, f64::max) >= crate::hostview::AT_LIMIT;
+    busy || crowded(rep) || g.arrivals_displaced.is_some_and(|d| d > ARRIVAL_TOLERANCE)
+}
+
+/// A generator thread that waited, runnable, for a CPU at least this share of the run (and
+/// at least as long as it ran) was kept off its CPU by others.
+pub const CPU_WAIT_LIMIT: f64 = 0.02;
+
+/// Whether others held the generator's CPUs: every CPU of the host busy, or a generator
+/// thread that waited for a CPU (the run queue's delay, its own schedstat) at least
+/// [`CPU_WAIT_LIMIT`] of the run and at least as long as it ran.
+fn crowded(rep: &FloodReport) -> bool {
+    let g = &rep.generator;
+    let ran = g.thread_busy.iter().copied().fold(0.0, f64::max);
+    let waited = g.cpu_wait.is_some_and(|w| w >= CPU_WAIT_LIMIT && w >= ran);
+    waited || rep.host.as_ref().is_some_and(HostView::host_busy)
+}
+
 /// Which side ran out, by the host view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,22 +188,23 @@ pub enum Limit {
     Generator,
     /// The server's threads were at their CPU limit.
     Server,
-    /// Every CPU of the host was busy and neither side alone was at its limit.
+    /// Others held the CPUs: every CPU of the host busy, or the generator's threads kept
+    /// waiting for theirs, and neither side alone at its limit.
     Host,
     /// Nothing in the host view points at either (or there is no host view).
     Unknown,
 }
 
-/// Names the CPU limit of a run from its host view.
-pub fn limit(host: Option<&HostView>) -> Limit {
-    let Some(h) = host else {
+/// Names the CPU limit of a run from its host view and the generator's own waits.
+pub fn limit(rep: &FloodReport) -> Limit {
+    let Some(h) = rep.host.as_ref() else {
         return Limit::Unknown;
     };
     if h.generator_at_limit() {
         Limit::Generator
     } else if h.server_at_limit() {
         Limit::Server
-    } else if h.host_busy() {
+    } else if crowded(rep) {
         Limit::Host
     } else {
         Limit::Unknown
@@ -184,9 +214,17 @@ pub fn limit(host: Option<&HostView>) -> Limit {
 /// The fix for a host-bound run.
 pub const HOST_FIX: &str = "pin the generator (--cpus) away from the server (tune --server-cpus), split the CPUs between them, or run the generator from another host";
 
-/// Who used the CPU over the run, in one line (empty without a host view).
+/// Who used the CPU over the run, and how long the generator waited for one, in one line
+/// (empty without a host view).
 fn cpu_summary(rep: &FloodReport) -> String {
-    rep.host.as_ref().map(HostView::summary).unwrap_or_default()
+    let mut line = rep.host.as_ref().map(HostView::summary).unwrap_or_default();
+    if let Some(w) = rep.generator.cpu_wait {
+        line.push_str(&format!(
+            "; a generator thread waited {:.1}% of the run for a CPU (run queue, schedstat)",
+            w * 100.0
+        ));
+    }
+    line
 }
 
 /// The reason a step is host-bound, with its evidence and the fix.
@@ -232,9 +270,20 @@ pub fn flood(rep: &mut FloodReport) {
             rep.generator.behind_burst, rep.generator.burst_spread_us
         ));
     }
+    if let Some(p99) = rep.generator.start_lag_p99_us
+        && p99 > rep.generator.lag_limit_us
+        && !lag_condemns(rep)
+    {
+        rep.notes.push(format!(
+            "start lag p99 {p99} us is above the {} us limit (--lag-limit), but the generator was idle on an idle host ({}) and {:.1}% of arrivals left their 10 ms window: this host's wake-up latency, which the server could not see; not judged",
+            rep.generator.lag_limit_us,
+            cpu_summary(rep),
+            rep.generator.arrivals_displaced.unwrap_or(0.0) * 100.0
+        ));
+    }
     if !rep.generator.delivered {
         let why = rep.generator.reasons.join("; ");
-        let fix = match limit(rep.host.as_ref()) {
+        let fix = match limit(rep) {
             Limit::Host => host_reason(rep),
             Limit::Generator => format!(
                 "the generator was the limit ({}): add --threads, lower the rate, or run it on another host",
@@ -410,7 +459,7 @@ pub fn verdict(rep: &FloodReport, p99_limit: Duration) -> (Verdict, Vec<String>)
         }
         return (Verdict::Saturated, why);
     }
-    let lim = limit(rep.host.as_ref());
+    let lim = limit(rep);
     if !delivered {
         let mut why = reasons;
         let seen = signs.all();
@@ -637,6 +686,39 @@ mod tests {
                 .any(|w| w.contains("the starts lagged (start lag p99 5")),
             "{why:?}"
         );
+    }
+
+    #[test]
+    fn a_late_start_of_an_idle_generator_on_an_idle_host_is_a_note_not_a_verdict() {
+        use crate::hostview::HostView;
+        let idle = HostView {
+            cpus: 2,
+            host_idle: Some(0.9),
+            generator_cores: 0.01,
+            generator_busiest: 0.01,
+            generator_cpus: None,
+            server: None,
+        };
+        let mut rep = report(1000, 50, 5000, 0);
+        rep.generator.thread_busy = vec![0.01];
+        rep.generator.arrivals_displaced = Some(0.0);
+        rep.host = Some(idle.clone());
+        assert!(delivery(&rep).is_empty(), "{:?}", delivery(&rep));
+        assert_eq!(verdict(&rep, LIMIT).0, Verdict::Clean);
+        flood(&mut rep);
+        assert!(
+            rep.notes.iter().any(|n| n.contains("wake-up latency")),
+            "{:?}",
+            rep.notes
+        );
+        // The same lag while the generator's thread waited for its CPU longer than it ran:
+        // others held it, and the host is the limit.
+        rep.generator.cpu_wait = Some(0.12);
+        assert_eq!(verdict(&rep, LIMIT).0, Verdict::HostBound);
+        // Arrivals out of their windows: not delivered, whatever the CPUs.
+        rep.generator.cpu_wait = None;
+        rep.generator.arrivals_displaced = Some(0.1);
+        assert_eq!(verdict(&rep, LIMIT).0, Verdict::GeneratorBound);
     }
 
     #[test]

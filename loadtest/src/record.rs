@@ -74,6 +74,10 @@ pub struct Recorder {
     /// Steady starts per [`ARRIVAL_WINDOW`] since the run's start: `[scheduled, started]`
     /// (index: the window), for how far the generator clumped arrivals against the schedule.
     pub arrivals: Vec<[u32; 2]>,
+    /// How long this thread waited, runnable, for a CPU over the run (the run queue's delay,
+    /// `/proc/thread-self/schedstat`); merged, the longest of the threads'. `None` where not
+    /// published.
+    pub cpu_wait: Option<std::time::Duration>,
     /// The longest turn of a generator thread's event loop (from poll's return to its next
     /// call), us: while a turn lasts, no event is seen.
     pub turn: Histogram<u64>,
@@ -122,6 +126,7 @@ impl Default for Recorder {
             burst_spread_us: 0,
             behind_burst: 0,
             arrivals: Vec::new(),
+            cpu_wait: None,
             turn: latency_histogram(),
             queue_wait: latency_histogram(),
             dispatch: latency_histogram(),
@@ -218,6 +223,7 @@ impl Recorder {
         let _ = self.steady_lag.add(&other.steady_lag);
         self.burst_spread_us = self.burst_spread_us.max(other.burst_spread_us);
         self.behind_burst += other.behind_burst;
+        self.cpu_wait = self.cpu_wait.max(other.cpu_wait);
         if self.arrivals.len() < other.arrivals.len() {
             self.arrivals.resize(other.arrivals.len(), [0; 2]);
         }

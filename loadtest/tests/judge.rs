@@ -30,7 +30,7 @@ fn recorded_reports_get_the_verdict_their_evidence_supports() {
             "jvm-drops-lagging.json",
             false,
             Verdict::Saturated,
-            Some("32368 SYNs/ACKs dropped by the listener"),
+            Some("56856 SYNs/ACKs dropped by the listener"),
         ),
         // Late starts with every CPU busy and neither side at its limit: the host.
         ("host-bound.json", false, Verdict::HostBound, Some("--cpus")),
@@ -59,7 +59,7 @@ fn recorded_reports_get_the_verdict_their_evidence_supports() {
     // The lagging JVM case says how late the starts were.
     let (_, why) = verdict(&fixture("jvm-drops-lagging.json"), limit);
     assert!(
-        why.iter().any(|w| w.contains("start lag p99 11207 us")),
+        why.iter().any(|w| w.contains("start lag p99 7411 us")),
         "{why:?}"
     );
 }

@@ -164,6 +164,24 @@ pub fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
     imp::current_thread_cpu()
 }
 
+/// How long the calling thread has waited, runnable, for a CPU (Linux: the second field of
+/// `/proc/thread-self/schedstat`, the run queue's delay); `Ok(None)` where the OS does not
+/// publish it. A thread that was late though idle, and waited long here, was kept off its CPU
+/// by others.
+///
+/// ```
+/// # #[cfg(target_os = "linux")]
+/// assert!(synack_sys::current_thread_run_delay()?.is_some());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// `/proc/thread-self/schedstat` cannot be read (a kernel without schedstat).
+pub fn current_thread_run_delay() -> io::Result<Option<std::time::Duration>> {
+    imp::current_thread_run_delay()
+}
+
 /// Reads the accept queue of a listening socket (Linux: `TCP_INFO`).
 ///
 /// Returns `Ok(None)` where the operating system does not report it.

@@ -84,6 +84,16 @@ pub(super) fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
     Ok(parse_task_stat(&stat).map(|t| ticks(t.user + t.system, clock_tick())))
 }
 
+pub(super) fn current_thread_run_delay() -> io::Result<Option<std::time::Duration>> {
+    // schedstat: run time, then the time spent runnable on a run queue, waiting for a CPU.
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    Ok(text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .map(std::time::Duration::from_nanos))
+}
+
 pub(super) fn context_switches(pid: u32) -> io::Result<Option<u64>> {
     let mut n = 0u64;
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {

@@ -29,6 +29,10 @@ pub(super) fn current_thread_cpu() -> io::Result<Option<std::time::Duration>> {
     Ok(None)
 }
 
+pub(super) fn current_thread_run_delay() -> io::Result<Option<std::time::Duration>> {
+    Ok(None)
+}
+
 pub(super) fn context_switches(_pid: u32) -> io::Result<Option<u64>> {
     Ok(None)
 }

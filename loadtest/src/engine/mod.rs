@@ -212,10 +212,14 @@ pub fn run(
                     let _ = synack_sys::pin_to_cpu(cpus[index % cpus.len()]);
                 }
                 let cpu = || synack_sys::current_thread_cpu().ok().flatten();
-                let before = cpu();
+                let waited = || synack_sys::current_thread_run_delay().ok().flatten();
+                let (before, waited_before) = (cpu(), waited());
                 let mut t = Generator::new(&plan, index, t0, poll, tx, &progress);
                 t.run();
                 let used = cpu().zip(before).map(|(a, b)| a.saturating_sub(b));
+                t.rec.cpu_wait = waited()
+                    .zip(waited_before)
+                    .map(|(a, b)| a.saturating_sub(b));
                 (t.rec, t.last_established, used, t.first_started)
             })?;
         handles.push(h);

@@ -341,6 +341,11 @@ pub struct GeneratorReport {
     pub thread_busy: Vec<f64>,
     /// The longest turn of a generator thread's loop, us: no event was seen meanwhile.
     pub turn_max_us: u64,
+    /// The longest any generator thread waited, runnable, for a CPU over the run, as a share
+    /// of the run (the run queue's delay, schedstat): others held its CPU. `None` where not
+    /// published.
+    #[serde(default)]
+    pub cpu_wait: Option<f64>,
 }
 
 /// What each connection sent and what its answer had to be.
@@ -1067,6 +1072,10 @@ pub fn generator_figures(plan: &Plan, run: &RunResult, host: &HostFacts) -> Gene
         } else {
             rec.turn.max()
         },
+        cpu_wait: rec
+            .cpu_wait
+            .filter(|_| elapsed > 0.0)
+            .map(|w| w.as_secs_f64() / elapsed),
     }
 }
 

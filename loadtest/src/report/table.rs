@@ -102,6 +102,13 @@ pub fn render(r: &FloodReport) -> String {
             format!("   threads busy {}", busy.join(" "))
         }
     );
+    if let Some(w) = g.cpu_wait.filter(|w| *w >= 0.001) {
+        let _ = writeln!(
+            s,
+            "    waited for a CPU: {:.1}% of the run at most per thread (run queue, schedstat): others held its CPU meanwhile",
+            w * 100.0
+        );
+    }
     for reason in &g.reasons {
         let _ = writeln!(s, "    - {reason}");
     }

@@ -340,7 +340,7 @@ fn measure_backlog(
                     rate(r),
                     spec.burst,
                     match st.verdict {
-                        Verdict::Saturated => format!("drops ({})", st.reasons.join(", ")),
+                        Verdict::Saturated => format!("saturated ({})", st.reasons.join(", ")),
                         Verdict::Clean => format!("clean, connect p99 {} us", st.connect.p99),
                         Verdict::GeneratorBound => {
                             format!("generator-bound, no verdict ({})", st.reasons.join("; "))
