@@ -890,9 +890,7 @@ fn parse_ramp(s: &str) -> Result<(f64, f64), String> {
 
 /// A CPU list (`0-3,6`): each CPU a number below the most a CPU set holds.
 fn parse_cpus(s: &str) -> Result<CpuList, String> {
-    synack_sys::cpu::parse_list(s.trim())
-        .map(CpuList)
-        .map_err(|e| format!("{e} (a list such as 0-3,6)"))
+    synack_sys::cpu::parse_list(s.trim()).map(CpuList)
 }
 
 fn parse_positive(s: &str) -> Result<u64, String> {
